@@ -1,0 +1,171 @@
+"""Datasets as tensors held on the training device, split train/val/test.
+
+Everything small enough to fit stays on the device as one tensor per split, so a
+batch is one index_select, not a DataLoader round trip. Image data are float tensors
+(N, 1, H, W) in [0, 1]; labels are int64 class indices; models flatten themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vgdiag.errors import UserError
+
+DATASETS = ("digits", "fashion-mnist", "mnist", "synthetic")
+
+
+@dataclass(frozen=True)
+class DataDefaults:
+    """Training defaults that suit a dataset (the CLI uses them when not given)."""
+
+    epochs: int
+    batch_size: int
+
+
+# digits has only 1,797 images: small batches give a short run enough steps to learn.
+# The MNIST family uses the reference experiment's budget.
+DATA_DEFAULTS: dict[str, DataDefaults] = {
+    "digits": DataDefaults(epochs=30, batch_size=32),
+    "fashion-mnist": DataDefaults(epochs=100, batch_size=512),
+    "mnist": DataDefaults(epochs=100, batch_size=512),
+    "synthetic": DataDefaults(epochs=10, batch_size=64),
+}
+
+
+@dataclass
+class TensorSplit:
+    x: torch.Tensor  # (N, ...) float
+    y: torch.Tensor  # (N,) int64 class index (or float targets for regression)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        return TensorSplit(self.x.to(device), self.y.to(device))
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield batches; shuffled with `generator` when given, in order otherwise.
+
+        The permutation is drawn on the CPU from a CPU generator so the data order is the
+        same for a seed whatever the device.
+        """
+        n = len(self)
+        if generator is None:
+            for start in range(0, n, batch_size):
+                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+            return
+        order = torch.randperm(n, generator=generator).to(self.x.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield self.x.index_select(0, idx), self.y.index_select(0, idx)
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit | None
+    num_classes: int  # 0 for regression targets
+    input_shape: tuple[int, ...]  # one sample's shape, e.g. (1, 28, 28)
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        return DataBundle(
+            self.name,
+            self.train.to(device),
+            self.val.to(device),
+            None if self.test is None else self.test.to(device),
+            self.num_classes,
+            self.input_shape,
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": 0 if self.test is None else len(self.test),
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+        }
+
+
+def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """A seeded random partition of range(n) into parts with the given fractions."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    bounds = np.cumsum([round(f * n) for f in fractions[:-1]])
+    return list(np.split(perm, bounds))
+
+
+def load_digits(seed: int) -> DataBundle:
+    """scikit-learn's bundled 8x8 digits (real handwriting, no network), 70/10/20 split."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    raw = sk_load_digits()
+    x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixels are 0..16
+    y = torch.tensor(raw.target, dtype=torch.int64)
+    tr, va, te = split_indices(len(y), (0.7, 0.1, 0.2), seed)
+    return DataBundle(
+        "digits",
+        TensorSplit(x[tr], y[tr]),
+        TensorSplit(x[va], y[va]),
+        TensorSplit(x[te], y[te]),
+        num_classes=10,
+        input_shape=(1, 8, 8),
+    )
+
+
+def load_synthetic(
+    seed: int, size: int = 6000, shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10
+) -> DataBundle:
+    """Learnable synthetic images: one random prototype per class plus noise, in [0, 1].
+
+    Any size, generated in memory; FashionMNIST-shaped by default so benchmarks and
+    tests exercise the reference model's real layer sizes.
+    """
+    if size < 10:
+        raise UserError(f"--synthetic-size must be at least 10, got {size}")
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand((num_classes, *shape), generator=g)
+    y = torch.randint(0, num_classes, (size,), generator=g)
+    noise = torch.rand((size, *shape), generator=g)
+    x = (0.6 * prototypes[y] + 0.4 * noise).clamp_(0.0, 1.0)
+    tr, va, te = split_indices(size, (0.8, 0.1, 0.1), seed)
+    return DataBundle(
+        "synthetic",
+        TensorSplit(x[tr], y[tr]),
+        TensorSplit(x[va], y[va]),
+        TensorSplit(x[te], y[te]),
+        num_classes=num_classes,
+        input_shape=tuple(shape),
+    )
+
+
+def load_dataset(
+    name: str,
+    *,
+    seed: int = 42,
+    data_dir: Path | None = None,
+    download: bool = True,
+    synthetic_size: int = 6000,
+) -> DataBundle:
+    """Load a built-in dataset by name (on the CPU; call .to(device) after)."""
+    if name == "digits":
+        return load_digits(seed)
+    if name == "synthetic":
+        return load_synthetic(seed, size=synthetic_size)
+    if name in ("fashion-mnist", "mnist"):
+        from vgdiag.idx import load_mnist_family
+
+        return load_mnist_family(name, data_dir=data_dir, seed=seed, download=download)
+    raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")

@@ -1,0 +1,18 @@
+"""Errors a user can cause, and the exit codes CI relies on."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; stable, documented in the README."""
+
+    OK = 0  # finished, nothing at or above --fail-on
+    FINDINGS = 1  # a finding at or above --fail-on
+    BAD_INPUT = 2  # the user's input is wrong: one line on stderr says what to do
+    TRAINING_FAILED = 3  # the model, data or training raised; the run folder is still written
+
+
+class UserError(Exception):
+    """Something the user can fix: shown as one line on stderr, exit code 2."""

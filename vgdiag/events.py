@@ -1,0 +1,75 @@
+"""The one event stream: the trainer yields these, every front end consumes them.
+
+Sinks (run store, headless progress, the dashboard, compare) see the same sequence:
+RunStarted, then any number of StageStarted / StepSampled / EpochEnded, then exactly
+one of RunFinished or RunFailed (RunFinished also covers an interrupted run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vgdiag.records import EpochRecord, Finding, LayerInfo, StepRecord
+
+
+@dataclass
+class RunStarted:
+    config: dict[str, Any]  # JSON-able description of what is being run (config.json)
+    steps_per_epoch: int
+    total_epochs: int  # over all stages
+
+
+@dataclass
+class StageStarted:
+    index: int  # 0-based
+    name: str
+    epochs: int
+    trainable: list[str]  # names of the layers whose parameters this stage trains
+
+
+@dataclass
+class StepSampled:
+    record: StepRecord
+    layers: list[LayerInfo]  # layers known so far, depth order
+    steps_done: int  # optimizer steps done so far (for progress and throughput)
+    seconds: float  # wall time since training started
+
+
+@dataclass
+class StepProgress:
+    """Sent at most a few times a second between samples, for progress bars."""
+
+    epoch: int
+    steps_done: int
+    seconds: float
+
+
+@dataclass
+class EpochEnded:
+    record: EpochRecord
+    findings: list[Finding]  # diagnosis of the history so far
+
+
+@dataclass
+class RunFinished:
+    status: str  # "completed" | "interrupted"
+    layers: list[LayerInfo]
+    test: dict[str, float] | None  # {"loss": .., "acc": ..}; None when interrupted early
+    findings: list[Finding]
+    seconds: float
+    steps_done: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunFailed:
+    error: str  # one line: exception type and message
+    traceback: str
+    layers: list[LayerInfo]
+    findings: list[Finding]
+    seconds: float
+    steps_done: int
+
+
+Event = RunStarted | StageStarted | StepSampled | StepProgress | EpochEnded | RunFinished | RunFailed

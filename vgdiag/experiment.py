@@ -1,0 +1,115 @@
+"""Experiment: a plain, declarative recipe for one training run.
+
+Plugins transform recipes (Experiment -> Experiment); the trainer runs them. Nothing
+here trains or touches data: factories are called by the trainer, after seeding, so
+the baseline and every variant start from the same random state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+ModelFactory = Callable[[], nn.Module]
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # passes over the training set (over all stages)
+    batch_size: int = 64  # samples per optimizer step
+    lr: float = 0.01  # learning rate of the default optimizer
+    seed: int = 42  # seeds model init, data order and the data split
+    device: str = "cpu"  # resolved device: "cpu", "cuda", "cuda:1"...
+    every: int = 10  # probe samples every N-th optimizer step (step 0 always)
+    hist_every: int = 10  # histograms on every N-th *sampled* step
+    keep_going: bool = False  # go on training after a non-finite loss or gradient
+
+
+@dataclass
+class Stage:
+    """One stage of a staged schedule (layer-wise training).
+
+    The stage trains `model` (which may share submodules with earlier stages) and
+    updates only `trainable` (None: every parameter of `model`).
+    """
+
+    name: str
+    epochs: int
+    model: nn.Module
+    trainable: list[nn.Parameter] | None = None
+    batch_size: int | None = None  # overrides TrainConfig.batch_size when set
+
+
+# Given the model built by model_factory, returns the stages to train in order.
+StagePlan = Callable[[nn.Module], list[Stage]]
+
+
+@dataclass
+class Experiment:
+    name: str  # short name, used in run folder names and tables
+    model_factory: ModelFactory
+    optimizer_factory: OptimizerFactory
+    loss_fn: LossFn
+    train: TrainConfig
+    model_spec: str = "builtin:mlp"  # how the model was named by the user (for config.json)
+    optimizer_name: str = "sgd"  # for config.json and tables
+    stage_plan: StagePlan | None = None  # None: one stage, all parameters, train.epochs
+    model_transforms: list[Callable[[nn.Module], nn.Module]] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)  # names of plugins applied, in order
+    notes: dict[str, Any] = field(default_factory=dict)  # JSON-able facts plugins add
+
+    def build_model(self) -> nn.Module:
+        """Build the model and apply every transform plugins added, in order."""
+        model = self.model_factory()
+        for transform in self.model_transforms:
+            model = transform(model)
+        return model
+
+    def replace(self, **changes: Any) -> Experiment:
+        """A copy with some fields changed; list fields are copied, never shared."""
+        base = {
+            "model_transforms": list(self.model_transforms),
+            "plugins": list(self.plugins),
+            "notes": dict(self.notes),
+            "train": dataclasses.replace(self.train),
+        }
+        base.update(changes)
+        return dataclasses.replace(self, **base)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for config.json."""
+        return {
+            "name": self.name,
+            "model": self.model_spec,
+            "optimizer": self.optimizer_name,
+            "plugins": list(self.plugins),
+            "staged": self.stage_plan is not None,
+            "train": dataclasses.asdict(self.train),
+            "notes": dict(self.notes),
+        }
+
+
+def sgd(lr: float, momentum: float = 0.0) -> OptimizerFactory:
+    """Plain SGD, as in the reference experiment (no momentum by default)."""
+
+    def make(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+    return make
+
+
+def adam(lr: float) -> OptimizerFactory:
+    def make(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr)
+
+    return make
+
+
+OPTIMIZERS: dict[str, Callable[[float], OptimizerFactory]] = {"sgd": sgd, "adam": adam}

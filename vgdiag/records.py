@@ -1,0 +1,233 @@
+"""Plain records that flow from the engine to every front end.
+
+They carry numbers (floats, numpy arrays), never live tensors, so a record can be
+posted to another thread, pickled to another process or written as JSON.
+The stat keys below are an interface for CI users: keep them stable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Per-layer statistics recorded on sampled steps. NaN means "not measured here"
+# (e.g. no activation module follows the layer, or no optimizer step was seen).
+LAYER_STAT_KEYS: tuple[str, ...] = (
+    "grad_norm",  # L2 norm of all the layer's own parameter gradients, concatenated
+    "grad_mean_abs",  # mean |g| over those gradient elements
+    "weight_norm",  # L2 norm of the layer's own parameters
+    "weight_change",  # ||W - W0|| / ||W0||, W0 = parameters when the probe attached
+    "update_ratio",  # ||dW|| / ||W|| of the last optimizer step
+    "grad_output_norm",  # L2 norm of dLoss/dOutput of the layer (gradient flowing out)
+    "act_mean",  # mean of the activation that follows the layer
+    "act_std",  # std of that activation
+    "act_saturated",  # fraction of sigmoid/tanh outputs within SATURATION_EPS of a bound
+    "act_dead",  # fraction of ReLU-family units that are zero for the whole batch
+)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer: a module that owns parameters directly."""
+
+    name: str  # qualified module name ("" is shown as "<root>")
+    kind: str  # class name, e.g. "Linear"
+    depth: int  # order of first execution in forward, 0 = nearest the input
+    num_params: int  # trainable and frozen parameter elements owned directly
+    param_names: tuple[str, ...]  # own parameter names, e.g. ("weight", "bias")
+    activation: str | None = None  # name of the activation module that follows, if seen
+
+
+@dataclass
+class LayerStats:
+    """One layer's numbers at one sampled step (see LAYER_STAT_KEYS)."""
+
+    grad_norm: float = math.nan
+    grad_mean_abs: float = math.nan
+    weight_norm: float = math.nan
+    weight_change: float = math.nan
+    update_ratio: float = math.nan
+    grad_output_norm: float = math.nan
+    act_mean: float = math.nan
+    act_std: float = math.nan
+    act_saturated: float = math.nan
+    act_dead: float = math.nan
+    param_grad_norms: dict[str, float] = field(default_factory=dict)  # "weight" -> norm
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: _finite_or_none(getattr(self, k)) for k in LAYER_STAT_KEYS}
+        out["param_grad_norms"] = {k: _finite_or_none(v) for k, v in self.param_grad_norms.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LayerStats:
+        values = {k: _none_to_nan(data.get(k)) for k in LAYER_STAT_KEYS}
+        pgn = {k: _none_to_nan(v) for k, v in (data.get("param_grad_norms") or {}).items()}
+        return cls(**values, param_grad_norms=pgn)
+
+
+@dataclass
+class Histogram:
+    """Counts over equal-width bins between lo and hi (values outside are clamped in)."""
+
+    lo: float
+    hi: float
+    counts: np.ndarray  # int64, one per bin
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, len(self.counts) + 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lo": self.lo, "hi": self.hi, "counts": [int(c) for c in self.counts]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Histogram:
+        return cls(float(data["lo"]), float(data["hi"]), np.asarray(data["counts"], np.int64))
+
+
+@dataclass
+class StepRecord:
+    """Everything the probe measured on one sampled optimizer step."""
+
+    step: int  # global optimizer step, 0-based
+    epoch: int  # 1-based epoch the step belongs to (0 when outside a trainer)
+    loss: float  # training loss of that step's batch (NaN when not given to the probe)
+    layers: dict[str, LayerStats]  # in depth order
+    weight_hist: dict[str, Histogram] = field(default_factory=dict)  # on histogram steps
+    grad_hist: dict[str, Histogram] = field(default_factory=dict)  # log10|grad| histograms
+
+    def series(self, key: str) -> np.ndarray:
+        """One stat across layers, in depth order."""
+        return np.array([getattr(s, key) for s in self.layers.values()], dtype=np.float64)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "step",
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": _finite_or_none(self.loss),
+            "layers": {n: s.to_json() for n, s in self.layers.items()},
+        }
+        if self.weight_hist:
+            out["weight_hist"] = {n: h.to_json() for n, h in self.weight_hist.items()}
+        if self.grad_hist:
+            out["grad_hist"] = {n: h.to_json() for n, h in self.grad_hist.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepRecord:
+        return cls(
+            step=int(data["step"]),
+            epoch=int(data.get("epoch", 0)),
+            loss=_none_to_nan(data.get("loss")),
+            layers={n: LayerStats.from_json(s) for n, s in data["layers"].items()},
+            weight_hist={
+                n: Histogram.from_json(h) for n, h in (data.get("weight_hist") or {}).items()
+            },
+            grad_hist={n: Histogram.from_json(h) for n, h in (data.get("grad_hist") or {}).items()},
+        )
+
+
+@dataclass
+class EpochRecord:
+    """Loss and accuracy after one epoch; losses and accuracies are per-sample means."""
+
+    epoch: int  # 1-based, counted across stages
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float  # wall time of the epoch (training and validation)
+    steps: int  # global optimizer steps done by the end of the epoch
+    stage: str = ""  # stage name for staged schedules (layer-wise training)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        out["type"] = "epoch"
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EpochRecord:
+        return cls(
+            epoch=int(data["epoch"]),
+            train_loss=_none_to_nan(data.get("train_loss")),
+            train_acc=_none_to_nan(data.get("train_acc")),
+            val_loss=_none_to_nan(data.get("val_loss")),
+            val_acc=_none_to_nan(data.get("val_acc")),
+            seconds=_none_to_nan(data.get("seconds")),
+            steps=int(data.get("steps", 0)),
+            stage=str(data.get("stage", "")),
+        )
+
+
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclass
+class Finding:
+    """One diagnosis: what is wrong, where, the numbers behind it, and what fixes it."""
+
+    id: str  # stable identifier, e.g. "vanishing_gradient"
+    severity: str  # "error" | "warning" | "info"
+    layers: list[str]  # layers involved, depth order
+    evidence: dict[str, Any]  # the numbers the finding rests on
+    message: str  # one sentence for a person
+    recommend: list[str] = field(default_factory=list)  # plugin names that address it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "layers": list(self.layers),
+            "evidence": _jsonable(self.evidence),
+            "message": self.message,
+            "recommend": list(self.recommend),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Finding:
+        return cls(
+            id=str(data["id"]),
+            severity=str(data["severity"]),
+            layers=list(data.get("layers", [])),
+            evidence=dict(data.get("evidence", {})),
+            message=str(data.get("message", "")),
+            recommend=list(data.get("recommend", [])),
+        )
+
+
+def severity_rank(severity: str) -> int:
+    """0 for info, 1 warning, 2 error; unknown severities rank as info."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+
+
+def _finite_or_none(x: float) -> float | None:
+    # JSON has no NaN: null stands for it ("not measured" or NaN). +-inf stay floats,
+    # which Python's json writes as Infinity and reads back; non-finite values are
+    # also reported as findings, so nothing is lost by the NaN mapping.
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def _none_to_nan(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return None if math.isnan(f) else f
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    return value
