@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,6 +36,20 @@ DATA_DEFAULTS: dict[str, DataDefaults] = {
     "mnist": DataDefaults(epochs=100, batch_size=512),
     "synthetic": DataDefaults(epochs=10, batch_size=64),
 }
+
+
+class Split(Protocol):
+    """What the trainer needs of a train, validation or test split."""
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device | str) -> Split: ...
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def num_batches(self, batch_size: int) -> int: ...
 
 
 @dataclass
@@ -73,9 +88,9 @@ class TensorSplit:
 @dataclass
 class DataBundle:
     name: str
-    train: TensorSplit
-    val: TensorSplit
-    test: TensorSplit | None
+    train: Split
+    val: Split
+    test: Split | None
     num_classes: int  # 0 for regression targets
     input_shape: tuple[int, ...]  # one sample's shape, e.g. (1, 28, 28)
 

@@ -72,4 +72,6 @@ class RunFailed:
     steps_done: int
 
 
-Event = RunStarted | StageStarted | StepSampled | StepProgress | EpochEnded | RunFinished | RunFailed
+Event = (
+    RunStarted | StageStarted | StepSampled | StepProgress | EpochEnded | RunFinished | RunFailed
+)

@@ -59,6 +59,9 @@ class Experiment:
     loss_fn: LossFn
     train: TrainConfig
     model_spec: str = "builtin:mlp"  # how the model was named by the user (for config.json)
+    input_shape: tuple[int, ...] | None = None  # one sample's shape, for dry forwards
+    num_classes: int = 0  # classes of the task (0: not a classification task)
+    output_key: str | None = None  # which item of a dict/tuple output is the prediction
     optimizer_name: str = "sgd"  # for config.json and tables
     stage_plan: StagePlan | None = None  # None: one stage, all parameters, train.epochs
     model_transforms: list[Callable[[nn.Module], nn.Module]] = field(default_factory=list)
@@ -74,7 +77,7 @@ class Experiment:
 
     def replace(self, **changes: Any) -> Experiment:
         """A copy with some fields changed; list fields are copied, never shared."""
-        base = {
+        base: dict[str, Any] = {
             "model_transforms": list(self.model_transforms),
             "plugins": list(self.plugins),
             "notes": dict(self.notes),

@@ -39,6 +39,26 @@ class LayerInfo:
     num_params: int  # trainable and frozen parameter elements owned directly
     param_names: tuple[str, ...]  # own parameter names, e.g. ("weight", "bias")
     activation: str | None = None  # name of the activation module that follows, if seen
+    fan_in: int = 0  # inputs per output unit of the weight (0: no weight matrix)
+    trainable: bool = True  # False when every parameter is frozen
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["param_names"] = list(self.param_names)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LayerInfo:
+        return cls(
+            name=str(data["name"]),
+            kind=str(data.get("kind", "")),
+            depth=int(data.get("depth", 0)),
+            num_params=int(data.get("num_params", 0)),
+            param_names=tuple(data.get("param_names", ())),
+            activation=data.get("activation"),
+            fan_in=int(data.get("fan_in", 0)),
+            trainable=bool(data.get("trainable", True)),
+        )
 
 
 @dataclass
@@ -145,7 +165,10 @@ class EpochRecord:
     stage: str = ""  # stage name for staged schedules (layer-wise training)
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        out = {
+            k: (_finite_or_none(v) if isinstance(v, float) else v)
+            for k, v in asdict(self).items()
+        }
         out["type"] = "epoch"
         return out
 

@@ -1,0 +1,108 @@
+"""gradnorm: standardise the gradient after every hidden activation.
+
+An identity in the forward pass whose backward pass maps the incoming gradient g to
+(g - mean(g)) / (std(g) + eps): whatever shrank it above, each layer below sees a
+gradient of unit spread again.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from vgdiag.experiment import Experiment
+from vgdiag.plugin_api import Plugin, inspect_model
+from vgdiag.surgery import execution_order, is_activation, output_layer_index, wrap_module
+
+DEFAULT_EPS = 1e-6
+
+
+class GradNormalize(torch.autograd.Function):
+    """Identity forward; backward g -> (g - g.mean()) / (g.std() + eps) over the whole tensor.
+
+    std is PyTorch's default (Bessel-corrected), as in the reference experiment.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+        ctx.eps = eps
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if grad.numel() < 2:
+            return grad, None  # one number has no spread to normalise
+        return (grad - grad.mean()) / (grad.std() + ctx.eps), None
+
+
+class GradNormLayer(nn.Module):
+    """The module form of GradNormalize, to insert into a model."""
+
+    def __init__(self, eps: float = DEFAULT_EPS) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return GradNormalize.apply(x, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+def hidden_activations(model: nn.Module, input_shape: tuple[int, ...] | None) -> list[str]:
+    """Activation modules that run before the output layer and not already normalised."""
+    order = execution_order(model, input_shape)
+    last = output_layer_index(order)
+    if last is None:
+        return []
+    names: list[str] = []
+    for name, module in order[:last]:
+        if not is_activation(module):
+            continue
+        # After a previous insertion the activation sits in Sequential(act, GradNormLayer).
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if (
+            isinstance(parent, nn.Sequential)
+            and child == "0"
+            and len(parent) == 2
+            and isinstance(parent[1], GradNormLayer)
+        ):
+            continue
+        names.append(name)
+    return names
+
+
+def insert_gradnorm(
+    model: nn.Module, input_shape: tuple[int, ...] | None, eps: float = DEFAULT_EPS
+) -> nn.Module:
+    """Wrap each hidden activation as nn.Sequential(activation, GradNormLayer(eps)) in place."""
+    for name in hidden_activations(model, input_shape):
+        model = wrap_module(model, name, GradNormLayer(eps))
+    return model
+
+
+class GradNorm(Plugin):
+    name = "gradnorm"
+    summary = "standardise the backward gradient after each hidden activation"
+    options = {"eps": f"added to the gradient's std before dividing (default {DEFAULT_EPS:g})"}
+
+    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
+        self.check_options(options)
+        self.float_option(options, "eps", DEFAULT_EPS)
+        if hidden_activations(inspect_model(experiment), experiment.input_shape):
+            return None
+        return (
+            "no activation modules before the output layer (or all are already normalised; "
+            "functional calls such as torch.sigmoid cannot be wrapped)"
+        )
+
+    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
+        eps = self.float_option(options, "eps", DEFAULT_EPS)
+        names = hidden_activations(inspect_model(experiment), experiment.input_shape)
+        note = {"eps": eps, "after": names}
+        transform = partial(insert_gradnorm, input_shape=experiment.input_shape, eps=eps)
+        return self.with_model_transform(experiment, transform, note)

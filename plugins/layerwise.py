@@ -1,0 +1,255 @@
+"""layerwise: build the deep network in stages, training a few layers at a time.
+
+Schedule for hidden-layer groups G1..Gn (default 2,2,2,1 for 7 hidden layers):
+
+    stage 1        train G1 + a fresh output head
+    then for each next group Gk (k = 2..n):
+      stage 2k-2   freeze G1..G(k-1), add Gk + a fresh head, train Gk and the head
+      stage 2k-1   unfreeze everything, fine-tune G1..Gk + the head
+
+At the last group the head is the model's real output layer and the fine-tune stage
+trains the full model itself, so 2n-1 stages in all (7 for 2,2,2,1). Frozen layers
+run under torch.no_grad(): they get no gradient, so no optimizer can move them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from vgdiag.errors import UserError
+from vgdiag.experiment import Experiment, Stage
+from vgdiag.plugin_api import Plugin, inspect_model
+from vgdiag.surgery import TraceError, device_and_dtype, sequential_units, trace
+
+
+class Frozen(nn.Module):
+    """Runs `body` without recording gradients: its parameters stay as they are.
+
+    BatchNorm running statistics inside still update in train mode (they are buffers,
+    not parameters), as when freezing with requires_grad=False.
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.body(x)
+
+
+@dataclass
+class Stack:
+    """An nn.Sequential seen as prefix -> hidden layers -> output layer."""
+
+    prefix: list[nn.Module]  # children before the first layer (e.g. Flatten)
+    hidden: list[list[nn.Module]]  # one list of children per hidden layer (Linear + act...)
+    output: list[nn.Module]  # the output layer and whatever follows it (e.g. LogSoftmax)
+    hidden_shapes: list[tuple[int, ...]]  # each hidden layer's output shape, batch first
+    classes: int  # the model's output features
+
+
+def analyse(model: nn.Module, input_shape: tuple[int, ...] | None) -> Stack | str:
+    """The model as a Stack, or the reason it is not one."""
+    if not isinstance(model, nn.Sequential):
+        return (
+            "layer-wise training needs an nn.Sequential stack of hidden blocks; "
+            f"this model is a {type(model).__name__} with its own forward()"
+        )
+    prefix, units = sequential_units(model)
+    if len(units) < 3:
+        return (
+            f"the Sequential has {max(len(units) - 1, 0)} hidden block(s) before its output "
+            "layer; layer-wise training needs at least 2"
+        )
+    if input_shape is None:
+        return "needs the input shape (one sample's shape) for a dry forward"
+    try:
+        calls = {id(call.module): call for call in trace(model, input_shape)}
+    except TraceError as exc:
+        return str(exc)
+    out_shape = calls[id(model)].out_shape
+    if out_shape is None or len(out_shape) != 2:
+        return f"the model's output has shape {out_shape}, not (batch, classes)"
+    children = list(model)
+    shapes = []
+    for unit in units[:-1]:
+        call = calls.get(id(children[unit[-1]]))
+        if call is None or call.out_shape is None:
+            return f"hidden block ending at child {unit[-1]} did not run in a dry forward"
+        shapes.append(call.out_shape)
+    return Stack(
+        prefix=[children[i] for i in prefix],
+        hidden=[[children[i] for i in unit] for unit in units[:-1]],
+        output=[children[i] for i in units[-1]],
+        hidden_shapes=shapes,
+        classes=out_shape[1],
+    )
+
+
+def default_blocks(depth: int) -> list[int]:
+    """Groups of 2 hidden layers, a last group of 1 for odd depths (7 -> 2,2,2,1)."""
+    if depth <= 2:
+        return [1] * depth
+    return [2] * (depth // 2) + [1] * (depth % 2)
+
+
+def split_epochs(total: int, stages: int) -> list[int]:
+    """`total` epochs over `stages`, at least 1 each; the extra ones go to the last stages."""
+    base, extra = divmod(total, stages)
+    if base == 0:
+        return [1] * stages
+    return [base] * (stages - extra) + [base + 1] * extra
+
+
+def _layers(first: int, last: int) -> str:
+    return f"layer {first}" if first == last else f"layers {first}-{last}"
+
+
+def _head(
+    shape: tuple[int, ...], classes: int, tail: list[nn.Module], like: nn.Module
+) -> nn.Module:
+    """A fresh output head for a hidden layer's output: (Flatten,) Linear, then `tail`."""
+    device, dtype = device_and_dtype(like)
+    linear = nn.Linear(math.prod(shape[1:]), classes, device=device, dtype=dtype)
+    parts: list[nn.Module] = [nn.Flatten(), linear] if len(shape) > 2 else [linear]
+    return nn.Sequential(*parts, *tail)
+
+
+def _params(modules: list[nn.Module]) -> list[nn.Parameter]:
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for p in module.parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def build_stages(
+    model: nn.Module,
+    *,
+    input_shape: tuple[int, ...],
+    blocks: tuple[int, ...],
+    epochs: tuple[int, ...],
+    batch_size: int | None,
+) -> list[Stage]:
+    """The stage list for `model` (the experiment's StagePlan; see the module docstring).
+
+    Stage models share every layer with `model`; the last stage's model is `model`.
+    """
+    stack = analyse(model, input_shape)
+    if isinstance(stack, str):
+        raise UserError(f"layerwise cannot stage this model: {stack}")
+    if sum(blocks) != len(stack.hidden):
+        raise UserError(
+            f"layerwise.blocks adds up to {sum(blocks)} but the model has "
+            f"{len(stack.hidden)} hidden layers"
+        )
+    ends = [sum(blocks[: g + 1]) for g in range(len(blocks))]
+    tail = stack.output[1:]
+
+    def upto(end: int, start: int = 0) -> list[nn.Module]:
+        return [m for unit in stack.hidden[start:end] for m in unit]
+
+    heads = [_head(stack.hidden_shapes[end - 1], stack.classes, tail, model) for end in ends[:-1]]
+    last = len(blocks) - 1
+    first_top = heads[0] if last > 0 else None
+    plan: list[tuple[str, nn.Module, list[nn.Parameter] | None]] = []
+    if first_top is None:
+        plan.append((f"train all {ends[0]} layers", model, None))
+    else:
+        stage_model = nn.Sequential(*stack.prefix, *upto(ends[0]), first_top)
+        plan.append((f"train {_layers(1, ends[0])} + head", stage_model, None))
+    for g in range(1, len(blocks)):
+        lo, hi = ends[g - 1], ends[g]
+        frozen = Frozen(nn.Sequential(*stack.prefix, *upto(lo)))
+        new = upto(hi, lo)
+        top = [heads[g]] if g < last else stack.output
+        grow = nn.Sequential(frozen, *new, *top)
+        what = "head" if g < last else "output layer"
+        name = f"train {_layers(lo + 1, hi)} + {what}, {_layers(1, lo)} frozen"
+        plan.append((name, grow, _params(new + top)))
+        if g < last:
+            tune: nn.Module = nn.Sequential(*stack.prefix, *upto(hi), heads[g])
+            plan.append((f"fine-tune {_layers(1, hi)} + head", tune, None))
+        else:
+            plan.append((f"fine-tune all {hi} layers + output layer", model, None))
+    if len(epochs) != len(plan):
+        raise UserError(f"layerwise has {len(plan)} stages but {len(epochs)} epoch counts")
+    return [
+        Stage(
+            name=f"{i + 1}/{len(plan)} {name}",
+            epochs=n,
+            model=m,
+            trainable=trainable,
+            batch_size=batch_size,
+        )
+        for i, ((name, m, trainable), n) in enumerate(zip(plan, epochs, strict=True))
+    ]
+
+
+class Layerwise(Plugin):
+    name = "layerwise"
+    summary = "train layers in stages: a few at a time, freeze, grow, fine-tune (7 stages)"
+    options = {
+        "blocks": "hidden layers per group, e.g. 2,2,2,1 (default: groups of 2, a last "
+        "group of 1 for odd depths; that is 2,2,2,1 for 7 hidden layers)",
+        "epochs": "epochs per stage: one number for every stage, or one per stage "
+        "(default: the experiment's epochs split evenly, extra ones to the last stages, "
+        "at least 1 each)",
+        "batch-size": "batch size of every stage (default: the experiment's; the reference "
+        "used 64)",
+    }
+
+    def _resolve(
+        self, experiment: Experiment, options: dict[str, str], depth: int
+    ) -> tuple[list[int], list[int], int | None]:
+        blocks = self.int_list_option(options, "blocks") or default_blocks(depth)
+        if sum(blocks) != depth:
+            raise UserError(
+                f"layerwise.blocks={','.join(map(str, blocks))} adds up to {sum(blocks)} "
+                f"but the model has {depth} hidden layers"
+            )
+        stages = 2 * len(blocks) - 1
+        given = self.int_list_option(options, "epochs")
+        if given is None:
+            epochs = split_epochs(experiment.train.epochs, stages)
+        elif len(given) == 1:
+            epochs = given * stages
+        elif len(given) == stages:
+            epochs = given
+        else:
+            raise UserError(
+                f"layerwise.epochs gives {len(given)} numbers for {stages} stages: "
+                "give one number, or one per stage"
+            )
+        return blocks, epochs, self.int_option(options, "batch-size", None)
+
+    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
+        self.check_options(options)
+        if experiment.stage_plan is not None:
+            return "the experiment already has a staged schedule"
+        stack = analyse(inspect_model(experiment), experiment.input_shape)
+        if isinstance(stack, str):
+            return stack
+        self._resolve(experiment, options, len(stack.hidden))
+        return None
+
+    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
+        assert experiment.input_shape is not None  # why_not checked it
+        stack = analyse(inspect_model(experiment), experiment.input_shape)
+        assert not isinstance(stack, str)
+        blocks, epochs, batch_size = self._resolve(experiment, options, len(stack.hidden))
+        note = {"blocks": blocks, "epochs": epochs, "batch_size": batch_size}
+        plan = partial(
+            build_stages,
+            input_shape=experiment.input_shape,
+            blocks=tuple(blocks),
+            epochs=tuple(epochs),
+            batch_size=batch_size,
+        )
+        return self.record(experiment, note, stage_plan=plan)

@@ -1,0 +1,160 @@
+"""The headless front end: a rich progress bar while training, tables at the end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from vgdiag.events import (
+    EpochEnded,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StepProgress,
+    StepSampled,
+)
+from vgdiag.records import Finding, LayerInfo, StepRecord
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}g}"
+
+
+class HeadlessSink:
+    """Consumes the event stream and shows a progress bar on `console`."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: Any = None
+        self.steps_per_epoch = 1
+
+    def __enter__(self) -> HeadlessSink:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.steps_per_epoch = max(event.steps_per_epoch, 1)
+            self.task = self.progress.add_task(
+                "epochs", total=event.total_epochs, status="starting"
+            )
+        elif self.task is None:
+            return
+        elif isinstance(event, (StepProgress, StepSampled)):
+            done = event.steps_done / self.steps_per_epoch
+            self.progress.update(self.task, completed=min(done, self.progress.tasks[0].total or 0))
+        elif isinstance(event, EpochEnded):
+            r = event.record
+            self.progress.update(
+                self.task,
+                completed=r.epoch,
+                status=f"loss {fmt(r.train_loss, 4)}  val acc {fmt(r.val_acc, 3)}",
+            )
+        elif isinstance(event, (RunFinished, RunFailed)):
+            self.progress.update(self.task, status=getattr(event, "status", "failed"))
+
+
+def layer_table(
+    layers: Sequence[LayerInfo], first: StepRecord | None, last: StepRecord | None
+) -> Table:
+    """Per-layer gradient table, input side first; the ratio column is what vanishes."""
+    table = Table(title="Gradient flow per layer (input side first)", title_justify="left")
+    # Short headers keep the table inside 80 columns; the README explains each.
+    for column in ("#", "layer", "kind", "grad@init", "grad now", "÷ out", "upd/W",
+                   "ΔW/W0", "sat", "dead"):
+        table.add_column(column, justify="left" if column in ("layer", "kind") else "right",
+                         overflow="fold")
+    ordered = sorted(layers, key=lambda i: i.depth)
+    last_rec = last or first
+    out_norm = math.nan
+    if last_rec is not None:
+        finite = [last_rec.layers[i.name].grad_norm for i in ordered
+                  if i.name in last_rec.layers and math.isfinite(last_rec.layers[i.name].grad_norm)
+                  and i.trainable]
+        out_norm = finite[-1] if finite else math.nan
+    for info in ordered:
+        s0 = first.layers.get(info.name) if first else None
+        s1 = last_rec.layers.get(info.name) if last_rec else None
+        g1 = s1.grad_norm if s1 else math.nan
+        rel = g1 / out_norm if out_norm and math.isfinite(out_norm) and out_norm > 0 else math.nan
+        style = "red" if rel < 1e-3 else "yellow" if rel < 1e-2 else ""
+        table.add_row(
+            str(info.depth),
+            escape(info.name),
+            escape(info.kind) + ("" if info.trainable else " (frozen)"),
+            fmt(s0.grad_norm if s0 else None, 2),
+            fmt(g1, 2),
+            f"[{style}]{fmt(rel, 2)}[/]" if style else fmt(rel, 2),
+            fmt(s1.update_ratio if s1 else None, 2),
+            fmt(s1.weight_change if s1 else None, 2),
+            fmt(s1.act_saturated if s1 else None, 2),
+            fmt(s1.act_dead if s1 else None, 2),
+        )
+    return table
+
+
+def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
+    if not findings:
+        body: Any = "[green]No findings: gradients flow to every layer.[/]"
+    else:
+        rows = []
+        for f in findings:
+            style = SEVERITY_STYLE.get(f.severity, "")
+            where = f" [dim]layers: {escape(', '.join(f.layers[:8]))}" + (
+                " ..." if len(f.layers) > 8 else "") + "[/]" if f.layers else ""
+            fixes = f"\n    [dim]try: {', '.join(f.recommend)}[/]" if f.recommend else ""
+            rows.append(f"[{style}]{f.severity.upper():7}[/] [bold]{f.id}[/]  "
+                        f"{escape(f.message)}{where}{fixes}")
+        body = Group(*rows)
+    color = "green" if verdict == "healthy" else "red"
+    return Panel(body, title=f"Diagnosis: [{color}]{escape(verdict)}[/]", title_align="left")
+
+
+def epochs_table(epochs: Sequence[Any], test: dict[str, float] | None) -> Table:
+    table = Table(title="Training", title_justify="left")
+    for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "seconds"):
+        table.add_column(column, justify="right")
+    shown = list(epochs)
+    if len(shown) > 12:  # first few and last few epochs say what happened
+        shown = shown[:4] + [None] + shown[-7:]
+    for e in shown:
+        if e is None:
+            table.add_row("...", "", "", "", "", "")
+            continue
+        table.add_row(str(e.epoch), fmt(e.train_loss, 4), fmt(e.train_acc, 3),
+                      fmt(e.val_loss, 4), fmt(e.val_acc, 3), fmt(e.seconds, 2))
+    if test:
+        table.caption = f"test loss {fmt(test.get('loss'), 4)}  test acc {fmt(test.get('acc'), 3)}"
+    return table

@@ -1,0 +1,105 @@
+"""The built-in deep MLP of the reference experiment, and weight initialisation.
+
+Flatten -> depth x [Linear(., width) -> activation] -> Linear(width, classes), as an
+nn.Sequential so module names are stable ("1", "3", ... for the Linear layers) and
+plugins can do surgery on it like on any user's Sequential.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vgdiag.errors import UserError
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky-relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+}
+
+# Gain of each activation for Xavier/He (torch.nn.init.calculate_gain names).
+_GAIN_NAMES = {
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "leaky-relu": "leaky_relu",
+    "gelu": "relu",  # GELU behaves like ReLU for large inputs; PyTorch has no gain for it
+}
+
+INIT_CHOICES = "default | normal:STD | xavier | he"
+
+
+def build_mlp(
+    in_features: int,
+    num_classes: int,
+    depth: int = 7,
+    width: int = 128,
+    activation: str = "sigmoid",
+) -> nn.Sequential:
+    """The reference model: depth hidden Linear layers with an activation after each."""
+    if activation not in ACTIVATIONS:
+        raise UserError(
+            f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}"
+        )
+    if depth < 1 or width < 1:
+        raise UserError(f"--depth and --width must be at least 1, got {depth} and {width}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    features = in_features
+    for _ in range(depth):
+        layers += [nn.Linear(features, width), ACTIVATIONS[activation]()]
+        features = width
+    layers.append(nn.Linear(features, num_classes))
+    return nn.Sequential(*layers)
+
+
+def parse_init(spec: str) -> tuple[str, float | None]:
+    """'default' | 'normal:STD' | 'xavier' | 'he' -> (scheme, std)."""
+    scheme, _, arg = spec.partition(":")
+    scheme = scheme.strip().lower()
+    if scheme == "normal":
+        try:
+            std = float(arg)
+        except ValueError:
+            std = math.nan
+        if not math.isfinite(std) or std <= 0:
+            raise UserError(f"--init normal:STD needs a positive number, got {spec!r}")
+        return scheme, std
+    if scheme in ("default", "xavier", "he") and not arg:
+        return scheme, None
+    raise UserError(f"unknown --init {spec!r}: use {INIT_CHOICES}")
+
+
+def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn.Module:
+    """Re-initialise every Linear and Conv layer of `model` in place; biases to zero.
+
+    'default' leaves PyTorch's initialisation alone. 'normal:STD' draws N(0, STD) as in
+    the reference experiment. 'xavier' and 'he' use the gain of `activation`.
+    """
+    scheme, std = parse_init(spec)
+    if scheme == "default":
+        return model
+    gain_name = _GAIN_NAMES.get(activation, "linear")
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                continue
+            if scheme == "normal":
+                assert std is not None
+                nn.init.normal_(module.weight, 0.0, std)
+            elif scheme == "xavier":
+                gain = nn.init.calculate_gain(gain_name)  # type: ignore[arg-type]
+                nn.init.xavier_normal_(module.weight, gain=gain)
+            else:
+                nonlinearity = "leaky_relu" if gain_name == "leaky_relu" else "relu"
+                nn.init.kaiming_normal_(
+                    module.weight, nonlinearity=nonlinearity  # type: ignore[arg-type]
+                )
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model

@@ -1,0 +1,297 @@
+"""run_training: train an Experiment and yield the event stream.
+
+The loop keeps the host out of the way: losses and accuracies accumulate on the
+device and are read once per epoch; the probe copies to the host only on sampled
+steps. Cancellation is a threading.Event polled between steps, never a killed thread.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from vgdiag._version import __version__
+from vgdiag.data import DataBundle, Split
+from vgdiag.diagnosis import diagnose
+from vgdiag.errors import UserError
+from vgdiag.events import (
+    EpochEnded,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StageStarted,
+    StepProgress,
+    StepSampled,
+)
+from vgdiag.experiment import Experiment, Stage
+from vgdiag.history import History
+from vgdiag.probe import Probe
+from vgdiag.records import EpochRecord, Finding, LayerInfo
+
+PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
+EVAL_BATCH = 2048  # evaluation has no backward: larger batches are cheaper
+
+
+def resolve_device(spec: str) -> str:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a device string, or UserError."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                "--device cuda was asked for but CUDA is not available here "
+                "(no GPU or a CPU-only PyTorch build): use --device cpu or --device auto"
+            )
+        index = spec.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise UserError(
+                f"--device {spec}: there are {torch.cuda.device_count()} CUDA device(s)"
+            )
+        return spec
+    raise UserError(f"unknown --device {spec!r}: use auto, cpu or cuda")
+
+
+def _prediction(output: Any, key: str | None) -> torch.Tensor:
+    if isinstance(output, torch.Tensor) and key is None:
+        return output
+    from vgdiag.userdata import select_output  # only models with dict/tuple outputs need it
+
+    return select_output(output, key)
+
+
+class _Run:
+    """State of one training run; `events()` drives it."""
+
+    def __init__(self, exp: Experiment, data: DataBundle, stop: threading.Event) -> None:
+        self.exp = exp
+        self.data = data
+        self.stop = stop
+        self.cfg = exp.train
+        self.device = torch.device(self.cfg.device)
+        self.history = History()
+        self.epochs: list[EpochRecord] = []
+        self.layers: list[LayerInfo] = []
+        self.steps = 0
+        self.t0 = time.perf_counter()
+        self.last_progress = 0.0
+        self.model: nn.Module | None = None
+        self.data_dev: DataBundle | None = None
+        self.non_finite = False
+        self.classify = data.num_classes > 0
+
+    def findings(self) -> list[Finding]:
+        return diagnose(self.history.records(), self.layers, self.epochs, self.data.num_classes)
+
+    def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
+        return {
+            "vgdiag_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "device": str(self.device),
+            "device_name": (
+                torch.cuda.get_device_name(self.device)
+                if self.device.type == "cuda"
+                else platform.processor() or platform.machine()
+            ),
+            "experiment": self.exp.describe(),
+            "data": self.data.describe(),
+            "stages": [{"name": s.name, "epochs": s.epochs} for s in stages],
+            "steps_per_epoch": steps_per_epoch,
+        }
+
+    def events(self) -> Iterator[Event]:
+        torch.manual_seed(self.cfg.seed)
+        model = self.exp.build_model().to(self.device)
+        self.model = model
+        stages = self.exp.stage_plan(model) if self.exp.stage_plan else [
+            Stage("train", self.cfg.epochs, model)
+        ]
+        data = self.data.to(self.device)
+        self.data_dev = data
+        order = torch.Generator().manual_seed(self.cfg.seed)
+        first_bs = stages[0].batch_size or self.cfg.batch_size
+        total_epochs = sum(s.epochs for s in stages)
+        yield RunStarted(
+            self.config(stages, data.train.num_batches(first_bs)),
+            data.train.num_batches(first_bs),
+            total_epochs,
+        )
+        epoch = 0
+        for index, stage in enumerate(stages):
+            if self.stop.is_set() or self.non_finite:
+                break
+            stage.model.to(self.device)
+            params = stage.trainable or [p for p in stage.model.parameters() if p.requires_grad]
+            optimizer = self.exp.optimizer_factory(params)
+            probe = Probe(
+                stage.model,
+                optimizer,
+                every=self.cfg.every,
+                hist_every=self.cfg.hist_every,
+                history=self.history,
+                start_step=self.steps,
+            )
+            try:
+                trainable_ids = {id(p) for p in params}
+                yield StageStarted(
+                    index,
+                    stage.name,
+                    stage.epochs,
+                    [n for n, m in stage.model.named_modules()
+                     if any(id(p) in trainable_ids for p in m.parameters(recurse=False))],
+                )
+                for _ in range(stage.epochs):
+                    if self.stop.is_set() or self.non_finite:
+                        break
+                    epoch += 1
+                    probe.epoch = epoch
+                    yield from self._epoch(epoch, stage, optimizer, probe, data, order)
+            finally:
+                self.layers = probe.layers
+                probe.close()
+        self.model = stages[-1].model
+
+    def _epoch(
+        self,
+        epoch: int,
+        stage: Stage,
+        optimizer: torch.optim.Optimizer,
+        probe: Probe,
+        data: DataBundle,
+        order: torch.Generator,
+    ) -> Iterator[Event]:
+        t_start = time.perf_counter()
+        model = stage.model
+        model.train()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        key = self.exp.output_key
+        for x, y in data.train.batches(stage.batch_size or self.cfg.batch_size, order):
+            if self.stop.is_set():
+                return  # the epoch is incomplete: it is not recorded
+            optimizer.zero_grad(set_to_none=True)
+            out = _prediction(model(x), key)
+            loss = self.exp.loss_fn(out, y)
+            probe.observe_loss(loss)
+            loss.backward()
+            optimizer.step()
+            self.steps += 1
+            n = int(y.shape[0])
+            seen += n
+            loss_sum += loss.detach().double() * n
+            if self.classify:
+                correct += (out.detach().argmax(dim=1) == y).sum()
+            records = probe.drain()
+            now = time.perf_counter() - self.t0
+            for record in records:
+                self.layers = probe.layers
+                yield StepSampled(record, self.layers, self.steps, now)
+                trainable = {i.name for i in self.layers if i.trainable}
+                if not math.isfinite(record.loss) or any(
+                    not math.isfinite(s.grad_norm)
+                    for name, s in record.layers.items()
+                    if name in trainable
+                ):
+                    self.non_finite = True
+            if not records and now - self.last_progress > PROGRESS_INTERVAL_S:
+                self.last_progress = now
+                yield StepProgress(epoch, self.steps, now)
+            if self.non_finite and not self.cfg.keep_going:
+                break
+        train_loss = float(loss_sum) / max(seen, 1)
+        if not math.isfinite(train_loss):
+            self.non_finite = True
+        val_loss, val_acc = self.evaluate(model, data.val)
+        summary = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=float(correct) / max(seen, 1) if self.classify else math.nan,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            seconds=time.perf_counter() - t_start,
+            steps=self.steps,
+            stage=stage.name,
+        )
+        self.epochs.append(summary)
+        self.layers = probe.layers
+        yield EpochEnded(summary, self.findings())
+        if self.cfg.keep_going:
+            self.non_finite = False
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: Split) -> tuple[float, float]:
+        """Per-sample mean loss and accuracy over a whole split."""
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        for x, y in split.batches(max(EVAL_BATCH, self.cfg.batch_size)):
+            out = _prediction(model(x), self.exp.output_key)
+            n = int(y.shape[0])
+            loss_sum += self.exp.loss_fn(out, y).double() * n
+            if self.classify:
+                correct += (out.argmax(dim=1) == y).sum()
+            seen += n
+        model.train(was_training)
+        if seen == 0:
+            return math.nan, math.nan
+        acc = float(correct) / seen if self.classify else math.nan
+        return float(loss_sum) / seen, acc
+
+
+def run_training(
+    experiment: Experiment,
+    data: DataBundle,
+    stop_event: threading.Event | None = None,
+) -> Iterator[Event]:
+    """Train `experiment` on `data`, yielding events; ends with RunFinished or RunFailed.
+
+    Errors in the recipe that the user can fix (UserError) propagate before any
+    training; an exception raised while training (the model's or data's code, or a
+    NaN without keep_going) ends the stream with RunFailed or RunFinished instead.
+    """
+    stop = stop_event or threading.Event()
+    run = _Run(experiment, data, stop)
+    try:
+        yield from run.events()
+    except UserError:
+        raise
+    except Exception as exc:  # the user's model or data code raised: report, don't crash
+        yield RunFailed(
+            error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+            traceback=traceback.format_exc(),
+            layers=run.layers,
+            findings=run.findings(),
+            seconds=time.perf_counter() - run.t0,
+            steps_done=run.steps,
+        )
+        return
+    status = "interrupted" if stop.is_set() else "completed"
+    test = None
+    dev = run.data_dev
+    if status == "completed" and dev is not None and dev.test is not None and run.model:
+        loss, acc = run.evaluate(run.model, dev.test)
+        test = {"loss": loss, "acc": acc}
+    yield RunFinished(
+        status=status,
+        layers=run.layers,
+        test=test,
+        findings=run.findings(),
+        seconds=time.perf_counter() - run.t0,
+        steps_done=run.steps,
+        extra={"stopped_on_non_finite": run.non_finite},
+    )

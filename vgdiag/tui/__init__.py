@@ -1,0 +1,1 @@
+"""The Textual dashboard (imported only by the commands that open it)."""
