@@ -1,0 +1,142 @@
+"""The command line: exit codes, one-line errors, and the run folder it leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vgdiag.cli import main
+from vgdiag.errors import ExitCode
+
+FAST = ["--epochs", "2", "--depth", "4", "--width", "16", "--headless"]
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_and_help(capsys):
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.startswith("vgdiag ")
+    code, out, _ = cli(capsys, "run", "-h")
+    assert code == 0 and "--fail-on" in out and "--model" in out
+
+
+def test_run_writes_a_complete_folder_and_fails_on_the_vanishing_baseline(capsys, tmp_path):
+    out_dir = tmp_path / "baseline"
+    code, out, err = cli(capsys, "run", *FAST, "--depth", "7", "--out", str(out_dir),
+                         "--fail-on", "error")
+    assert code == ExitCode.FINDINGS, err
+    assert "vanishing_gradient" in out
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["schema_version"] == 1
+    assert [e["epoch"] for e in summary["epochs"]] == [1, 2]
+    assert {"loss", "acc"} <= set(summary["test"])
+    assert summary["verdict"].startswith("unhealthy")
+    assert [layer["depth"] for layer in summary["layers"]] == list(range(8))
+    for key in ("grad_norm_first", "grad_norm_last", "update_ratio_last", "weight_change_last"):
+        assert summary["layers"][0][key] is not None
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    kinds = [json.loads(line)["type"] for line in lines]
+    assert kinds.count("epoch") == 2 and kinds.count("step") >= 2
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["experiment"]["train"]["epochs"] == 2 and config["data"]["name"] == "digits"
+
+
+def test_healthy_model_exits_zero_with_fail_on(capsys, tmp_path):
+    code, out, err = cli(capsys, "run", *FAST, "--activation", "relu", "--init", "he",
+                         "--out", str(tmp_path / "r"), "--fail-on", "error")
+    assert code == ExitCode.OK, out + err
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "--every", "0"], "--every"),
+        (["run", "--lr", "-1"], "--lr"),
+        (["run", "--epochs", "abc"], "--epochs"),
+        (["run", "--data", "nope"], "unknown --data"),
+        (["run", "--activation", "swish"], "unknown --activation"),
+        (["run", "--init", "normal:x"], "--init"),
+        (["run", "--optimizer", "lbfgs"], "unknown --optimizer"),
+        (["run", "--device", "tpu"], "unknown --device"),
+        (["run", "--fail-on", "sometimes"], "--fail-on"),
+        (["report", "/nonexistent/run"], "not a folder"),
+        (["inspect", "--depth", "0"], "--depth"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, args, words):
+    code, out, err = cli(capsys, *args)
+    assert code == ExitCode.BAD_INPUT
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_cuda_asked_for_without_cuda(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = cli(capsys, "inspect", "--device", "cuda")
+    assert code == ExitCode.BAD_INPUT and "CUDA is not available" in err
+
+
+def test_out_that_is_a_file_or_not_empty(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    code, _, err = cli(capsys, "run", *FAST, "--out", str(f))
+    assert code == ExitCode.BAD_INPUT and "is a file" in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a").write_text("x")
+    code, _, err = cli(capsys, "run", *FAST, "--out", str(tmp_path / "full"))
+    assert code == ExitCode.BAD_INPUT and "already holds files" in err
+
+
+def test_inspect_json(capsys):
+    code, out, _ = cli(capsys, "inspect", "--json", "--fail-on", "warning")
+    data = json.loads(out)
+    assert code == ExitCode.FINDINGS
+    assert data["findings"][0]["id"] == "vanishing_gradient"
+    assert data["layers"][0]["grad_norm"] < data["layers"][-1]["grad_norm"] * 1e-3
+
+
+def test_training_failure_exits_3_and_marks_the_folder(capsys, tmp_path):
+    model = tmp_path / "boom.py"
+    model.write_text(
+        "import torch\n"
+        "class Boom(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(64, 10)\n"
+        "        self.calls = 0\n"
+        "    def forward(self, x):\n"
+        "        self.calls += 1\n"
+        "        if self.calls > 5:\n"
+        "            raise RuntimeError('kaboom in forward')\n"
+        "        return self.lin(x.flatten(1))\n"
+    )
+    out_dir = tmp_path / "run"
+    code, out, err = cli(capsys, "run", "--model", f"{model}:Boom", "--epochs", "2",
+                         "--headless", "--out", str(out_dir))
+    assert code == ExitCode.TRAINING_FAILED, out + err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "kaboom" in summary["error"]
+
+
+def test_report_formats(capsys, tmp_path: Path):
+    out_dir = tmp_path / "r"
+    assert cli(capsys, "run", *FAST, "--out", str(out_dir))[0] == 0
+    for fmt in ("md", "json", "html"):
+        code, out, err = cli(capsys, "report", str(out_dir), "--format", fmt)
+        assert code == 0, err
+        assert out.strip()
+    code, out, _ = cli(capsys, "report", str(out_dir), "--format", "json")
+    assert json.loads(out)["status"] == "completed"
+    target = tmp_path / "rep.html"
+    code, _, err = cli(capsys, "report", str(out_dir), "--format", "html", "--out", str(target),
+                       "--fail-on", "error")
+    assert code == ExitCode.FINDINGS and target.read_text().lstrip().lower().startswith("<!doctype")

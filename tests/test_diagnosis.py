@@ -1,0 +1,121 @@
+"""Each finding fires on a run that has the problem and stays quiet on one that has not."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vgdiag.diagnosis import Thresholds, diagnose, gradient_profile, verdict
+from vgdiag.inspection import inspect_at_init
+from vgdiag.recipe import RunOptions, build_experiment, load_data
+from vgdiag.records import EpochRecord, LayerInfo, LayerStats, StepRecord
+from vgdiag.trainer import run_training
+from vgdiag.events import RunFinished
+
+
+def ids(findings) -> dict[str, str]:
+    return {f.id: f.severity for f in findings}
+
+
+def layers(n: int) -> list[LayerInfo]:
+    return [LayerInfo(f"l{i}", "Linear", i, 10, ("weight",), fan_in=4) for i in range(n)]
+
+
+def record(step: int, **per_layer_lists) -> StepRecord:
+    n = len(next(iter(per_layer_lists.values())))
+    stats = {
+        f"l{i}": LayerStats(**{k: float(v[i]) for k, v in per_layer_lists.items()})
+        for i in range(n)
+    }
+    return StepRecord(step=step, epoch=1, loss=1.0, layers=stats)
+
+
+def train(**opts) -> RunFinished:
+    options = RunOptions(**opts)
+    data = load_data(options)
+    exp = build_experiment(options, data)
+    events = list(run_training(exp, data))
+    assert isinstance(events[-1], RunFinished)
+    return events[-1]
+
+
+def test_reference_baseline_vanishes_and_relu_he_does_not():
+    bad = inspect_at_init(RunOptions())
+    assert ids(bad.findings)["vanishing_gradient"] == "error"
+    ev = next(f for f in bad.findings if f.id == "vanishing_gradient").evidence
+    # Independent: the ratio from the recorded per-layer norms.
+    g = [bad.record.layers[i.name].grad_norm for i in bad.layers]
+    assert ev["ratio_first_last"] == pytest.approx(g[0] / g[-1])
+    assert ev["ratio_first_last"] < 1e-4  # REFERENCE: ~1e-6, each sigmoid divides by ~7
+    good = inspect_at_init(RunOptions(activation="relu", init="he"))
+    assert "vanishing_gradient" not in ids(good.findings)
+    assert verdict(good.findings) == "healthy"
+
+
+def test_large_init_explodes_and_saturates():
+    found = ids(inspect_at_init(RunOptions(init="normal:10")).findings)
+    assert found["exploding_gradient"] in ("warning", "error")
+    assert "saturated_activations" in found
+
+
+def test_trained_baseline_stalls_and_its_input_side_freezes():
+    end = train(epochs=3)
+    found = ids(end.findings)
+    assert found["vanishing_gradient"] == "error"
+    assert found["loss_stalled"] == "error"
+    assert "input_side_frozen" in found
+    healthy = train(epochs=3, activation="relu", init="he")
+    assert not {"vanishing_gradient", "loss_stalled", "input_side_frozen"} & set(ids(healthy.findings))
+    assert healthy.test is not None and healthy.test["acc"] > 0.5
+
+
+def test_non_finite_gradients_are_found_and_stop_the_run():
+    end = train(epochs=3, activation="relu", init="normal:3", lr=50.0)
+    assert ids(end.findings).get("non_finite") == "error"
+    assert end.extra["stopped_on_non_finite"]
+
+
+def test_gradient_profile_slope_is_decades_per_layer():
+    rec = record(0, grad_norm=[1e-6, 1e-5, 1e-4, 1e-3])
+    profile = gradient_profile(rec, layers(4))
+    assert profile["ratio"] == pytest.approx(1e-3)
+    assert profile["slope"] == pytest.approx(1.0)
+
+
+def test_weights_shrinking_fires_only_when_norms_fall():
+    first = record(0, grad_norm=[1, 1, 1], weight_norm=[2, 2, 2])
+    shrunk = record(100, grad_norm=[1, 1, 1], weight_norm=[1, 2, 2])
+    assert "weights_shrinking" in ids(diagnose([first, shrunk], layers(3)))
+    steady = record(100, grad_norm=[1, 1, 1], weight_norm=[1.9, 2, 2.2])
+    assert "weights_shrinking" not in ids(diagnose([first, steady], layers(3)))
+
+
+def test_dead_units_and_saturation_thresholds():
+    rec = record(0, grad_norm=[1, 1, 1], act_dead=[0.9, 0.1, math.nan],
+                 act_saturated=[math.nan, 0.5, 0.0])
+    found = diagnose([rec], layers(3))
+    dead = next(f for f in found if f.id == "dead_units")
+    assert dead.layers == ["l0"]
+    sat = next(f for f in found if f.id == "saturated_activations")
+    assert sat.layers == ["l1"]
+    quiet = diagnose([rec], layers(3), thresholds=Thresholds(dead_fraction=0.95,
+                                                             saturated_fraction=0.6))
+    assert not {"dead_units", "saturated_activations"} & set(ids(quiet))
+
+
+def test_loss_stalled_needs_the_loss_at_chance():
+    rec = record(0, grad_norm=[1, 1])
+    chance = math.log(10)
+    stuck = [EpochRecord(e, chance * 1.001, 0.1, chance, 0.1, 1.0, e * 10) for e in (1, 2, 3)]
+    assert ids(diagnose([rec], layers(2), stuck, num_classes=10))["loss_stalled"] == "error"
+    learning = stuck[:2] + [EpochRecord(3, 1.2, 0.6, 1.3, 0.55, 1.0, 30)]
+    assert "loss_stalled" not in ids(diagnose([rec], layers(2), learning, num_classes=10))
+
+
+def test_weights_concentrated_uses_fan_in_scale():
+    # rms(W) * sqrt(fan_in): weight_norm / sqrt(10) * 2
+    tiny = record(0, grad_norm=[1, 1, 1], weight_norm=[0.3, 0.3, 0.3])
+    assert ids(diagnose([tiny], layers(3)))["weights_concentrated"] == "warning"
+    fine = record(0, grad_norm=[1, 1, 1], weight_norm=[1.6, 1.6, 1.6])
+    assert "weights_concentrated" not in ids(diagnose([fine], layers(3)))

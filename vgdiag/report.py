@@ -1,0 +1,594 @@
+"""`vgdiag report`: a run folder as Markdown, JSON or one self-contained HTML file.
+
+    run = read_run(path)
+    text = render_report(run, "md")   # or "html", "json"
+
+The renderers work from a RunData alone (no torch), so a report can be made for any
+folder `vgdiag run` left behind, including interrupted, failed and cut-off runs.
+Per-layer numbers at "init" and "last" come from the first and last sampled step in
+metrics.jsonl, which for a cut-off run is newer than its summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vgdiag.diagnosis import diagnose, verdict
+from vgdiag.errors import UserError
+from vgdiag.records import Finding, LayerInfo, StepRecord
+from vgdiag.store import RunData, build_summary
+from vgdiag.svgplot import (
+    Frame,
+    axes,
+    decade_label,
+    decade_range,
+    empty_plot,
+    legend_row,
+    line,
+    log10_or_none,
+    markers,
+    shorten,
+    svg_close,
+    svg_open,
+)
+
+FORMATS = ("md", "html", "json")
+# A million-step run samples 100k steps; a report needs its shape, not every point.
+MAX_SERIES_POINTS = 2000
+# Epoch tables longer than this show the first and last epochs only.
+EPOCH_TABLE_HEAD, EPOCH_TABLE_TAIL = 5, 10
+DASH = "\u2014"  # shown for a number that was not measured
+
+
+def render_report(run: RunData, fmt: str) -> str:
+    """The report of `run` in `fmt`: "md" (GitHub Markdown), "html" (one file) or "json".
+
+    Raises:
+        UserError: for any other format.
+    """
+    fmt = fmt.strip().lower()
+    if fmt == "md":
+        return render_markdown(run)
+    if fmt == "json":
+        return render_json(run)
+    if fmt == "html":
+        # report_html builds on the helpers of this module, so it is imported here.
+        from vgdiag.report_html import render_html
+
+        return render_html(run)
+    raise UserError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+# ----- what every format shows ------------------------------------------------------
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A number in `digits` significant digits; a dash for None or NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return DASH
+    return f"{x:.{digits}g}"
+
+
+def fmt_pct(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return DASH
+    return f"{100 * x:.1f}%"
+
+
+@dataclass
+class LayerRow:
+    """One line of the per-layer table."""
+
+    depth: int
+    name: str
+    kind: str
+    trainable: bool
+    grad_init: float  # grad_norm at the first sampled step
+    grad_last: float  # grad_norm at the last sampled step
+    ratio_to_output: float  # grad_last / the output layer's grad_last
+    update_ratio: float
+    weight_change: float
+    saturated: float
+    dead: float
+
+
+@dataclass
+class ReportData:
+    """Everything the renderers show, computed once from a RunData."""
+
+    run: RunData
+    layers: list[LayerInfo]  # depth order
+    rows: list[LayerRow]
+    findings: list[Finding]
+    verdict: str
+    notes: list[str]
+    num_classes: int
+    error: str | None
+    test: dict[str, Any] | None
+    init_step: int | None
+    last_step: int | None
+    status_line: str  # one sentence on how the run ended
+    essentials: list[tuple[str, str]] = field(default_factory=list)
+
+
+def prepare(run: RunData) -> ReportData:
+    """Gather what the reports show; a cut-off run's findings are recomputed from its metrics."""
+    notes = list(run.notes)
+    layers = ordered_layers(run)
+    classes = num_classes(run)
+    findings = list(run.findings)
+    if run.status == "cut off" and run.records:
+        # summary.json of a cut-off run is from its last finished epoch (or its start),
+        # so its findings may miss what the later metrics show.
+        findings = diagnose(run.records, layers, run.epochs, classes)
+        notes.append("findings were recomputed from the metrics the run wrote before it ended")
+    error = run.summary.get("error")
+    test = run.summary.get("test")
+    first = run.records[0] if run.records else None
+    last = run.records[-1] if run.records else None
+    return ReportData(
+        run=run,
+        layers=layers,
+        rows=layer_rows(run, layers),
+        findings=findings,
+        verdict=verdict(findings),
+        notes=notes,
+        num_classes=classes,
+        error=str(error) if error else None,
+        test=test if isinstance(test, dict) else None,
+        init_step=first.step if first else None,
+        last_step=last.step if last else None,
+        status_line=status_line(run, str(error) if error else None),
+        essentials=config_essentials(run),
+    )
+
+
+def ordered_layers(run: RunData) -> list[LayerInfo]:
+    """The run's layers in depth order, plus any layer only the metrics name."""
+    layers = sorted(run.layers, key=lambda i: i.depth)
+    known = {i.name for i in layers}
+    extra = [n for r in run.records for n in r.layers if n not in known]
+    for name in dict.fromkeys(extra):
+        layers.append(LayerInfo(name=name, kind="", depth=len(layers), num_params=0,
+                                param_names=()))
+    return layers
+
+
+def num_classes(run: RunData) -> int:
+    value = run.summary.get("num_classes") or _get(run.config, "data", "num_classes") or 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def layer_rows(run: RunData, layers: Sequence[LayerInfo]) -> list[LayerRow]:
+    """Per-layer numbers at the first and last sampled step (summary.json's when none)."""
+    by_name = {d.get("name"): d for d in run.summary.get("layers", []) if isinstance(d, dict)}
+    first = run.records[0] if run.records else None
+    last = run.records[-1] if run.records else None
+
+    def stat(record: StepRecord | None, name: str, key: str, summary_key: str) -> float:
+        if record is not None:
+            s = record.layers.get(name)
+            return float(getattr(s, key)) if s is not None else math.nan
+        value = by_name.get(name, {}).get(summary_key)
+        return math.nan if value is None else float(value)
+
+    rows = [
+        LayerRow(
+            depth=info.depth,
+            name=info.name,
+            kind=info.kind,
+            trainable=info.trainable,
+            grad_init=stat(first, info.name, "grad_norm", "grad_norm_first"),
+            grad_last=stat(last, info.name, "grad_norm", "grad_norm_last"),
+            ratio_to_output=math.nan,
+            update_ratio=stat(last, info.name, "update_ratio", "update_ratio_last"),
+            weight_change=stat(last, info.name, "weight_change", "weight_change_last"),
+            saturated=stat(last, info.name, "act_saturated", "act_saturated_last"),
+            dead=stat(last, info.name, "act_dead", "act_dead_last"),
+        )
+        for info in layers
+    ]
+    # The output layer is the deepest trainable layer with a usable gradient norm,
+    # the same reference the diagnosis uses for its first/last ratio.
+    outputs = [r.grad_last for r in rows if r.trainable and _positive(r.grad_last)]
+    if outputs:
+        for r in rows:
+            if math.isfinite(r.grad_last):
+                r.ratio_to_output = r.grad_last / outputs[-1]
+    return rows
+
+
+def grad_norm_series(
+    run: RunData, max_points: int = MAX_SERIES_POINTS
+) -> tuple[list[int], dict[str, list[float]]]:
+    """Sampled steps and grad_norm per layer (NaN where a layer was not measured).
+
+    Runs with more than `max_points` sampled steps are thinned evenly; the first and
+    last sampled steps are always kept.
+    """
+    records = thin(run.records, max_points)
+    names = [i.name for i in ordered_layers(run)]
+    series = {
+        n: [float(r.layers[n].grad_norm) if n in r.layers else math.nan for r in records]
+        for n in names
+    }
+    return [r.step for r in records], series
+
+
+def thin(records: Sequence[StepRecord], max_points: int) -> list[StepRecord]:
+    if len(records) <= max_points or max_points < 2:
+        return list(records)
+    stride = math.ceil((len(records) - 1) / (max_points - 1))
+    kept = list(records[::stride])
+    if kept[-1] is not records[-1]:
+        kept.append(records[-1])
+    return kept
+
+
+def status_line(run: RunData, error: str | None) -> str:
+    """One plain sentence on how the run ended."""
+    if run.status == "completed":
+        return "The run completed."
+    if run.status == "interrupted":
+        return ("The run was interrupted before its planned end: the numbers cover only "
+                "what was trained.")
+    if run.status == "failed":
+        return "The run failed: " + (error or "training raised an error") + "."
+    if run.status == "cut off":
+        return ("The run was cut off: its process ended (killed or crashed) without "
+                "finishing the run folder; the numbers cover what it wrote.")
+    return f"The run ended with status {run.status!r}."
+
+
+def config_essentials(run: RunData) -> list[tuple[str, str]]:
+    """(label, value) pairs of what was run, for a short configuration table."""
+    c = run.config
+    train = _get(c, "experiment", "train") or {}
+    data = _get(c, "data") or {}
+    sizes = ", ".join(f"{k} {data[k]}" for k in ("train", "val", "test") if k in data)
+    device = str(c.get("device", DASH))
+    if c.get("device_name"):
+        device += f" ({c['device_name']})"
+    plugins = _get(c, "experiment", "plugins") or []
+    versions = ", ".join(
+        f"{label} {c[key]}"
+        for label, key in (("vgdiag", "vgdiag_version"), ("torch", "torch_version"),
+                           ("python", "python_version"))
+        if c.get(key)
+    )
+    pairs = [
+        ("model", _get(c, "experiment", "model")),
+        ("plugins", ", ".join(map(str, plugins)) if plugins else "none"),
+        ("data", f"{data.get('name', DASH)}" + (f" ({sizes})" if sizes else "")),
+        ("classes", data.get("num_classes")),
+        ("loss", _get(c, "experiment", "notes", "loss")),
+        ("optimizer", _get(c, "experiment", "optimizer")),
+        ("learning rate", train.get("lr")),
+        ("batch size", train.get("batch_size")),
+        ("epochs", train.get("epochs")),
+        ("seed", train.get("seed")),
+        ("sampled every", train.get("every")),
+        ("device", device),
+        ("versions", versions or None),
+    ]
+    return [(k, DASH if v is None or v == "" else str(v)) for k, v in pairs]
+
+
+def evidence_items(evidence: dict[str, Any], max_entries: int = 6) -> list[tuple[str, str]]:
+    """A finding's evidence as (key, short text); long per-layer dicts are abbreviated."""
+    items = []
+    for key, value in evidence.items():
+        if isinstance(value, dict):
+            pairs = [f"{k}: {_fmt_any(v)}" for k, v in value.items()]
+            if len(pairs) > max_entries:
+                pairs = pairs[:3] + ["\u2026"] + pairs[-2:]
+            items.append((key, ", ".join(pairs)))
+        elif isinstance(value, (list, tuple)):
+            items.append((key, ", ".join(_fmt_any(v) for v in value) or "none"))
+        else:
+            items.append((key, _fmt_any(value)))
+    return items
+
+
+def epoch_rows_shown(count: int) -> tuple[list[int], int]:
+    """Indices of the epochs an abbreviated table shows, and how many it leaves out."""
+    if count <= EPOCH_TABLE_HEAD + EPOCH_TABLE_TAIL + 1:
+        return list(range(count)), 0
+    head = list(range(EPOCH_TABLE_HEAD))
+    tail = list(range(count - EPOCH_TABLE_TAIL, count))
+    return head + tail, count - len(head) - len(tail)
+
+
+def _fmt_any(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return DASH if value is None else str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value) if isinstance(value, int) else fmt_num(value)
+    return str(value)
+
+
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+# ----- gradient profile plot (shared with compare) ----------------------------------
+
+
+def gradient_profile_svg(
+    source: RunData | Sequence[StepRecord],
+    layers: Sequence[LayerInfo] | None = None,
+    *,
+    title: str = "",
+    width: int = 480,
+    height: int = 280,
+    decades: tuple[int, int] | None = None,
+) -> str:
+    """log10 grad_norm against layer depth at initialisation and at the last sampled step.
+
+    The plot that shows a vanishing gradient at a glance: a line falling toward the
+    input side. Several of these side by side compare runs; give them the same
+    `decades` (see `gradient_profile_range`) so their y axes match.
+
+    Args:
+        source: a RunData, or sampled records in step order (the first is "init").
+        layers: layer order and names; default: the run's layers, else the first
+            record's layer names in order.
+        title: shown above the plot (escaped).
+        width, height: size in pixels.
+        decades: (lo, hi) powers of ten for the y axis; default: fitted to the data.
+
+    Returns:
+        A standalone `<svg>` element. NaN, infinite, zero and negative norms are left
+        out (a log axis cannot show them); with no records it says so.
+    """
+    records, names = _profile_inputs(source, layers)
+    if not records or not names:
+        return empty_plot(width, height, title, "no gradients were recorded")
+    first, last = records[0], records[-1]
+    lines = [(f"init (step {first.step})", first, "#9a9a9a", "5 3")]
+    if last is not first:
+        lines.append((f"last (step {last.step})", last, "#c0392b", ""))
+    logs = {
+        label: [log10_or_none(_grad(rec, n)) for n in names] for label, rec, _, _ in lines
+    }
+    span = decades or decade_range(v for vs in logs.values() for v in vs)
+    if span is None:
+        return empty_plot(width, height, title, "no positive, finite gradient norm to plot")
+    xs = [float(i) for i in range(len(names))]
+    frame = Frame(width, height, (-0.5, len(names) - 0.5), (float(span[0]), float(span[1])),
+                  top=44, bottom=58 if len(names) > 1 else 42)
+    step = max(1, math.ceil(len(names) / 16))
+    x_ticks = [(float(i), shorten(names[i] or "<root>", 10)) for i in range(0, len(names), step)]
+    y_step = max(1, math.ceil((span[1] - span[0]) / 8))
+    y_ticks = [(float(e), decade_label(e)) for e in range(span[0], span[1] + 1, y_step)]
+    parts = [
+        svg_open(width, height, title=title or "gradient norm per layer", css_class="plot profile"),
+        axes(frame, x_ticks=x_ticks, y_ticks=y_ticks, x_label="layer (input \u2192 output)",
+             y_label="grad norm (log)", title=title, x_tick_rotate=-35 if len(names) > 1 else 0),
+    ]
+    for label, rec, color, dash in lines:
+        # A given `decades` may not cover every value: clamp onto the frame's edge.
+        ys = [v if v is None else min(max(v, span[0]), span[1]) for v in logs[label]]
+        tips = [f"{n or '<root>'}: {fmt_num(_grad(rec, n))}" for n in names]
+        parts.append(line(frame, xs, ys, color=color, dash=dash, css_class="profile-line",
+                          tooltip=label))
+        parts.append(markers(frame, xs, ys, color=color, hollow=bool(dash), tooltips=tips))
+    parts.append(legend_row([(label, color, dash) for label, _, color, dash in lines],
+                            frame.plot_left, 33))
+    parts.append(svg_close())
+    return "".join(parts)
+
+
+def gradient_profile_range(
+    *sources: RunData | Sequence[StepRecord],
+) -> tuple[int, int] | None:
+    """The decades that cover every run's profile, for plots that must share an axis."""
+    values: list[float | None] = []
+    for source in sources:
+        records, names = _profile_inputs(source, None)
+        if records:
+            for rec in (records[0], records[-1]):
+                values += [log10_or_none(_grad(rec, n)) for n in names]
+    return decade_range(values)
+
+
+def _profile_inputs(
+    source: RunData | Sequence[StepRecord], layers: Sequence[LayerInfo] | None
+) -> tuple[list[StepRecord], list[str]]:
+    if isinstance(source, RunData):
+        records = list(source.records)
+        ordered = list(layers) if layers is not None else ordered_layers(source)
+    else:
+        records = list(source)
+        ordered = list(layers) if layers is not None else []
+    names = [i.name for i in sorted(ordered, key=lambda i: i.depth)]
+    if not names and records:
+        names = list(records[0].layers) + [
+            n for n in records[-1].layers if n not in records[0].layers
+        ]
+    return records, names
+
+
+def _grad(record: StepRecord, name: str) -> float:
+    s = record.layers.get(name)
+    return float(s.grad_norm) if s is not None else math.nan
+
+
+# ----- JSON -------------------------------------------------------------------------
+
+
+def report_json(run: RunData) -> dict[str, Any]:
+    """The JSON report as a dict: summary.json's schema plus config, notes and series.
+
+    `series` holds {"steps": [...], "grad_norm": {layer: [...]}}. NaN and infinite
+    numbers become null, so any strict JSON reader accepts the document.
+    """
+    data = prepare(run)
+    first = run.records[0] if run.records else None
+    last = run.records[-1] if run.records else None
+    steps = [int(run.summary.get("steps") or 0)]
+    steps += [run.epochs[-1].steps] if run.epochs else []
+    steps += [last.step + 1] if last else []
+    doc = build_summary(
+        name=run.name,
+        status=run.status,
+        layers=data.layers,
+        first=first,
+        last=last,
+        epochs=run.epochs,
+        test=data.test,
+        findings=data.findings,
+        seconds=float(run.summary.get("seconds") or 0.0),
+        steps=max(steps),
+        error=data.error,
+        num_classes=data.num_classes,
+    )
+    for key, value in run.summary.items():  # keys a newer writer added pass through
+        doc.setdefault(key, value)
+    step_list, grad = grad_norm_series(run)
+    doc.update(
+        config=run.config,
+        notes=data.notes,
+        series={"steps": step_list, "grad_norm": grad},
+    )
+    return _strict(doc)
+
+
+def render_json(run: RunData) -> str:
+    return json.dumps(report_json(run), indent=2, allow_nan=False) + "\n"
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return _strict(value.item())
+    return value
+
+
+# ----- Markdown ---------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&$])")
+
+
+def md_escape(text: object) -> str:
+    """User text safe inside Markdown prose and table cells (one line, specials escaped)."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
+    out = ["| " + " | ".join(header) + " |"]
+    out.append("|" + "|".join(("---:" if a == "r" else "---") for a in align.ljust(len(header)))
+               + "|")
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(run: RunData) -> str:
+    """A GitHub-flavoured Markdown report of the run."""
+    d = prepare(run)
+    out = [f"# vgdiag report: {md_escape(run.name)}", ""]
+    facts = [f"**Status: {md_escape(run.status)}**"]
+    facts.append(f"{run.summary.get('steps') or (d.last_step or 0)} steps")
+    if run.summary.get("seconds"):
+        facts.append(f"{float(run.summary['seconds']):.1f} s")
+    planned = _get(run.config, "experiment", "train", "epochs")
+    facts.append(f"{len(run.epochs)}" + (f" of {planned}" if planned else "") + " epochs")
+    out += [" \u00b7 ".join(facts), "", f"Run folder: {md_escape(run.path)}", ""]
+    if run.status != "completed":
+        out += [f"> **{md_escape(d.status_line)}**"]
+        out += [f"> - {md_escape(n)}" for n in d.notes]
+        out.append("")
+    elif d.notes:
+        out += [f"> Note: {md_escape(n)}" for n in d.notes] + [""]
+
+    out += ["## Verdict", "", f"**{md_escape(d.verdict)}**", ""]
+
+    out += ["## Findings", ""]
+    if not d.findings:
+        out += ["No findings.", ""]
+    for i, f in enumerate(d.findings, 1):
+        out += [f"### {i}. {md_escape(f.severity.upper())}: {md_escape(f.id)}", "",
+                md_escape(f.message), ""]
+        if f.layers:
+            out.append("- Layers: " + ", ".join(md_escape(n or "<root>") for n in f.layers))
+        for key, value in evidence_items(f.evidence):
+            out.append(f"- {md_escape(key)}: {md_escape(value)}")
+        if f.recommend:
+            out.append("- Recommended plugins: " + ", ".join(md_escape(p) for p in f.recommend))
+        out.append("")
+
+    out += ["## Layers", ""]
+    if d.rows:
+        if d.init_step is not None:
+            out += [f"grad_norm at init (step {d.init_step}) and last (step {d.last_step}); "
+                    "update_ratio = \\|\u0394W\\| / \\|W\\| of the last step; weight_change = "
+                    "\\|W \u2212 W0\\| / \\|W0\\|.", ""]
+        out += _md_table(
+            ["depth", "layer", "kind", "grad_norm init", "grad_norm last", "last \u00f7 output",
+             "update_ratio", "weight_change", "saturated", "dead"],
+            [[str(r.depth), md_escape(r.name or "<root>"),
+              md_escape(r.kind or DASH) + ("" if r.trainable else " (frozen)"),
+              fmt_num(r.grad_init), fmt_num(r.grad_last), fmt_num(r.ratio_to_output),
+              fmt_num(r.update_ratio), fmt_num(r.weight_change), fmt_pct(r.saturated),
+              fmt_pct(r.dead)] for r in d.rows],
+            "rll" + "r" * 7,
+        )
+        out.append("")
+    else:
+        out += ["No layer was recorded.", ""]
+
+    out += ["## Training", ""]
+    if run.epochs:
+        shown, left_out = epoch_rows_shown(len(run.epochs))
+        staged = len({e.stage for e in run.epochs}) > 1
+        header = ["epoch"] + (["stage"] if staged else []) + [
+            "train loss", "train acc", "val loss", "val acc"]
+        rows = []
+        for k, idx in enumerate(shown):
+            if left_out and k == EPOCH_TABLE_HEAD:
+                rows.append(["\u2026"] * len(header))
+            e = run.epochs[idx]
+            rows.append([str(e.epoch)] + ([md_escape(e.stage)] if staged else []) + [
+                f"{e.train_loss:.4f}", fmt_pct(e.train_acc), f"{e.val_loss:.4f}",
+                fmt_pct(e.val_acc)])
+        out += _md_table(header, rows, "r" * len(header))
+        if left_out:
+            out += ["", f"{left_out} epochs in the middle are left out; the JSON report and "
+                    "metrics.jsonl hold them all."]
+        out.append("")
+    else:
+        out += ["No epoch finished.", ""]
+    if d.test:
+        out += [f"**Test:** loss {fmt_num(d.test.get('loss'), 4)}, accuracy "
+                f"{fmt_pct(d.test.get('acc'))}", ""]
+    elif run.status == "completed":
+        out += ["No test split was evaluated.", ""]
+    if d.num_classes >= 2:
+        out += [f"Chance level for {d.num_classes} classes: loss ln({d.num_classes}) = "
+                f"{math.log(d.num_classes):.4f}, accuracy {100 / d.num_classes:.1f}%.", ""]
+
+    out += ["## Configuration", ""]
+    out += _md_table(["setting", "value"], [[k, md_escape(v)] for k, v in d.essentials])
+    out.append("")
+    return "\n".join(out)

@@ -1,0 +1,465 @@
+"""The HTML report: one self-contained file, plots drawn as inline SVG.
+
+No external CSS, scripts, fonts or images: the file opens the same offline, attached
+to a CI job or mailed. Every string from the user's model or files (layer and run
+names, messages, config values, error text) is escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from vgdiag._version import __version__
+from vgdiag.records import EpochRecord, Histogram
+from vgdiag.report import (
+    DASH,
+    EPOCH_TABLE_HEAD,
+    ReportData,
+    epoch_rows_shown,
+    evidence_items,
+    fmt_num,
+    fmt_pct,
+    grad_norm_series,
+    gradient_profile_svg,
+    prepare,
+)
+from vgdiag.store import RunData
+from vgdiag.svgplot import (
+    Frame,
+    axes,
+    decade_label,
+    decade_range,
+    empty_plot,
+    esc,
+    hline,
+    legend,
+    legend_row,
+    line,
+    log10_or_none,
+    markers,
+    nice_ticks,
+    ramp_color,
+    step_histogram,
+    svg_close,
+    svg_open,
+    text,
+    tick_label,
+)
+from vgdiag.svgplot import (
+    shorten as _shorten,
+)
+
+TRAIN_COLOR, VAL_COLOR = "#1f5fa8", "#d9480f"
+INIT_COLOR, LAST_COLOR = "#8a8a8a", "#c0392b"
+LEGEND_ROWS = 18  # more layers than this: the legend names a spread of them
+MAX_HIST_LAYERS = 64  # small multiples past this are unreadable; the rest are counted
+
+
+def render_html(run: RunData) -> str:
+    """The whole report as one HTML document."""
+    d = prepare(run)
+    sections = [
+        _header(d),
+        _findings(d),
+        _section("Gradients", _gradient_plots(d)),
+        _section("Training", _training(d)),
+        _section("Weight and gradient histograms", _histograms(d)),
+        _section("Layers", _layer_table(d)),
+        _section("Configuration", _config(d)),
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>vgdiag report: {esc(run.name)}</title>\n<style>{CSS}</style>\n</head>\n"
+        "<body>\n<main>\n" + "\n".join(sections) + "\n"
+        f'<footer>Made by vgdiag {esc(__version__)} from {esc(run.path)}</footer>\n'
+        "</main>\n</body>\n</html>\n"
+    )
+
+
+def _section(title: str, body: str) -> str:
+    return f'<section>\n<h2>{esc(title)}</h2>\n{body}\n</section>'
+
+
+def _header(d: ReportData) -> str:
+    run = d.run
+    status_cls = {"completed": "ok", "interrupted": "warn"}.get(run.status, "bad")
+    facts = [f'<span class="badge {status_cls}">{esc(run.status)}</span>']
+    facts.append(f"{esc(run.summary.get('steps') or (d.last_step or 0))} steps")
+    if run.summary.get("seconds"):
+        facts.append(f"{float(run.summary['seconds']):.1f} s")
+    facts.append(f"{len(run.epochs)} epochs")
+    out = [f"<header>\n<h1>vgdiag report: <span class=\"name\">{esc(run.name)}</span></h1>",
+           f'<p class="facts">{" &middot; ".join(facts)}</p>',
+           f'<p class="path">Run folder: <code>{esc(run.path)}</code></p>']
+    if run.status != "completed" or d.notes:
+        box = "bad" if run.status in ("failed", "cut off") else "warn"
+        out.append(f'<div class="banner {box}">')
+        if run.status != "completed":
+            out.append(f"<p><strong>{esc(d.status_line)}</strong></p>")
+        if d.notes:
+            out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in d.notes) + "</ul>")
+        out.append("</div>")
+    if d.error:
+        out.append(f'<pre class="error">{esc(d.error)}</pre>')
+    healthy = d.verdict == "healthy"
+    out.append(f'<p class="verdict {"ok" if healthy else "bad"}">Verdict: '
+               f"<strong>{esc(d.verdict)}</strong></p>\n</header>")
+    return "\n".join(out)
+
+
+def _findings(d: ReportData) -> str:
+    if not d.findings:
+        return _section("Findings", "<p>No findings.</p>")
+    cards = []
+    for f in d.findings:
+        rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
+                       for k, v in evidence_items(f.evidence))
+        layers = ", ".join(f"<code>{esc(n or '<root>')}</code>" for n in f.layers)
+        fixes = " ".join(f'<span class="chip">{esc(p)}</span>' for p in f.recommend)
+        cards.append(
+            f'<article class="finding {esc(f.severity)}">'
+            f'<h3><span class="sev">{esc(f.severity)}</span> {esc(f.id)}</h3>'
+            f"<p>{esc(f.message)}</p>"
+            + (f'<p class="layers">Layers: {layers}</p>' if f.layers else "")
+            + (f'<table class="evidence">{rows}</table>' if rows else "")
+            + (f'<p class="fixes">Recommended plugins: {fixes}</p>' if fixes else "")
+            + "</article>"
+        )
+    return _section("Findings", "\n".join(cards))
+
+
+# ----- gradients --------------------------------------------------------------------
+
+
+def _gradient_plots(d: ReportData) -> str:
+    profile = gradient_profile_svg(
+        d.run, d.layers, title="Gradient profile: init vs last", width=460, height=320
+    )
+    return (
+        '<div class="plots">\n'
+        f'<figure id="grad-time">{grad_norm_time_svg(d)}<figcaption>Gradient norm of each '
+        "layer over training, log scale; dark blue is the input side, orange the output "
+        "side.</figcaption></figure>\n"
+        f'<figure id="grad-profile">{profile}<figcaption>log10 gradient norm per layer: a '
+        "line falling toward the input is a vanishing gradient.</figcaption></figure>\n"
+        "</div>"
+    )
+
+
+def grad_norm_time_svg(d: ReportData, width: int = 760, height: int = 340) -> str:
+    """grad_norm of every layer against the step, log scale, one path per layer."""
+    title = "Gradient norm per layer"
+    steps, series = grad_norm_series(d.run)
+    logs = {n: [log10_or_none(v) for v in vs] for n, vs in series.items()}
+    span = decade_range(v for vs in logs.values() for v in vs)
+    if not steps or span is None:
+        return empty_plot(width, height, title, "no positive, finite gradient norm was recorded")
+    x_lo, x_hi = float(steps[0]), float(max(steps[-1], steps[0] + 1))
+    frame = Frame(width, height, (x_lo, x_hi), (float(span[0]), float(span[1])), right=180)
+    y_step = max(1, math.ceil((span[1] - span[0]) / 8))
+    parts = [
+        svg_open(width, height, title=title, css_class="plot grad-time"),
+        axes(frame,
+             x_ticks=[(t, tick_label(t)) for t in nice_ticks(x_lo, x_hi, 6)],
+             y_ticks=[(float(e), decade_label(e)) for e in range(span[0], span[1] + 1, y_step)],
+             x_label="optimizer step", y_label="grad norm (log)", title=title),
+    ]
+    names = list(series)
+    xs = [float(s) for s in steps]
+    entries = []
+    for i, name in enumerate(names):
+        color = ramp_color(i, len(names))
+        label = name or "<root>"
+        if any(v is not None for v in logs[name]):
+            parts.append(line(frame, xs, logs[name], color=color, css_class="layer-line",
+                              tooltip=label))
+            if len(xs) == 1:
+                parts.append(markers(frame, xs, logs[name], color=color))
+        else:
+            label += " (no data)"
+        entries.append((label, color, ""))
+    if len(entries) > LEGEND_ROWS:
+        pick = sorted({round(k * (len(entries) - 1) / (LEGEND_ROWS - 2))
+                       for k in range(LEGEND_ROWS - 1)})
+        entries = [entries[k] for k in pick]
+        parts.append(text(frame.plot_right + 12, height - 8,
+                          f"{len(names)} layers; {len(entries)} named", size=10, fill="#777"))
+    parts.append(legend(entries, frame.plot_right + 12, frame.plot_top + 6, max_label=22))
+    parts.append(svg_close())
+    return "".join(parts)
+
+
+# ----- training curves --------------------------------------------------------------
+
+
+def _training(d: ReportData) -> str:
+    run = d.run
+    chance_loss = math.log(d.num_classes) if d.num_classes >= 2 else None
+    chance_acc = 1.0 / d.num_classes if d.num_classes >= 2 else None
+    if run.epochs:
+        xs = [float(e.epoch) for e in run.epochs]
+        loss = curves_svg("Loss", xs, [
+            ("train", [e.train_loss for e in run.epochs], TRAIN_COLOR, ""),
+            ("val", [e.val_loss for e in run.epochs], VAL_COLOR, "5 3"),
+        ], x_label="epoch", y_label="loss", reference=(chance_loss, "chance"))
+        acc = curves_svg("Accuracy", xs, [
+            ("train", [e.train_acc for e in run.epochs], TRAIN_COLOR, ""),
+            ("val", [e.val_acc for e in run.epochs], VAL_COLOR, "5 3"),
+        ], x_label="epoch", y_label="accuracy", reference=(chance_acc, "chance"),
+            y_range=(0.0, 1.0))
+    else:
+        xs = [float(r.step) for r in run.records]
+        loss = curves_svg("Loss (sampled batches)", xs, [
+            ("train batch", [r.loss for r in run.records], TRAIN_COLOR, "")
+        ], x_label="optimizer step", y_label="loss", reference=(chance_loss, "chance"))
+        acc = empty_plot(380, 260, "Accuracy", "no epoch finished")
+    parts = ['<div class="plots">', f'<figure id="loss">{loss}</figure>',
+             f'<figure id="accuracy">{acc}</figure>', "</div>"]
+    if d.test:
+        parts.append(f'<p class="test">Test: loss <strong>{fmt_num(d.test.get("loss"), 4)}'
+                     f'</strong>, accuracy <strong>{fmt_pct(d.test.get("acc"))}</strong></p>')
+    parts.append(_epoch_table(run.epochs))
+    return "\n".join(parts)
+
+
+def curves_svg(
+    title: str,
+    xs: Sequence[float],
+    curves: Sequence[tuple[str, Sequence[float], str, str]],
+    *,
+    x_label: str,
+    y_label: str,
+    reference: tuple[float | None, str] = (None, ""),
+    y_range: tuple[float, float] | None = None,
+    width: int = 380,
+    height: int = 260,
+) -> str:
+    """Linear curves (label, ys, colour, dash) over shared xs, with a dashed reference line."""
+    ys_all = [y for _, ys, _, _ in curves for y in ys if math.isfinite(y)]
+    if not xs or not ys_all:
+        return empty_plot(width, height, title, "nothing finite to plot")
+    ref, ref_label = reference
+    if y_range is None:
+        lo, hi = min(ys_all), max(ys_all)
+        if ref is not None and math.isfinite(ref):
+            lo, hi = min(lo, ref), max(hi, ref)
+        pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 0.1)
+        y_range = (lo - pad, hi + pad)
+    x_lo, x_hi = min(xs), max(xs)
+    if x_hi <= x_lo:
+        x_lo, x_hi = x_lo - 1, x_hi + 1
+    frame = Frame(width, height, (x_lo, x_hi), y_range, left=52, top=44)
+    x_ticks = [t for t in nice_ticks(x_lo, x_hi, 6) if float(t).is_integer() or x_hi - x_lo > 6]
+    parts = [
+        svg_open(width, height, title=title, css_class="plot curves"),
+        axes(frame, x_ticks=[(t, tick_label(t)) for t in x_ticks],
+             y_ticks=[(t, tick_label(t)) for t in nice_ticks(*y_range, 5)],
+             x_label=x_label, y_label=y_label, title=title),
+    ]
+    if ref is not None:
+        parts.append(hline(frame, ref, label=f"{ref_label} {ref:.4g}"))
+    for _, ys, color, dash in curves:
+        clean = [y if math.isfinite(y) else None for y in ys]
+        parts.append(line(frame, xs, clean, color=color, dash=dash, css_class="curve"))
+        if len(xs) <= 30:
+            parts.append(markers(frame, xs, clean, color=color, radius=2.4, hollow=bool(dash)))
+    parts.append(legend_row([(lbl, c, dash) for lbl, _, c, dash in curves], frame.plot_left, 33))
+    parts.append(svg_close())
+    return "".join(parts)
+
+
+def _epoch_table(epochs: Sequence[EpochRecord]) -> str:
+    if not epochs:
+        return "<p>No epoch finished.</p>"
+    shown, left_out = epoch_rows_shown(len(epochs))
+    staged = len({e.stage for e in epochs}) > 1
+    head = ["epoch"] + (["stage"] if staged else []) + [
+        "train loss", "train acc", "val loss", "val acc", "seconds"]
+    rows = []
+    for k, idx in enumerate(shown):
+        if left_out and k == EPOCH_TABLE_HEAD:
+            rows.append(f'<tr><td colspan="{len(head)}" class="gap">\u2026 {left_out} epochs '
+                        "left out \u2026</td></tr>")
+        e = epochs[idx]
+        cells = [str(e.epoch)] + ([e.stage] if staged else []) + [
+            fmt_num(e.train_loss, 4), fmt_pct(e.train_acc), fmt_num(e.val_loss, 4),
+            fmt_pct(e.val_acc), fmt_num(e.seconds, 3)]
+        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    return _table(head, rows, "epochs")
+
+
+# ----- histograms -------------------------------------------------------------------
+
+
+def _histograms(d: ReportData) -> str:
+    with_w = [r for r in d.run.records if r.weight_hist]
+    with_g = [r for r in d.run.records if r.grad_hist]
+    if not with_w and not with_g:
+        return "<p>No histograms were recorded (they are taken on every N-th sampled step; " \
+               "--hist-every 0 turns them off).</p>"
+    parts = []
+    for kind, recs in (("weight", with_w), ("grad", with_g)):
+        if not recs:
+            continue
+        first, last = recs[0], recs[-1]
+        pair = [first] if last is first else [first, last]
+        key = f'<span class="key" style="border-color:{INIT_COLOR}"></span>init (step ' \
+              f"{first.step})"
+        if last is not first:
+            key += (f' <span class="key" style="border-color:{LAST_COLOR}"></span>last (step '
+                    f"{last.step})")
+        heading = ("Weights" if kind == "weight"
+                   else "log10 |gradient| (values below 1e-16, zeros included, fall in the "
+                        "leftmost bin)")
+        cells = []
+        names = [i.name for i in d.layers]
+        for name in names[:MAX_HIST_LAYERS]:
+            hists = [(r.weight_hist if kind == "weight" else r.grad_hist).get(name)
+                     for r in pair]
+            cells.append(histogram_svg(name, hists, log_axis=kind == "grad"))
+        more = len(names) - MAX_HIST_LAYERS
+        parts.append(f'<h3>{esc(heading)}</h3><p class="legend">{key}</p>'
+                     f'<div class="multiples {kind}-hist">{"".join(cells)}</div>'
+                     + (f"<p>{more} more layers are not shown.</p>" if more > 0 else ""))
+    return "\n".join(parts)
+
+
+def histogram_svg(
+    name: str, hists: Sequence[Histogram | None], *, log_axis: bool = False,
+    width: int = 220, height: int = 120,
+) -> str:
+    """One layer's histograms overlaid (first grey, last red), as densities on a shared x range."""
+    label = name or "<root>"
+    present = [(h, c) for h, c in zip(hists, (INIT_COLOR, LAST_COLOR))
+               if h is not None and int(h.counts.sum()) > 0]
+    if not present:
+        return empty_plot(width, height, _shorten(label, 30), "not recorded")
+    lo = min(h.lo for h, _ in present)
+    hi = max(h.hi for h, _ in present)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return empty_plot(width, height, _shorten(label, 30), "no range")
+    shapes = []
+    for h, color in present:
+        edges = [float(e) for e in h.edges()]
+        width_bin = (h.hi - h.lo) / len(h.counts) or 1.0
+        # Densities, so histograms over different ranges (weights grow) compare.
+        shapes.append((edges, [float(c) / h.counts.sum() / width_bin for c in h.counts], color))
+    top = max(max(hs) for _, hs, _ in shapes) * 1.05 or 1.0
+    frame = Frame(width, height, (lo, hi), (0.0, top), left=8, right=8, top=22, bottom=20)
+    parts = [svg_open(width, height, title=label, css_class="plot hist"),
+             axes(frame), text(8, 15, _shorten(label, 30), size=11, weight="600",
+                               tooltip=label)]
+    for k, (edges, heights, color) in enumerate(shapes):
+        parts.append(step_histogram(frame, edges, heights, color=color,
+                                    opacity=0.18 if k == 0 else 0.3))
+    ticks = [lo, 0.0, hi] if lo < 0 < hi and not log_axis else [lo, (lo + hi) / 2, hi]
+    for t, anchor in zip(ticks, ("start", "middle", "end")):
+        label_t = decade_label(t) if log_axis else f"{t:.2g}"
+        parts.append(text(frame.x(t), height - 6, label_t, anchor=anchor, size=9, fill="#666"))
+    parts.append(svg_close())
+    return "".join(parts)
+
+
+# ----- tables -----------------------------------------------------------------------
+
+
+def _table(head: Sequence[str], rows: Sequence[str], css_class: str) -> str:
+    th = "".join(f"<th>{esc(h)}</th>" for h in head)
+    return (f'<div class="scroll"><table class="{css_class}"><thead><tr>{th}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _layer_table(d: ReportData) -> str:
+    if not d.rows:
+        return "<p>No layer was recorded.</p>"
+    rows = []
+    for r in d.rows:
+        kind = (r.kind or DASH) + ("" if r.trainable else " (frozen)")
+        cells = [str(r.depth), r.name or "<root>", kind, fmt_num(r.grad_init),
+                 fmt_num(r.grad_last), fmt_num(r.ratio_to_output), fmt_num(r.update_ratio),
+                 fmt_num(r.weight_change), fmt_pct(r.saturated), fmt_pct(r.dead)]
+        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    steps = (f"<p>grad_norm at init (step {d.init_step}) and last (step {d.last_step}); "
+             "last \u00f7 output = the layer's last grad_norm over the output layer's.</p>"
+             if d.init_step is not None else "")
+    return steps + _table(
+        ["depth", "layer", "kind", "grad_norm init", "grad_norm last", "last \u00f7 output",
+         "update_ratio", "weight_change", "saturated", "dead"], rows, "layers")
+
+
+def _config(d: ReportData) -> str:
+    rows = [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in d.essentials]
+    flat = [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in _flatten(d.run.config)]
+    out = f'<table class="config">{"".join(rows)}</table>'
+    if flat:
+        out += ("<details><summary>Full config.json</summary>"
+                f'<table class="config">{"".join(flat)}</table></details>')
+    return out
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(obj, dict) and obj:
+        out: list[tuple[str, str]] = []
+        for k, v in obj.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(obj, str):
+        return [(prefix, obj)]
+    return [(prefix, json.dumps(obj, default=str))]
+
+
+CSS = """
+:root { --fg:#1d2330; --muted:#5b6474; --line:#e3e6eb; --ok:#1e7b34; --warn:#a86200;
+  --bad:#b42318; --bg:#ffffff; --soft:#f6f7f9; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif; }
+main { max-width:1200px; margin:0 auto; padding:24px 28px 48px; }
+h1 { font-size:24px; margin:0 0 6px; } h1 .name { font-family:ui-monospace,monospace; }
+h2 { font-size:18px; margin:32px 0 12px; padding-bottom:4px; border-bottom:1px solid var(--line); }
+h3 { font-size:15px; margin:16px 0 6px; }
+code, pre { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:12.5px; }
+.facts, .path { margin:2px 0; color:var(--muted); }
+.badge { display:inline-block; padding:1px 9px; border-radius:10px; color:#fff;
+  font-weight:600; font-size:12px; }
+.badge.ok { background:var(--ok); } .badge.warn { background:var(--warn); }
+.badge.bad { background:var(--bad); }
+.banner { margin:12px 0; padding:8px 14px; border-radius:6px; border-left:4px solid; }
+.banner.warn { background:#fff7e6; border-color:var(--warn); }
+.banner.bad { background:#fdecea; border-color:var(--bad); }
+.banner ul { margin:4px 0; padding-left:20px; }
+pre.error { background:#fdecea; color:var(--bad); padding:10px 14px; border-radius:6px;
+  white-space:pre-wrap; }
+.verdict { font-size:16px; margin:12px 0 0; }
+.verdict.ok strong { color:var(--ok); } .verdict.bad strong { color:var(--bad); }
+.finding { border:1px solid var(--line); border-left:5px solid var(--muted); border-radius:6px;
+  padding:8px 14px; margin:10px 0; background:var(--soft); }
+.finding.error { border-left-color:var(--bad); } .finding.warning { border-left-color:var(--warn); }
+.finding.info { border-left-color:#2f6fb5; }
+.finding h3 { margin:4px 0; font-family:ui-monospace,monospace; }
+.finding p { margin:4px 0; }
+.sev { font-family:system-ui,sans-serif; text-transform:uppercase; font-size:11px;
+  letter-spacing:.05em; color:var(--muted); margin-right:6px; }
+.chip { display:inline-block; background:#e8eefb; color:#1f4b99; border-radius:10px;
+  padding:0 8px; margin:1px 2px; font-size:12px; }
+table { border-collapse:collapse; font-size:13px; }
+th, td { padding:4px 10px; border-bottom:1px solid var(--line); text-align:left; }
+table.layers td, table.epochs td { text-align:right; font-variant-numeric:tabular-nums; }
+table.layers td:nth-child(2), table.layers td:nth-child(3) { text-align:left; }
+table.evidence th { font-weight:500; color:var(--muted); }
+table.evidence td { font-family:ui-monospace,monospace; font-size:12px; }
+thead th { background:var(--soft); }
+td.gap { text-align:center !important; color:var(--muted); }
+.scroll { overflow-x:auto; }
+.plots { display:flex; flex-wrap:wrap; gap:18px; align-items:flex-start; }
+figure { margin:0; } figcaption { color:var(--muted); font-size:12px; max-width:760px; }
+svg.plot { max-width:100%; height:auto; background:#fff; }
+.multiples { display:flex; flex-wrap:wrap; gap:8px; }
+.legend .key { display:inline-block; width:18px; border-top:3px solid; margin:0 5px 3px 10px; }
+details summary { cursor:pointer; color:var(--muted); margin:10px 0; }
+footer { margin-top:40px; color:var(--muted); font-size:12px; }
+"""
