@@ -601,7 +601,9 @@ def test_layerwise_training_a_stage_leaves_frozen_layers_bit_identical() -> None
     lin = [m for m in model if isinstance(m, nn.Linear)]
     x, y = batch()
     stage = stages[3]  # layers 1-4 frozen, 5-6 and a head trained
-    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in "1357"}
+    frozen_layers = {"1", "3", "5", "7"}  # L1..L4 in the Sequential
+    state = model.state_dict()
+    frozen = {k: v.clone() for k, v in state.items() if k.split(".")[0] in frozen_layers}
     before = lin[4].weight.detach().clone()
     # Even an optimizer over every parameter of the stage model cannot move frozen layers.
     optimizer = torch.optim.SGD(stage.model.parameters(), lr=0.5, weight_decay=0.1)

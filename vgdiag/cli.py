@@ -210,6 +210,8 @@ def run(
     _print_outcome(console, store, path)
     if status == "failed":
         raise typer.Exit(ExitCode.TRAINING_FAILED)
+    if status == "interrupted":
+        raise typer.Exit(ExitCode.INTERRUPTED)
     raise typer.Exit(exit_code_for(store.findings, fail_on))
 
 

@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     FINDINGS = 1  # a finding at or above --fail-on
     BAD_INPUT = 2  # the user's input is wrong: one line on stderr says what to do
     TRAINING_FAILED = 3  # the model, data or training raised; the run folder is still written
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: the run folder is complete and marked interrupted
 
 
 class UserError(Exception):

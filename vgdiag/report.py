@@ -22,20 +22,7 @@ from vgdiag.diagnosis import diagnose, verdict
 from vgdiag.errors import UserError
 from vgdiag.records import Finding, LayerInfo, StepRecord
 from vgdiag.store import RunData, build_summary
-from vgdiag.svgplot import (
-    Frame,
-    axes,
-    decade_label,
-    decade_range,
-    empty_plot,
-    legend_row,
-    line,
-    log10_or_none,
-    markers,
-    shorten,
-    svg_close,
-    svg_open,
-)
+from vgdiag.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
 
 FORMATS = ("md", "html", "json")
 # A million-step run samples 100k steps; a report needs its shape, not every point.
@@ -43,6 +30,8 @@ MAX_SERIES_POINTS = 2000
 # Epoch tables longer than this show the first and last epochs only.
 EPOCH_TABLE_HEAD, EPOCH_TABLE_TAIL = 5, 10
 DASH = "\u2014"  # shown for a number that was not measured
+UPDATE_RATIO = "\u2016\u0394W\u2016 / \u2016W\u2016 of the last step"
+WEIGHT_CHANGE = "\u2016W \u2212 W0\u2016 / \u2016W0\u2016"
 
 
 def render_report(run: RunData, fmt: str) -> str:
@@ -311,7 +300,7 @@ def _fmt_any(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return DASH if value is None else str(value).lower()
     if isinstance(value, (int, float)):
-        return str(value) if isinstance(value, int) else fmt_num(value)
+        return str(value) if isinstance(value, int) else fmt_num(value, 4)
     return str(value)
 
 
@@ -361,38 +350,21 @@ def gradient_profile_svg(
     if not records or not names:
         return empty_plot(width, height, title, "no gradients were recorded")
     first, last = records[0], records[-1]
-    lines = [(f"init (step {first.step})", first, "#9a9a9a", "5 3")]
+    series = [(f"init (step {first.step})", [_grad(first, n) for n in names], "#9a9a9a", "5 3")]
     if last is not first:
-        lines.append((f"last (step {last.step})", last, "#c0392b", ""))
-    logs = {
-        label: [log10_or_none(_grad(rec, n)) for n in names] for label, rec, _, _ in lines
-    }
-    span = decades or decade_range(v for vs in logs.values() for v in vs)
-    if span is None:
-        return empty_plot(width, height, title, "no positive, finite gradient norm to plot")
-    xs = [float(i) for i in range(len(names))]
-    frame = Frame(width, height, (-0.5, len(names) - 0.5), (float(span[0]), float(span[1])),
-                  top=44, bottom=58 if len(names) > 1 else 42)
-    step = max(1, math.ceil(len(names) / 16))
-    x_ticks = [(float(i), shorten(names[i] or "<root>", 10)) for i in range(0, len(names), step)]
-    y_step = max(1, math.ceil((span[1] - span[0]) / 8))
-    y_ticks = [(float(e), decade_label(e)) for e in range(span[0], span[1] + 1, y_step)]
-    parts = [
-        svg_open(width, height, title=title or "gradient norm per layer", css_class="plot profile"),
-        axes(frame, x_ticks=x_ticks, y_ticks=y_ticks, x_label="layer (input \u2192 output)",
-             y_label="grad norm (log)", title=title, x_tick_rotate=-35 if len(names) > 1 else 0),
-    ]
-    for label, rec, color, dash in lines:
-        # A given `decades` may not cover every value: clamp onto the frame's edge.
-        ys = [v if v is None else min(max(v, span[0]), span[1]) for v in logs[label]]
-        tips = [f"{n or '<root>'}: {fmt_num(_grad(rec, n))}" for n in names]
-        parts.append(line(frame, xs, ys, color=color, dash=dash, css_class="profile-line",
-                          tooltip=label))
-        parts.append(markers(frame, xs, ys, color=color, hollow=bool(dash), tooltips=tips))
-    parts.append(legend_row([(label, color, dash) for label, _, color, dash in lines],
-                            frame.plot_left, 33))
-    parts.append(svg_close())
-    return "".join(parts)
+        series.append((f"last (step {last.step})", [_grad(last, n) for n in names], "#c0392b", ""))
+    return log_category_plot(
+        [n or "<root>" for n in names],
+        series,
+        title=title,
+        x_label="layer (input \u2192 output)",
+        y_label="grad norm (log)",
+        width=width,
+        height=height,
+        decades=decades,
+        css_class="plot profile",
+        line_class="profile-line",
+    )
 
 
 def gradient_profile_range(
@@ -541,9 +513,8 @@ def render_markdown(run: RunData) -> str:
     out += ["## Layers", ""]
     if d.rows:
         if d.init_step is not None:
-            out += [f"grad_norm at init (step {d.init_step}) and last (step {d.last_step}); "
-                    "update_ratio = \\|\u0394W\\| / \\|W\\| of the last step; weight_change = "
-                    "\\|W \u2212 W0\\| / \\|W0\\|.", ""]
+            out += [f"`grad_norm` at init (step {d.init_step}) and last (step {d.last_step}); "
+                    f"`update_ratio` = {UPDATE_RATIO}; `weight_change` = {WEIGHT_CHANGE}.", ""]
         out += _md_table(
             ["depth", "layer", "kind", "grad_norm init", "grad_norm last", "last \u00f7 output",
              "update_ratio", "weight_change", "saturated", "dead"],

@@ -17,6 +17,8 @@ from vgdiag.records import EpochRecord, Histogram
 from vgdiag.report import (
     DASH,
     EPOCH_TABLE_HEAD,
+    UPDATE_RATIO,
+    WEIGHT_CHANGE,
     ReportData,
     epoch_rows_shown,
     evidence_items,
@@ -39,6 +41,7 @@ from vgdiag.svgplot import (
     legend_row,
     line,
     log10_or_none,
+    log_ticks,
     markers,
     nice_ticks,
     ramp_color,
@@ -160,12 +163,11 @@ def grad_norm_time_svg(d: ReportData, width: int = 760, height: int = 340) -> st
         return empty_plot(width, height, title, "no positive, finite gradient norm was recorded")
     x_lo, x_hi = float(steps[0]), float(max(steps[-1], steps[0] + 1))
     frame = Frame(width, height, (x_lo, x_hi), (float(span[0]), float(span[1])), right=180)
-    y_step = max(1, math.ceil((span[1] - span[0]) / 8))
     parts = [
         svg_open(width, height, title=title, css_class="plot grad-time"),
         axes(frame,
              x_ticks=[(t, tick_label(t)) for t in nice_ticks(x_lo, x_hi, 6)],
-             y_ticks=[(float(e), decade_label(e)) for e in range(span[0], span[1] + 1, y_step)],
+             y_ticks=log_ticks(*span),
              x_label="optimizer step", y_label="grad norm (log)", title=title),
     ]
     names = list(series)
@@ -383,9 +385,10 @@ def _layer_table(d: ReportData) -> str:
                  fmt_num(r.grad_last), fmt_num(r.ratio_to_output), fmt_num(r.update_ratio),
                  fmt_num(r.weight_change), fmt_pct(r.saturated), fmt_pct(r.dead)]
         rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-    steps = (f"<p>grad_norm at init (step {d.init_step}) and last (step {d.last_step}); "
-             "last \u00f7 output = the layer's last grad_norm over the output layer's.</p>"
-             if d.init_step is not None else "")
+    steps = (f"<p><code>grad_norm</code> at init (step {d.init_step}) and last (step "
+             f"{d.last_step}); last \u00f7 output = the layer's last grad_norm over the output "
+             f"layer's; <code>update_ratio</code> = {UPDATE_RATIO}; <code>weight_change</code> = "
+             f"{WEIGHT_CHANGE}.</p>" if d.init_step is not None else "")
     return steps + _table(
         ["depth", "layer", "kind", "grad_norm init", "grad_norm last", "last \u00f7 output",
          "update_ratio", "weight_change", "saturated", "dead"], rows, "layers")

@@ -84,6 +84,21 @@ def decade_label(exponent: float) -> str:
     return f"1e{int(exponent)}"
 
 
+def log_ticks(lo: int, hi: int) -> list[tuple[float, str]]:
+    """Ticks (log10 value, label) for a log axis over decades lo..hi.
+
+    Narrow ranges get 2x and 5x ticks too, so a plot within one decade still reads;
+    wide ranges label every k-th decade to keep about eight labels.
+    """
+    if hi - lo <= 2:
+        ticks = []
+        for k in range(lo, hi):
+            ticks += [(k + math.log10(m), f"{m}e{k}") for m in (1, 2, 5)]
+        return ticks + [(float(hi), decade_label(hi))]
+    step = max(1, math.ceil((hi - lo) / 8))
+    return [(float(e), decade_label(e)) for e in range(lo, hi + 1, step)]
+
+
 @dataclass
 class Frame:
     """A plot area inside an SVG canvas; maps data coordinates to pixels."""
@@ -336,6 +351,58 @@ def shorten(label: str, limit: int) -> str:
         return label
     keep = max(limit - 1, 2)
     return label[: keep // 2] + "\u2026" + label[len(label) - (keep - keep // 2) :]
+
+
+def log_category_plot(
+    categories: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float], str, str]],
+    *,
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    width: int = 480,
+    height: int = 280,
+    decades: tuple[int, int] | None = None,
+    css_class: str = "plot",
+    line_class: str = "series",
+) -> str:
+    """Values per category (x, in order) on a log10 y axis, one marked line per series.
+
+    Args:
+        categories: x-axis labels, in order (long ones are shortened, full text in a tooltip).
+        series: (label, one value per category, colour, dash); a dashed series has
+            hollow markers. Values that are not positive and finite are left out.
+        decades: (lo, hi) powers of ten for the y axis, so several plots can share it;
+            values outside are drawn on the frame's edge. Default: fitted to the data.
+
+    Returns:
+        A standalone `<svg>` element, or a placeholder when nothing can be drawn.
+    """
+    logs = [[log10_or_none(v) for v in values] for _, values, _, _ in series]
+    span = decades or decade_range(v for vs in logs for v in vs)
+    if not categories or span is None:
+        return empty_plot(width, height, title, "no positive, finite value to plot")
+    n = len(categories)
+    frame = Frame(width, height, (-0.5, n - 0.5), (float(span[0]), float(span[1])),
+                  top=44, bottom=58 if n > 1 else 42)
+    step = max(1, math.ceil(n / 16))
+    parts = [
+        svg_open(width, height, title=title or y_label, css_class=css_class),
+        axes(frame,
+             x_ticks=[(float(i), shorten(categories[i], 10)) for i in range(0, n, step)],
+             y_ticks=log_ticks(*span), x_label=x_label, y_label=y_label, title=title,
+             x_tick_rotate=-35 if n > 1 else 0),
+    ]
+    xs = [float(i) for i in range(n)]
+    for (label, values, color, dash), ys in zip(series, logs):
+        clamped = [v if v is None else min(max(v, span[0]), span[1]) for v in ys]
+        tips = [f"{label} \u00b7 {c}: {v:.3g}" for c, v in zip(categories, values)]
+        parts.append(line(frame, xs, clamped, color=color, dash=dash, css_class=line_class,
+                          tooltip=label))
+        parts.append(markers(frame, xs, clamped, color=color, hollow=bool(dash), tooltips=tips))
+    parts.append(legend_row([(lbl, c, d) for lbl, _, c, d in series], frame.plot_left, 33))
+    parts.append(svg_close())
+    return "".join(parts)
 
 
 def empty_plot(width: int, height: int, title: str, message: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from rich.text import Text
@@ -41,14 +42,17 @@ class GradientHeatmap(Chart):
     view: reactive[RunView | None] = reactive(None)
     """The run shown."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._cache: tuple[RunView | None, tuple] = (None, ())
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        # The matrix is rebuilt once per snapshot, not on every repaint (resize, focus).
+        self._cache_key: RunView | None = None
+        self._cache: tuple[list[str], np.ndarray, np.ndarray, list[int]] = ([], np.zeros(0),
+                                                                           np.zeros(0), [])
 
-    def _matrix(self, view: RunView) -> tuple:
-        if self._cache[0] is not view:
-            self._cache = (view, grad_matrix(view))
-        return self._cache[1]
+    def _matrix(self, view: RunView) -> tuple[list[str], np.ndarray, np.ndarray, list[int]]:
+        if self._cache_key is not view:
+            self._cache_key, self._cache = view, grad_matrix(view)
+        return self._cache
 
     def render(self) -> Text:
         view = self.view
@@ -65,13 +69,10 @@ class GradientHeatmap(Chart):
         out = Text(no_wrap=True, overflow="crop")
         legend = f"grad norm over time  {SHADES[0]} 1e{lo:.0f} … {SHADES[-1]} 1e{hi:.0f}"
         out.append(legend + "\n", style=self.style_of("chart--title"))
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN spans are expected
-                med_g = np.stack([np.nanmedian(grads[a:b], axis=0) for a, b in spans])
-                med_r = np.stack([np.nanmedian(ratios[a:b], axis=0) for a, b in spans])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN spans are expected
+            med_g = np.stack([np.nanmedian(grads[a:b], axis=0) for a, b in spans])
+            med_r = np.stack([np.nanmedian(ratios[a:b], axis=0) for a, b in spans])
         shown = names[: max(height - 2, 1)]
         for c, name in enumerate(shown):
             out.append(f"{short_name(name, label_w):<{label_w}} ")

@@ -1,0 +1,73 @@
+"""A real `vgdiag run` process interrupted by SIGINT, SIGTERM and SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vgdiag.store import read_run
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def start_run(out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vgdiag", "run", "--headless", "--epochs", "500",
+         "--depth", "3", "--width", "32", "--every", "1", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_epochs(out: Path, proc: subprocess.Popen[str], epochs: int = 2) -> None:
+    deadline = time.monotonic() + 60
+    metrics = out / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vgdiag run ended early: {proc.communicate()}")
+        if metrics.exists() and metrics.read_text().count('"type":"epoch"') >= epochs:
+            return
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("no epoch was recorded within 60 s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_leaves_an_interrupted_readable_folder(tmp_path, sig):
+    out = tmp_path / "run"
+    proc = start_run(out)
+    wait_for_epochs(out, proc)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)  # every line complete
+    run = read_run(out)
+    assert run.status == "interrupted" and len(run.epochs) >= 2
+    report = subprocess.run([sys.executable, "-m", "vgdiag", "report", str(out), "--format",
+                             "md"], capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert "interrupted" in report.stdout
+
+
+def test_kill_9_leaves_a_folder_that_reads_as_cut_off(tmp_path):
+    out = tmp_path / "run"
+    proc = start_run(out)
+    wait_for_epochs(out, proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    run = read_run(out)
+    assert run.status == "cut off"
+    assert len(run.epochs) >= 2 and run.records
+    report = subprocess.run([sys.executable, "-m", "vgdiag", "report", str(out), "--format",
+                             "md"], capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert "cut off" in report.stdout

@@ -1,0 +1,83 @@
+"""Before and after: the run and a fixed variant side by side, live while either trains."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from vgdiag.tui.state import RunView
+from vgdiag.tui.widgets.gradient_bars import GradientBars
+from vgdiag.tui.widgets.metrics import MetricsPanel
+from vgdiag.tui.widgets.plot import LinePlot, Series
+
+
+def _val_series(view: RunView | None, label: str, key: str, style: str) -> Series:
+    epochs = view.epochs if view else ()
+    return Series(label, tuple(float(e.epoch) for e in epochs),
+                  tuple(float(getattr(e, key)) for e in epochs), style)
+
+
+class CompareScreen(Screen[None]):
+    """Gradient profiles and headline numbers of two runs, with their validation curves."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,c", "back", "Back"),
+    ]
+
+    before: reactive[RunView | None] = reactive(None)
+    """The run as it was (the baseline)."""
+    after: reactive[RunView | None] = reactive(None)
+    """The run with the fix applied."""
+
+    def __init__(self, before_label: str, after_label: str) -> None:
+        super().__init__()
+        self.before_label = before_label
+        self.after_label = after_label
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Before / after: {self.before_label}  vs  {self.after_label}",
+                     id="compare-title")
+        with Horizontal(id="compare-sides"):
+            with VerticalScroll(classes="compare-side"):
+                yield MetricsPanel(id="before-metrics")
+                yield GradientBars(id="before-bars")
+            with VerticalScroll(classes="compare-side"):
+                yield MetricsPanel(id="after-metrics")
+                yield GradientBars(id="after-bars")
+        with Horizontal(id="compare-plots"):
+            yield LinePlot("val loss", x_label="epoch", id="compare-loss")
+            yield LinePlot("val acc", x_label="epoch", y_range=(0.0, 1.0), id="compare-acc")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#before-metrics", MetricsPanel).heading = f"before: {self.before_label}"
+        self.query_one("#after-metrics", MetricsPanel).heading = f"after: {self.after_label}"
+        self._show()
+
+    def watch_before(self) -> None:
+        self._show()
+
+    def watch_after(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        if not self.is_mounted:
+            return
+        self.query_one("#before-metrics", MetricsPanel).view = self.before
+        self.query_one("#after-metrics", MetricsPanel).view = self.after
+        self.query_one("#before-bars", GradientBars).view = self.before
+        self.query_one("#after-bars", GradientBars).view = self.after
+        for plot_id, key in (("#compare-loss", "val_loss"), ("#compare-acc", "val_acc")):
+            self.query_one(plot_id, LinePlot).series = (
+                _val_series(self.before, "before", key, "series--1"),
+                _val_series(self.after, "after", key, "series--0"),
+            )
+
+    def action_back(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,93 @@
+"""The diagnosis: each finding's message, the numbers behind it and the fixes to try."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Group
+from rich.text import Text
+from textual.reactive import reactive
+
+from vgdiag.diagnosis import verdict
+from vgdiag.tui.charts import fmt
+from vgdiag.tui.state import RunView
+from vgdiag.tui.widgets.chart import Chart
+
+SEVERITY_CLASS = {"error": "health--bad", "warning": "health--weak", "info": "chart--title"}
+TRACEBACK_LINES = 6  # the end of a traceback says where; the full one is in metrics.jsonl
+
+
+def format_evidence(value: Any, limit: int = 4) -> str:
+    """Evidence as short text: numbers to 2-3 digits, long per-layer maps cut in the middle."""
+    if isinstance(value, dict):
+        items = list(value.items())
+        if len(items) > limit:
+            shown = items[: limit // 2] + [("…", None)] + items[-(limit // 2):]
+        else:
+            shown = items
+        return "{" + ", ".join(
+            "…" if k == "…" else f"{k}: {format_evidence(v, limit)}" for k, v in shown
+        ) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_evidence(v, limit) for v in value[:limit]) + (
+            ", …]" if len(value) > limit else "]")
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "-"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return fmt(value, 3) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+class FindingsView(Chart):
+    """Findings, most severe first; a failed run's error on top."""
+
+    DEFAULT_CSS = "FindingsView { height: auto; }"
+
+    view: reactive[RunView | None] = reactive(None, layout=True)
+    """The run shown."""
+    can_fix: reactive[bool] = reactive(False)
+    """Whether the fix picker is available (a live run, not a saved one)."""
+
+    def render(self) -> Group:
+        view = self.view
+        muted = self.style_of("chart--muted")
+        if view is None:
+            return Group(Text("no findings yet", style=muted))
+        parts: list[Text] = []
+        if view.error:
+            parts.append(Text.assemble(("training failed: ", self.style_of("health--bad")),
+                                       view.error))
+            if view.traceback:
+                tail = view.traceback.rstrip().splitlines()[-TRACEBACK_LINES:]
+                parts.append(Text("\n".join(tail), style=muted))
+            parts.append(Text(""))
+        findings = list(view.findings)
+        if not findings:
+            waiting = not view.finished and not view.epochs
+            parts.append(Text(
+                "no findings yet: the diagnosis runs after the first samples and every epoch"
+                if waiting else "No findings: the gradient reaches every layer.",
+                style=muted if waiting else self.style_of("health--ok"),
+            ))
+            return Group(*parts)
+        parts.append(Text(f"verdict: {verdict(findings)}", style=self.style_of("chart--title")))
+        for f in findings:
+            style = self.style_of(SEVERITY_CLASS.get(f.severity, "chart--muted"))
+            parts.append(Text(""))
+            parts.append(Text.assemble((f"● {f.severity.upper()} ", style), (f.id, "bold")))
+            parts.append(Text("  " + f.message))
+            if f.layers:
+                shown = ", ".join(n or "<root>" for n in f.layers[:8])
+                more = f" (+{len(f.layers) - 8})" if len(f.layers) > 8 else ""
+                parts.append(Text.assemble(("  layers: ", muted), shown + more))
+            for key, value in f.evidence.items():
+                parts.append(Text.assemble((f"  {key}: ", muted), format_evidence(value)))
+            if f.recommend:
+                hint = "  (press f to try one)" if self.can_fix else ""
+                parts.append(Text.assemble(("  fixes: ", muted),
+                                           (", ".join(f.recommend), self.style_of("series--0")),
+                                           (hint, muted)))
+        return Group(*parts)

@@ -1,0 +1,88 @@
+"""A braille line plot: a few series over a shared x axis, drawn in text."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.reactive import reactive
+
+from vgdiag.tui.charts import BrailleCanvas, fmt
+from vgdiag.tui.widgets.chart import Chart
+
+Y_LABEL_WIDTH = 7
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a plot."""
+
+    label: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    style: str = "series--0"  # a Chart component class
+
+
+def finite_range(series: Sequence[Series], axis: str) -> tuple[float, float]:
+    """(min, max) of the finite values on `axis` ("x" or "y") over all series."""
+    values = [v for s in series for v in (s.xs if axis == "x" else s.ys) if math.isfinite(v)]
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        pad = abs(lo) * 0.1 or 1.0
+        return lo - pad, hi + pad
+    return lo, hi
+
+
+class LinePlot(Chart):
+    """Series drawn as braille lines, a legend on top and the axes' ends labelled."""
+
+    series: reactive[tuple[Series, ...]] = reactive(())
+    """What is drawn; reassign a new tuple to change it."""
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        x_label: str = "step",
+        y_range: tuple[float, float] | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(id=id, classes=classes)
+        self.title = title
+        self.x_label = x_label
+        self.y_range = y_range  # fixed range (accuracy 0..1); None fits the data
+
+    def render(self) -> Text:
+        muted = self.style_of("chart--muted")
+        out = Text(no_wrap=True, overflow="crop")
+        out.append(self.title, style=self.style_of("chart--title"))
+        for s in self.series:
+            out.append("  ━ ", style=self.style_of(s.style))
+            out.append(s.label, style=muted)
+        out.append("\n")
+        drawn = [s for s in self.series if any(math.isfinite(y) for y in s.ys)]
+        if not drawn:
+            out.append("nothing to plot yet", style=muted)
+            return out
+        width = max((self.size.width or 60) - Y_LABEL_WIDTH - 1, 2)
+        height = max((self.size.height or 10) - 2, 1)
+        x_range = finite_range(drawn, "x")
+        y_range = self.y_range or finite_range(drawn, "y")
+        canvas = BrailleCanvas(width, height)
+        for index, s in enumerate(drawn):
+            canvas.plot(s.xs, s.ys, x_range, y_range, index)
+        styles = [self.style_of(s.style) for s in drawn]
+        for r, row in enumerate(canvas.rows()):
+            label = fmt(y_range[1], 3) if r == 0 else fmt(y_range[0], 3) if r == height - 1 else ""
+            out.append(f"{label:>{Y_LABEL_WIDTH}}┤", style=muted)
+            for char, owner in row:
+                out.append(char, style=styles[owner] if owner >= 0 else "")
+            out.append("\n")
+        lo, hi = f"{self.x_label} {x_range[0]:.0f}", f"{x_range[1]:.0f}"
+        out.append(" " * (Y_LABEL_WIDTH + 1) + lo + hi.rjust(width - len(lo)), style=muted)
+        return out
