@@ -157,13 +157,12 @@ def build_stages(
 
     heads = [_head(stack.hidden_shapes[end - 1], stack.classes, tail, model) for end in ends[:-1]]
     last = len(blocks) - 1
-    first_top = heads[0] if last > 0 else None
     plan: list[tuple[str, nn.Module, list[nn.Parameter] | None]] = []
-    if first_top is None:
-        plan.append((f"train all {ends[0]} layers", model, None))
+    if last == 0:  # one group: ordinary training of the whole model
+        plan.append((f"train all {ends[0]} layers + output layer", model, None))
     else:
-        stage_model = nn.Sequential(*stack.prefix, *upto(ends[0]), first_top)
-        plan.append((f"train {_layers(1, ends[0])} + head", stage_model, None))
+        first = nn.Sequential(*stack.prefix, *upto(ends[0]), heads[0])
+        plan.append((f"train {_layers(1, ends[0])} + head", first, None))
     for g in range(1, len(blocks)):
         lo, hi = ends[g - 1], ends[g]
         frozen = Frozen(nn.Sequential(*stack.prefix, *upto(lo)))
@@ -194,7 +193,7 @@ def build_stages(
 
 class Layerwise(Plugin):
     name = "layerwise"
-    summary = "train layers in stages: a few at a time, freeze, grow, fine-tune (7 stages)"
+    summary = "train in stages: a few layers at a time with a fresh head, freeze, grow, fine-tune"
     options = {
         "blocks": "hidden layers per group, e.g. 2,2,2,1 (default: groups of 2, a last "
         "group of 1 for odd depths; that is 2,2,2,1 for 7 hidden layers)",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -189,22 +191,44 @@ DISCOVER_AND_APPLY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a real pip build and a fresh interpreter: 3-9 s
 def test_example_third_party_package_installs_and_is_discovered(tmp_path: Path) -> None:
     if not _pip_available():
         pytest.skip("pip is not available in this environment to install the example plugin")
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed, so pip cannot build the example plugin offline")
+    # Build from a copy: an in-tree build would leave build/ and egg-info in the repo.
+    source = tmp_path / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     target = tmp_path / "site"
     install = subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-            "--no-build-isolation", "--no-index", "--target", str(target), str(EXAMPLE),
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
         ],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert install.returncode == 0, install.stderr
     env = {**os.environ, "PYTHONPATH": str(target)}
     run = subprocess.run(
         [sys.executable, "-c", DISCOVER_AND_APPLY],
-        capture_output=True, text=True, check=False, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,9 +26,18 @@ from vgdiag_plugins.weight_init import WeightInit
 
 SHAPE = (1, 8, 8)
 PLUGINS: dict[str, Plugin] = {
-    p.name: p
-    for p in (WeightInit(), Relu(), Adam(), BatchNorm(), Skip(), Layerwise(), GradNorm())
+    p.name: p for p in (WeightInit(), Relu(), Adam(), BatchNorm(), Skip(), Layerwise(), GradNorm())
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # Models this small gain nothing from intra-op threads, and on a busy machine the
+    # threads' spinning costs seconds per test.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # -- models ----------------------------------------------------------------------------
@@ -239,7 +249,13 @@ def test_plugins_chain_and_record_their_order() -> None:
     for name in ("weight-init", "relu", "batchnorm", "skip", "gradnorm", "layerwise", "adam"):
         experiment = PLUGINS[name].apply(experiment, {})
     assert experiment.plugins == [
-        "weight-init", "relu", "batchnorm", "skip", "gradnorm", "layerwise", "adam",
+        "weight-init",
+        "relu",
+        "batchnorm",
+        "skip",
+        "gradnorm",
+        "layerwise",
+        "adam",
     ]
     model = built(experiment)
     assert experiment.stage_plan is not None
@@ -427,8 +443,16 @@ def test_skip_reproduces_the_reference_layout_exactly() -> None:
     linears = [m for m in plain if isinstance(m, nn.Linear)]
     model = variant.model_transforms[-1](plain)
     kinds = [type(m).__name__ for m in model]
-    assert kinds == ["Flatten", "Linear", "Sigmoid", "Residual", "Linear", "Sigmoid", "Residual",
-                     "Linear"]
+    assert kinds == [
+        "Flatten",
+        "Linear",
+        "Sigmoid",
+        "Residual",
+        "Linear",
+        "Sigmoid",
+        "Residual",
+        "Linear",
+    ]
     assert len(model[3].body) == 4 and len(model[6].body) == 6
     # The reference's forward, written out: skips added after the sigmoid.
     x = batch(4)[0]
@@ -448,7 +472,13 @@ def test_skip_on_a_cnn_wraps_only_the_shape_keeping_blocks() -> None:
     model = built(variant)
     # Block 1 changes 1 -> 4 channels; block 4 ends with Flatten; 2 and 3 keep (4, 8, 8).
     assert [type(m).__name__ for m in model] == [
-        "Conv2d", "Sigmoid", "Residual", "Conv2d", "Sigmoid", "Flatten", "Linear",
+        "Conv2d",
+        "Sigmoid",
+        "Residual",
+        "Conv2d",
+        "Sigmoid",
+        "Flatten",
+        "Linear",
     ]
     assert variant.notes["skip"]["skips"] == ["h3+h1"]
 
@@ -457,7 +487,8 @@ def test_skip_recurses_into_nested_sequentials() -> None:
     def factory() -> nn.Module:
         blocks = [nn.Sequential(nn.Linear(16, 16), nn.Tanh()) for _ in range(4)]
         return nn.Sequential(
-            nn.Flatten(), nn.Linear(64, 16),
+            nn.Flatten(),
+            nn.Linear(64, 16),
             nn.Sequential(nn.Sequential(*blocks)),  # a stack inside a wrapper
             nn.Linear(16, 10),
         )
@@ -627,6 +658,8 @@ def test_layerwise_options() -> None:
     _, stages = reference_stages(blocks="4,3", epochs="5,1,2")
     assert [s.epochs for s in stages] == [5, 1, 2]
     assert stages[0].name == "1/3 train layers 1-4 + head"
+    model, stages = reference_stages(blocks="7")
+    assert len(stages) == 1 and stages[0].model is model and stages[0].epochs == 14
 
 
 def test_layerwise_on_a_cnn_gives_flattening_heads() -> None:

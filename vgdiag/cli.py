@@ -101,6 +101,9 @@ HistEveryOpt = Annotated[int, typer.Option(
     help="Histograms on every N-th sampled step (0 turns them off).")]
 KeepGoingOpt = Annotated[bool, typer.Option(
     help="Go on training after a NaN/inf loss or gradient instead of stopping.")]
+PluginOptOpt = Annotated[list[str] | None, typer.Option(
+    "--plugin-opt", help="PLUGIN.OPTION=VALUE, e.g. weight-init.std=1.0 (repeatable; "
+    "see `vgdiag plugins`).")]
 FailOnOpt = Annotated[str, typer.Option(
     help="Exit 1 when a finding is at or above this severity: none | info | warning | error.")]
 
@@ -182,6 +185,10 @@ def run(
     headless: Annotated[bool, typer.Option(
         help="No dashboard: progress bar and tables (the default off a terminal).")] = False,
     fail_on: FailOnOpt = "none",
+    plugin: Annotated[list[str] | None, typer.Option(
+        "--plugin", "-p", help="Apply a mitigation plugin before training (repeatable, "
+        "applied in order; see `vgdiag plugins`).")] = None,
+    plugin_opt: PluginOptOpt = None,
 ) -> None:
     """Train a model with the probe attached and diagnose its gradient flow."""
     from vgdiag.recipe import build_experiment, load_data
@@ -196,9 +203,15 @@ def run(
         device=device, every=every, hist_every=hist_every, keep_going=keep_going,
     )
     opts.validate()
+    plugin_opts = _plugin_opts(plugin_opt)
     bundle = load_data(opts)
     experiment = build_experiment(opts, bundle)
     _preflight(experiment, bundle)
+    if plugin:
+        from vgdiag.plugin_api import apply_plugins
+
+        experiment = apply_plugins(experiment, plugin, plugin_opts)
+        experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(plugin)}")
     path = out or default_run_dir(experiment.name)
     store = RunStore(path, experiment.name, bundle.num_classes)
     console = Console(stderr=False)
@@ -357,6 +370,135 @@ def _write_text(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ----- plugins and compare ------------------------------------------------------------
+
+
+def _plugin_opts(items: list[str] | None) -> dict[str, dict[str, str]]:
+    if not items:
+        return {}
+    from vgdiag.plugin_api import parse_plugin_opts, validate_plugin_opts
+
+    parsed = parse_plugin_opts(items)
+    validate_plugin_opts(parsed)
+    return parsed
+
+
+@app.command("plugins")
+def plugins_command() -> None:
+    """List the mitigation plugins, their options and where each comes from."""
+    from rich.table import Table
+
+    from vgdiag.plugin_api import discover_plugins
+
+    found, errors = discover_plugins()
+    table = Table(title="Mitigation plugins", title_justify="left")
+    for column in ("name", "summary", "options", "from"):
+        table.add_column(column, overflow="fold")
+    for name, plugin in found.items():
+        options = "\n".join(f"{k}: {v}" for k, v in plugin.options.items()) or "-"
+        table.add_row(name, plugin.summary, options, plugin.origin)
+    console = Console()
+    console.print(table)
+    for error in errors:
+        print(f"warning: {error}", file=sys.stderr)
+
+
+@app.command()
+def compare(
+    model: ModelOpt = "builtin:mlp",
+    model_arg: ModelArgOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    depth: DepthOpt = 7,
+    width: WidthOpt = 128,
+    activation: ActivationOpt = "sigmoid",
+    init: InitOpt = "default",
+    data: DataOpt = "digits",
+    data_dir: DataDirOpt = None,
+    synthetic_size: SynthOpt = 6000,
+    loss: LossOpt = "cross-entropy",
+    output_key: OutputKeyOpt = None,
+    optimizer: OptimizerOpt = "sgd",
+    lr: LrOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    seed: SeedOpt = 42,
+    device: DeviceOpt = "auto",
+    every: EveryOpt = 10,
+    hist_every: HistEveryOpt = 10,
+    plugins: Annotated[str, typer.Option(
+        "--plugins", help="'all' or a comma-separated list of plugin names.")] = "all",
+    plugin_opt: PluginOptOpt = None,
+    jobs: Annotated[int, typer.Option(
+        help="Variants trained in parallel processes (they share the GPU if any).")] = 1,
+    target_acc: Annotated[float, typer.Option(
+        help="Validation accuracy whose first epoch the table reports.")] = 0.8,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for compare.json/md/html and one run folder per variant "
+        "[default: runs/<timestamp>-compare].")] = None,
+    tui: Annotated[bool, typer.Option("--tui", help="Open the comparison dashboard.")] = False,
+    fail_on: FailOnOpt = "none",
+) -> None:
+    """Train the baseline and each mitigation with the same seed, data and budget."""
+    import shlex
+
+    from vgdiag.compare import compare_variants
+    from vgdiag.compare_report import rich_table, write_outputs
+    from vgdiag.plugin_api import discover_plugins, resolve_plugin_names
+    from vgdiag.records import Finding
+    from vgdiag.store import default_run_dir, prepare_run_dir
+
+    _check_fail_on(fail_on)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    if not 0 < target_acc <= 1:
+        raise UserError(f"--target-acc must be in (0, 1], got {target_acc}")
+    opts = _options(
+        model=model, model_args=model_arg, weights=weights, trust_pickle=trust_pickle,
+        depth=depth, width=width, activation=activation, init=init, data=data,
+        data_dir=data_dir, synthetic_size=synthetic_size, loss=loss, output_key=output_key,
+        optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+        device=device, every=every, hist_every=hist_every,
+    )
+    opts.validate()
+    found, errors = discover_plugins()
+    for error in errors:
+        print(f"warning: {error}", file=sys.stderr)
+    names = resolve_plugin_names(plugins, found)
+    plugin_opts = _plugin_opts(plugin_opt)
+    # Load once up front so bad data or model specs fail before any variant starts.
+    from vgdiag.recipe import build_experiment, load_data
+
+    bundle = load_data(opts)
+    _preflight(build_experiment(opts, bundle), bundle)
+    out_dir = prepare_run_dir(out or default_run_dir("compare"))
+    console = Console()
+    console.print(f"[bold]vgdiag compare[/]: baseline + {len(names)} variant(s), "
+                  f"{jobs} job(s); folder {out_dir}")
+    if tui:
+        from vgdiag.tui.app import compare_dashboard  # Textual is loaded only here
+
+        outcomes = compare_dashboard(opts, names, plugin_opts, out_dir, jobs=jobs)
+    else:
+        def done(outcome: Any) -> None:
+            state = "done" if outcome.applied else (
+                "not applicable" if outcome.run_dir is None else "failed")
+            console.print(f"  {outcome.name}: {state} ({outcome.seconds:.1f} s)")
+
+        outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs, on_done=done)
+    command = "vgdiag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    rows = write_outputs(out_dir, outcomes, target_acc, command,
+                         {k: str(v) for k, v in vars(opts).items()})
+    console.print(rich_table(rows, target_acc))
+    console.print(f"wrote {out_dir / 'compare.md'}, compare.json, compare.html")
+    findings = [Finding.from_json(f) for o in outcomes[:1] if o.summary
+                for f in o.summary.get("findings", [])]
+    failed = [o for o in outcomes if o.run_dir is not None and not o.applied]
+    if failed:
+        raise typer.Exit(ExitCode.TRAINING_FAILED)
+    raise typer.Exit(exit_code_for(findings, fail_on))
 
 
 # ----- view ---------------------------------------------------------------------------

@@ -32,6 +32,20 @@ _GAIN_NAMES = {
     "gelu": "relu",  # GELU behaves like ReLU for large inputs; PyTorch has no gain for it
 }
 
+
+def xavier_gain(activation: str) -> float:
+    """The Xavier gain that keeps the signal's scale through `activation`.
+
+    PyTorch's calculate_gain("sigmoid") is 1, which still shrinks the gradient ~4x per
+    layer because sigmoid'(0) = 1/4; Glorot & Bengio's analysis (and the classic
+    "4x the tanh bounds" rule for sigmoid) compensates with a gain of 4.
+    """
+    if activation == "sigmoid":
+        return 4.0
+    name = _GAIN_NAMES.get(activation, "linear")
+    return float(nn.init.calculate_gain(name))  # type: ignore[arg-type]
+
+
 INIT_CHOICES = "default | normal:STD | xavier | he"
 
 
@@ -93,8 +107,7 @@ def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn
                 assert std is not None
                 nn.init.normal_(module.weight, 0.0, std)
             elif scheme == "xavier":
-                gain = nn.init.calculate_gain(gain_name)  # type: ignore[arg-type]
-                nn.init.xavier_normal_(module.weight, gain=gain)
+                nn.init.xavier_normal_(module.weight, gain=xavier_gain(activation))
             else:
                 nonlinearity = "leaky_relu" if gain_name == "leaky_relu" else "relu"
                 nn.init.kaiming_normal_(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -253,4 +254,6 @@ def _jsonable(value: Any) -> Any:
         return int(value)
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
     return value

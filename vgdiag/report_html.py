@@ -45,14 +45,12 @@ from vgdiag.svgplot import (
     markers,
     nice_ticks,
     ramp_color,
+    shorten,
     step_histogram,
     svg_close,
     svg_open,
     text,
     tick_label,
-)
-from vgdiag.svgplot import (
-    shorten as _shorten,
 )
 
 TRAIN_COLOR, VAL_COLOR = "#1f5fa8", "#d9480f"
@@ -156,7 +154,7 @@ def _gradient_plots(d: ReportData) -> str:
 def grad_norm_time_svg(d: ReportData, width: int = 760, height: int = 340) -> str:
     """grad_norm of every layer against the step, log scale, one path per layer."""
     title = "Gradient norm per layer"
-    steps, series = grad_norm_series(d.run)
+    steps, series = grad_norm_series(d.run, max_points=width)  # a point per pixel at most
     logs = {n: [log10_or_none(v) for v in vs] for n, vs in series.items()}
     span = decade_range(v for vs in logs.values() for v in vs)
     if not steps or span is None:
@@ -166,7 +164,7 @@ def grad_norm_time_svg(d: ReportData, width: int = 760, height: int = 340) -> st
     parts = [
         svg_open(width, height, title=title, css_class="plot grad-time"),
         axes(frame,
-             x_ticks=[(t, tick_label(t)) for t in nice_ticks(x_lo, x_hi, 6)],
+             x_ticks=[(t, tick_label(t)) for t in nice_ticks(x_lo, x_hi, 6) if t.is_integer()],
              y_ticks=log_ticks(*span),
              x_label="optimizer step", y_label="grad norm (log)", title=title),
     ]
@@ -217,7 +215,8 @@ def _training(d: ReportData) -> str:
         xs = [float(r.step) for r in run.records]
         loss = curves_svg("Loss (sampled batches)", xs, [
             ("train batch", [r.loss for r in run.records], TRAIN_COLOR, "")
-        ], x_label="optimizer step", y_label="loss", reference=(chance_loss, "chance"))
+        ], x_label="optimizer step", y_label="loss", reference=(chance_loss, "chance"),
+            empty_message="no epoch finished and no loss was sampled")
         acc = empty_plot(380, 260, "Accuracy", "no epoch finished")
     parts = ['<div class="plots">', f'<figure id="loss">{loss}</figure>',
              f'<figure id="accuracy">{acc}</figure>', "</div>"]
@@ -239,11 +238,12 @@ def curves_svg(
     y_range: tuple[float, float] | None = None,
     width: int = 380,
     height: int = 260,
+    empty_message: str = "no finite value to plot",
 ) -> str:
     """Linear curves (label, ys, colour, dash) over shared xs, with a dashed reference line."""
     ys_all = [y for _, ys, _, _ in curves for y in ys if math.isfinite(y)]
     if not xs or not ys_all:
-        return empty_plot(width, height, title, "nothing finite to plot")
+        return empty_plot(width, height, title, empty_message)
     ref, ref_label = reference
     if y_range is None:
         lo, hi = min(ys_all), max(ys_all)
@@ -255,7 +255,7 @@ def curves_svg(
     if x_hi <= x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
     frame = Frame(width, height, (x_lo, x_hi), y_range, left=52, top=44)
-    x_ticks = [t for t in nice_ticks(x_lo, x_hi, 6) if float(t).is_integer() or x_hi - x_lo > 6]
+    x_ticks = [t for t in nice_ticks(x_lo, x_hi, 6) if t.is_integer()]  # epochs and steps
     parts = [
         svg_open(width, height, title=title, css_class="plot curves"),
         axes(frame, x_ticks=[(t, tick_label(t)) for t in x_ticks],
@@ -338,12 +338,13 @@ def histogram_svg(
     label = name or "<root>"
     present = [(h, c) for h, c in zip(hists, (INIT_COLOR, LAST_COLOR))
                if h is not None and int(h.counts.sum()) > 0]
+    short = shorten(label, 30)
     if not present:
-        return empty_plot(width, height, _shorten(label, 30), "not recorded")
+        return empty_plot(width, height, short, "not recorded", title_size=11)
     lo = min(h.lo for h, _ in present)
     hi = max(h.hi for h, _ in present)
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return empty_plot(width, height, _shorten(label, 30), "no range")
+        return empty_plot(width, height, short, "no range", title_size=11)
     shapes = []
     for h, color in present:
         edges = [float(e) for e in h.edges()]
@@ -353,8 +354,7 @@ def histogram_svg(
     top = max(max(hs) for _, hs, _ in shapes) * 1.05 or 1.0
     frame = Frame(width, height, (lo, hi), (0.0, top), left=8, right=8, top=22, bottom=20)
     parts = [svg_open(width, height, title=label, css_class="plot hist"),
-             axes(frame), text(8, 15, _shorten(label, 30), size=11, weight="600",
-                               tooltip=label)]
+             axes(frame), text(8, 15, short, size=11, weight="600", tooltip=label)]
     for k, (edges, heights, color) in enumerate(shapes):
         parts.append(step_histogram(frame, edges, heights, color=color,
                                     opacity=0.18 if k == 0 else 0.3))

@@ -38,10 +38,6 @@ def ramp_color(index: int, count: int) -> str:
     return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
-
-
 def log10_or_none(value: float | None) -> float | None:
     """log10 of a positive finite value; None for what a log axis cannot show."""
     if value is None or not math.isfinite(value) or value <= 0:
@@ -65,7 +61,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(count, 1)
-    mag = 10 ** math.floor(math.log10(raw))
+    mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
@@ -405,13 +401,14 @@ def log_category_plot(
     return "".join(parts)
 
 
-def empty_plot(width: int, height: int, title: str, message: str) -> str:
+def empty_plot(width: int, height: int, title: str, message: str, *, title_size: int = 13) -> str:
     """A framed placeholder saying why there is nothing to draw."""
     return (
         svg_open(width, height, title=title, css_class="plot empty")
         + f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="#fafafa" '
         'stroke="#ddd"/>'
-        + (text(12, 20, title, size=13, weight="600", fill="#222") if title else "")
+        + (text(8, 15 if title_size < 13 else 20, title, size=title_size, weight="600",
+                fill="#222") if title else "")
         + text(width / 2, height / 2, message, anchor="middle", fill="#777")
         + svg_close()
     )

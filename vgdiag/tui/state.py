@@ -63,7 +63,8 @@ class RunView:
     model: str  # how the model was specified
     dataset: str
     device: str
-    status: str  # starting | running | paused | stopping | completed | interrupted | failed | cut off
+    # starting | running | paused | stopping | completed | interrupted | failed | cut off
+    status: str
     layers: tuple[LayerInfo, ...] = ()  # depth order
     records: tuple[StepRecord, ...] = ()  # sampled steps, bounded; the first is at init
     epochs: tuple[EpochRecord, ...] = ()

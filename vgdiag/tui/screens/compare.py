@@ -6,14 +6,14 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from vgdiag.tui.state import RunView
 from vgdiag.tui.widgets.gradient_bars import GradientBars
-from vgdiag.tui.widgets.metrics import MetricsPanel
+from vgdiag.tui.widgets.metrics import ComparisonTable
 from vgdiag.tui.widgets.plot import LinePlot, Series
 
 
@@ -35,29 +35,35 @@ class CompareScreen(Screen[None]):
     after: reactive[RunView | None] = reactive(None)
     """The run with the fix applied."""
 
-    def __init__(self, before_label: str, after_label: str) -> None:
+    def __init__(
+        self,
+        before_label: str,
+        after_label: str,
+        before: RunView | None = None,
+        after: RunView | None = None,
+    ) -> None:
         super().__init__()
         self.before_label = before_label
         self.after_label = after_label
+        self._initial = (before, after)
 
     def compose(self) -> ComposeResult:
         yield Static(f"Before / after: {self.before_label}  vs  {self.after_label}",
                      id="compare-title")
+        yield ComparisonTable("before", f"after: {self.after_label}", id="compare-table")
         with Horizontal(id="compare-sides"):
             with VerticalScroll(classes="compare-side"):
-                yield MetricsPanel(id="before-metrics")
                 yield GradientBars(id="before-bars")
             with VerticalScroll(classes="compare-side"):
-                yield MetricsPanel(id="after-metrics")
                 yield GradientBars(id="after-bars")
         with Horizontal(id="compare-plots"):
             yield LinePlot("val loss", x_label="epoch", id="compare-loss")
             yield LinePlot("val acc", x_label="epoch", y_range=(0.0, 1.0), id="compare-acc")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#before-metrics", MetricsPanel).heading = f"before: {self.before_label}"
-        self.query_one("#after-metrics", MetricsPanel).heading = f"after: {self.after_label}"
+        # Reactives set before mounting do not survive it: the first views come this way.
+        self.before, self.after = self._initial
         self._show()
 
     def watch_before(self) -> None:
@@ -69,8 +75,8 @@ class CompareScreen(Screen[None]):
     def _show(self) -> None:
         if not self.is_mounted:
             return
-        self.query_one("#before-metrics", MetricsPanel).view = self.before
-        self.query_one("#after-metrics", MetricsPanel).view = self.after
+        table = self.query_one(ComparisonTable)
+        table.before, table.after = self.before, self.after
         self.query_one("#before-bars", GradientBars).view = self.before
         self.query_one("#after-bars", GradientBars).view = self.after
         for plot_id, key in (("#compare-loss", "val_loss"), ("#compare-acc", "val_acc")):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rich.console import Group
+from rich.console import Group, RenderableType
+from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
 
@@ -56,7 +57,7 @@ class FindingsView(Chart):
         muted = self.style_of("chart--muted")
         if view is None:
             return Group(Text("no findings yet", style=muted))
-        parts: list[Text] = []
+        parts: list[RenderableType] = []
         if view.error:
             parts.append(Text.assemble(("training failed: ", self.style_of("health--bad")),
                                        view.error))
@@ -78,16 +79,26 @@ class FindingsView(Chart):
             style = self.style_of(SEVERITY_CLASS.get(f.severity, "chart--muted"))
             parts.append(Text(""))
             parts.append(Text.assemble((f"● {f.severity.upper()} ", style), (f.id, "bold")))
-            parts.append(Text("  " + f.message))
+            # An indented block whose lines wrap under themselves, not under the bullet.
+            body = Table.grid(padding=0, expand=True)
+            body.add_column(width=2)
+            body.add_column(ratio=1)
+            body.add_row("", f.message)
             if f.layers:
                 shown = ", ".join(n or "<root>" for n in f.layers[:8])
                 more = f" (+{len(f.layers) - 8})" if len(f.layers) > 8 else ""
-                parts.append(Text.assemble(("  layers: ", muted), shown + more))
-            for key, value in f.evidence.items():
-                parts.append(Text.assemble((f"  {key}: ", muted), format_evidence(value)))
+                body.add_row("", Text.assemble(("layers ", muted), shown + more))
+            if f.evidence:
+                evidence = Text()
+                for i, (key, value) in enumerate(f.evidence.items()):
+                    evidence.append(" · " if i else "", style=muted)
+                    evidence.append(f"{key} ", style=muted)
+                    evidence.append(format_evidence(value))
+                body.add_row("", evidence)
             if f.recommend:
                 hint = "  (press f to try one)" if self.can_fix else ""
-                parts.append(Text.assemble(("  fixes: ", muted),
-                                           (", ".join(f.recommend), self.style_of("series--0")),
-                                           (hint, muted)))
+                body.add_row("", Text.assemble(("fixes ", muted),
+                                               (", ".join(f.recommend), self.style_of("series--0")),
+                                               (hint, muted)))
+            parts.append(body)
         return Group(*parts)

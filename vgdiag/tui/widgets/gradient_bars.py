@@ -12,7 +12,7 @@ from vgdiag.tui.state import RunView, grad_ratios, health
 from vgdiag.tui.widgets.chart import Chart
 
 NAME_WIDTH = 12  # longer layer names are cut from the left: the tail says the most
-VALUE_WIDTH = 8
+VALUE_WIDTH = 9
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
@@ -43,14 +43,15 @@ class GradientBars(Chart):
             return Text("waiting for the first sampled step…", style=muted)
         width = self.size.width or 80
         names = [i.name for i in view.layers if i.name in record.layers] or list(record.layers)
-        label_w = min(max((len(short_name(n)) for n in names), default=4), NAME_WIDTH)
-        bar_w = max(width - label_w - 3 * VALUE_WIDTH - 3, 4)
+        label_w = min(max([len("layer"), *(len(short_name(n)) for n in names)]), NAME_WIDTH)
+        bar_w = max(width - label_w - 1 - 3 * VALUE_WIDTH, 4)
         ratios = grad_ratios(record, view.layers)
         norms = [record.layers[n].grad_norm for n in names]
         lo, hi = log_span(norms)
         out = Text(no_wrap=True, overflow="crop")
+        heading = f"log10 grad norm, step {record.step}"[:bar_w]
         out.append(
-            f"{'layer':<{label_w}} {'log10 grad norm (step ' + str(record.step) + ')':<{bar_w}} "
+            f"{'layer':<{label_w}} {heading:<{bar_w}}"
             f"{'grad':>{VALUE_WIDTH}}{'÷ output':>{VALUE_WIDTH}}{'update':>{VALUE_WIDTH}}\n",
             style=self.style_of("chart--title"),
         )
@@ -62,7 +63,7 @@ class GradientBars(Chart):
             out.append(f"{label:<{label_w}} ",
                        style=self.style_of("chart--selected") if name == self.selected else "")
             out.append(hbar(log_fraction(stats.grad_norm, lo, hi), bar_w), style=style)
-            out.append(f" {fmt(stats.grad_norm):>{VALUE_WIDTH}}")
+            out.append(f"{fmt(stats.grad_norm):>{VALUE_WIDTH}}")
             out.append(f"{fmt(ratio):>{VALUE_WIDTH}}", style=style)
             out.append(f"{fmt(stats.update_ratio):>{VALUE_WIDTH}}\n")
         axis_lo, axis_hi = f"1e{lo:.0f}", f"1e{hi:.0f}"

@@ -42,13 +42,15 @@ class RunHeader(Chart):
             grid.add_row(title, Text("starting", style=muted))
             grid.add_row(Text("loading the model and data…", style=muted), "")
             return grid
+        # The name and the data come first: a narrow terminal cuts the model spec only.
         where = Text.assemble(
             title,
-            ("  " + (view.model or view.name), ""),
-            ("  on ", muted),
+            ("  " + view.name, "bold"),
+            (" on ", muted),
             (view.dataset or "-", ""),
-            ("  · ", muted),
+            (" · ", muted),
             (view.device or "-", ""),
+            ("  " + view.model, muted),
         )
         status = view.status if view.live else f"{view.status} (saved run)"
         grid.add_row(where, Text(status, style=self.style_of(STATUS_CLASS.get(view.status,

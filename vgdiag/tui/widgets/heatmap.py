@@ -65,6 +65,8 @@ class GradientHeatmap(Chart):
         label_w = min(max((len(short_name(n)) for n in names), default=4), NAME_WIDTH)
         columns = max(width - label_w - 1, 1)
         spans = bucket(len(steps), columns)
+        # Few samples: each gets several cells, so the map spans the panel from the start.
+        repeat = max(columns // len(spans), 1)
         lo, hi = log_span(grads[np.isfinite(grads)].tolist())
         out = Text(no_wrap=True, overflow="crop")
         legend = f"grad norm over time  {SHADES[0]} 1e{lo:.0f} … {SHADES[-1]} 1e{hi:.0f}"
@@ -74,14 +76,22 @@ class GradientHeatmap(Chart):
             med_g = np.stack([np.nanmedian(grads[a:b], axis=0) for a, b in spans])
             med_r = np.stack([np.nanmedian(ratios[a:b], axis=0) for a, b in spans])
         shown = names[: max(height - 2, 1)]
+        # Spare height makes each layer a band of up to 3 rows: easier on the eye.
+        band = min(max((height - 2) // max(len(shown), 1), 1), 3)
         for c, name in enumerate(shown):
-            out.append(f"{short_name(name, label_w):<{label_w}} ")
-            for j in range(len(spans)):
-                cell = shade(log_fraction(float(med_g[j, c]), lo, hi))
-                out.append(cell, style=self.style_of(f"health--{health(float(med_r[j, c]))}"))
-            out.append("\n")
+            cells = [
+                (shade(log_fraction(float(med_g[j, c]), lo, hi)) * repeat,
+                 self.style_of(f"health--{health(float(med_r[j, c]))}"))
+                for j in range(len(spans))
+            ]
+            for row in range(band):
+                label = short_name(name, label_w) if row == band // 2 else ""
+                out.append(f"{label:<{label_w}} ")
+                for text, style in cells:
+                    out.append(text, style=style)
+                out.append("\n")
         first, last = f"step {steps[0]}", f"step {steps[-1]}"
-        used = len(spans)
+        used = len(spans) * repeat
         axis = first + last.rjust(max(used - len(first), len(last) + 1))
         out.append(" " * (label_w + 1) + axis, style=muted)
         return out

@@ -37,11 +37,11 @@ class LayerHistogramsPanel(Chart):
 
     view: reactive[RunView | None] = reactive(None)
     """The run shown."""
-    layer: reactive[str | None] = reactive(None)
+    selected: reactive[str | None] = reactive(None)
     """The layer whose histograms are drawn."""
 
     def render(self) -> Text:
-        view, layer = self.view, self.layer
+        view, layer = self.view, self.selected
         muted = self.style_of("chart--muted")
         if view is None or layer is None:
             return Text("select a layer in the table", style=muted)
@@ -76,10 +76,10 @@ class LayerHistogramsPanel(Chart):
         init /= max(init.sum(), 1.0)
         now /= max(now.sum(), 1.0)
         top = max(float(init.max(initial=0.0)), float(now.max(initial=0.0)), 1e-12)
-        spread = (
-            f"  std {fmt(hist_std(pair.init), 3)} → {fmt(hist_std(pair.now), 3)}" if show_std else ""
-        )
-        out.append(f"{title}: step {pair.init_step} (init) against step {pair.now_step}"
+        spread = ""
+        if show_std:
+            spread = f"  std {fmt(hist_std(pair.init), 3)} → {fmt(hist_std(pair.now), 3)}"
+        out.append(f"{title}, init (step {pair.init_step}) vs now (step {pair.now_step})"
                    f"{spread}\n", style=muted)
         for label, values, style in (("init", init, "series--1"), ("now", now, "series--0")):
             chart = column_chart(np.append(values, top), rows)  # shared scale: one hidden bar

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
@@ -34,27 +35,38 @@ def metric_rows(view: RunView) -> list[tuple[str, str]]:
     ]
 
 
-class MetricsPanel(Chart):
-    """Headline numbers of one run."""
+class ComparisonTable(Chart):
+    """Headline numbers of two runs, one column each."""
 
-    DEFAULT_CSS = "MetricsPanel { height: auto; }"
+    DEFAULT_CSS = "ComparisonTable { height: auto; }"
 
-    view: reactive[RunView | None] = reactive(None, layout=True)
-    """The run shown."""
-    heading: reactive[str] = reactive("")
-    """What this run is in the comparison ("before", "after: + relu")."""
+    before: reactive[RunView | None] = reactive(None, layout=True)
+    """The run as it was."""
+    after: reactive[RunView | None] = reactive(None, layout=True)
+    """The run with the fix applied."""
+
+    def __init__(self, before_label: str, after_label: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.before_label = before_label
+        self.after_label = after_label
 
     def render(self) -> Table:
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(style=self.style_of("chart--muted"), no_wrap=True)
-        grid.add_column(no_wrap=True, overflow="ellipsis")
-        grid.add_row(Text(self.heading, style=self.style_of("chart--title")), "")
-        if self.view is None:
-            grid.add_row("starting…", "")
-            return grid
-        for label, value in metric_rows(self.view):
-            style = ""
-            if label == "verdict" and value != "-":
-                style = self.style_of("health--ok" if value == "healthy" else "health--bad")
-            grid.add_row(label, Text(value, style=style))
+        muted = self.style_of("chart--muted")
+        grid = Table.grid(padding=(0, 2), expand=True)
+        grid.add_column(style=muted, no_wrap=True)
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        title = self.style_of("chart--title")
+        grid.add_row("", Text(self.before_label, style=title), Text(self.after_label, style=title))
+        sides = [metric_rows(v) if v is not None else [] for v in (self.before, self.after)]
+        labels = [label for label, _ in (sides[0] or sides[1])]
+        for i, label in enumerate(labels):
+            cells = []
+            for rows in sides:
+                value = rows[i][1] if rows else "starting…"
+                style: Style | str = ""
+                if label == "verdict" and value != "-" and rows:
+                    style = self.style_of("health--ok" if value == "healthy" else "health--bad")
+                cells.append(Text(value, style=style))
+            grid.add_row(label, *cells)
         return grid

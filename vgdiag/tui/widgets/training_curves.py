@@ -47,8 +47,8 @@ class TrainingCurves(Widget):
     """The run shown."""
 
     def compose(self) -> ComposeResult:
-        yield LinePlot("loss", id="loss-plot")
-        yield LinePlot("accuracy", y_range=(0.0, 1.0), id="accuracy-plot")
+        yield LinePlot("loss", classes="loss-plot")
+        yield LinePlot("accuracy", y_range=(0.0, 1.0), classes="accuracy-plot")
 
     def on_mount(self) -> None:
         self.watch_view(self.view)
@@ -57,4 +57,5 @@ class TrainingCurves(Widget):
         if view is None:
             return
         for plot in self.query(LinePlot):  # none yet while composing
-            plot.series = loss_series(view) if plot.id == "loss-plot" else accuracy_series(view)
+            is_loss = plot.has_class("loss-plot")
+            plot.series = loss_series(view) if is_loss else accuracy_series(view)

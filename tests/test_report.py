@@ -1,0 +1,348 @@
+"""`vgdiag report`: Markdown, JSON and HTML from real and hand-written run folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from vgdiag.errors import UserError
+from vgdiag.events import EpochEnded
+from vgdiag.recipe import RunOptions, build_experiment, load_data
+from vgdiag.records import LayerInfo, LayerStats, StepRecord
+from vgdiag.report import (
+    gradient_profile_range,
+    gradient_profile_svg,
+    md_escape,
+    render_report,
+    thin,
+)
+from vgdiag.store import RunStore, read_run
+from vgdiag.svgplot import decade_range, log_ticks, nice_ticks, ramp_color, shorten
+from vgdiag.trainer import run_training
+
+EVIL = "<script>alert(1)</script> & \"dq\" 'sq' | pipe"
+
+
+def _train(path: Path, opts: RunOptions, stop_after_epochs: int | None = None) -> Path:
+    data = load_data(opts)
+    exp = build_experiment(opts, data)
+    stop = threading.Event()
+    threads = torch.get_num_threads()
+    # Tiny models gain nothing from intra-op threads, and on a busy machine the
+    # threads' spinning makes a 0.2 s run take seconds.
+    torch.set_num_threads(1)
+    try:
+        with RunStore(path, exp.name, data.num_classes) as store:
+            for ev in run_training(exp, data, stop):
+                store.handle(ev)
+                if isinstance(ev, EpochEnded) and ev.record.epoch == stop_after_epochs:
+                    stop.set()
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sigmoid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # every=5 and hist_every=4 give 16 samples and 4 histogram steps in 80 steps.
+    opts = RunOptions(epochs=2, depth=3, width=16, every=5, hist_every=4)
+    return _train(tmp_path_factory.mktemp("runs") / "sigmoid", opts)
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    opts = RunOptions(epochs=3, depth=2, width=8, activation="relu", init="he")
+    return _train(tmp_path_factory.mktemp("runs") / "stopped", opts, stop_after_epochs=1)
+
+
+# ----- hand-written run folders ------------------------------------------------------
+
+
+def _layer(name: str, depth: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "kind": "Linear", "depth": depth, "num_params": 20,
+            "param_names": ["weight", "bias"], "fan_in": 4, "trainable": True, **extra}
+
+
+def _step(step: int, grads: dict[str, float | None], **extra: Any) -> dict[str, Any]:
+    layers = {n: {"grad_norm": g, "weight_norm": 1.0, "weight_change": 0.01 * step,
+                  "update_ratio": 1e-3, "act_saturated": 0.25, "act_dead": None}
+              for n, g in grads.items()}
+    return {"type": "step", "step": step, "epoch": 1, "loss": 2.3, "layers": layers, **extra}
+
+
+def _epoch(epoch: int, loss: float = 2.0, acc: float = 0.5) -> dict[str, Any]:
+    return {"type": "epoch", "epoch": epoch, "train_loss": loss, "train_acc": acc,
+            "val_loss": loss + 0.1, "val_acc": acc - 0.1, "seconds": 0.5, "steps": 10 * epoch,
+            "stage": "train"}
+
+
+def write_run(
+    path: Path,
+    *,
+    name: str = "hand",
+    status: str = "completed",
+    layers: list[dict[str, Any]] | None = None,
+    lines: list[dict[str, Any]] | None = None,
+    findings: list[dict[str, Any]] | None = None,
+    config: dict[str, Any] | None = None,
+    error: str | None = None,
+    tail: str = "",
+) -> Path:
+    path.mkdir(parents=True)
+    summary = {"schema_version": 1, "name": name, "status": status, "error": error,
+               "num_classes": 10, "seconds": 1.5, "steps": 20, "layers": layers or [],
+               "epochs": [], "test": None, "findings": findings or [], "verdict": "healthy"}
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "config.json").write_text(json.dumps(config or {"schema_version": 1}))
+    text = "".join(json.dumps(obj) + "\n" for obj in (lines or [])) + tail
+    (path / "metrics.jsonl").write_text(text)
+    return path
+
+
+def _strict_loads(text: str) -> Any:
+    def refuse(const: str) -> Any:
+        raise AssertionError(f"non-standard JSON constant {const}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _svg(html: str, figure_id: str) -> str:
+    match = re.search(rf'<figure id="{figure_id}">(<svg .*?</svg>)', html, re.S)
+    assert match, f"no svg in figure {figure_id}"
+    return match.group(1)
+
+
+# ----- JSON ------------------------------------------------------------------------
+
+
+def test_json_is_the_summary_plus_config_and_the_series_read_run_gives(sigmoid_run: Path) -> None:
+    run = read_run(sigmoid_run)
+    doc = _strict_loads(render_report(run, "json"))
+    summary = json.loads((sigmoid_run / "summary.json").read_text())
+    assert set(summary) <= set(doc)
+    for key in ("name", "status", "steps", "layers", "epochs", "test", "findings", "verdict"):
+        assert doc[key] == summary[key], key
+    assert doc["config"] == run.config and doc["config"]["experiment"]["train"]["epochs"] == 2
+    assert doc["notes"] == []
+    series = doc["series"]
+    assert series["steps"] == [r.step for r in run.records] == list(range(0, 80, 5))
+    names = [info.name for info in run.layers]
+    assert list(series["grad_norm"]) == names and len(names) == 4
+    for name in names:
+        assert series["grad_norm"][name] == [r.layers[name].grad_norm for r in run.records]
+
+
+def test_json_turns_nan_and_inf_into_null(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "r", layers=[_layer("a", 0), _layer("b", 1)],
+                     lines=[_step(0, {"a": None, "b": 1.0}),
+                            _step(5, {"a": float("inf"), "b": 2.0}), _epoch(1, loss=math.inf)])
+    doc = _strict_loads(render_report(read_run(path), "json"))
+    assert doc["series"]["grad_norm"] == {"a": [None, None], "b": [1.0, 2.0]}
+    assert doc["epochs"][0]["train_loss"] is None
+    assert doc["layers"][0]["grad_norm_last"] is None and doc["layers"][1]["grad_norm_last"] == 2.0
+
+
+def test_long_runs_are_thinned_keeping_first_and_last() -> None:
+    records = [StepRecord(step=i, epoch=1, loss=1.0, layers={}) for i in range(10_001)]
+    kept = thin(records, 2000)
+    assert len(kept) <= 2001 and kept[0].step == 0 and kept[-1].step == 10_000
+    assert thin(records[:50], 2000) == records[:50]
+
+
+# ----- Markdown --------------------------------------------------------------------
+
+
+def test_markdown_shows_the_runs_numbers(sigmoid_run: Path) -> None:
+    run = read_run(sigmoid_run)
+    md = render_report(run, "md")
+    summary = json.loads((sigmoid_run / "summary.json").read_text())
+    assert md.startswith(f"# vgdiag report: {md_escape(run.name)}")
+    assert "**Status: completed**" in md
+    assert f"**{md_escape(summary['verdict'])}**" in md
+    first, last = run.records[0], run.records[-1]
+    out_name = run.layers[-1].name
+    for info in run.layers:
+        g0, g1 = first.layers[info.name].grad_norm, last.layers[info.name].grad_norm
+        ratio = g1 / last.layers[out_name].grad_norm
+        row = f"| {info.depth} | {info.name} | Linear | {g0:.3g} | {g1:.3g} | {ratio:.3g} |"
+        assert row in md, row
+    for f in summary["findings"]:
+        assert f"{f['severity'].upper()}: {md_escape(f['id'])}" in md
+        assert md_escape(f["message"]) in md
+    for e in run.epochs:
+        assert f"| {e.epoch} | {e.train_loss:.4f} | {100 * e.train_acc:.1f}% |" in md
+    test = summary["test"]
+    assert f"**Test:** loss {test['loss']:.4g}, accuracy {100 * test['acc']:.1f}%" in md
+    assert "| learning rate | 0.01 |" in md and "| seed | 42 |" in md
+    assert "| epochs | 2 |" in md and "torch " in md
+
+
+def test_markdown_abbreviates_long_epoch_tables(tmp_path: Path) -> None:
+    epochs = [_epoch(i, loss=3.0 - i / 100) for i in range(1, 41)]
+    md = render_report(read_run(write_run(tmp_path / "r", lines=epochs)), "md")
+    rows = re.findall(r"^\| (\d+) \| \d\.\d{4} \|", md, re.M)
+    assert [int(r) for r in rows] == list(range(1, 6)) + list(range(31, 41))
+    assert "25 epochs in the middle are left out" in md
+
+
+def test_markdown_escapes_user_names_and_keeps_tables_intact(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "r", name=EVIL, layers=[_layer(EVIL, 0), _layer("out", 1)],
+                     lines=[_step(0, {EVIL: 1e-3, "out": 1.0})],
+                     config={"experiment": {"model": "m.py:Net|x", "train": {"lr": 0.1}}})
+    md = render_report(read_run(path), "md")
+    assert "<script>" not in md and "\\<script\\>" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("| 0 |")]
+    assert len(table) == 1
+    assert len(re.findall(r"(?<!\\)\|", table[0])) == 11  # 10 columns, none split by the name
+    assert "| model | m.py:Net\\|x |" in md
+
+
+# ----- HTML ------------------------------------------------------------------------
+
+
+def test_html_is_self_contained_with_the_four_plots(sigmoid_run: Path) -> None:
+    run = read_run(sigmoid_run)
+    html = render_report(run, "html")
+    assert html.startswith("<!DOCTYPE html>") and "<style>" in html
+    without_ns = html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "http" not in without_ns
+    assert not re.search(r"\b(src|href)\s*=|url\(|@import|<script|<link|<img", html, re.I)
+    n = len(run.layers)
+    assert _svg(html, "grad-time").count('class="layer-line"') == n
+    assert _svg(html, "grad-profile").count('class="profile-line"') == 2
+    assert _svg(html, "loss").count('class="curve"') == 2
+    assert _svg(html, "accuracy").count('class="curve"') == 2
+    for kind in ("weight", "grad"):
+        block = re.search(rf'<div class="multiples {kind}-hist">(.*?)</div>', html, re.S)
+        assert block and block.group(1).count("<svg ") == n
+        assert block.group(1).count('class="hist"') == 2 * n  # init and last step each
+    hist_steps = [r.step for r in run.records if r.weight_hist]
+    assert len(hist_steps) == 4 and f"last (step {hist_steps[-1]})" in html
+    for info in run.layers:  # table cells carry the same numbers as the Markdown
+        assert f"<td>{run.records[0].layers[info.name].grad_norm:.3g}</td>" in html
+    for svg in re.findall(r"<svg .*?</svg>", html, re.S):  # each one stands alone as XML
+        ET.fromstring(svg)
+
+
+def test_html_escapes_every_user_string(tmp_path: Path) -> None:
+    finding = {"id": "vanishing_gradient", "severity": "error", "layers": [EVIL],
+               "evidence": {"grad_norm": {EVIL: 1e-6}}, "message": f"bad {EVIL}",
+               "recommend": ["<b>fix</b>"]}
+    path = write_run(
+        tmp_path / "r", name=EVIL, status="failed", error=f"RuntimeError: {EVIL}",
+        layers=[_layer(EVIL, 0), _layer("<img src=x onerror=alert(2)>", 1)],
+        lines=[_step(0, {EVIL: 1e-6, "<img src=x onerror=alert(2)>": 1.0})],
+        findings=[finding],
+        config={"experiment": {"model": "<iframe>", "notes": {"loss": "</style>"}},
+                "data": {"name": "<svg onload=alert(3)>"}},
+    )
+    html = render_report(read_run(path), "html")
+    for raw in ("<script", "<img", "<iframe", "<b>", "<svg onload", "dq\"", "'sq'"):
+        assert raw not in html, raw
+    assert html.count("</style>") == 1
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;dq&quot; &#x27;sq&#x27;" in html
+    assert '<pre class="error">RuntimeError: &lt;script&gt;' in html
+    assert "The run failed: RuntimeError:" in html
+
+
+def test_html_and_md_handle_an_empty_cut_off_run(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "r", status="running")
+    run = read_run(path)
+    assert run.status == "cut off" and run.records == []
+    md = render_report(run, "md")
+    assert "**Status: cut off**" in md and "The run was cut off" in md
+    assert "No layer was recorded." in md and "No epoch finished." in md
+    html = render_report(run, "html")
+    assert "no positive, finite gradient norm was recorded" in html
+    assert "no gradients were recorded" in html and "No histograms were recorded" in html
+    assert _strict_loads(render_report(run, "json"))["series"] == {"steps": [], "grad_norm": {}}
+
+
+def test_cut_off_run_with_a_truncated_line_is_rediagnosed(tmp_path: Path) -> None:
+    layers = [_layer("in", 0), _layer("mid", 1), _layer("out", 2)]
+    lines = [_step(s, {"in": 1e-7, "mid": 1e-4, "out": 0.5}) for s in (0, 10, 20)]
+    path = write_run(tmp_path / "r", status="running", layers=layers, lines=lines,
+                     tail='{"type": "step", "step": 30, "lay')
+    run = read_run(path)
+    md = render_report(run, "md")
+    assert "**Status: cut off**" in md
+    assert "skipped 1 incomplete or corrupt line(s)" in md
+    # summary.json had no findings yet; the metrics show a vanishing gradient.
+    assert "**unhealthy: vanishing\\_gradient" in md
+    doc = _strict_loads(render_report(run, "json"))
+    assert doc["status"] == "cut off" and doc["steps"] == 21
+    assert doc["findings"][0]["id"] == "vanishing_gradient"
+    assert any("recomputed" in n for n in doc["notes"])
+    html = render_report(run, "html")
+    assert 'class="banner bad"' in html and "skipped 1 incomplete" in html
+
+
+def test_interrupted_run_says_so(interrupted_run: Path) -> None:
+    run = read_run(interrupted_run)
+    assert run.status == "interrupted" and len(run.epochs) == 1
+    md = render_report(run, "md")
+    assert "**Status: interrupted**" in md and "1 of 3 epochs" in md
+    assert "was interrupted before its planned end" in md
+    assert 'class="badge warn">interrupted' in render_report(run, "html")
+
+
+def test_single_record_and_bad_values_in_log_plots(tmp_path: Path) -> None:
+    names = ["small", "nan", "zero", "big", "neg", "inf"]
+    grads = {"nan": None, "zero": 0.0, "neg": -1.0, "inf": float("inf"), "small": 1e-3,
+             "big": 1.0}
+    hist = {"lo": -1.0, "hi": 1.0, "counts": [0, 3, 5, 0]}
+    path = write_run(tmp_path / "r", layers=[_layer(n, i) for i, n in enumerate(names)],
+                     lines=[_step(0, grads, weight_hist={"big": hist})])
+    run = read_run(path)
+    profile = gradient_profile_svg(run)
+    paths = re.findall(r'class="profile-line" d="([^"]*)"', profile)
+    # Two lone points: the line breaks at the NaN and 0 between them instead of joining.
+    assert len(paths) == 1 and paths[0].count("M") == 2 and paths[0].count("L") == 0
+    assert profile.count("<circle") == 2  # only the two positive, finite norms
+    html = render_report(run, "html")
+    assert "nan" not in re.findall(r'd="([^"]*)"', html)  # no NaN coordinates anywhere
+    assert not re.search(r'="[^"]*\b(nan|inf)\b[^"]*"', _svg(html, "grad-time"))
+    assert "not recorded" in html  # layers without a histogram get a placeholder
+    md = render_report(run, "md")
+    assert "| 5 | inf | Linear | inf | inf |" in md and "| 1 | nan | Linear | \u2014 |" in md
+
+
+def test_profile_plots_share_decades_for_side_by_side(tmp_path: Path) -> None:
+    a = read_run(write_run(tmp_path / "a", layers=[_layer("x", 0), _layer("y", 1)],
+                           lines=[_step(0, {"x": 1e-6, "y": 1.0})]))
+    b = read_run(write_run(tmp_path / "b", layers=[_layer("x", 0), _layer("y", 1)],
+                           lines=[_step(0, {"x": 0.5, "y": 200.0})]))
+    assert gradient_profile_range(a, b) == (-6, 3)
+    span = gradient_profile_range(a, b)
+    labels = [re.findall(r">(1e-?\d+)<", gradient_profile_svg(r, decades=span)) for r in (a, b)]
+    assert labels[0] == labels[1] == ["1e-6", "1e-4", "1e-2", "1e0", "1e2"]
+    records = [StepRecord(0, 1, 1.0, {"p": LayerStats(grad_norm=0.1)})]
+    svg = gradient_profile_svg(records, [LayerInfo("p", "Linear", 0, 1, ())], title=EVIL)
+    assert svg.startswith("<svg") and "<script" not in svg and "&lt;script&gt;" in svg
+
+
+def test_unknown_format_is_a_user_error(sigmoid_run: Path) -> None:
+    with pytest.raises(UserError, match="md, html, json"):
+        render_report(read_run(sigmoid_run), "pdf")
+
+
+# ----- plotting helpers ------------------------------------------------------------
+
+
+def test_svgplot_helpers() -> None:
+    assert ramp_color(0, 5) == "#0d0887" and ramp_color(4, 5) == "#e8a317"
+    assert ramp_color(0, 1) == "#0d0887"
+    assert nice_ticks(0, 1, 5) == [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+    assert decade_range([None, math.nan, -6.3, 0.2]) == (-7, 1)
+    assert decade_range([2.0, 2.0]) == (2, 3) and decade_range([None]) is None
+    assert [label for _, label in log_ticks(0, 1)] == ["1e0", "2e0", "5e0", "1e1"]
+    assert len(log_ticks(-16, 4)) <= 9
+    assert shorten("abcdefghijklmnop", 7) == "abc\u2026nop" and shorten("ab", 7) == "ab"
