@@ -52,7 +52,8 @@ def test_run_options_validate_only_raises_user_error(depth, width, every, lr, ep
         assert "\n" not in str(exc)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(["--every", "--lr", "--epochs", "--depth", "--width",
                                "--batch-size", "--init", "--data", "--model", "--device",
                                "--seed", "--hist-every", "--fail-on"]),

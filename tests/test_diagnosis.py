@@ -7,11 +7,11 @@ import math
 import pytest
 
 from vgdiag.diagnosis import Thresholds, diagnose, gradient_profile, verdict
+from vgdiag.events import RunFinished
 from vgdiag.inspection import inspect_at_init
 from vgdiag.recipe import RunOptions, build_experiment, load_data
 from vgdiag.records import EpochRecord, LayerInfo, LayerStats, StepRecord
 from vgdiag.trainer import run_training
-from vgdiag.events import RunFinished
 
 
 def ids(findings) -> dict[str, str]:
@@ -66,7 +66,8 @@ def test_trained_baseline_stalls_and_its_input_side_freezes():
     assert found["loss_stalled"] == "error"
     assert "input_side_frozen" in found
     healthy = train(epochs=3, activation="relu", init="he")
-    assert not {"vanishing_gradient", "loss_stalled", "input_side_frozen"} & set(ids(healthy.findings))
+    bad = {"vanishing_gradient", "loss_stalled", "input_side_frozen"}
+    assert not bad & set(ids(healthy.findings))
     assert healthy.test is not None and healthy.test["acc"] > 0.5
 
 

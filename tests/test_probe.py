@@ -81,7 +81,8 @@ def test_stats_match_an_independent_computation():
         assert s.grad_mean_abs == pytest.approx(g.abs().mean().item(), rel=1e-6)
         assert s.param_grad_norms["weight"] == pytest.approx(layer.weight.grad.norm().item())
         w_now = torch.cat([layer.weight.flatten(), layer.bias.flatten()]).detach()
-        w_old = torch.cat([w_before[f"{name}.weight"].flatten(), w_before[f"{name}.bias"].flatten()])
+        w_old = torch.cat([w_before[f"{name}.weight"].flatten(),
+                           w_before[f"{name}.bias"].flatten()])
         assert s.weight_norm == pytest.approx(w_now.norm().item(), rel=1e-6)
         assert s.update_ratio == pytest.approx(((w_now - w_old).norm() / w_now.norm()).item(),
                                                rel=1e-5)

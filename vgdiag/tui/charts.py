@@ -192,10 +192,13 @@ class BrailleCanvas:
 
 
 def bucket(n: int, columns: int) -> list[tuple[int, int]]:
-    """Split indices 0..n-1 into at most `columns` contiguous [start, stop) runs, in order."""
+    """Indices 0..n-1 as exactly `columns` contiguous [start, stop) runs, in order.
+
+    More columns than indices: each index spans several neighbouring columns.
+    """
     if n <= 0 or columns <= 0:
         return []
     if n <= columns:
-        return [(i, i + 1) for i in range(n)]
+        return [(j * n // columns, j * n // columns + 1) for j in range(columns)]
     edges = np.linspace(0, n, columns + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]

@@ -46,6 +46,7 @@ class CompareScreen(Screen[None]):
         self.before_label = before_label
         self.after_label = after_label
         self._initial = (before, after)
+        self._ready = False  # is_mounted turns true only after on_mount
 
     def compose(self) -> ComposeResult:
         yield Static(f"Before / after: {self.before_label}  vs  {self.after_label}",
@@ -63,6 +64,7 @@ class CompareScreen(Screen[None]):
 
     def on_mount(self) -> None:
         # Reactives set before mounting do not survive it: the first views come this way.
+        self._ready = True
         self.before, self.after = self._initial
         self._show()
 
@@ -73,7 +75,7 @@ class CompareScreen(Screen[None]):
         self._show()
 
     def _show(self) -> None:
-        if not self.is_mounted:
+        if not self._ready:
             return
         table = self.query_one(ComparisonTable)
         table.before, table.after = self.before, self.after

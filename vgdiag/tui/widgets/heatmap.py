@@ -65,8 +65,6 @@ class GradientHeatmap(Chart):
         label_w = min(max((len(short_name(n)) for n in names), default=4), NAME_WIDTH)
         columns = max(width - label_w - 1, 1)
         spans = bucket(len(steps), columns)
-        # Few samples: each gets several cells, so the map spans the panel from the start.
-        repeat = max(columns // len(spans), 1)
         lo, hi = log_span(grads[np.isfinite(grads)].tolist())
         out = Text(no_wrap=True, overflow="crop")
         legend = f"grad norm over time  {SHADES[0]} 1e{lo:.0f} … {SHADES[-1]} 1e{hi:.0f}"
@@ -80,7 +78,7 @@ class GradientHeatmap(Chart):
         band = min(max((height - 2) // max(len(shown), 1), 1), 3)
         for c, name in enumerate(shown):
             cells = [
-                (shade(log_fraction(float(med_g[j, c]), lo, hi)) * repeat,
+                (shade(log_fraction(float(med_g[j, c]), lo, hi)),
                  self.style_of(f"health--{health(float(med_r[j, c]))}"))
                 for j in range(len(spans))
             ]
@@ -91,7 +89,7 @@ class GradientHeatmap(Chart):
                     out.append(text, style=style)
                 out.append("\n")
         first, last = f"step {steps[0]}", f"step {steps[-1]}"
-        used = len(spans) * repeat
+        used = len(spans)
         axis = first + last.rjust(max(used - len(first), len(last) + 1))
         out.append(" " * (label_w + 1) + axis, style=muted)
         return out

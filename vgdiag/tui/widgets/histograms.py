@@ -46,12 +46,15 @@ class LayerHistogramsPanel(Chart):
         if view is None or layer is None:
             return Text("select a layer in the table", style=muted)
         info = view.layer(layer)
-        kind = f" · {info.kind}, {info.num_params:,} params" if info and info.kind else ""
+        kind = f" · {info.kind} · {info.num_params:,} params" if info and info.kind else ""
         out = Text(no_wrap=True, overflow="crop")
         out.append(f"layer {layer or '<root>'}{kind}\n", style=self.style_of("chart--title"))
+        pair = view.weight_hists.get(layer) or view.grad_hists.get(layer)
+        if pair is not None:
+            out.append(f"init: step {pair.init_step} · now: step {pair.now_step}\n", style=muted)
         width = max((self.size.width or 40) - LABEL_WIDTH, 8)
-        # title + per section: heading, init chart, now chart, axis
-        rows = max(((self.size.height or 19) - 1 - 2 * 2) // 4, 1)
+        # title, steps + per section: heading, init chart, now chart, axis
+        rows = max(((self.size.height or 19) - 2 - 2 * 2) // 4, 1)
         for title, hists, show_std in (
             ("weights", view.weight_hists, True),
             ("log10 |grad|", view.grad_hists, False),
@@ -76,11 +79,12 @@ class LayerHistogramsPanel(Chart):
         init /= max(init.sum(), 1.0)
         now /= max(now.sum(), 1.0)
         top = max(float(init.max(initial=0.0)), float(now.max(initial=0.0)), 1e-12)
-        spread = ""
+        heading = Text(title, style=self.style_of("chart--title"))
         if show_std:
-            spread = f"  std {fmt(hist_std(pair.init), 3)} → {fmt(hist_std(pair.now), 3)}"
-        out.append(f"{title}, init (step {pair.init_step}) vs now (step {pair.now_step})"
-                   f"{spread}\n", style=muted)
+            heading.append(f"  std {fmt(hist_std(pair.init), 3)} → {fmt(hist_std(pair.now), 3)}",
+                           style=muted)
+        out.append_text(heading)
+        out.append("\n")
         for label, values, style in (("init", init, "series--1"), ("now", now, "series--0")):
             chart = column_chart(np.append(values, top), rows)  # shared scale: one hidden bar
             for i, line in enumerate(chart):
