@@ -49,6 +49,7 @@ import sys
 import traceback
 import types
 import typing
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def _import_file(path: Path, shown: str) -> types.ModuleType:
     # Registered before it runs: dataclasses, typing and pickle look the module up by name.
     sys.modules[module_name] = module
     try:
-        with user_code_path(path.parent):
+        with preserved_rng(), user_code_path(path.parent):
             spec.loader.exec_module(module)
     except BaseException as exc:
         sys.modules.pop(module_name, None)
@@ -207,7 +208,7 @@ def _import_failure(exc: BaseException, shown: str, path: Path | None) -> str:
 
 def _import_module(source: str) -> types.ModuleType:
     try:
-        with user_code_path(Path.cwd()):
+        with preserved_rng(), user_code_path(Path.cwd()):
             return importlib.import_module(source)
     except ModuleNotFoundError as exc:
         if exc.name and (source == exc.name or source.startswith(exc.name + ".")):
@@ -315,9 +316,10 @@ class _Unsupported(Exception):
 def _describe(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    simple = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
-    if annotation in simple:
-        return simple[annotation]
+    simple = ((int, "an integer"), (float, "a number"), (bool, "true or false"), (str, "text"))
+    for kind, words in simple:
+        if annotation is kind:
+            return words
     if annotation is type(None):
         return "none"
     if origin in (Union, types.UnionType):
@@ -378,11 +380,17 @@ def convert_value(text: str, annotation: Any) -> Any:
     if origin in (Union, types.UnionType):
         if type(None) in args and lowered in _NONE:
             return None
-        for option in args:
-            if option is type(None):
-                continue
-            with contextlib.suppress(ValueError, _Unsupported):
+        options = [a for a in args if a is not type(None)]
+        unsupported = 0
+        for option in options:
+            try:
                 return convert_value(text, option)
+            except ValueError:
+                pass
+            except _Unsupported:
+                unsupported += 1
+        if unsupported == len(options):
+            raise _Unsupported(str(annotation))
         raise ValueError(_describe(annotation))
     if origin is Literal:
         for choice in args:
@@ -400,10 +408,14 @@ def convert_value(text: str, annotation: Any) -> Any:
         try:
             return int(text)
         except ValueError:
+            pass
+        try:
             number = float(text)  # "1e3" is a fine way to write 1000
-            if not number.is_integer():
-                raise ValueError(_describe(int)) from None
-            return int(number)
+        except ValueError:
+            raise ValueError(_describe(int)) from None
+        if not number.is_integer():
+            raise ValueError(_describe(int))
+        return int(number)
     if annotation is float:
         try:
             return float(text)
@@ -655,7 +667,10 @@ def load_saved_model(path: Path, *, trust_pickle: bool, shown: str) -> nn.Module
         raise UserError(f"--model: file not found: {shown}")
     if _is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                # Deprecated in recent PyTorch, but still how TorchScript files are read.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise UserError(f"cannot load TorchScript {shown}: {one_line(str(exc))}") from exc
     if not _is_torch_save(path):
@@ -678,7 +693,7 @@ def load_saved_model(path: Path, *, trust_pickle: bool, shown: str) -> nn.Module
             f"torch.jit.script(model).save(path))"
         )
     try:
-        with user_code_path(Path.cwd()), user_code_path(path.parent):
+        with preserved_rng(), user_code_path(Path.cwd()), user_code_path(path.parent):
             model = torch.load(path, map_location="cpu", weights_only=False)
     except (ModuleNotFoundError, AttributeError) as exc:
         if "__main__" in str(exc):

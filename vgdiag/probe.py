@@ -1,16 +1,23 @@
 """Probe: per-layer gradient, weight and activation statistics, without disturbing.
 
 How it stays cheap: forward hooks exist only while a sampled step is in flight (they
-are added after the previous optimizer step and removed at the next one), so an
-unsampled step costs one counter check in the optimizer's step hook. On a sampled
-step every number is computed on the device with batched reductions and copied to
-the host once. Nothing here changes an output or a gradient: hooks only read.
+are added after the previous optimizer step and removed at the next one, and kept
+when the next step is sampled too), so an unsampled step costs one counter check in
+the optimizer's step hook and never waits for the device. On a sampled step every
+number is computed on the device with batched reductions and copied to the host
+once. Nothing here changes an output or a gradient: hooks only read.
+
+Under torch.distributed the probe records on every rank. With DDP the gradients are
+already averaged when optimizer.step() runs, so nothing is exchanged. With sharded
+parameters (FSDP, DTensor) each rank holds a slice of every parameter: the per-parameter
+sums of squares are added across ranks with one all_reduce per sampled step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,24 +35,54 @@ HIST_BINS = 40
 # log10|grad| histograms use fixed edges so histograms of different steps compare;
 # values outside are clamped into the end bins.
 GRAD_LOG_RANGE = (-16.0, 4.0)
+DISTRIBUTED_MODES = ("auto", "sharded", "none")
 
 _SATURATING_01 = (nn.Sigmoid, nn.Hardsigmoid)
 _SATURATING_11 = (nn.Tanh, nn.Hardtanh, nn.Softsign)
 _RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.GELU, nn.SiLU)
 ACTIVATION_TYPES = _SATURATING_01 + _SATURATING_11 + _RELU_FAMILY
-
-_ACT_NAN = torch.tensor(math.nan)
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# Name parts that wrappers insert between the user's modules (torch.compile, FSDP,
+# activation checkpointing); dropped so layers keep the names the user gave them.
+_WRAPPER_PARTS = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
 
 
 def _foreach_norm(tensors: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
     # One fused kernel launch per dtype/device group where available; the fallback
-    # gives the same numbers one tensor at a time.
+    # gives the same numbers one tensor at a time. 16-bit tensors are summed in float32.
     if not tensors:
         return []
+    dtype = torch.float32 if all(t.dtype in _LOW_PRECISION for t in tensors) else None
     try:
-        return list(torch._foreach_norm(tensors, ord))
+        return list(torch._foreach_norm(tensors, ord, dtype=dtype))
     except (AttributeError, RuntimeError, TypeError):
-        return [torch.linalg.vector_norm(t, ord) for t in tensors]
+        return [torch.linalg.vector_norm(t, ord, dtype=dtype) for t in tensors]
+
+
+def _l1_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    # On the CPU abs().sum() is vectorised and about twice as fast as an ord=1 norm;
+    # on accelerators the fused foreach kernel is one launch for all tensors.
+    if tensors and tensors[0].device.type != "cpu":
+        return _foreach_norm(tensors, 1.0)
+    return [t.abs().sum(dtype=torch.float32 if t.dtype in _LOW_PRECISION else None)
+            for t in tensors]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside DDP/DataParallel and torch.compile wrappers."""
+    for _ in range(8):  # wrappers nest (compile(DDP(model))); a bound, not a loop forever
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+    return model
+
+
+def _clean_name(name: str) -> str:
+    parts = [p for p in name.split(".") if p not in _WRAPPER_PARTS]
+    return ".".join(parts) or "<root>"
 
 
 class Probe:
@@ -54,6 +91,7 @@ class Probe:
     Args:
         model: the module to watch. A layer is a submodule that owns parameters
             directly; its depth is the order of its first execution in forward.
+            DDP and torch.compile wrappers are looked through.
         optimizer: its step() marks step boundaries; without one, call `end_step()`
             yourself after each backward (update ratios are then not measured).
         every: sample every N-th optimizer step; step 0 is always sampled.
@@ -63,6 +101,9 @@ class Probe:
         history: where records go (a staged run shares one across its stages).
         start_step: global step of the first step (stages continue the count); the
             first step is always sampled.
+        distributed: "auto" adds parameter statistics across ranks when parameters
+            are sharded (FSDP, DTensor) and exchanges nothing otherwise (DDP, one
+            process); "sharded" forces the exchange, "none" turns it off.
     """
 
     def __init__(
@@ -76,11 +117,16 @@ class Probe:
         on_record: Callable[[StepRecord], None] | None = None,
         history: History | None = None,
         start_step: int = 0,
+        distributed: str = "auto",
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
         if hist_every < 0:
             raise ValueError(f"hist_every must be >= 0, got {hist_every}")
+        if distributed not in DISTRIBUTED_MODES:
+            raise ValueError(
+                f"distributed must be one of {', '.join(DISTRIBUTED_MODES)}, got {distributed!r}"
+            )
         self.model = model
         self.optimizer = optimizer
         self.every = every
@@ -92,17 +138,33 @@ class Probe:
         self._samples = 0  # sampled steps completed
         self._pending: list[StepRecord] = []
 
-        self._owners, self._params = self._find_layers(model)
+        root = _unwrap(model)
+        self._owners, self._params = self._find_layers(root)
+        self._tensors = [p for _, _, p in self._params]
         self._layer_of_param = np.array([i for i, _, _ in self._params], dtype=np.int64)
+        self._shapes = _original_shapes(root, self._tensors)
+        self._numel = np.array([math.prod(s) for s in self._shapes], dtype=np.float64)
+        # The parameter a layer's weight histogram shows: "weight", else its first one.
+        self._weight_param = [
+            next((k for k, (j, pn, _) in enumerate(self._params) if j == i and pn == "weight"),
+                 next(k for k, (j, _, _) in enumerate(self._params) if j == i))
+            for i in range(len(self._owners))
+        ]
+        self._activations = [(n, m) for n, m in root.named_modules()
+                             if isinstance(m, ACTIVATION_TYPES)]
         self._order: list[int] = []  # layer indices in order of first execution
         self._activation_of: dict[int, str] = {}
-        self._w0 = [p.detach().clone() for _, _, p in self._params]
+        self._infos: list[LayerInfo] | None = None  # cache of `layers`
+        self._sharded, self._replicas = _sharding(root, self._tensors, distributed)
+        self.rank, self.world_size = _rank_and_world()
+        self._w0 = [_local(p).detach().clone() for p in self._tensors]
+        self._w0_norm: list[torch.Tensor] | None = None
 
         self._handles: list[RemovableHandle] = []
         self._fwd_handles: list[RemovableHandle] = []
         self._in_flight = False
-        self._grad_out_sq: dict[int, list[torch.Tensor]] = {}
-        self._act: dict[int, torch.Tensor] = {}  # layer index -> [mean, std, sat, dead]
+        self._grad_out: dict[int, list[torch.Tensor]] = {}
+        self._act: dict[int, tuple[int, int, list[torch.Tensor]]] = {}
         self._last_layer: int | None = None
         self._loss: torch.Tensor | None = None
         self._before: list[torch.Tensor] | None = None
@@ -133,29 +195,43 @@ class Probe:
                 params.append((index, pname, p))
         if not owners:
             raise ValueError("the model has no parameters: there is nothing to diagnose")
+        if any(type(p).__name__ == "FlatParameter" for _, _, p in params):
+            warnings.warn(
+                "vgdiag: FSDP with use_orig_params=False flattens each FSDP unit into one "
+                "parameter, so statistics are per unit, not per layer: wrap with "
+                "use_orig_params=True or use FSDP2 (fully_shard) to see every layer",
+                stacklevel=3,
+            )
         return owners, params
 
     @property
     def layers(self) -> list[LayerInfo]:
         """Layers in depth order (executed ones first, in order of first execution)."""
-        order = self._order + [i for i in range(len(self._owners)) if i not in self._order]
-        infos = []
-        for depth, i in enumerate(order):
-            name, module = self._owners[i]
-            own = [(pn, p) for j, pn, p in self._params if j == i]
-            infos.append(
-                LayerInfo(
-                    name=name or "<root>",
-                    kind=type(module).__name__,
-                    depth=depth,
-                    num_params=sum(p.numel() for _, p in own),
-                    param_names=tuple(pn for pn, _ in own),
-                    activation=self._activation_of.get(i),
-                    fan_in=_fan_in(dict(own)),
-                    trainable=any(p.requires_grad for _, p in own),
-                )
-            )
-        return infos
+        if self._infos is None:
+            self._infos = [self._info(depth, i) for depth, i in enumerate(self._layer_indices())]
+        return list(self._infos)
+
+    def _info(self, depth: int, i: int) -> LayerInfo:
+        name, module = self._owners[i]
+        own = [k for k, (j, _, _) in enumerate(self._params) if j == i]
+        weight = self._params[self._weight_param[i]]
+        shape = self._shapes[self._weight_param[i]]
+        return LayerInfo(
+            name=_clean_name(name),
+            kind=type(module).__name__,
+            depth=depth,
+            num_params=int(sum(self._numel[k] for k in own)),
+            param_names=tuple(self._params[k][1] for k in own),
+            activation=(_clean_name(self._activation_of[i]) if i in self._activation_of
+                        else None),
+            # (out, in, *kernel) -> in * kernel
+            fan_in=math.prod(shape[1:]) if weight[1] == "weight" and len(shape) >= 2 else 0,
+            trainable=any(self._params[k][2].requires_grad for k in own),
+        )
+
+    def _layer_indices(self) -> list[int]:
+        seen = set(self._order)
+        return self._order + [i for i in range(len(self._owners)) if i not in seen]
 
     # ----- hook management ----------------------------------------------------
     def _attach(self) -> None:
@@ -168,31 +244,38 @@ class Probe:
         return step % self.every == 0
 
     def _arm(self) -> None:
-        """Add the forward hooks for the coming sampled step."""
+        """Get ready for a sampled step: fresh buffers, forward hooks in place."""
         self._in_flight = True
-        self._grad_out_sq = {}
+        self._grad_out = {}
         self._act = {}
         self._last_layer = None
         self._loss = None
+        if self._fwd_handles:
+            return  # still attached from the previous (sampled) step
         for i, (_, module) in enumerate(self._owners):
             self._fwd_handles.append(module.register_forward_hook(self._layer_hook(i)))
-        for name, module in self.model.named_modules():
-            if isinstance(module, ACTIVATION_TYPES):
-                self._fwd_handles.append(module.register_forward_hook(self._act_hook(name)))
+        for name, module in self._activations:
+            self._fwd_handles.append(module.register_forward_hook(self._act_hook(name, module)))
 
     def _disarm(self) -> None:
         for h in self._fwd_handles:
             h.remove()
         self._fwd_handles = []
 
+    def _stop_forward_side(self) -> None:
+        # Sampled steps in a row (every=1) keep their hooks: re-adding a dozen hooks
+        # per step costs more than the check each one makes.
+        if self._closed or not self._is_sampled(self.step + 1):
+            self._disarm()
+
     def close(self) -> None:
         """Remove every hook; the model is left exactly as it was."""
+        self._closed = True
         self._disarm()
         for h in self._handles:
             h.remove()
         self._handles = []
         self._in_flight = False
-        self._closed = True
 
     def __enter__(self) -> Probe:
         return self
@@ -203,32 +286,41 @@ class Probe:
     # ----- forward side (sampled steps only) ---------------------------------
     def _layer_hook(self, index: int) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if not torch.is_grad_enabled():
+            if not self._in_flight or not torch.is_grad_enabled():
                 return  # evaluation passes are not training steps
             if index not in self._order:
                 self._order.append(index)
+                self._infos = None
             self._last_layer = index
             out = _first_tensor(output)
             if out is not None and out.requires_grad:
-                store = self._grad_out_sq.setdefault(index, [])
+                store = self._grad_out.setdefault(index, [])
+                dtype = torch.float32 if out.dtype in _LOW_PRECISION else None
 
                 def grad_hook(grad: torch.Tensor) -> None:
-                    # A module used twice sends two gradients: their squares add up.
-                    store.append(torch.linalg.vector_norm(grad.detach().float()).square())
+                    # A module used twice sends two gradients: their squares add up
+                    # (on the host, from the norms).
+                    store.append(torch.linalg.vector_norm(grad.detach(), dtype=dtype))
 
                 out.register_hook(grad_hook)
 
         return hook
 
-    def _act_hook(self, name: str) -> Callable[..., None]:
+    def _act_hook(self, name: str, module: nn.Module) -> Callable[..., None]:
+        kind = (1 if isinstance(module, _SATURATING_01) else
+                2 if isinstance(module, _SATURATING_11) else 0)
+        relu = isinstance(module, _RELU_FAMILY)
+
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if not torch.is_grad_enabled() or self._last_layer is None:
+            if not self._in_flight or not torch.is_grad_enabled() or self._last_layer is None:
                 return
             out = _first_tensor(output)
             if out is None or out.numel() == 0:
                 return
-            self._activation_of.setdefault(self._last_layer, name)
-            self._act[self._last_layer] = _activation_stats(module, out.detach())
+            if self._last_layer not in self._activation_of:
+                self._activation_of[self._last_layer] = name
+                self._infos = None
+            self._act[self._last_layer] = _activation_stats(out.detach(), kind, relu)
 
         return hook
 
@@ -241,9 +333,10 @@ class Probe:
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if not self._in_flight:
             return
-        self._disarm()
+        self._stop_forward_side()
         self._grad_pieces = self._measure_grads()
-        self._before = [p.detach().clone() for _, _, p in self._params]
+        # The weights before the update; the post-step hook subtracts in place.
+        self._before = [_local(p).detach().clone() for p in self._tensors]
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._in_flight:
@@ -255,7 +348,7 @@ class Probe:
         if self.optimizer is not None:
             raise RuntimeError("the probe follows optimizer.step(); do not call end_step()")
         if self._in_flight:
-            self._disarm()
+            self._stop_forward_side()
             self._grad_pieces = self._measure_grads()
             self._finish_sample(None)
         self._advance()
@@ -268,12 +361,12 @@ class Probe:
 
     # ----- measurement ---------------------------------------------------------
     def _measure_grads(self) -> dict[str, Any]:
-        present = [k for k, (_, _, p) in enumerate(self._params) if p.grad is not None]
-        grads = [self._params[k][2].grad.detach() for k in present]  # type: ignore[union-attr]
+        present = [k for k, p in enumerate(self._tensors) if p.grad is not None]
+        grads = [_local(self._tensors[k].grad).detach() for k in present]  # type: ignore[arg-type]
         return {
             "present": present,
             "l2": _foreach_norm(grads, 2.0),
-            "l1": _foreach_norm(grads, 1.0),
+            "l1": _l1_norms(grads),
             "grads": grads if self._hist_due() else None,
         }
 
@@ -283,39 +376,53 @@ class Probe:
     def _finish_sample(self, before: list[torch.Tensor] | None) -> None:
         assert self._grad_pieces is not None
         pieces = self._grad_pieces
-        params = [p.detach() for _, _, p in self._params]
+        params = [_local(p).detach() for p in self._tensors]
+        if self._w0_norm is None:
+            self._w0_norm = _foreach_norm(self._w0)
         w_norm = _foreach_norm(params)
         change = _foreach_norm(list(torch._foreach_sub(params, self._w0)))
-        w0_norm = self._w0_norm()
-        update = _foreach_norm(list(torch._foreach_sub(params, before))) if before else []
-        gout_idx = sorted(self._grad_out_sq)
-        gout = [torch.stack(self._grad_out_sq[i]).sum() for i in gout_idx]
+        update: list[torch.Tensor] = []
+        if before is not None:
+            torch._foreach_sub_(before, params)  # our own copy: reuse it for the difference
+            update = _foreach_norm(before)
+        hist_parts, hist_meta = (self._histograms(pieces["present"], pieces["grads"])
+                                 if pieces["grads"] is not None else ([], []))
+        gout_idx = sorted(self._grad_out)
         act_idx = sorted(self._act)
-        hist_parts, hist_meta = self._histograms(pieces["grads"]) if pieces["grads"] else ([], [])
+        loss = self._loss
+        if loss is None:
+            loss = torch.full((), math.nan, device=self._w0[0].device)
+        elif loss.dim():
+            loss = loss.float().mean()
 
-        flat: list[torch.Tensor] = []
-        sizes: list[int] = []
-        device = params[0].device
-        for group in (pieces["l2"], pieces["l1"], w_norm, change, w0_norm, update, gout):
-            flat.append(torch.stack(group).double() if group else torch.zeros(0, device=device))
-            sizes.append(len(group))
-        flat.append(
-            torch.stack([self._act[i] for i in act_idx]).double().reshape(-1)
-            if act_idx
-            else torch.zeros(0, device=device)
-        )
-        sizes.append(4 * len(act_idx))
-        loss = self._loss if self._loss is not None else _ACT_NAN.to(device)
-        flat.append(loss.double().reshape(1))
-        sizes.append(1)
-        for part in hist_parts:
-            flat.append(part.double())
-            sizes.append(part.numel())
-        host = torch.cat([f.to(device, torch.float64) for f in flat]).cpu().numpy()  # one copy
-        chunks = np.split(host, np.cumsum(sizes)[:-1])
-        l2, l1, wn, ch, w0n, up, go, act, loss_arr = chunks[:9]
-        record = self._assemble(pieces["present"], l2, l1, wn, ch, w0n, up, gout_idx, go,
-                                act_idx, act, float(loss_arr[0]), hist_meta, chunks[9:])
+        # Everything goes into one vector that is copied to the host once: the
+        # device scalars stacked in one kernel, then the 1-D pieces.
+        scalars: dict[str, list[torch.Tensor]] = {
+            "gout": [g for i in gout_idx for g in self._grad_out[i]],
+            "act": [t for i in act_idx for t in self._act[i][2]],
+            "loss": [loss],
+        }
+        vectors: dict[str, list[torch.Tensor]] = {}
+        if self._sharded:
+            vectors["reduced"] = [self._reduce_across_ranks(pieces, w_norm, change, update,
+                                                            hist_parts)]
+        else:
+            scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change,
+                           w0n=self._w0_norm, up=update)
+            vectors["hist"] = hist_parts
+        device = self._w0[0].device
+        flat = [_stack(sum(scalars.values(), []), device)]
+        flat += [v.reshape(-1).to(device, torch.float64) for vs in vectors.values() for v in vs]
+        host = torch.cat(flat).cpu().numpy()  # the one host copy of a sampled step
+        chunks: dict[str, np.ndarray] = {}
+        offset = 0
+        for key, group in [*scalars.items(), *vectors.items()]:
+            n = len(group) if key in scalars else sum(v.numel() for v in group)
+            chunks[key] = host[offset : offset + n]
+            offset += n
+        if self._sharded:
+            chunks.update(self._split_reduced(chunks.pop("reduced"), len(update), hist_meta))
+        record = self._assemble(pieces["present"], chunks, gout_idx, act_idx, hist_meta)
         self._samples += 1
         self._in_flight = False
         self._before = None
@@ -325,13 +432,8 @@ class Probe:
         if self.on_record is not None:
             self.on_record(record)
 
-    def _w0_norm(self) -> list[torch.Tensor]:
-        if not hasattr(self, "_w0_norm_cache"):
-            self._w0_norm_cache = _foreach_norm(self._w0)
-        return self._w0_norm_cache
-
     def _histograms(
-        self, grads: list[torch.Tensor]
+        self, present: list[int], grads: list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
         """Weight and log10|grad| histograms per layer, computed on the device."""
         parts: list[torch.Tensor] = []
@@ -340,57 +442,111 @@ class Probe:
         # The weight range needs the current max |w|: one extra, small host copy on
         # histogram steps only (they are a fraction of the sampled steps).
         if weights:
-            amax = torch.stack([w.abs().max() for _, w in weights]).float().cpu().tolist()
-            for (li, w), m in zip(weights, amax):
+            ext = torch.stack([torch.stack(torch.aminmax(w)).float().abs().max()
+                               if w.numel() else torch.zeros((), device=w.device)
+                               for _, w in weights])
+            if self._sharded:
+                torch.distributed.all_reduce(ext, op=torch.distributed.ReduceOp.MAX)
+            for (li, w), m in zip(weights, ext.cpu().tolist()):
                 m = m if m > 0 and math.isfinite(m) else 1.0
-                parts.append(torch.histc(w.float().clamp(-m, m), HIST_BINS, -m, m))
+                # max |w| is in the data, so [-m, m] holds every weight: no clamp needed.
+                parts.append(torch.histc(w.float(), HIST_BINS, -m, m))
                 meta.append(("weight", li, -m, m))
         per_layer: dict[int, list[torch.Tensor]] = {}
-        for k, g in zip(self._grad_pieces["present"] if self._grad_pieces else [], grads):
+        for k, g in zip(present, grads):
             per_layer.setdefault(self._params[k][0], []).append(g.reshape(-1))
         lo, hi = GRAD_LOG_RANGE
-        for li, gs in sorted(per_layer.items()):
-            g = torch.cat(gs).float().abs().clamp_min(1e-30).log10().clamp(lo, hi)
-            parts.append(torch.histc(g, HIST_BINS, lo, hi))
+        for li in range(len(self._owners)) if self._sharded else sorted(per_layer):
+            gs = per_layer.get(li)
+            if not gs:  # a rank may hold no slice of a layer: it still adds zeros
+                parts.append(torch.zeros(HIST_BINS, device=self._w0[0].device))
+            else:
+                g = torch.cat(gs).float().abs_().clamp_min_(1e-30).log10_().clamp_(lo, hi)
+                parts.append(torch.histc(g, HIST_BINS, lo, hi))
             meta.append(("grad", li, lo, hi))
         return parts, meta
 
     def _hist_weights(self) -> list[tuple[int, torch.Tensor]]:
-        out = []
-        for i in range(len(self._owners)):
-            own = {pn: p for j, pn, p in self._params if j == i}
-            w = own.get("weight", next(iter(own.values())))
-            out.append((i, w.detach().reshape(-1)))
+        return [(i, _local(self._tensors[k]).detach().reshape(-1))
+                for i, k in enumerate(self._weight_param)]
+
+    # ----- sharded parameters ----------------------------------------------------
+    def _reduce_across_ranks(
+        self,
+        pieces: dict[str, Any],
+        w_norm: list[torch.Tensor],
+        change: list[torch.Tensor],
+        update: list[torch.Tensor],
+        hist_parts: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """Sum per-parameter squares (and L1 sums, sizes, histogram counts) over ranks."""
+        device = w_norm[0].device
+        n = len(self._tensors)
+        # Every rank sends the same layout: a parameter without a local gradient adds 0.
+        l2 = torch.zeros(n, device=device, dtype=torch.float64)
+        l1 = torch.zeros(n, device=device, dtype=torch.float64)
+        if pieces["present"]:
+            idx = torch.tensor(pieces["present"], device=device)
+            l2[idx] = torch.stack(pieces["l2"]).double().square()
+            l1[idx] = torch.stack(pieces["l1"]).double()
+        assert self._w0_norm is not None
+        rows = [l2, l1]
+        for group in (w_norm, change, self._w0_norm, update):
+            if group:
+                rows.append(torch.stack(group).double().square())
+        rows.append(torch.tensor([_local(p).numel() for p in self._tensors], device=device,
+                                 dtype=torch.float64))
+        rows += [h.double().reshape(-1) for h in hist_parts]
+        vector = torch.cat(rows)
+        torch.distributed.all_reduce(vector)
+        return vector
+
+    def _split_reduced(
+        self, vector: np.ndarray, n_update: int, hist_meta: list[tuple[str, int, float, float]]
+    ) -> dict[str, np.ndarray]:
+        n = len(self._tensors)
+        replicas = self._replicas
+        out: dict[str, np.ndarray] = {}
+        offset = 0
+        for key, length, squared in (("l2", n, True), ("l1", n, False), ("wn", n, True),
+                                     ("ch", n, True), ("w0n", n, True),
+                                     ("up", n_update, True), ("numel", n, False)):
+            v = vector[offset : offset + length] / replicas[:length]
+            out[key] = np.sqrt(np.maximum(v, 0.0)) if squared else v
+            offset += length
+        # Histogram counts of a replicated weight were added once per replica.
+        counts = vector[offset:].reshape(-1, HIST_BINS) if hist_meta else np.zeros((0, HIST_BINS))
+        weight_of = self._weight_param
+        div = np.array([replicas[weight_of[li]] for _, li, _, _ in hist_meta])
+        out["hist"] = (counts / div[:, None]).reshape(-1) if hist_meta else counts.reshape(-1)
         return out
 
+    # ----- host side ---------------------------------------------------------------
     def _assemble(
         self,
         present: list[int],
-        l2: np.ndarray,
-        l1: np.ndarray,
-        wn: np.ndarray,
-        ch: np.ndarray,
-        w0n: np.ndarray,
-        up: np.ndarray,
+        chunks: dict[str, np.ndarray],
         gout_idx: list[int],
-        go: np.ndarray,
         act_idx: list[int],
-        act: np.ndarray,
-        loss: float,
         hist_meta: list[tuple[str, int, float, float]],
-        hist_counts: list[np.ndarray],
     ) -> StepRecord:
         n_params = len(self._params)
         owner = self._layer_of_param
+        n_layers = len(self._owners)
+        requires = np.array([p.requires_grad for p in self._tensors])
         # Gradient norms per parameter: absent grads count as 0 for trainable
         # parameters (unused this step) and as unmeasured for frozen ones.
-        g2 = np.array([0.0 if p.requires_grad else math.nan for _, _, p in self._params])
+        g2 = np.where(requires, 0.0, math.nan)
         g1 = g2.copy()
-        g2[present] = l2
-        g1[present] = l1
-        numel = np.array([p.numel() for _, _, p in self._params], dtype=np.float64)
-        upd = up if len(up) == n_params else np.full(n_params, math.nan)
-        n_layers = len(self._owners)
+        if self._sharded:
+            g2[requires] = chunks["l2"][requires]
+            g1[requires] = chunks["l1"][requires]
+            numel = chunks["numel"]
+        else:
+            g2[present] = chunks["l2"]
+            g1[present] = chunks["l1"]
+            numel = self._numel
+        upd = chunks["up"] if len(chunks["up"]) == n_params else np.full(n_params, math.nan)
 
         def per_layer_norm(v: np.ndarray) -> np.ndarray:
             return np.sqrt(np.bincount(owner, weights=np.square(v), minlength=n_layers))
@@ -398,55 +554,64 @@ class Probe:
         grad_norm = per_layer_norm(g2)
         grad_l1 = np.bincount(owner, weights=g1, minlength=n_layers)
         layer_numel = np.bincount(owner, weights=numel, minlength=n_layers)
-        weight_norm = per_layer_norm(wn)
+        weight_norm = per_layer_norm(chunks["wn"])
         with np.errstate(divide="ignore", invalid="ignore"):
-            weight_change = per_layer_norm(ch) / per_layer_norm(w0n)
+            weight_change = per_layer_norm(chunks["ch"]) / per_layer_norm(chunks["w0n"])
             update_ratio = per_layer_norm(upd) / weight_norm
             grad_mean_abs = grad_l1 / layer_numel
-        go_by_layer = dict(zip(gout_idx, np.sqrt(go)))
-        act_by_layer = dict(zip(act_idx, act.reshape(-1, 4)))
+        grad_out = np.full(n_layers, math.nan)
+        offset = 0
+        for i in gout_idx:
+            count = len(self._grad_out[i])
+            grad_out[i] = math.sqrt(float(np.square(chunks["gout"][offset : offset + count]).sum()))
+            offset += count
+        act = np.full((n_layers, 4), math.nan)
+        offset = 0
+        for i in act_idx:
+            numel_act, units, tensors = self._act[i]
+            values = chunks["act"][offset : offset + len(tensors)]
+            offset += len(tensors)
+            act[i, 0] = values[0]
+            act[i, 1] = values[1] / math.sqrt(numel_act - 1) if numel_act > 1 else math.nan
+            extra = 2
+            if units < 0:  # saturating: the count of saturated outputs is next
+                act[i, 2] = values[extra] / numel_act
+                extra += 1
+            if units > 0:
+                act[i, 3] = values[extra] / units
 
+        pgn = [float(v) for v in g2]
         layers: dict[str, LayerStats] = {}
-        by_index = {info.name: i for i, info in zip(self._layer_indices(), self.layers)}
-        for name, i in by_index.items():
-            a = act_by_layer.get(i)
-            layers[name] = LayerStats(
+        for info, i in zip(self.layers, self._layer_indices()):
+            a = act[i]
+            layers[info.name] = LayerStats(
                 grad_norm=float(grad_norm[i]),
                 grad_mean_abs=float(grad_mean_abs[i]),
                 weight_norm=float(weight_norm[i]),
                 weight_change=float(weight_change[i]),
                 update_ratio=float(update_ratio[i]),
-                grad_output_norm=float(go_by_layer.get(i, math.nan)),
-                act_mean=float(a[0]) if a is not None else math.nan,
-                act_std=float(a[1]) if a is not None else math.nan,
-                act_saturated=float(a[2]) if a is not None else math.nan,
-                act_dead=float(a[3]) if a is not None else math.nan,
-                param_grad_norms={
-                    pn: float(g2[k]) for k, (j, pn, _) in enumerate(self._params) if j == i
-                },
+                grad_output_norm=float(grad_out[i]),
+                act_mean=float(a[0]),
+                act_std=float(a[1]),
+                act_saturated=float(a[2]),
+                act_dead=float(a[3]),
+                param_grad_norms={pn: pgn[k] for k, (j, pn, _) in enumerate(self._params)
+                                  if j == i},
             )
+        loss = float(chunks["loss"][0])
         record = StepRecord(step=self.step, epoch=self.epoch, loss=loss, layers=layers)
-        for (kind, li, lo, hi), counts in zip(hist_meta, hist_counts):
+        counts_all = chunks.get("hist", np.zeros(0)).reshape(-1, HIST_BINS)
+        for (kind, li, lo, hi), counts in zip(hist_meta, counts_all):
             hist = Histogram(lo, hi, np.rint(counts).astype(np.int64))
-            name = self._owners[li][0] or "<root>"
+            name = _clean_name(self._owners[li][0])
             (record.weight_hist if kind == "weight" else record.grad_hist)[name] = hist
         return record
-
-    def _layer_indices(self) -> list[int]:
-        return self._order + [i for i in range(len(self._owners)) if i not in self._order]
 
     # ----- results -------------------------------------------------------------
     def drain(self) -> list[StepRecord]:
         """Records measured since the last drain (for the trainer's event stream)."""
         out, self._pending = self._pending, []
         return out
-
-
-def _fan_in(params: dict[str, nn.Parameter]) -> int:
-    weight = params.get("weight")
-    if weight is None or weight.dim() < 2:
-        return 0
-    return int(weight[0].numel())  # (out, in, *kernel) -> in * kernel
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
@@ -460,20 +625,113 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-def _activation_stats(module: nn.Module, out: torch.Tensor) -> torch.Tensor:
-    """[mean, std, fraction saturated, fraction dead] of an activation's output."""
-    x = out.float()
-    nan = torch.full((), math.nan, device=x.device)
-    if isinstance(module, _SATURATING_01):
-        saturated = ((x < SATURATION_EPS) | (x > 1 - SATURATION_EPS)).float().mean()
-    elif isinstance(module, _SATURATING_11):
-        saturated = (x.abs() > 1 - SATURATION_EPS).float().mean()
-    else:
-        saturated = nan
-    if isinstance(module, _RELU_FAMILY) and x.dim() >= 2 and x.shape[0] > 0:
+def _activation_stats(out: torch.Tensor, kind: int, relu: bool) -> tuple[int, int, list[Any]]:
+    """Device scalars for an activation's output: (numel, units, [mean, ||x - mean||, ...]).
+
+    `units` is -1 when a saturated count follows (sigmoid/tanh family), the number of
+    units when a dead-unit count follows (ReLU family), 0 when neither does. Only
+    vectorised float kernels are used: comparisons that make boolean tensors cost
+    several times more on the CPU.
+    """
+    x = out.float() if out.dtype in _LOW_PRECISION or not out.is_floating_point() else out
+    mean = x.mean()
+    # Two passes (mean, then the norm of the centred values) keep the std exact for
+    # saturated layers, where it is tiny next to the mean.
+    tensors: list[Any] = [mean, torch.linalg.vector_norm(x - mean)]
+    units = 0
+    if kind:
+        # |x - centre| beyond half-width - eps: 1 after relu+sign, else 0.
+        centre, half = (0.5, 0.5) if kind == 1 else (0.0, 1.0)
+        beyond = (x - centre).abs_().sub_(half - SATURATION_EPS).relu_().sign_()
+        tensors.append(beyond.sum())
+        units = -1
+    elif relu and x.dim() >= 2 and x.shape[0] > 0:
         # A unit is dead for this batch when it is <= 0 for every sample.
-        dead = (x.flatten(1) <= 0).all(dim=0).float().mean()
-    else:
-        dead = nan
-    std = x.std() if x.numel() > 1 else nan
-    return torch.stack([x.mean(), std, saturated, dead])
+        per_unit = x.flatten(1).amax(dim=0)
+        tensors.append(per_unit.le(0).sum())
+        units = int(per_unit.numel())
+    return int(x.numel()), units, tensors
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The rank's own slice of a DTensor; any other tensor as is."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+def _stack(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """0-d tensors -> one float64 vector on `device` (one kernel when they share it)."""
+    if not scalars:
+        return torch.zeros(0, device=device, dtype=torch.float64)
+    if any(t.device != device for t in scalars):  # a model split across devices
+        scalars = [t.to(device) for t in scalars]
+    return torch.stack(scalars).to(torch.float64)
+
+
+def _original_shapes(model: nn.Module, params: Sequence[torch.Tensor]) -> list[tuple[int, ...]]:
+    """Each parameter's full shape (FSDP1 shows flat slices; DTensors their full shape)."""
+    shapes = {id(p): tuple(p.shape) for p in params}
+    for module in model.modules():
+        flat = getattr(getattr(module, "_handle", None), "flat_param", None)
+        originals = getattr(flat, "_params", None)
+        full = getattr(flat, "_shapes", None)
+        if originals is not None and full is not None:
+            for p, shape in zip(originals, full):
+                shapes[id(p)] = tuple(shape)
+    return [shapes[id(p)] for p in params]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sharding(
+    model: nn.Module, params: Sequence[torch.Tensor], mode: str
+) -> tuple[bool, np.ndarray]:
+    """Whether parameters are sharded across ranks, and each one's replica count.
+
+    After the all_reduce a parameter held whole by R ranks (or sharded within groups
+    that repeat R times, as in hybrid sharding) has been counted R times.
+    """
+    n = len(params)
+    ones = np.ones(n)
+    if mode == "none":
+        return False, ones
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        if mode == "sharded":
+            raise ValueError("distributed='sharded' needs torch.distributed to be initialised")
+        return False, ones
+    world = dist.get_world_size()
+    fsdp_group = _fsdp1_group_size(model)
+    is_dtensor = [callable(getattr(p, "to_local", None)) and hasattr(p, "placements")
+                  for p in params]
+    sharded = mode == "sharded" or fsdp_group is not None or any(is_dtensor)
+    if not sharded:
+        return False, ones
+    replicas = np.empty(n)
+    for k, p in enumerate(params):
+        if is_dtensor[k]:
+            mesh = p.device_mesh  # type: ignore[attr-defined]
+            shards = math.prod(
+                mesh.size(d) for d, pl in enumerate(p.placements)  # type: ignore[attr-defined]
+                if pl.is_shard()
+            )
+            replicas[k] = world / max(shards, 1)
+        elif fsdp_group is not None:
+            replicas[k] = world / fsdp_group
+        else:
+            replicas[k] = world  # a plain tensor: every rank holds all of it
+    return True, replicas
+
+
+def _fsdp1_group_size(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if type(module).__name__ == "FullyShardedDataParallel":
+            group = getattr(module, "process_group", None)
+            size = group.size() if group is not None and hasattr(group, "size") else None
+            return int(size) if size else torch.distributed.get_world_size()
+    return None

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vgdiag.diagnosis import diagnose, verdict
+from vgdiag.diagnosis import verdict
 from vgdiag.errors import UserError
 from vgdiag.records import Finding, LayerInfo, StepRecord
 from vgdiag.store import RunData, build_summary
@@ -110,12 +110,7 @@ def prepare(run: RunData) -> ReportData:
     notes = list(run.notes)
     layers = ordered_layers(run)
     classes = num_classes(run)
-    findings = list(run.findings)
-    if run.status == "cut off" and run.records:
-        # summary.json of a cut-off run is from its last finished epoch (or its start),
-        # so its findings may miss what the later metrics show.
-        findings = diagnose(run.records, layers, run.epochs, classes)
-        notes.append("findings were recomputed from the metrics the run wrote before it ended")
+    findings = list(run.findings)  # read_run recomputes them for cut-off runs
     error = run.summary.get("error")
     test = run.summary.get("test")
     first = run.records[0] if run.records else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vgdiag.diagnosis import verdict
+from vgdiag.diagnosis import diagnose, verdict
 from vgdiag.errors import UserError
 from vgdiag.events import (
     EpochEnded,
@@ -312,6 +312,11 @@ def read_run(path: Path) -> RunData:
     if status == "running":
         status = "cut off"
         notes.append("the run was cut off: its process ended without finishing the folder")
+        if records:
+            # The summary is from the last finished epoch (or the start): the metrics
+            # written after it may show more, so the diagnosis is made again from them.
+            findings = diagnose(records, layers, epochs, int(summary.get("num_classes") or 0))
+            notes.append("findings were recomputed from the metrics the run wrote")
     return RunData(path, config if isinstance(config, dict) else {}, summary, records, epochs,
                    layers, findings, status, notes)
 

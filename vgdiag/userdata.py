@@ -169,12 +169,15 @@ class LoaderSplit:
     def _loader(self, batch_size: int, generator: torch.Generator | None) -> DataLoader:
         if isinstance(self.source, DataLoader):
             return self.source
-        iterable = isinstance(self.source, IterableDataset)
+        order: list[int] | None = None
+        if generator is not None and not isinstance(self.source, IterableDataset):
+            # The same permutation TensorSplit draws, so a dataset gives the same batches
+            # whether it was stacked or streamed.
+            order = torch.randperm(len(self), generator=generator).tolist()
+        # A generator of its own: a DataLoader draws a worker seed per epoch, which must
+        # come from neither the trainer's generator nor the global random state.
         return DataLoader(
-            self.source,
-            batch_size=batch_size,
-            shuffle=generator is not None and not iterable,
-            generator=None if iterable else generator,
+            self.source, batch_size=batch_size, sampler=order, generator=torch.Generator()
         )
 
     def batches(
@@ -203,6 +206,11 @@ class LoaderSplit:
         return -(-len(self) // batch_size)
 
 
+def _target_batches(split: LoaderSplit) -> Iterator[torch.Tensor]:
+    for _, y in split.batches(_SCAN_BATCH):
+        yield y
+
+
 class _Scan:
     """What one pass over a LoaderSplit found."""
 
@@ -215,7 +223,9 @@ class _Scan:
 
 def _scan(split: LoaderSplit) -> _Scan:
     found = _Scan()
-    for _, y in split.batches(_SCAN_BATCH):
+    with preserved_rng():  # a shuffling DataLoader draws from the global random state
+        batches = list(_target_batches(split))
+    for y in batches:
         found.size += int(y.shape[0]) if y.dim() else 1
         found.batches += 1
         if y.is_floating_point():
@@ -445,13 +455,15 @@ def load_user_data(spec: str, *, seed: int, max_tensor_bytes: int = MAX_TENSOR_B
     test = None if raw_test is None else _to_split(raw_test, "test", max_tensor_bytes)
     splits = [s for s in (train, val, test) if s is not None]
     name = f"{Path(found.origin).stem if found.path else found.origin}:{found.name}"
-    first_x, first_y = _first_batch(train, "train")
+    with preserved_rng():  # reading a shuffling DataLoader draws from the global state
+        first_x, first_y = _first_batch(train, "train")
+        num_classes = _num_classes(splits, train, first_y)
     return DataBundle(
         name=name,
         train=train,
         val=val,
         test=test,
-        num_classes=_num_classes(splits, train, first_y),
+        num_classes=num_classes,
         input_shape=tuple(first_x.shape[1:]),
     )
 
@@ -640,8 +652,8 @@ class _LayerTrace:
             try:
                 self._handles.append(module.register_forward_pre_hook(self._enter(name)))
                 self._handles.append(module.register_forward_hook(self._leave(name)))
-            except RuntimeError:  # TorchScript modules take no hooks: no layer names then
-                break
+            except RuntimeError:  # TorchScript modules take no hooks: no name for them
+                continue
 
     def _enter(self, name: str) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -715,10 +727,9 @@ def _explain_forward_error(
                 f"{label} expects {expected} input features but gets the data's "
                 f"{data_shape}-shaped inputs unflattened: flatten them first (nn.Flatten())"
             )
-        where = f" (the data's input shape is {data_shape})" if raw_input else ""
         return (
-            f"{label} expects {expected} input features but gets {got}{where}: "
-            f"change its in_features to {got}"
+            f"{label} expects {expected} input features but gets {got} (the data's input "
+            f"shape is {data_shape}): change its in_features to {got}"
         )
 
     match = re.search(r"Expected (\d+)D \(unbatched\) or (\d+)D \(batched\) input", message)

@@ -2,8 +2,9 @@
 
 Training runs in a thread worker that never waits for the UI: it writes every event
 to the run folder first, folds it into a RunState, and posts a coalescing
-RunUpdated. The UI redraws from the latest snapshot at most REDRAW_HZ times a
-second, so the dashboard costs training little whatever the step rate.
+RunUpdated. The UI redraws from the latest snapshot at most 4 times a second, less
+when drawing gets expensive (see pacing.py), so the dashboard costs training little
+whatever the step rate.
 
 Entry points: `run_dashboard` (train and watch), `view_run` (a saved run folder),
 `compare_dashboard` (saved runs side by side); all build the app with `build_app`.
@@ -31,6 +32,7 @@ from vgdiag.events import Event
 from vgdiag.experiment import Experiment
 from vgdiag.store import RunData, RunStore, read_run
 from vgdiag.tui.messages import RunEnded, RunUpdated
+from vgdiag.tui.pacing import RedrawPacer
 from vgdiag.tui.screens.compare import CompareScreen
 from vgdiag.tui.screens.fix_picker import FixChoice, FixPicker
 from vgdiag.tui.screens.help import HelpScreen
@@ -46,7 +48,7 @@ from vgdiag.tui.widgets import (
     TrainingCurves,
 )
 
-REDRAW_HZ = 4  # enough to look live; each redraw takes the GIL from training
+TICK_S = 0.25  # how often the pacer is asked whether a redraw is due
 WIDE_WIDTH = 120  # from here panels stand side by side
 TALL_HEIGHT = 40
 TABS = ("gradients", "layers", "training", "findings")
@@ -115,6 +117,7 @@ class VgdiagApp(App[str]):
         self.variant: TrainingSession | None = None
         self._plugins = plugins
         self._dirty: set[str] = set()
+        self.pacer = RedrawPacer()
         self._quitting = False
         self._compare: CompareScreen | None = None
         self._after_index = 0
@@ -149,7 +152,7 @@ class VgdiagApp(App[str]):
         self._size_classes(self.size.width, self.size.height)
         for findings in self.query(FindingsView):
             findings.can_fix = self.session is not None
-        self.set_interval(1 / REDRAW_HZ, self._redraw)
+        self.set_interval(TICK_S, self._redraw)
         if self.session is not None:
             self.view = self.session.state.view()
             self._train(self.session)
@@ -211,7 +214,7 @@ class VgdiagApp(App[str]):
 
     def on_run_ended(self, message: RunEnded) -> None:
         self._dirty.add(message.label)
-        self._redraw()
+        self._redraw(force=True)
         name = "training" if message.label == BASELINE else f"the {message.label} variant"
         if message.status == "failed":
             self.notify(f"{name} failed: {message.error}", severity="error", timeout=10)
@@ -225,7 +228,10 @@ class VgdiagApp(App[str]):
             return self.session.status or "interrupted"
         return self.saved.status if self.saved else "completed"
 
-    def _redraw(self) -> None:
+    def _redraw(self, force: bool = False) -> None:
+        """Take fresh snapshots of the runs that changed, when the pacer allows."""
+        if not self._dirty or not (force or self.pacer.due()):
+            return
         dirty, self._dirty = self._dirty, set()
         if self.session is not None and BASELINE in dirty:
             self.view = self.session.state.view()
@@ -243,7 +249,8 @@ class VgdiagApp(App[str]):
                                  "LayerHistogramsPanel, TrainingCurves, FindingsView"):
             widget.view = view  # type: ignore[attr-defined]
         table = main.query_one(LayerTable)
-        table.show(view)
+        if main.query_one(TabbedContent).active == "layers":  # hidden: filled when shown
+            table.show(view)
         names = [i.name for i in view.layers]
         if names and self.selected_layer not in names:
             self.selected_layer = table.selected_layer or names[0]
@@ -259,6 +266,10 @@ class VgdiagApp(App[str]):
         main.query_one(LayerHistogramsPanel).selected = layer
         for bars in main.query(GradientBars):
             bars.selected = layer
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "layers":
+            self.screen_stack[0].query_one(LayerTable).show(self.view)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
@@ -283,7 +294,7 @@ class VgdiagApp(App[str]):
         self._quitting = True
         self.stop_training()
         self._dirty.update(s.label for s in running)
-        self._redraw()
+        self._redraw(force=True)
         self.notify("stopping: completing the run folder… (q again to leave at once)",
                     timeout=10)
 
@@ -298,7 +309,7 @@ class VgdiagApp(App[str]):
             else:
                 session.resume()
         self._dirty.update(s.label for s in running)
-        self._redraw()
+        self._redraw(force=True)
 
     def action_show_tab(self, tab: str) -> None:
         if tab in TABS:

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from rich.style import Style
+from rich.text import Span, Text
 
 EIGHTHS_H = " ▏▎▍▌▋▊▉█"  # horizontal bar ends, 0..8 eighths of a cell
 EIGHTHS_V = " ▁▂▃▄▅▆▇█"  # vertical bar tops
@@ -202,3 +204,34 @@ def bucket(n: int, columns: int) -> list[tuple[int, int]]:
         return [(j * n // columns, j * n // columns + 1) for j in range(columns)]
     edges = np.linspace(0, n, columns + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+class TextBuilder:
+    """Builds one rich Text from many small styled pieces, cheaply.
+
+    Text.append checks every piece for control codes; a chart of a few thousand
+    cells would pay that per cell on every redraw. Here the pieces are joined once
+    and neighbouring pieces with the same style share one span.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._spans: list[Span] = []
+        self._length = 0
+
+    def add(self, text: str, style: Style | str = "") -> None:
+        if not text:
+            return
+        start = self._length
+        self._parts.append(text)
+        self._length += len(text)
+        if not style:
+            return
+        last = self._spans[-1] if self._spans else None
+        if last is not None and last.end == start and last.style == style:
+            self._spans[-1] = Span(last.start, self._length, style)
+        else:
+            self._spans.append(Span(start, self._length, style))
+
+    def text(self) -> Text:
+        return Text("".join(self._parts), spans=self._spans, no_wrap=True, overflow="crop")

@@ -11,6 +11,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from vgdiag.tui.charts import log_span
 from vgdiag.tui.state import RunView
 from vgdiag.tui.widgets.gradient_bars import GradientBars
 from vgdiag.tui.widgets.metrics import ComparisonTable
@@ -79,8 +80,13 @@ class CompareScreen(Screen[None]):
             return
         table = self.query_one(ComparisonTable)
         table.before, table.after = self.before, self.after
-        self.query_one("#before-bars", GradientBars).view = self.before
-        self.query_one("#after-bars", GradientBars).view = self.after
+        # One scale for both sides, so equal bars mean equal gradients.
+        norms = [s.grad_norm for v in (self.before, self.after) if v is not None and v.last
+                 for s in v.last.layers.values()]
+        for bars_id, view in (("#before-bars", self.before), ("#after-bars", self.after)):
+            bars = self.query_one(bars_id, GradientBars)
+            bars.scale = log_span(norms)
+            bars.view = view
         for plot_id, key in (("#compare-loss", "val_loss"), ("#compare-acc", "val_acc")):
             self.query_one(plot_id, LinePlot).series = (
                 _val_series(self.before, "before", key, "series--1"),

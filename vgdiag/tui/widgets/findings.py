@@ -47,10 +47,21 @@ class FindingsView(Chart):
 
     DEFAULT_CSS = "FindingsView { height: auto; }"
 
-    view: reactive[RunView | None] = reactive(None, layout=True)
+    view: reactive[RunView | None] = reactive(None, repaint=False)
     """The run shown."""
     can_fix: reactive[bool] = reactive(False)
     """Whether the fix picker is available (a live run, not a saved one)."""
+
+    def watch_view(self, old: RunView | None, new: RunView | None) -> None:
+        # Redraw (and re-measure the height) only when what is shown changed.
+        def shown(view: RunView | None) -> object:
+            if view is None:
+                return None
+            return ([f.to_json() for f in view.findings], view.error, view.finished,
+                    bool(view.epochs))
+
+        if shown(old) != shown(new):
+            self.refresh(layout=True)
 
     def render(self) -> Group:
         view = self.view

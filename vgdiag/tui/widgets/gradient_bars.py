@@ -30,10 +30,17 @@ class GradientBars(Chart):
 
     DEFAULT_CSS = "GradientBars { height: auto; }"
 
-    view: reactive[RunView | None] = reactive(None, layout=True)
+    view: reactive[RunView | None] = reactive(None)
     """The run shown."""
     selected: reactive[str | None] = reactive(None)
     """The layer picked in the layer table, marked here too."""
+    scale: reactive[tuple[float, float] | None] = reactive(None)
+    """log10 range of the bars; None fits this run (set one range to compare two runs)."""
+
+    def watch_view(self, old: RunView | None, new: RunView | None) -> None:
+        # The height follows the number of layers; a relayout costs more than a redraw.
+        if old is None or new is None or len(old.layers) != len(new.layers):
+            self.refresh(layout=True)
 
     def render(self) -> Text:
         view = self.view
@@ -47,7 +54,7 @@ class GradientBars(Chart):
         bar_w = max(width - label_w - 1 - 3 * VALUE_WIDTH, 4)
         ratios = grad_ratios(record, view.layers)
         norms = [record.layers[n].grad_norm for n in names]
-        lo, hi = log_span(norms)
+        lo, hi = self.scale or log_span(norms)
         out = Text(no_wrap=True, overflow="crop")
         heading = f"log10 grad norm, step {record.step}"[:bar_w]
         out.append(
@@ -67,5 +74,9 @@ class GradientBars(Chart):
             out.append(f"{fmt(ratio):>{VALUE_WIDTH}}", style=style)
             out.append(f"{fmt(stats.update_ratio):>{VALUE_WIDTH}}\n")
         axis_lo, axis_hi = f"1e{lo:.0f}", f"1e{hi:.0f}"
-        out.append(" " * (label_w + 1) + axis_lo + axis_hi.rjust(bar_w - len(axis_lo)), style=muted)
+        if bar_w > len(axis_lo) + len(axis_hi):
+            axis = axis_lo + axis_hi.rjust(bar_w - len(axis_lo))
+        else:
+            axis = f"{axis_lo}…{axis_hi}"
+        out.append(" " * (label_w + 1) + axis, style=muted)
         return out

@@ -3,40 +3,53 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from rich.text import Text
 from textual.reactive import reactive
 
-from vgdiag.tui.charts import SHADES, bucket, log_fraction, log_span, shade
+from vgdiag.tui.charts import SHADES, TextBuilder, bucket, log_span, shade
 from vgdiag.tui.state import RunView, health, output_grad_norm
 from vgdiag.tui.widgets.chart import Chart
 from vgdiag.tui.widgets.gradient_bars import NAME_WIDTH, short_name
 
 
 def grad_matrix(view: RunView) -> tuple[list[str], np.ndarray, np.ndarray, list[int]]:
-    """(layer names, grad_norm [records x layers], ratio to output [same], steps)."""
+    """(layer names, log10 grad_norm [records x layers], log10 ratio to output [same], steps).
+
+    NaN where a layer was not measured or its gradient is zero or not finite.
+    """
     names = [i.name for i in view.layers] or (list(view.records[-1].layers) if view.records else [])
     grads = np.full((len(view.records), len(names)), np.nan)
-    ratios = np.full_like(grads, np.nan)
+    outs = np.full(len(view.records), np.nan)
     for r, record in enumerate(view.records):
-        out = output_grad_norm(record, view.layers)
-        for c, name in enumerate(names):
-            stats = record.layers.get(name)
-            if stats is not None:
-                grads[r, c] = stats.grad_norm
-                if math.isfinite(out) and out > 0:
-                    ratios[r, c] = stats.grad_norm / out
-    return names, grads, ratios, [rec.step for rec in view.records]
+        outs[r] = output_grad_norm(record, view.layers)
+        layers = record.layers
+        grads[r] = [layers[n].grad_norm if n in layers else math.nan for n in names]
+    with np.errstate(all="ignore"):
+        logs = np.where(grads > 0, np.log10(grads), np.nan)
+        ratios = logs - np.log10(outs)[:, None]
+    logs[~np.isfinite(logs)] = np.nan
+    ratios[~np.isfinite(ratios)] = np.nan
+    return names, logs, ratios, [rec.step for rec in view.records]
+
+
+def span_means(values: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Mean over each [start, stop) run of rows, ignoring NaN (NaN where a run has none)."""
+    starts = [a for a, _ in spans]
+    valid = np.isfinite(values)
+    sums = np.add.reduceat(np.where(valid, values, 0.0), starts, axis=0)
+    counts = np.add.reduceat(valid.astype(np.float64), starts, axis=0)
+    with np.errstate(all="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 class GradientHeatmap(Chart):
     """Rows are layers (input side at the top), columns are spans of training time.
 
-    A cell's shade is the layer's median gradient norm in that span on a log scale
-    (· smallest, █ largest); its colour is the gradient's health relative to the
-    output layer, as in the bars.
+    A cell's shade is the layer's gradient norm in that span (geometric mean) on a
+    log scale (· smallest, █ largest); its colour is the gradient's health relative
+    to the output layer, as in the bars.
     """
 
     view: reactive[RunView | None] = reactive(None)
@@ -46,8 +59,8 @@ class GradientHeatmap(Chart):
         super().__init__(id=id, classes=classes)
         # The matrix is rebuilt once per snapshot, not on every repaint (resize, focus).
         self._cache_key: RunView | None = None
-        self._cache: tuple[list[str], np.ndarray, np.ndarray, list[int]] = ([], np.zeros(0),
-                                                                           np.zeros(0), [])
+        self._cache: tuple[list[str], np.ndarray, np.ndarray, list[int]] = (
+            [], np.zeros((0, 0)), np.zeros((0, 0)), [])
 
     def _matrix(self, view: RunView) -> tuple[list[str], np.ndarray, np.ndarray, list[int]]:
         if self._cache_key is not view:
@@ -59,37 +72,35 @@ class GradientHeatmap(Chart):
         muted = self.style_of("chart--muted")
         if view is None or not view.records:
             return Text("the gradient map fills in as training samples steps…", style=muted)
-        names, grads, ratios, steps = self._matrix(view)
+        names, logs, ratios, steps = self._matrix(view)
+        if not names:
+            return Text("no layers measured", style=muted)
         width = self.size.width or 80
         height = self.size.height or (len(names) + 3)
         label_w = min(max((len(short_name(n)) for n in names), default=4), NAME_WIDTH)
         columns = max(width - label_w - 1, 1)
         spans = bucket(len(steps), columns)
-        lo, hi = log_span(grads[np.isfinite(grads)].tolist())
-        out = Text(no_wrap=True, overflow="crop")
+        finite = logs[np.isfinite(logs)]
+        lo, hi = log_span((10.0 ** finite).tolist()) if finite.size else (-4.0, 0.0)
+        level = (span_means(logs, spans) - lo) / (hi - lo)  # 0..1 per cell
+        ratio = 10.0 ** span_means(ratios, spans)
+        styles = {name: self.style_of(f"health--{name}") for name in ("bad", "weak", "ok", "none")}
+        out = TextBuilder()
         legend = f"grad norm over time  {SHADES[0]} 1e{lo:.0f} … {SHADES[-1]} 1e{hi:.0f}"
-        out.append(legend + "\n", style=self.style_of("chart--title"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN spans are expected
-            med_g = np.stack([np.nanmedian(grads[a:b], axis=0) for a, b in spans])
-            med_r = np.stack([np.nanmedian(ratios[a:b], axis=0) for a, b in spans])
+        out.add(legend + "\n", self.style_of("chart--title"))
         shown = names[: max(height - 2, 1)]
         # Spare height makes each layer a band of up to 3 rows: easier on the eye.
         band = min(max((height - 2) // max(len(shown), 1), 1), 3)
         for c, name in enumerate(shown):
-            cells = [
-                (shade(log_fraction(float(med_g[j, c]), lo, hi)),
-                 self.style_of(f"health--{health(float(med_r[j, c]))}"))
-                for j in range(len(spans))
-            ]
+            cells = [(shade(float(level[j, c])), styles[health(float(ratio[j, c]))])
+                     for j in range(len(spans))]
             for row in range(band):
                 label = short_name(name, label_w) if row == band // 2 else ""
-                out.append(f"{label:<{label_w}} ")
-                for text, style in cells:
-                    out.append(text, style=style)
-                out.append("\n")
+                out.add(f"{label:<{label_w}} ")
+                for char, style in cells:
+                    out.add(char, style)
+                out.add("\n")
         first, last = f"step {steps[0]}", f"step {steps[-1]}"
-        used = len(spans)
-        axis = first + last.rjust(max(used - len(first), len(last) + 1))
-        out.append(" " * (label_w + 1) + axis, style=muted)
-        return out
+        axis = first + last.rjust(max(len(spans) - len(first), len(last) + 1))
+        out.add(" " * (label_w + 1) + axis, muted)
+        return out.text()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.reactive import reactive
 
-from vgdiag.tui.charts import BrailleCanvas, fmt
+from vgdiag.tui.charts import BrailleCanvas, TextBuilder, fmt
 from vgdiag.tui.widgets.chart import Chart
 
 Y_LABEL_WIDTH = 7
@@ -77,12 +77,14 @@ class LinePlot(Chart):
         for index, s in enumerate(drawn):
             canvas.plot(s.xs, s.ys, x_range, y_range, index)
         styles = [self.style_of(s.style) for s in drawn]
+        body = TextBuilder()
         for r, row in enumerate(canvas.rows()):
             label = fmt(y_range[1], 3) if r == 0 else fmt(y_range[0], 3) if r == height - 1 else ""
-            out.append(f"{label:>{Y_LABEL_WIDTH}}┤", style=muted)
+            body.add(f"{label:>{Y_LABEL_WIDTH}}┤", muted)
             for char, owner in row:
-                out.append(char, style=styles[owner] if owner >= 0 else "")
-            out.append("\n")
+                body.add(char, styles[owner] if owner >= 0 else "")
+            body.add("\n")
         lo, hi = f"{self.x_label} {x_range[0]:.0f}", f"{x_range[1]:.0f}"
-        out.append(" " * (Y_LABEL_WIDTH + 1) + lo + hi.rjust(width - len(lo)), style=muted)
+        body.add(" " * (Y_LABEL_WIDTH + 1) + lo + hi.rjust(width - len(lo)), muted)
+        out.append_text(body.text())
         return out
