@@ -78,10 +78,17 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; medians compared")
     parser.add_argument("--size", default="120x40", help="terminal size of the dashboard")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0: torch's default). On a shared or "
+                        "small machine 1 keeps OpenMP spin-waits out of the measurement")
     args = parser.parse_args()
     opts = RunOptions(data=args.data, epochs=args.epochs, depth=args.depth, width=args.width,
                       every=args.every, device=args.device)
     w, h = (int(v) for v in args.size.split("x"))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     plain: list[float] = []
     tui: list[float] = []
     ui: list[float] = []

@@ -242,10 +242,17 @@ def test_layer_selection_drives_the_histograms(tmp_path: Path) -> None:
             panel = app.query_one(LayerHistogramsPanel)
             assert panel.selected == "5"
             text = rendered(panel)
-            assert "layer 5 · Linear, 272 params" in text  # 16x16 weights + 16 biases
+            assert "layer 5 · Linear · 272 params" in text  # 16x16 weights + 16 biases
             pair = app.view.weight_hists["5"]  # type: ignore[union-attr]
-            assert f"step {pair.init_step} (init) against step {pair.now_step}" in text
+            assert f"init: step {pair.init_step} · now: step {pair.now_step}" in text
             assert pair.init_step == 0 and pair.now_step > 0
+            # The spread shown is the histogram's own, computed here independently.
+            for hist in (pair.init, pair.now):
+                centres = (np.arange(len(hist.counts)) + 0.5) * (hist.hi - hist.lo) / len(
+                    hist.counts) + hist.lo
+                p = hist.counts / hist.counts.sum()
+                std = float(np.sqrt((p * (centres - (p * centres).sum()) ** 2).sum()))
+                assert f"{std:.3g}" in text
             await pilot.press("q")
 
     asyncio.run(main())

@@ -14,14 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from vgdiag.data import DataBundle, TensorSplit, load_dataset
 from vgdiag.errors import UserError
 from vgdiag.loading import load_model_factory
-from vgdiag.userdata import (
-    LoaderSplit,
-    bce_with_logits,
-    check_shapes,
-    load_user_data,
-    resolve_loss,
-    select_output,
-)
+from vgdiag.losses import bce_with_logits, resolve_loss, select_output
+from vgdiag.shapecheck import check_shapes
+from vgdiag.userdata import LoaderSplit, load_user_data
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

@@ -232,7 +232,7 @@ def _preflight(experiment: Any, bundle: Any) -> None:
     """One batch forward before training: shape errors become one clear line."""
     if experiment.model_spec.startswith("builtin:"):
         return
-    from vgdiag.userdata import check_shapes
+    from vgdiag.shapecheck import check_shapes
 
     check_shapes(experiment.build_model(), bundle, experiment.notes.get("loss", ""),
                  experiment.output_key)

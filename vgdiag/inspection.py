@@ -45,7 +45,7 @@ def inspect_at_init(opts: RunOptions) -> InspectResult:
     data = load_data(opts)
     experiment = build_experiment(opts, data)
     if not experiment.model_spec.startswith("builtin:"):
-        from vgdiag.userdata import check_shapes
+        from vgdiag.shapecheck import check_shapes
 
         check_shapes(experiment.build_model(), data, experiment.notes.get("loss", ""),
                      experiment.output_key)
