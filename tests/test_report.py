@@ -53,13 +53,15 @@ def _train(path: Path, opts: RunOptions, stop_after_epochs: int | None = None) -
 @pytest.fixture(scope="module")
 def sigmoid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # every=5 and hist_every=4 give 16 samples and 4 histogram steps in 80 steps.
-    opts = RunOptions(epochs=2, depth=3, width=16, every=5, hist_every=4)
+    opts = RunOptions(epochs=2, depth=3, width=16, every=5, hist_every=4, batch_size=32,
+                      lr=0.01)
     return _train(tmp_path_factory.mktemp("runs") / "sigmoid", opts)
 
 
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    opts = RunOptions(epochs=3, depth=2, width=8, activation="relu", init="he")
+    opts = RunOptions(epochs=3, depth=2, width=8, activation="relu", init="he", batch_size=32,
+                      lr=0.01)
     return _train(tmp_path_factory.mktemp("runs") / "stopped", opts, stop_after_epochs=1)
 
 

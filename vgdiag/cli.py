@@ -89,11 +89,12 @@ LossOpt = Annotated[str, typer.Option(help="cross-entropy | mse | file.py:fn.")]
 OutputKeyOpt = Annotated[str | None, typer.Option(
     help="For models returning a dict or tuple: the key or index of the prediction.")]
 OptimizerOpt = Annotated[str, typer.Option(help="sgd | adam.")]
-LrOpt = Annotated[float | None, typer.Option(help="Learning rate [default: sgd 0.01, adam 1e-3].")]
+LrOpt = Annotated[float | None, typer.Option(
+    help="Learning rate [default: adam 1e-3; sgd 0.01 as in the reference, 0.1 on digits].")]
 EpochsOpt = Annotated[int | None, typer.Option(
-    help="Epochs [default: digits 30, fashion-mnist/mnist 100, synthetic 10].")]
+    help="Epochs [default: digits and fashion-mnist/mnist 100, synthetic 10].")]
 BatchOpt = Annotated[int | None, typer.Option(
-    help="Batch size [default: digits 32, fashion-mnist/mnist 512, synthetic 64].")]
+    help="Batch size [default: digits 16, fashion-mnist/mnist 512, synthetic 64].")]
 SeedOpt = Annotated[int, typer.Option(help="Seeds model init, data split and data order.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
 EveryOpt = Annotated[int, typer.Option(help="Sample statistics every N-th step (step 0 always).")]

@@ -30,7 +30,7 @@ class Thresholds:
     vanishing_warning: float = 1e-2  # two orders: the first layer learns 100x slower
     exploding_warning: float = 1e2  # gradient grows toward the input (std-10 init)
     exploding_error: float = 1e4
-    stall_tolerance: float = 0.01  # loss within 1% of ln(classes) = no better than chance
+    stall_tolerance: float = 0.01  # loss above 99% of ln(classes) = no better than chance
     frozen_change_ratio: float = 1e-2  # input-side weights move <1% as much as output-side
     shrink_ratio: float = 0.8  # ||W|| fell below 80% of its initial norm
     # rms(W) * sqrt(fan_in) = how much a layer scales unit-variance input. Xavier gives
@@ -228,11 +228,14 @@ def _stalled_loss(
             return []
         losses = recent
         loss_now = float(np.median(recent))
-    if not math.isfinite(loss_now) or abs(loss_now - chance) > t.stall_tolerance * chance:
+    # One-sided: a loss above ln(classes) (a jittery guesser) is no more learning than
+    # one sitting exactly on it.
+    floor = chance * (1 - t.stall_tolerance)
+    if not math.isfinite(loss_now) or loss_now < floor:
         return []
     stalled_epochs = 0
     for value in reversed(losses):
-        if abs(value - chance) > t.stall_tolerance * chance:
+        if not value >= floor:
             break
         stalled_epochs += 1
     evidence: dict[str, Any] = {
@@ -251,9 +254,9 @@ def _stalled_loss(
             severity,
             [],
             evidence,
-            f"Training has stalled: the loss {loss_now:.4f} sits within "
-            f"{t.stall_tolerance:.0%} of ln({num_classes}) = {chance:.4f}, the loss of "
-            f"guessing, for {stalled_epochs} {evidence['unit']}.",
+            f"Training has stalled: the loss {loss_now:.4f} is no better than "
+            f"ln({num_classes}) = {chance:.4f}, the loss of guessing (within "
+            f"{t.stall_tolerance:.0%}), for {stalled_epochs} {evidence['unit']}.",
             ["adam", "weight-init", "relu", "batchnorm", "layerwise"],
         )
     ]

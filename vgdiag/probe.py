@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from vgdiag.history import History
-from vgdiag.records import Histogram, LayerInfo, LayerStats, StepRecord
+from vgdiag.records import LAYER_STAT_KEYS, Histogram, LayerInfo, LayerStats, StepRecord
 
 # Outputs within this distance of a bound count as saturated: sigmoid < 0.01 means a
 # pre-activation below -4.6, where the derivative is under 0.01 (a 25x loss vs. 0).
@@ -142,6 +142,9 @@ class Probe:
         self._owners, self._params = self._find_layers(root)
         self._tensors = [p for _, _, p in self._params]
         self._layer_of_param = np.array([i for i, _, _ in self._params], dtype=np.int64)
+        self._own = [[(k, pn) for k, (j, pn, _) in enumerate(self._params) if j == i]
+                     for i in range(len(self._owners))]
+        self._index_order: list[int] = []
         self._shapes = _original_shapes(root, self._tensors)
         self._numel = np.array([math.prod(s) for s in self._shapes], dtype=np.float64)
         # The parameter a layer's weight histogram shows: "weight", else its first one.
@@ -157,14 +160,15 @@ class Probe:
         self._infos: list[LayerInfo] | None = None  # cache of `layers`
         self._sharded, self._replicas = _sharding(root, self._tensors, distributed)
         self.rank, self.world_size = _rank_and_world()
-        self._w0 = [_local(p).detach().clone() for p in self._tensors]
+        self._dtensor = any(_is_dtensor(p) for p in self._tensors)
+        self._w0 = [p.clone() for p in self._values()]
         self._w0_norm: list[torch.Tensor] | None = None
 
         self._handles: list[RemovableHandle] = []
         self._fwd_handles: list[RemovableHandle] = []
         self._in_flight = False
         self._grad_out: dict[int, list[torch.Tensor]] = {}
-        self._act: dict[int, tuple[int, int, list[torch.Tensor]]] = {}
+        self._act: dict[int, tuple[int, int, float, list[torch.Tensor]]] = {}
         self._last_layer: int | None = None
         self._loss: torch.Tensor | None = None
         self._before: list[torch.Tensor] | None = None
@@ -208,7 +212,8 @@ class Probe:
     def layers(self) -> list[LayerInfo]:
         """Layers in depth order (executed ones first, in order of first execution)."""
         if self._infos is None:
-            self._infos = [self._info(depth, i) for depth, i in enumerate(self._layer_indices())]
+            self._index_order = self._layer_indices()
+            self._infos = [self._info(depth, i) for depth, i in enumerate(self._index_order)]
         return list(self._infos)
 
     def _info(self, depth: int, i: int) -> LayerInfo:
@@ -336,7 +341,7 @@ class Probe:
         self._stop_forward_side()
         self._grad_pieces = self._measure_grads()
         # The weights before the update; the post-step hook subtracts in place.
-        self._before = [_local(p).detach().clone() for p in self._tensors]
+        self._before = [p.clone() for p in self._values()]
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._in_flight:
@@ -362,7 +367,10 @@ class Probe:
     # ----- measurement ---------------------------------------------------------
     def _measure_grads(self) -> dict[str, Any]:
         present = [k for k, p in enumerate(self._tensors) if p.grad is not None]
-        grads = [_local(self._tensors[k].grad).detach() for k in present]  # type: ignore[arg-type]
+        grads: list[torch.Tensor] = [self._tensors[k].grad.detach()  # type: ignore[union-attr]
+                                     for k in present]
+        if self._dtensor:
+            grads = [_local(g) for g in grads]
         return {
             "present": present,
             "l2": _foreach_norm(grads, 2.0),
@@ -370,13 +378,19 @@ class Probe:
             "grads": grads if self._hist_due() else None,
         }
 
+    def _values(self) -> list[torch.Tensor]:
+        """The parameters as plain tensors (this rank's slice of a DTensor)."""
+        if self._dtensor:
+            return [_local(p).detach() for p in self._tensors]
+        return [p.detach() for p in self._tensors]
+
     def _hist_due(self) -> bool:
         return self.hist_every > 0 and self._samples % self.hist_every == 0
 
     def _finish_sample(self, before: list[torch.Tensor] | None) -> None:
         assert self._grad_pieces is not None
         pieces = self._grad_pieces
-        params = [_local(p).detach() for p in self._tensors]
+        params = self._values()
         if self._w0_norm is None:
             self._w0_norm = _foreach_norm(self._w0)
         w_norm = _foreach_norm(params)
@@ -399,7 +413,7 @@ class Probe:
         # device scalars stacked in one kernel, then the 1-D pieces.
         scalars: dict[str, list[torch.Tensor]] = {
             "gout": [g for i in gout_idx for g in self._grad_out[i]],
-            "act": [t for i in act_idx for t in self._act[i][2]],
+            "act": [t for i in act_idx for t in self._act[i][3]],
             "loss": [loss],
         }
         vectors: dict[str, list[torch.Tensor]] = {}
@@ -568,10 +582,10 @@ class Probe:
         act = np.full((n_layers, 4), math.nan)
         offset = 0
         for i in act_idx:
-            numel_act, units, tensors = self._act[i]
+            numel_act, units, shift, tensors = self._act[i]
             values = chunks["act"][offset : offset + len(tensors)]
             offset += len(tensors)
-            act[i, 0] = values[0]
+            act[i, 0] = values[0] + shift
             act[i, 1] = values[1] / math.sqrt(numel_act - 1) if numel_act > 1 else math.nan
             extra = 2
             if units < 0:  # saturating: the count of saturated outputs is next
@@ -580,23 +594,16 @@ class Probe:
             if units > 0:
                 act[i, 3] = values[extra] / units
 
-        pgn = [float(v) for v in g2]
+        # One numpy -> Python conversion for the whole table, in LAYER_STAT_KEYS order.
+        table = np.column_stack([grad_norm, grad_mean_abs, weight_norm, weight_change,
+                                 update_ratio, grad_out, act]).tolist()
+        pgn = g2.tolist()
         layers: dict[str, LayerStats] = {}
-        for info, i in zip(self.layers, self._layer_indices()):
-            a = act[i]
+        infos = self.layers
+        for info, i in zip(infos, self._index_order):
+            stats = dict(zip(LAYER_STAT_KEYS, table[i]))
             layers[info.name] = LayerStats(
-                grad_norm=float(grad_norm[i]),
-                grad_mean_abs=float(grad_mean_abs[i]),
-                weight_norm=float(weight_norm[i]),
-                weight_change=float(weight_change[i]),
-                update_ratio=float(update_ratio[i]),
-                grad_output_norm=float(grad_out[i]),
-                act_mean=float(a[0]),
-                act_std=float(a[1]),
-                act_saturated=float(a[2]),
-                act_dead=float(a[3]),
-                param_grad_norms={pn: pgn[k] for k, (j, pn, _) in enumerate(self._params)
-                                  if j == i},
+                **stats, param_grad_norms={pn: pgn[k] for k, pn in self._own[i]}
             )
         loss = float(chunks["loss"][0])
         record = StepRecord(step=self.step, epoch=self.epoch, loss=loss, layers=layers)
@@ -625,24 +632,33 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-def _activation_stats(out: torch.Tensor, kind: int, relu: bool) -> tuple[int, int, list[Any]]:
-    """Device scalars for an activation's output: (numel, units, [mean, ||x - mean||, ...]).
+def _activation_stats(
+    out: torch.Tensor, kind: int, relu: bool
+) -> tuple[int, int, float, list[torch.Tensor]]:
+    """Device scalars of an activation's output: (numel, units, shift, [mean, dist, ...]).
 
-    `units` is -1 when a saturated count follows (sigmoid/tanh family), the number of
-    units when a dead-unit count follows (ReLU family), 0 when neither does. Only
-    vectorised float kernels are used: comparisons that make boolean tensors cost
-    several times more on the CPU.
+    The mean is of x - shift and dist is ||x - mean||. `units` is -1 when a saturated
+    count follows (sigmoid/tanh family), the number of units when a dead-unit count
+    follows (ReLU family), 0 when neither does. Only vectorised float kernels are used
+    (boolean tensors cost several times more on the CPU), and as few passes over the
+    output as the numbers allow.
     """
     x = out.float() if out.dtype in _LOW_PRECISION or not out.is_floating_point() else out
+    shift = 0.5 if kind == 1 else 0.0
+    if shift:
+        # Centred on the middle of (0, 1): the std is shift-invariant, and the
+        # centred copy serves the saturation count too.
+        x = x - shift
     mean = x.mean()
-    # Two passes (mean, then the norm of the centred values) keep the std exact for
-    # saturated layers, where it is tiny next to the mean.
-    tensors: list[Any] = [mean, torch.linalg.vector_norm(x - mean)]
+    # Two passes (mean, then the distance to it) keep the std exact for saturated
+    # layers, where it is tiny next to the mean.
+    tensors = [mean, torch.dist(x, mean)]
     units = 0
     if kind:
-        # |x - centre| beyond half-width - eps: 1 after relu+sign, else 0.
-        centre, half = (0.5, 0.5) if kind == 1 else (0.0, 1.0)
-        beyond = (x - centre).abs_().sub_(half - SATURATION_EPS).relu_().sign_()
+        # Saturated: |x - centre| > half-width - eps; relu then sign turns that into
+        # 1 or 0 (heaviside and comparisons are not vectorised on the CPU).
+        beyond = x.abs_() if kind == 1 else x.abs()
+        beyond.sub_((0.5 if kind == 1 else 1.0) - SATURATION_EPS).relu_().sign_()
         tensors.append(beyond.sum())
         units = -1
     elif relu and x.dim() >= 2 and x.shape[0] > 0:
@@ -650,7 +666,11 @@ def _activation_stats(out: torch.Tensor, kind: int, relu: bool) -> tuple[int, in
         per_unit = x.flatten(1).amax(dim=0)
         tensors.append(per_unit.le(0).sum())
         units = int(per_unit.numel())
-    return int(x.numel()), units, tensors
+    return int(x.numel()), units, shift, tensors
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return callable(getattr(t, "to_local", None)) and hasattr(t, "placements")
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -663,9 +683,10 @@ def _stack(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     """0-d tensors -> one float64 vector on `device` (one kernel when they share it)."""
     if not scalars:
         return torch.zeros(0, device=device, dtype=torch.float64)
-    if any(t.device != device for t in scalars):  # a model split across devices
-        scalars = [t.to(device) for t in scalars]
-    return torch.stack(scalars).to(torch.float64)
+    try:
+        return torch.stack(scalars).to(torch.float64)
+    except RuntimeError:  # a model split across devices
+        return torch.stack([t.to(device) for t in scalars]).to(torch.float64)
 
 
 def _original_shapes(model: nn.Module, params: Sequence[torch.Tensor]) -> list[tuple[int, ...]]:
@@ -707,8 +728,7 @@ def _sharding(
         return False, ones
     world = dist.get_world_size()
     fsdp_group = _fsdp1_group_size(model)
-    is_dtensor = [callable(getattr(p, "to_local", None)) and hasattr(p, "placements")
-                  for p in params]
+    is_dtensor = [_is_dtensor(p) for p in params]
     sharded = mode == "sharded" or fsdp_group is not None or any(is_dtensor)
     if not sharded:
         return False, ones

@@ -44,7 +44,7 @@ class RunOptions:
     loss: str = "cross-entropy"  # cross-entropy | mse | file.py:fn
     output_key: str | None = None  # item of a dict/tuple output that is the prediction
     optimizer: str = "sgd"  # sgd | adam
-    lr: float | None = None  # default: 0.01 for SGD, 1e-3 for Adam
+    lr: float | None = None  # default: Adam 1e-3; SGD per dataset (0.01, digits 0.1)
     epochs: int | None = None  # default: per dataset (data.DATA_DEFAULTS)
     batch_size: int | None = None  # default: per dataset
     seed: int = 42
@@ -116,7 +116,7 @@ def build_experiment(opts: RunOptions, data: DataBundle) -> Experiment:
     opts.validate()
     device = resolve_device(opts.device)
     defaults = DATA_DEFAULTS.get(opts.data, DATA_DEFAULTS["synthetic"])
-    lr = opts.lr if opts.lr is not None else (1e-3 if opts.optimizer == "adam" else 0.01)
+    lr = opts.lr if opts.lr is not None else (1e-3 if opts.optimizer == "adam" else defaults.sgd_lr)
     train = TrainConfig(
         epochs=opts.epochs or defaults.epochs,
         batch_size=opts.batch_size or defaults.batch_size,

@@ -12,7 +12,9 @@ Entry points: `run_dashboard` (train and watch), `view_run` (a saved run folder)
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -116,7 +118,9 @@ class VgdiagApp(App[str]):
         self.saved_after = list(saved_after)
         self.variant: TrainingSession | None = None
         self._plugins = plugins
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # runs with news since the last redraw
+        # Per run: set by its worker when it posted RunUpdated, cleared by the redraw.
+        self._unseen: dict[str, threading.Event] = defaultdict(threading.Event)
         self.pacer = RedrawPacer()
         self._quitting = False
         self._compare: CompareScreen | None = None
@@ -155,6 +159,7 @@ class VgdiagApp(App[str]):
         self.set_interval(TICK_S, self._redraw)
         if self.session is not None:
             self.view = self.session.state.view()
+            self._unseen[BASELINE].clear()  # created here, in the UI thread
             self._train(self.session)
         elif self.saved is not None:
             self.view = self.saved
@@ -198,11 +203,17 @@ class VgdiagApp(App[str]):
     def _drive(self, session: TrainingSession) -> str:
         worker = get_current_worker()
         label = session.label
+        unseen = self._unseen[label]
 
         def notify(event: Event) -> None:
             if worker.is_cancelled:  # the app is closing: finish the folder, then stop
                 session.stop()
-            self.post_message(RunUpdated(label))
+            # At most one message per redraw: each wakes the UI thread, which then holds
+            # the GIL. The redraw clears the flag before it reads the state, so no change
+            # is left unseen.
+            if not unseen.is_set():
+                unseen.set()
+                self.post_message(RunUpdated(label))
 
         status = session.run(notify)
         error = session.state.view().error
@@ -233,6 +244,8 @@ class VgdiagApp(App[str]):
         if not self._dirty or not (force or self.pacer.due()):
             return
         dirty, self._dirty = self._dirty, set()
+        for label in dirty:
+            self._unseen[label].clear()
         if self.session is not None and BASELINE in dirty:
             self.view = self.session.state.view()
         if self.variant is not None and self.variant.label in dirty:
@@ -422,6 +435,7 @@ class VgdiagApp(App[str]):
             return
         self.variant = TrainingSession(experiment, base.data, store, label=name)
         self.variant_view = self.variant.state.view()
+        self._unseen[name].clear()  # created here, in the UI thread
         self._train_variant(self.variant)
         self.refresh_bindings()
         self.action_compare()

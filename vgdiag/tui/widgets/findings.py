@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -17,6 +18,19 @@ from vgdiag.tui.widgets.chart import Chart
 
 SEVERITY_CLASS = {"error": "health--bad", "warning": "health--weak", "info": "chart--title"}
 TRACEBACK_LINES = 6  # the end of a traceback says where; the full one is in metrics.jsonl
+LAYOUT_INTERVAL_S = 5.0
+
+
+def _structure(view: RunView | None) -> object:
+    """What decides the findings' layout: which findings, where, and how the run stands."""
+    if view is None:
+        return None
+    return ([(f.id, f.severity, tuple(f.layers), tuple(f.recommend)) for f in view.findings],
+            view.error, view.finished, bool(view.epochs))
+
+
+def _numbers(view: RunView | None) -> object:
+    return None if view is None else [(f.message, f.evidence) for f in view.findings]
 
 
 def format_evidence(value: Any, limit: int = 4) -> str:
@@ -52,16 +66,31 @@ class FindingsView(Chart):
     can_fix: reactive[bool] = reactive(False)
     """Whether the fix picker is available (a live run, not a saved one)."""
 
-    def watch_view(self, old: RunView | None, new: RunView | None) -> None:
-        # Redraw (and re-measure the height) only when what is shown changed.
-        def shown(view: RunView | None) -> object:
-            if view is None:
-                return None
-            return ([f.to_json() for f in view.findings], view.error, view.finished,
-                    bool(view.epochs))
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._last_layout = -math.inf
+        self._layout_pending = False
 
-        if shown(old) != shown(new):
-            self.refresh(layout=True)
+    def watch_view(self, old: RunView | None, new: RunView | None) -> None:
+        # A new height means a relayout of the whole screen, the dearest thing to draw.
+        # A finding that comes or goes relayouts now; new numbers in the same findings
+        # (every epoch) repaint now and relayout at most every LAYOUT_INTERVAL_S.
+        if _structure(old) != _structure(new):
+            self._relayout()
+        elif _numbers(old) != _numbers(new):
+            wait = self._last_layout + LAYOUT_INTERVAL_S - time.monotonic()
+            if wait <= 0:
+                self._relayout()
+            else:
+                self.refresh()
+                if not self._layout_pending:
+                    self._layout_pending = True
+                    self.set_timer(wait, self._relayout)
+
+    def _relayout(self) -> None:
+        self._layout_pending = False
+        self._last_layout = time.monotonic()
+        self.refresh(layout=True)
 
     def render(self) -> Group:
         view = self.view

@@ -1,0 +1,426 @@
+"""What the probe costs: a plain PyTorch loop against the same loop under vgdiag.
+
+    python bench/probe_overhead.py              # ~2-3 minutes on 2 CPU cores
+    python bench/probe_overhead.py --markdown   # also print the tables as markdown
+    python bench/probe_overhead.py --reps 40    # tighter medians
+
+Every configuration is timed INTERLEAVED in one process: one repetition runs each
+variant once (plain, then each probe setting, in an order that rotates between
+repetitions), so a change in machine load hits all of them alike. Each variant has its
+own copy of the same initial model and sees the same batches in the same order (the
+probe is bit-for-bit neutral), so all of them do identical arithmetic. The figure
+reported is the median over repetitions of (variant time / plain time in the same
+repetition), with the interquartile range of that ratio.
+
+Peak memory on the CPU is measured in child processes, one per variant: the increase
+of the process's peak resident set size (ru_maxrss) over a plain warm-up of the same
+loop. That counts everything the process touched (the probe's tensors, its Python
+objects, allocator slack), so it is an upper bound on what the probe holds. On CUDA
+it is torch.cuda.max_memory_allocated over the same loop, which counts tensors only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import vgdiag
+from vgdiag.data import Split, load_synthetic
+from vgdiag.models import build_mlp as _build_mlp
+
+# (label, vgdiag.watch keyword arguments); None is the plain loop.
+VARIANTS: list[tuple[str, dict[str, int] | None]] = [
+    ("plain", None),
+    ("every=1, no histograms", {"every": 1, "hist_every": 0}),
+    ("every=1, histograms every 10th step", {"every": 1, "hist_every": 10}),
+    ("every=10, no histograms", {"every": 10, "hist_every": 0}),
+    ("every=10, hist_every=10 (default)", {"every": 10, "hist_every": 10}),
+]
+# Targets on a 2-core CPU, by variant label (probe time / plain time).
+TARGETS = {
+    "every=1, no histograms": 1.25,
+    "every=10, no histograms": 1.03,
+    "every=10, hist_every=10 (default)": 1.05,
+}
+TRAINER_TARGET = 0.95  # vgdiag run's steps/s over a plain loop's
+
+
+def build_mlp() -> nn.Module:
+    """The reference model: Flatten -> 7 x [Linear -> Sigmoid] -> Linear(128, 10)."""
+    return _build_mlp(784, 10, depth=7, width=128, activation="sigmoid")
+
+
+def build_conv() -> nn.Module:
+    """A small conv net on 1x28x28: three Conv2d+ReLU, then a Linear classifier."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 7 * 7, 10),
+    )
+
+
+@dataclass
+class Workload:
+    name: str
+    build: Callable[[], nn.Module]
+    batch_size: int
+    steps: int  # optimizer steps per repetition
+    description: str
+
+
+WORKLOADS = {
+    "mlp": Workload("mlp", build_mlp, 512, 100,
+                    "reference MLP (7 x Linear(128)+Sigmoid), batch 512"),
+    "conv": Workload("conv", build_conv, 128, 50,
+                     "conv net (3 x Conv2d+ReLU, Linear), batch 128"),
+}
+
+
+class Loop:
+    """One variant: its own model, optimizer and (optionally) watch, fed fixed batches."""
+
+    def __init__(self, base: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                 kwargs: dict[str, int] | None) -> None:
+        self.model = copy.deepcopy(base)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.batches = batches
+        self.watch = vgdiag.watch(self.model, self.opt, **kwargs) if kwargs is not None else None
+        self.i = 0
+
+    def run(self, steps: int) -> None:
+        model, opt, w, loss_fn = self.model, self.opt, self.watch, nn.functional.cross_entropy
+        for _ in range(steps):
+            x, y = self.batches[self.i % len(self.batches)]
+            self.i += 1
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            if w is not None:
+                w.observe_loss(loss)
+            loss.backward()
+            opt.step()
+
+
+def make_batches(device: torch.device, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    data = load_synthetic(42, size=6000).to(device)
+    x, y = data.train.x, data.train.y  # type: ignore[attr-defined]
+    n = (len(y) // batch_size) * batch_size
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Row:
+    label: str
+    ms_per_step: float
+    ratio: float
+    q1: float
+    q3: float
+    target: float | None = None
+    peak_mb: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        return "ok" if self.ratio <= self.target else "MISSED"
+
+
+@dataclass
+class Table:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 4:
+        m = statistics.median(values)
+        return min(values), m, max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[1], q[2]
+
+
+def time_workload(work: Workload, device: torch.device, reps: int, warmup: int) -> Table:
+    torch.manual_seed(0)
+    base = work.build().to(device)
+    batches = make_batches(device, work.batch_size)
+    loops = [(label, Loop(base, batches, kwargs)) for label, kwargs in VARIANTS]
+    times: dict[str, list[float]] = {label: [] for label, _ in VARIANTS}
+    for rep in range(warmup + reps):
+        k = rep % len(loops)
+        for label, loop in loops[k:] + loops[:k]:  # rotate who goes first
+            sync(device)
+            t0 = time.perf_counter()
+            loop.run(work.steps)
+            sync(device)
+            if rep >= warmup:
+                times[label].append(time.perf_counter() - t0)
+    for _, loop in loops:
+        if loop.watch is not None:
+            loop.watch.close()
+    plain = times["plain"]
+    table = Table(f"{work.description}, {work.steps} steps x {reps} repetitions")
+    for label, _ in VARIANTS:
+        ratios = [t / p for t, p in zip(times[label], plain)]
+        q1, med, q3 = quartiles(ratios)
+        ms = statistics.median(times[label]) / work.steps * 1e3
+        table.rows.append(Row(label, ms, med, q1, q3, TARGETS.get(label)))
+    return table
+
+
+# ----- vgdiag run's own loop -----------------------------------------------------------
+
+
+def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: int,
+                     size: int) -> Table:
+    from vgdiag.recipe import RunOptions, build_experiment
+    from vgdiag.store import RunStore
+    from vgdiag.trainer import EVAL_BATCH, run_training
+
+    data = load_synthetic(42, size=size)
+    opts = RunOptions(data="synthetic", synthetic_size=size, epochs=epochs,
+                      batch_size=batch_size, device=str(device))
+    exp = build_experiment(opts, data)
+    steps = epochs * data.train.num_batches(batch_size)
+
+    def plain() -> None:
+        # What a user's own loop does for the same result: train, validate each epoch,
+        # test at the end (the losses read back once per epoch, as vgdiag does).
+        torch.manual_seed(exp.train.seed)
+        model = exp.build_model().to(device)
+        opt = exp.optimizer_factory(model.parameters())
+        dev = data.to(device)
+        order = torch.Generator().manual_seed(exp.train.seed)
+
+        @torch.no_grad()
+        def evaluate(split: Split) -> tuple[float, float]:
+            model.eval()
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            for x, y in split.batches(max(EVAL_BATCH, batch_size)):
+                out = model(x)
+                loss_sum += exp.loss_fn(out, y).double() * y.shape[0]
+                correct += (out.argmax(1) == y).sum()
+            model.train()
+            return float(loss_sum) / len(split), float(correct) / len(split)
+
+        for _ in range(epochs):
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            for x, y in dev.train.batches(batch_size, order):
+                opt.zero_grad(set_to_none=True)
+                loss = exp.loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach().double() * y.shape[0]
+            float(loss_sum)
+            evaluate(dev.val)
+        assert dev.test is not None
+        evaluate(dev.test)
+
+    def vgdiag_run(root: Path, n: int) -> None:
+        with RunStore(root / f"run{n}", name=exp.name, num_classes=data.num_classes) as store:
+            for event in run_training(exp, data):
+                store.handle(event)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        plain_t: list[float] = []
+        run_t: list[float] = []
+        for rep in range(reps + 1):  # the first pair warms up
+            pair = [("plain", plain), ("run", lambda rep=rep: vgdiag_run(root, rep))]
+            for name, fn in pair if rep % 2 == 0 else pair[::-1]:
+                sync(device)
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                if rep:
+                    (plain_t if name == "plain" else run_t).append(time.perf_counter() - t0)
+    ratios = [p / r for p, r in zip(plain_t, run_t)]  # throughput of run / of plain
+    q1, med, q3 = quartiles(ratios)
+    table = Table(
+        f"`vgdiag run`'s loop (run_training + RunStore) against a plain loop: synthetic "
+        f"{size} samples, {epochs} epochs of {steps // epochs} steps, batch {batch_size}, "
+        f"every={exp.train.every}, hist_every={exp.train.hist_every}, {reps} repetitions"
+    )
+    table.rows.append(Row("plain loop (train, validate each epoch, test)",
+                          statistics.median(plain_t) / steps * 1e3, 1.0, 1.0, 1.0))
+    table.rows.append(Row("vgdiag run_training + RunStore (throughput ratio)",
+                          statistics.median(run_t) / steps * 1e3, med, q1, q3))
+    table.notes.append(
+        f"ratio here is plain time / vgdiag time (throughput), target >= {TRAINER_TARGET}: "
+        + ("ok" if med >= TRAINER_TARGET else "MISSED")
+    )
+    return table
+
+
+# ----- memory ----------------------------------------------------------------------------
+
+
+def memory_child(workload: str, variant: int, steps: int, device: torch.device) -> dict:
+    """Run in a fresh process: the variant's extra peak memory over a plain warm-up."""
+    work = WORKLOADS[workload]
+    torch.manual_seed(0)
+    base = work.build().to(device)
+    batches = make_batches(device, work.batch_size)
+    loop = Loop(base, batches, None)
+    loop.run(steps)  # the plain loop's own peak comes first
+    sync(device)
+    if device.type == "cuda":
+        start = torch.cuda.max_memory_allocated(device)
+    else:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    kwargs = VARIANTS[variant][1]
+    if kwargs is not None:
+        loop.watch = vgdiag.watch(loop.model, loop.opt, **kwargs)
+    loop.run(steps)
+    sync(device)
+    if device.type == "cuda":
+        end = torch.cuda.max_memory_allocated(device)
+    else:
+        end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    history_bytes = 0
+    if loop.watch is not None and len(loop.watch.history):
+        import pickle
+
+        history_bytes = len(pickle.dumps(loop.watch.history.records()))
+        history_bytes = history_bytes // len(loop.watch.history) * loop.watch.history.max_records
+    params = sum(p.numel() * p.element_size() for p in loop.model.parameters())
+    return {"delta": end - start, "params": params, "history_full": history_bytes}
+
+
+def measure_memory(tables: dict[str, Table], device: torch.device, steps: int,
+                   threads: int) -> None:
+    for workload, table in tables.items():
+        info: dict = {}
+        for index, row in enumerate(table.rows):
+            cmd = [sys.executable, __file__, "--memory-child", f"{workload}:{index}",
+                   "--memory-steps", str(steps), "--threads", str(threads),
+                   "--device", str(device)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            info = json.loads(out.stdout.strip().splitlines()[-1])
+            row.peak_mb = info["delta"] / 2**20
+        kind = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
+                else "peak RSS (ru_maxrss)")
+        table.notes.append(
+            f"extra peak memory = increase of {kind} over a plain warm-up of {steps} steps, "
+            f"one fresh process per variant; parameters are {info['params'] / 2**20:.2f} MB. "
+            f"The probe keeps one copy of the parameters (W0, for weight_change) and makes "
+            f"a second during a sampled step (the weights before the update)."
+        )
+        if info.get("history_full"):
+            table.notes.append(
+                f"a full history (max_records=4096, decimated beyond) of this model's records "
+                f"takes about {info['history_full'] / 2**20:.1f} MB pickled (default setting)"
+            )
+
+
+# ----- output ----------------------------------------------------------------------------
+
+
+def print_table(table: Table) -> None:
+    print(f"\n{table.title}")
+    print(f"  {'variant':44s} {'ms/step':>8s} {'ratio':>6s} {'IQR':>13s} {'target':>7s} "
+          f"{'peak MB':>8s}")
+    for r in table.rows:
+        target = f"<={r.target:.2f}" if r.target else ""
+        peak = f"{r.peak_mb:+.1f}" if r.peak_mb is not None else ""
+        print(f"  {r.label:44s} {r.ms_per_step:8.3f} {r.ratio:6.3f} "
+              f"{r.q1:6.3f}-{r.q3:<6.3f} {target:>7s} {peak:>8s} {r.verdict}")
+    for note in table.notes:
+        print(f"  note: {note}")
+
+
+def markdown(tables: list[Table], header: str) -> str:
+    lines = [header, ""]
+    for table in tables:
+        lines += [f"**{table.title}**", ""]
+        has_peak = any(r.peak_mb is not None for r in table.rows)
+        cols = "| variant | ms/step | ratio (median) | IQR | target |"
+        sep = "|---|---:|---:|---:|---|"
+        if has_peak:
+            cols += " extra peak MB |"
+            sep += "---:|"
+        lines += [cols, sep]
+        for r in table.rows:
+            target = f"<= {r.target:.2f} ({r.verdict})" if r.target else ""
+            line = (f"| {r.label} | {r.ms_per_step:.2f} | {r.ratio:.3f} | "
+                    f"{r.q1:.3f}-{r.q3:.3f} | {target} |")
+            if has_peak:
+                line += f" {r.peak_mb:+.1f} |" if r.peak_mb is not None else " |"
+            lines.append(line)
+        lines += [""] + [f"- {n}" for n in table.notes] + [""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=12, help="timed repetitions per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch.set_num_threads for every measurement")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", default="mlp,conv", help="comma-separated: mlp,conv")
+    parser.add_argument("--trainer-reps", type=int, default=8)
+    parser.add_argument("--trainer-batch", type=int, default=64,
+                        help="batch of the run_training comparison (vgdiag run's default "
+                             "for synthetic data is 64)")
+    parser.add_argument("--no-trainer", action="store_true", help="skip the run_training part")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
+    parser.add_argument("--memory-steps", type=int, default=40)
+    parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    if args.memory_child:
+        workload, variant = args.memory_child.split(":")
+        print(json.dumps(memory_child(workload, int(variant), args.memory_steps, device)))
+        return
+
+    started = time.perf_counter()
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {os.cpu_count()} cores")
+    header = (f"Measured on {where}, torch {torch.__version__}, "
+              f"torch.set_num_threads({args.threads}), vgdiag {vgdiag.__version__}.")
+    print(header)
+    tables: dict[str, Table] = {}
+    for name in args.models.split(","):
+        work = WORKLOADS[name.strip()]
+        tables[work.name] = time_workload(work, device, args.reps, args.warmup)
+        print_table(tables[work.name])
+    if not args.no_memory:
+        measure_memory(tables, device, args.memory_steps, args.threads)
+    out = list(tables.values())
+    if not args.no_trainer:
+        out.append(trainer_vs_plain(device, args.trainer_reps, epochs=3,
+                                    batch_size=args.trainer_batch, size=6000))
+    print("\n" + "=" * 100)
+    for table in out:
+        print_table(table)
+    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    if args.markdown:
+        print("\n" + markdown(out, header))
+
+
+if __name__ == "__main__":
+    main()
