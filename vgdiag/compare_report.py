@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from vgdiag.compare import VariantOutcome, comparison_rows
@@ -49,14 +50,36 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     return cells
 
 
+# The terminal table leaves out what compare.md has room for, to fit 80 columns.
+TERMINAL_COLUMNS = ("variant", "test_acc", "ratio_init", "ratio_end", "epoch_to_target",
+                    "seconds", "verdict")
+TERMINAL_LABELS = {"test_acc": "acc", "ratio_init": "@init", "ratio_end": "@end",
+                   "epoch_to_target": "epoch", "seconds": "s"}
+TERMINAL_WIDTHS = {"variant": 11, "test_acc": 5, "ratio_init": 7, "ratio_end": 7,
+                   "epoch_to_target": 5, "seconds": 5}
+
+
 def rich_table(rows: list[dict[str, Any]], target_acc: float) -> Table:
-    table = Table(title=f"Baseline and mitigations (target val acc {target_acc:g})",
-                  title_justify="left")
-    for key, label in COLUMNS:
-        table.add_column(label, justify="left" if key in ("variant", "verdict") else "right",
-                         overflow="fold")
+    """The comparison for a terminal: one finding id a line in the verdict column."""
+    keys = [key for key, _ in COLUMNS]
+    table = Table(
+        title="Baseline and mitigations",
+        caption=f"acc: test; @init/@end: first ÷ last layer grad norm; "
+        f"epoch: val acc ≥ {target_acc:g}",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for key in TERMINAL_COLUMNS:
+        label = TERMINAL_LABELS.get(key, dict(COLUMNS)[key])
+        text = key in ("variant", "verdict")
+        table.add_column(label, justify="left" if text else "right", no_wrap=True,
+                         min_width=TERMINAL_WIDTHS.get(key))
     for row in rows:
-        table.add_row(*_row_cells(row))
+        cells = dict(zip(keys, _row_cells(row)))
+        cells["verdict"] = cells["verdict"].replace("unhealthy: ", "").replace(", ", "\n")
+        table.add_row(*(cells[key] for key in TERMINAL_COLUMNS))
     return table
 
 

@@ -339,13 +339,15 @@ class Probe:
         if not self._in_flight:
             return
         self._stop_forward_side()
-        self._grad_pieces = self._measure_grads()
-        # The weights before the update; the post-step hook subtracts in place.
-        self._before = [p.clone() for p in self._values()]
+        with torch.no_grad():
+            self._grad_pieces = self._measure_grads()
+            # The weights before the update; the post-step hook subtracts in place.
+            self._before = [p.clone() for p in self._values()]
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._in_flight:
-            self._finish_sample(self._before)
+            with torch.no_grad():
+                self._finish_sample(self._before)
         self._advance()
 
     def end_step(self) -> None:
@@ -354,8 +356,9 @@ class Probe:
             raise RuntimeError("the probe follows optimizer.step(); do not call end_step()")
         if self._in_flight:
             self._stop_forward_side()
-            self._grad_pieces = self._measure_grads()
-            self._finish_sample(None)
+            with torch.no_grad():
+                self._grad_pieces = self._measure_grads()
+                self._finish_sample(None)
         self._advance()
 
     def _advance(self) -> None:
@@ -366,9 +369,9 @@ class Probe:
 
     # ----- measurement ---------------------------------------------------------
     def _measure_grads(self) -> dict[str, Any]:
+        # Called under no_grad: the tensors are read as they are, without detach().
         present = [k for k, p in enumerate(self._tensors) if p.grad is not None]
-        grads: list[torch.Tensor] = [self._tensors[k].grad.detach()  # type: ignore[union-attr]
-                                     for k in present]
+        grads: list[torch.Tensor] = [self._tensors[k].grad for k in present]  # type: ignore[misc]
         if self._dtensor:
             grads = [_local(g) for g in grads]
         return {
@@ -382,7 +385,7 @@ class Probe:
         """The parameters as plain tensors (this rank's slice of a DTensor)."""
         if self._dtensor:
             return [_local(p).detach() for p in self._tensors]
-        return [p.detach() for p in self._tensors]
+        return self._tensors  # read under no_grad
 
     def _hist_due(self) -> bool:
         return self.hist_every > 0 and self._samples % self.hist_every == 0
