@@ -140,8 +140,11 @@ class Probe:
 
         root = _unwrap(model)
         self._owners, self._params = self._find_layers(root)
-        self._tensors = [p for _, _, p in self._params]
-        self._layer_of_param = np.array([i for i, _, _ in self._params], dtype=np.int64)
+        self._tensors: list[torch.Tensor] = [p for _, _, p in self._params]
+        # _find_layers lists a layer's parameters together: layer i owns the slice
+        # starting at _starts[i].
+        self._starts = np.searchsorted([i for i, _, _ in self._params],
+                                       np.arange(len(self._owners)))
         self._own = [[(k, pn) for k, (j, pn, _) in enumerate(self._params) if j == i]
                      for i in range(len(self._owners))]
         self._index_order: list[int] = []
@@ -162,7 +165,7 @@ class Probe:
         self.rank, self.world_size = _rank_and_world()
         self._dtensor = any(_is_dtensor(p) for p in self._tensors)
         self._w0 = [p.clone() for p in self._values()]
-        self._w0_norm: list[torch.Tensor] | None = None
+        self._w0_norm: np.ndarray | None = None  # per parameter, on the host
 
         self._handles: list[RemovableHandle] = []
         self._fwd_handles: list[RemovableHandle] = []
@@ -394,8 +397,6 @@ class Probe:
         assert self._grad_pieces is not None
         pieces = self._grad_pieces
         params = self._values()
-        if self._w0_norm is None:
-            self._w0_norm = _foreach_norm(self._w0)
         w_norm = _foreach_norm(params)
         change = _foreach_norm(list(torch._foreach_sub(params, self._w0)))
         update: list[torch.Tensor] = []
@@ -424,8 +425,9 @@ class Probe:
             vectors["reduced"] = [self._reduce_across_ranks(pieces, w_norm, change, update,
                                                             hist_parts)]
         else:
-            scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change,
-                           w0n=self._w0_norm, up=update)
+            scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change, up=update)
+            if self._w0_norm is None:  # constant: read once
+                scalars["w0n"] = _foreach_norm(self._w0)
             vectors["hist"] = hist_parts
         device = self._w0[0].device
         flat = [_stack(sum(scalars.values(), []), device)]
@@ -439,6 +441,8 @@ class Probe:
             offset += n
         if self._sharded:
             chunks.update(self._split_reduced(chunks.pop("reduced"), len(update), hist_meta))
+        elif self._w0_norm is None:
+            self._w0_norm = chunks["w0n"].copy()
         record = self._assemble(pieces["present"], chunks, gout_idx, act_idx, hist_meta)
         self._samples += 1
         self._in_flight = False
@@ -506,9 +510,8 @@ class Probe:
             idx = torch.tensor(pieces["present"], device=device)
             l2[idx] = torch.stack(pieces["l2"]).double().square()
             l1[idx] = torch.stack(pieces["l1"]).double()
-        assert self._w0_norm is not None
         rows = [l2, l1]
-        for group in (w_norm, change, self._w0_norm, update):
+        for group in (w_norm, change, _foreach_norm(self._w0), update):
             if group:
                 rows.append(torch.stack(group).double().square())
         rows.append(torch.tensor([_local(p).numel() for p in self._tensors], device=device,
@@ -548,7 +551,6 @@ class Probe:
         hist_meta: list[tuple[str, int, float, float]],
     ) -> StepRecord:
         n_params = len(self._params)
-        owner = self._layer_of_param
         n_layers = len(self._owners)
         requires = np.array([p.requires_grad for p in self._tensors])
         # Gradient norms per parameter: absent grads count as 0 for trainable
@@ -559,23 +561,23 @@ class Probe:
             g2[requires] = chunks["l2"][requires]
             g1[requires] = chunks["l1"][requires]
             numel = chunks["numel"]
+            w0n = chunks["w0n"]
         else:
             g2[present] = chunks["l2"]
             g1[present] = chunks["l1"]
             numel = self._numel
+            assert self._w0_norm is not None
+            w0n = self._w0_norm
         upd = chunks["up"] if len(chunks["up"]) == n_params else np.full(n_params, math.nan)
-
-        def per_layer_norm(v: np.ndarray) -> np.ndarray:
-            return np.sqrt(np.bincount(owner, weights=np.square(v), minlength=n_layers))
-
-        grad_norm = per_layer_norm(g2)
-        grad_l1 = np.bincount(owner, weights=g1, minlength=n_layers)
-        layer_numel = np.bincount(owner, weights=numel, minlength=n_layers)
-        weight_norm = per_layer_norm(chunks["wn"])
+        # A layer's parameters are contiguous: one reduceat sums every column per layer
+        # (a NaN stays within its own layer).
+        per_param = np.vstack([g2, chunks["wn"], chunks["ch"], w0n, upd])
+        per_layer = np.sqrt(np.add.reduceat(np.square(per_param), self._starts, axis=1))
+        sums = np.add.reduceat(np.vstack([g1, numel]), self._starts, axis=1)
+        grad_norm, weight_norm, change_norm, w0_norm, update_norm = per_layer
         with np.errstate(divide="ignore", invalid="ignore"):
-            weight_change = per_layer_norm(chunks["ch"]) / per_layer_norm(chunks["w0n"])
-            update_ratio = per_layer_norm(upd) / weight_norm
-            grad_mean_abs = grad_l1 / layer_numel
+            ratios = np.vstack([sums[0] / sums[1], change_norm / w0_norm,
+                                update_norm / weight_norm])
         grad_out = np.full(n_layers, math.nan)
         offset = 0
         for i in gout_idx:
@@ -590,16 +592,14 @@ class Probe:
             offset += len(tensors)
             act[i, 0] = values[0] + shift
             act[i, 1] = values[1] / math.sqrt(numel_act - 1) if numel_act > 1 else math.nan
-            extra = 2
             if units < 0:  # saturating: the count of saturated outputs is next
-                act[i, 2] = values[extra] / numel_act
-                extra += 1
-            if units > 0:
-                act[i, 3] = values[extra] / units
+                act[i, 2] = values[2] / numel_act
+            elif units > 0:
+                act[i, 3] = values[2] / units
 
         # One numpy -> Python conversion for the whole table, in LAYER_STAT_KEYS order.
-        table = np.column_stack([grad_norm, grad_mean_abs, weight_norm, weight_change,
-                                 update_ratio, grad_out, act]).tolist()
+        table = np.column_stack([grad_norm, ratios[0], weight_norm, ratios[1], ratios[2],
+                                 grad_out, act]).tolist()
         pgn = g2.tolist()
         layers: dict[str, LayerStats] = {}
         infos = self.layers
