@@ -350,12 +350,23 @@ def _weights_concentrated(
     ]
 
 
+def _activation_fraction(
+    records: Sequence[StepRecord],
+    layers: Sequence[LayerInfo],
+    t: Thresholds,
+    key: str,
+    limit: float,
+) -> dict[str, float]:
+    """Layers whose recent median `key` (a fraction of units) is above `limit`."""
+    names = [info.name for info in sorted(layers, key=lambda i: i.depth)]
+    frac = _median_over(_recent(records, t), key, names)
+    return {n: float(v) for n, v in zip(names, frac) if np.isfinite(v) and v > limit}
+
+
 def _saturated(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
 ) -> list[Finding]:
-    names = [info.name for info in sorted(layers, key=lambda i: i.depth)]
-    frac = _median_over(_recent(records, t), "act_saturated", names)
-    hits = {n: float(v) for n, v in zip(names, frac) if np.isfinite(v) and v > t.saturated_fraction}
+    hits = _activation_fraction(records, layers, t, "act_saturated", t.saturated_fraction)
     if not hits:
         return []
     return [
@@ -375,9 +386,7 @@ def _saturated(
 def _dead_units(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
 ) -> list[Finding]:
-    names = [info.name for info in sorted(layers, key=lambda i: i.depth)]
-    frac = _median_over(_recent(records, t), "act_dead", names)
-    hits = {n: float(v) for n, v in zip(names, frac) if np.isfinite(v) and v > t.dead_fraction}
+    hits = _activation_fraction(records, layers, t, "act_dead", t.dead_fraction)
     if not hits:
         return []
     return [

@@ -36,6 +36,9 @@ HIST_BINS = 40
 # values outside are clamped into the end bins.
 GRAD_LOG_RANGE = (-16.0, 4.0)
 DISTRIBUTED_MODES = ("auto", "sharded", "none")
+# A power of two (exact in every float format) far below any margin between two
+# float32 numbers near a saturation bound, and far above the smallest normal number.
+_TINY = 2.0**-100
 
 _SATURATING_01 = (nn.Sigmoid, nn.Hardsigmoid)
 _SATURATING_11 = (nn.Tanh, nn.Hardtanh, nn.Softsign)
@@ -592,8 +595,8 @@ class Probe:
             offset += len(tensors)
             act[i, 0] = values[0] + shift
             act[i, 1] = values[1] / math.sqrt(numel_act - 1) if numel_act > 1 else math.nan
-            if units < 0:  # saturating: the count of saturated outputs is next
-                act[i, 2] = values[2] / numel_act
+            if units < 0:  # saturating: the count of saturated outputs, times _TINY
+                act[i, 2] = round(values[2] / _TINY) / numel_act
             elif units > 0:
                 act[i, 3] = values[2] / units
 
@@ -658,10 +661,12 @@ def _activation_stats(
     tensors = [mean, torch.dist(x, mean)]
     units = 0
     if kind:
-        # Saturated: |x - centre| > half-width - eps; relu then sign turns that into
-        # 1 or 0 (heaviside and comparisons are not vectorised on the CPU).
+        # Saturated: |x - centre| > half-width - eps. Clamping that margin to
+        # [0, _TINY] maps saturated outputs to exactly _TINY and the rest to 0, so the
+        # sum is the count times _TINY (comparisons, which make boolean tensors, and
+        # heaviside are several times slower on the CPU).
         beyond = x.abs_() if kind == 1 else x.abs()
-        beyond.sub_((0.5 if kind == 1 else 1.0) - SATURATION_EPS).relu_().sign_()
+        beyond.sub_((0.5 if kind == 1 else 1.0) - SATURATION_EPS).clamp_(0.0, _TINY)
         tensors.append(beyond.sum())
         units = -1
     elif relu and x.dim() >= 2 and x.shape[0] > 0:
