@@ -203,8 +203,9 @@ def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: i
     steps = epochs * data.train.num_batches(batch_size)
 
     def plain() -> None:
-        # What a user's own loop does for the same result: train, validate each epoch,
-        # test at the end (the losses read back once per epoch, as vgdiag does).
+        # What a user's own loop does for the same result: train (tracking loss and
+        # accuracy on the device, read once per epoch, as vgdiag does), validate each
+        # epoch, test at the end.
         torch.manual_seed(exp.train.seed)
         model = exp.build_model().to(device)
         opt = exp.optimizer_factory(model.parameters())
@@ -225,13 +226,16 @@ def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: i
 
         for _ in range(epochs):
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
             for x, y in dev.train.batches(batch_size, order):
                 opt.zero_grad(set_to_none=True)
-                loss = exp.loss_fn(model(x), y)
+                out = model(x)
+                loss = exp.loss_fn(out, y)
                 loss.backward()
                 opt.step()
                 loss_sum += loss.detach().double() * y.shape[0]
-            float(loss_sum)
+                correct += (out.detach().argmax(1) == y).sum()
+            float(loss_sum), float(correct)
             evaluate(dev.val)
         assert dev.test is not None
         evaluate(dev.test)
@@ -378,11 +382,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch.set_num_threads for every measurement")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", default="mlp,conv", help="comma-separated: mlp,conv")
+    parser.add_argument("--models", default="mlp,conv",
+                        help="comma-separated: mlp,conv (empty: none)")
     parser.add_argument("--trainer-reps", type=int, default=8)
-    parser.add_argument("--trainer-batch", type=int, default=64,
-                        help="batch of the run_training comparison (vgdiag run's default "
-                             "for synthetic data is 64)")
+    parser.add_argument("--trainer-batch", default="64,512",
+                        help="batch sizes of the run_training comparison (vgdiag run's "
+                             "default for synthetic data is 64; the reference experiment's 512)")
     parser.add_argument("--no-trainer", action="store_true", help="skip the run_training part")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
     parser.add_argument("--memory-steps", type=int, default=40)
@@ -404,7 +409,7 @@ def main() -> None:
               f"torch.set_num_threads({args.threads}), vgdiag {vgdiag.__version__}.")
     print(header)
     tables: dict[str, Table] = {}
-    for name in args.models.split(","):
+    for name in filter(None, args.models.split(",")):
         work = WORKLOADS[name.strip()]
         tables[work.name] = time_workload(work, device, args.reps, args.warmup)
         print_table(tables[work.name])
@@ -412,8 +417,10 @@ def main() -> None:
         measure_memory(tables, device, args.memory_steps, args.threads)
     out = list(tables.values())
     if not args.no_trainer:
-        out.append(trainer_vs_plain(device, args.trainer_reps, epochs=3,
-                                    batch_size=args.trainer_batch, size=6000))
+        for batch in args.trainer_batch.split(","):
+            out.append(trainer_vs_plain(device, args.trainer_reps, epochs=3,
+                                        batch_size=int(batch), size=6000))
+            print_table(out[-1])
     print("\n" + "=" * 100)
     for table in out:
         print_table(table)

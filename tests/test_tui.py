@@ -168,7 +168,9 @@ def test_a_run_completes_and_the_folder_matches_the_screen(tmp_path: Path) -> No
         saved = read_run(tmp_path / "run")
         assert saved.status == "completed"
         assert [e.epoch for e in saved.epochs] == [e.epoch for e in view.epochs] == [1, 2]
-        assert view.steps_done == saved.summary["steps"] == 80  # 1258 samples / 32 x 2
+        assert session.experiment.train.epochs == 2
+        per_epoch = math.ceil(len(session.data.train) / session.experiment.train.batch_size)
+        assert view.steps_done == saved.summary["steps"] == 2 * per_epoch
         assert [r.step for r in saved.records] == [r.step for r in view.records]
         assert [f.id for f in saved.findings] == [f.id for f in view.findings]
 
@@ -231,8 +233,8 @@ def test_layer_selection_drives_the_histograms(tmp_path: Path) -> None:
             await pilot.pause(0.4)
             await pilot.press("2")
             table = app.query_one(LayerTable)
-            table.focus()
             await pilot.pause()
+            assert table.has_focus
             names = [i.name for i in app.view.layers]  # type: ignore[union-attr]
             assert names == ["1", "3", "5", "7"]
             assert app.selected_layer == "1"
@@ -398,3 +400,86 @@ def test_view_from_run_of_an_interrupted_folder(tmp_path: Path) -> None:
     view = view_from_run(read_run(tmp_path / "run"))
     assert view.status == "interrupted"
     assert view.steps_done == session.state.view().steps_done
+
+
+# -- the comparison board ------------------------------------------------------------------
+
+
+def test_compare_board_runs_the_variants_and_opens_before_after(tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from vgdiag.tui.compare_board import CompareApp
+
+    opts = RunOptions(epochs=1, depth=3, width=16, data="digits", device="cpu", every=4)
+
+    async def main() -> None:
+        app = CompareApp(opts, ["adam", "relu"], {}, tmp_path / "cmp")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: not app.running, timeout=60)
+            table = app.query_one("#board", DataTable)
+            states = [str(table.get_cell(n, "state")) for n in ("baseline", "adam", "relu")]
+            assert states == ["done", "done", "done"]
+            await pilot.press("down")  # adam
+            await pilot.press("enter")
+            assert isinstance(app.screen, CompareScreen)
+            assert app.screen.after is not None and app.screen.after.plugins == ("adam",)
+            await pilot.press("escape", "q")
+        outcomes = app.return_value
+        assert outcomes is not None and [o.name for o in outcomes] == ["baseline", "adam", "relu"]
+        for o in outcomes:
+            assert o.run_dir is not None and read_run(o.run_dir).status == "completed"
+
+    asyncio.run(main())
+
+
+def test_compare_board_quit_skips_the_variants_not_started(tmp_path: Path) -> None:
+    from vgdiag.tui.compare_board import CompareApp
+
+    opts = RunOptions(epochs=2, depth=3, width=16, data="digits", device="cpu", every=4)
+
+    async def main() -> None:
+        app = CompareApp(opts, ["adam", "relu"], {}, tmp_path / "cmp")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("q")  # while the baseline trains
+            assert app.stop_requested
+            await wait_for(pilot, lambda: not app.is_running, timeout=60)
+        outcomes = app.return_value
+        assert outcomes is not None and [o.name for o in outcomes] == ["baseline"]
+        assert read_run(tmp_path / "cmp" / "baseline").status == "completed"
+        assert not (tmp_path / "cmp" / "relu").exists()
+
+    asyncio.run(main())
+
+
+def test_saved_runs_before_after_cycles_through_the_variants(tmp_path: Path) -> None:
+    from vgdiag.plugin_api import discover_plugins
+
+    plugins, _ = discover_plugins()
+    experiment, data = tiny(epochs=1)
+    runs = []
+    for name, exp in (("baseline", experiment), ("adam", plugins["adam"].apply(experiment, {})),
+                      ("relu", plugins["relu"].apply(experiment, {}))):
+        exp = exp.replace(name=name)
+        with RunStore(tmp_path / name, name=name, num_classes=data.num_classes) as store:
+            assert TrainingSession(exp, data, store).run() == "completed"
+        runs.append(read_run(tmp_path / name))
+
+    async def main() -> None:
+        app = build_app(run=runs[0], compare_with=runs[1:], title="compare")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, CompareScreen)
+            assert screen.before is app.view and app.view.name == "baseline"
+            assert screen.after is not None and screen.after.name == "adam"
+            await pilot.press("n")
+            assert screen.after.name == "relu" and screen.after_label == "relu"
+            await pilot.press("n")
+            assert screen.after.name == "adam"
+            await pilot.press("escape")
+            assert not isinstance(app.screen, CompareScreen)
+            await pilot.press("c")
+            assert isinstance(app.screen, CompareScreen)
+            await pilot.press("q")
+
+    asyncio.run(main())

@@ -122,7 +122,7 @@ def test_gradients_16_colours(snap_compare, saved_app: VgdiagApp) -> None:  # no
 
 
 def test_layers_with_a_selected_layer(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
-    assert snap_compare(saved_app, press=["2", "tab", "down"], terminal_size=(80, 24))
+    assert snap_compare(saved_app, press=["2", "down"], terminal_size=(80, 24))
 
 
 def test_training_curves(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001

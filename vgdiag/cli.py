@@ -440,7 +440,8 @@ def compare(
         help="Folder for compare.json/md/html and one run folder per variant "
         "[default: runs/<timestamp>-compare].")] = None,
     tui: Annotated[bool, typer.Option(
-        "--tui", help="Open the before/after dashboard once the variants are trained.")] = False,
+        "--tui", help="Watch the variants train in the dashboard and open each "
+        "against the baseline.")] = False,
     fail_on: FailOnOpt = "none",
 ) -> None:
     """Train the baseline and each mitigation with the same seed, data and budget."""
@@ -479,12 +480,17 @@ def compare(
     console = Console()
     console.print(f"[bold]vgdiag compare[/]: baseline + {len(names)} variant(s), "
                   f"{jobs} job(s); folder {out_dir}")
-    def done(outcome: Any) -> None:
-        state = "done" if outcome.applied else (
-            "not applicable" if outcome.run_dir is None else "failed")
-        console.print(f"  {outcome.name}: {state} ({outcome.seconds:.1f} s)")
+    if tui:
+        from vgdiag.tui.app import run_compare_board  # Textual is loaded only here
 
-    outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs, on_done=done)
+        outcomes = run_compare_board(opts, names, plugin_opts, out_dir, jobs=jobs)
+    else:
+        def done(outcome: Any) -> None:
+            state = "done" if outcome.applied else (
+                "not applicable" if outcome.run_dir is None else "failed")
+            console.print(f"  {outcome.name}: {state} ({outcome.seconds:.1f} s)")
+
+        outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs, on_done=done)
     command = "vgdiag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows = write_outputs(out_dir, outcomes, target_acc, command,
                          {k: str(v) for k, v in vars(opts).items()})
@@ -492,13 +498,6 @@ def compare(
     console.print(f"wrote {out_dir / 'compare.md'}, compare.json, compare.html")
     findings = [Finding.from_json(f) for o in outcomes[:1] if o.summary
                 for f in o.summary.get("findings", [])]
-    if tui:
-        from vgdiag.store import read_run
-        from vgdiag.tui.app import compare_dashboard  # Textual is loaded only here
-
-        runs = [read_run(o.run_dir) for o in outcomes if o.run_dir is not None]
-        if len(runs) > 1:
-            compare_dashboard(runs[0], runs[1:], title=f"vgdiag compare {out_dir.name}")
     failed = [o for o in outcomes if o.run_dir is not None and not o.applied]
     if failed:
         raise typer.Exit(ExitCode.TRAINING_FAILED)

@@ -91,11 +91,11 @@ def layer_table(
 ) -> Table:
     """Per-layer gradient table, input side first; the ratio column is what vanishes."""
     table = Table(title="Gradient flow per layer (input side first)", title_justify="left")
-    # Short headers keep the table inside 80 columns; the README explains each.
-    for column in ("#", "layer", "kind", "grad@init", "grad now", "÷ out", "upd/W",
-                   "ΔW/W0", "sat", "dead"):
-        table.add_column(column, justify="left" if column in ("layer", "kind") else "right",
-                         overflow="fold")
+    # Short headers and unwrapped numbers keep the table inside 80 columns; the
+    # README explains each column. Only the layer column folds.
+    table.add_column("layer", overflow="fold", ratio=1)
+    for column in ("grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"):
+        table.add_column(column, justify="right", no_wrap=True)
     ordered = sorted(layers, key=lambda i: i.depth)
     last_rec = last or first
     out_norm = math.nan
@@ -110,10 +110,9 @@ def layer_table(
         g1 = s1.grad_norm if s1 else math.nan
         rel = g1 / out_norm if out_norm and math.isfinite(out_norm) and out_norm > 0 else math.nan
         style = "red" if rel < 1e-3 else "yellow" if rel < 1e-2 else ""
+        frozen = "" if info.trainable else ", frozen"
         table.add_row(
-            str(info.depth),
-            escape(info.name),
-            escape(info.kind) + ("" if info.trainable else " (frozen)"),
+            f"{escape(info.name)} [dim]{escape(info.kind)}{frozen}[/]",
             fmt(s0.grad_norm if s0 else None, 2),
             fmt(g1, 2),
             f"[{style}]{fmt(rel, 2)}[/]" if style else fmt(rel, 2),

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from vgdiag.history import History
-from vgdiag.records import LAYER_STAT_KEYS, Histogram, LayerInfo, LayerStats, StepRecord
+from vgdiag.records import Histogram, LayerInfo, LayerStats, StepRecord
 
 # Outputs within this distance of a bound count as saturated: sigmoid < 0.01 means a
 # pre-activation below -4.6, where the derivative is under 0.01 (a 25x loss vs. 0).
@@ -67,8 +67,12 @@ def _l1_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     # on accelerators the fused foreach kernel is one launch for all tensors.
     if tensors and tensors[0].device.type != "cpu":
         return _foreach_norm(tensors, 1.0)
-    return [t.abs().sum(dtype=torch.float32 if t.dtype in _LOW_PRECISION else None)
-            for t in tensors]
+    try:
+        absolute = list(torch._foreach_abs(tensors))
+    except (AttributeError, RuntimeError, TypeError):
+        absolute = [t.abs() for t in tensors]
+    return [a.sum(dtype=torch.float32 if a.dtype in _LOW_PRECISION else None)
+            for a in absolute]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -81,6 +85,19 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
         model = inner
     return model
+
+
+def _compiled_fullgraph(model: nn.Module) -> bool:
+    """True for torch.compile(model, fullgraph=True) (at any depth of wrapping)."""
+    for _ in range(8):
+        ctx = getattr(model, "dynamo_ctx", None)
+        if ctx is not None and getattr(ctx, "fullgraph", False):
+            return True
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return False
+        model = inner
+    return False
 
 
 def _clean_name(name: str) -> str:
@@ -142,17 +159,29 @@ class Probe:
         self._pending: list[StepRecord] = []
 
         root = _unwrap(model)
+        # A backward hook inside a graph compiled with fullgraph=True cannot hand a
+        # value back to Python (torch.compile refuses it), so that one statistic goes.
+        self._grad_hooks = not _compiled_fullgraph(model)
+        if not self._grad_hooks:
+            warnings.warn(
+                "vgdiag: the model was compiled with fullgraph=True, where a hook on the "
+                "backward pass cannot report values: grad_output_norm is not recorded (every "
+                "other statistic is); compile without fullgraph=True to record it too",
+                stacklevel=2,
+            )
         self._owners, self._params = self._find_layers(root)
         self._tensors: list[torch.Tensor] = [p for _, _, p in self._params]
         # _find_layers lists a layer's parameters together: layer i owns the slice
         # starting at _starts[i].
-        self._starts = np.searchsorted([i for i, _, _ in self._params],
-                                       np.arange(len(self._owners)))
+        owner = [i for i, _, _ in self._params]
+        self._slices = [range(owner.index(i), len(owner) - owner[::-1].index(i))
+                        for i in range(len(self._owners))]
         self._own = [[(k, pn) for k, (j, pn, _) in enumerate(self._params) if j == i]
                      for i in range(len(self._owners))]
         self._index_order: list[int] = []
         self._shapes = _original_shapes(root, self._tensors)
         self._numel = np.array([math.prod(s) for s in self._shapes], dtype=np.float64)
+        self._numel_list = self._numel.tolist()
         # The parameter a layer's weight histogram shows: "weight", else its first one.
         self._weight_param = [
             next((k for k, (j, pn, _) in enumerate(self._params) if j == i and pn == "weight"),
@@ -168,10 +197,11 @@ class Probe:
         self.rank, self.world_size = _rank_and_world()
         self._dtensor = any(_is_dtensor(p) for p in self._tensors)
         self._w0 = [p.clone() for p in self._values()]
-        self._w0_norm: np.ndarray | None = None  # per parameter, on the host
+        self._w0_norm: list[float] | None = None  # per parameter, on the host
 
         self._handles: list[RemovableHandle] = []
         self._fwd_handles: list[RemovableHandle] = []
+        self._hook_fns: list[tuple[nn.Module, Callable[..., None]]] = []
         self._in_flight = False
         self._grad_out: dict[int, list[torch.Tensor]] = {}
         self._act: dict[int, tuple[int, int, float, list[torch.Tensor]]] = {}
@@ -263,10 +293,10 @@ class Probe:
         self._loss = None
         if self._fwd_handles:
             return  # still attached from the previous (sampled) step
-        for i, (_, module) in enumerate(self._owners):
-            self._fwd_handles.append(module.register_forward_hook(self._layer_hook(i)))
-        for name, module in self._activations:
-            self._fwd_handles.append(module.register_forward_hook(self._act_hook(name, module)))
+        if not self._hook_fns:  # made once, attached on every sampled step
+            self._hook_fns = [(m, self._layer_hook(i)) for i, (_, m) in enumerate(self._owners)]
+            self._hook_fns += [(m, self._act_hook(n, m)) for n, m in self._activations]
+        self._fwd_handles = [m.register_forward_hook(fn) for m, fn in self._hook_fns]
 
     def _disarm(self) -> None:
         for h in self._fwd_handles:
@@ -304,7 +334,7 @@ class Probe:
                 self._infos = None
             self._last_layer = index
             out = _first_tensor(output)
-            if out is not None and out.requires_grad:
+            if out is not None and out.requires_grad and self._grad_hooks:
                 store = self._grad_out.setdefault(index, [])
                 dtype = torch.float32 if out.dtype in _LOW_PRECISION else None
 
@@ -445,7 +475,7 @@ class Probe:
         if self._sharded:
             chunks.update(self._split_reduced(chunks.pop("reduced"), len(update), hist_meta))
         elif self._w0_norm is None:
-            self._w0_norm = chunks["w0n"].copy()
+            self._w0_norm = chunks["w0n"].tolist()
         record = self._assemble(pieces["present"], chunks, gout_idx, act_idx, hist_meta)
         self._samples += 1
         self._in_flight = False
@@ -553,63 +583,73 @@ class Probe:
         act_idx: list[int],
         hist_meta: list[tuple[str, int, float, float]],
     ) -> StepRecord:
-        n_params = len(self._params)
-        n_layers = len(self._owners)
-        requires = np.array([p.requires_grad for p in self._tensors])
+        # Plain Python on lists: for a few dozen numbers per layer it is several times
+        # faster than numpy calls, whose fixed cost dominates at these sizes.
+        nan = math.nan
+        n_params = len(self._tensors)
+        requires = [p.requires_grad for p in self._tensors]
         # Gradient norms per parameter: absent grads count as 0 for trainable
         # parameters (unused this step) and as unmeasured for frozen ones.
-        g2 = np.where(requires, 0.0, math.nan)
-        g1 = g2.copy()
+        g2 = [0.0 if r else nan for r in requires]
+        g1 = list(g2)
         if self._sharded:
-            g2[requires] = chunks["l2"][requires]
-            g1[requires] = chunks["l1"][requires]
-            numel = chunks["numel"]
-            w0n = chunks["w0n"]
+            for k, (l2, l1) in enumerate(zip(chunks["l2"].tolist(), chunks["l1"].tolist())):
+                if requires[k]:
+                    g2[k], g1[k] = l2, l1
+            numel = chunks["numel"].tolist()
+            w0n = chunks["w0n"].tolist()
         else:
-            g2[present] = chunks["l2"]
-            g1[present] = chunks["l1"]
-            numel = self._numel
+            for k, l2, l1 in zip(present, chunks["l2"].tolist(), chunks["l1"].tolist()):
+                g2[k], g1[k] = l2, l1
+            numel = self._numel_list
             assert self._w0_norm is not None
             w0n = self._w0_norm
-        upd = chunks["up"] if len(chunks["up"]) == n_params else np.full(n_params, math.nan)
-        # A layer's parameters are contiguous: one reduceat sums every column per layer
-        # (a NaN stays within its own layer).
-        per_param = np.vstack([g2, chunks["wn"], chunks["ch"], w0n, upd])
-        per_layer = np.sqrt(np.add.reduceat(np.square(per_param), self._starts, axis=1))
-        sums = np.add.reduceat(np.vstack([g1, numel]), self._starts, axis=1)
-        grad_norm, weight_norm, change_norm, w0_norm, update_norm = per_layer
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.vstack([sums[0] / sums[1], change_norm / w0_norm,
-                                update_norm / weight_norm])
-        grad_out = np.full(n_layers, math.nan)
+        wn, ch = chunks["wn"].tolist(), chunks["ch"].tolist()
+        up = chunks["up"].tolist() if len(chunks["up"]) == n_params else [nan] * n_params
+        gout = chunks["gout"].tolist()
+        act = chunks["act"].tolist()
+
+        grad_out: dict[int, float] = {}
         offset = 0
         for i in gout_idx:
             count = len(self._grad_out[i])
-            grad_out[i] = math.sqrt(float(np.square(chunks["gout"][offset : offset + count]).sum()))
+            grad_out[i] = math.sqrt(sum(v * v for v in gout[offset : offset + count]))
             offset += count
-        act = np.full((n_layers, 4), math.nan)
+        act_of: dict[int, tuple[float, float, float, float]] = {}
         offset = 0
         for i in act_idx:
-            numel_act, units, shift, tensors = self._act[i]
-            values = chunks["act"][offset : offset + len(tensors)]
+            n, units, shift, tensors = self._act[i]
+            v = act[offset : offset + len(tensors)]
             offset += len(tensors)
-            act[i, 0] = values[0] + shift
-            act[i, 1] = values[1] / math.sqrt(numel_act - 1) if numel_act > 1 else math.nan
-            if units < 0:  # saturating: the count of saturated outputs, times _TINY
-                act[i, 2] = round(values[2] / _TINY) / numel_act
-            elif units > 0:
-                act[i, 3] = values[2] / units
+            act_of[i] = (
+                v[0] + shift,
+                v[1] / math.sqrt(n - 1) if n > 1 else nan,
+                round(v[2] / _TINY) / n if units < 0 else nan,  # saturated count * _TINY
+                v[2] / units if units > 0 else nan,
+            )
 
-        # One numpy -> Python conversion for the whole table, in LAYER_STAT_KEYS order.
-        table = np.column_stack([grad_norm, ratios[0], weight_norm, ratios[1], ratios[2],
-                                 grad_out, act]).tolist()
-        pgn = g2.tolist()
+        def norm(values: list[float], ks: range) -> float:
+            return math.sqrt(sum(values[k] * values[k] for k in ks))
+
         layers: dict[str, LayerStats] = {}
-        infos = self.layers
-        for info, i in zip(infos, self._index_order):
-            stats = dict(zip(LAYER_STAT_KEYS, table[i]))
+        no_act = (nan, nan, nan, nan)
+        for info, i in zip(self.layers, self._index_order):
+            ks = self._slices[i]
+            g, w, w0 = norm(g2, ks), norm(wn, ks), norm(w0n, ks)
+            size = sum(numel[k] for k in ks)
+            a = act_of.get(i, no_act)
             layers[info.name] = LayerStats(
-                **stats, param_grad_norms={pn: pgn[k] for k, pn in self._own[i]}
+                grad_norm=g,
+                grad_mean_abs=sum(g1[k] for k in ks) / size if size else nan,
+                weight_norm=w,
+                weight_change=norm(ch, ks) / w0 if w0 else nan,
+                update_ratio=norm(up, ks) / w if w else nan,
+                grad_output_norm=grad_out.get(i, nan),
+                act_mean=a[0],
+                act_std=a[1],
+                act_saturated=a[2],
+                act_dead=a[3],
+                param_grad_norms={pn: g2[k] for k, pn in self._own[i]},
             )
         loss = float(chunks["loss"][0])
         record = StepRecord(step=self.step, epoch=self.epoch, loss=loss, layers=layers)

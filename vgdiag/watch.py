@@ -1,7 +1,12 @@
-"""vgdiag.watch: the probe for users who keep their own training loop."""
+"""vgdiag.watch: the probe for users who keep their own training loop.
+
+Works the same on one process and under torch.distributed (started by torchrun):
+every rank records, and `Watch.is_main` says which rank should write or print.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.optim import Optimizer
 
@@ -29,11 +34,31 @@ class Watch:
         """Layers in depth order (input side first)."""
         return self.probe.layers if not self._layers else self._layers
 
+    @property
+    def rank(self) -> int:
+        """This process's rank under torch.distributed (0 without it)."""
+        return self.probe.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks under torch.distributed (1 without it)."""
+        return self.probe.world_size
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that should write files and print (rank 0, or no distribution).
+
+        Gradient and weight statistics are the same on every rank (DDP averages the
+        gradients before the optimizer step; sharded norms are summed across ranks);
+        the loss and activation statistics are those of this rank's own batch.
+        """
+        return self.probe.rank == 0
+
     def findings(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Finding]:
         """Diagnose what was recorded so far."""
         return diagnose(self.history.records(), self.layers, (), self.num_classes, thresholds)
 
-    def observe_loss(self, loss) -> None:  # type: ignore[no-untyped-def]
+    def observe_loss(self, loss: torch.Tensor) -> None:
         """Record the step's loss with sampled steps (enables the stalled-loss finding)."""
         self.probe.observe_loss(loss)
 
@@ -61,17 +86,25 @@ def watch(
     hist_every: int = 10,
     num_classes: int = 0,
     max_records: int = 4096,
+    distributed: str = "auto",
 ) -> Watch:
     """Attach a probe to `model` and follow `optimizer.step()` as the step boundary.
 
     Args:
-        model: any nn.Module, already on its device.
+        model: any nn.Module, already on its device; DDP, FSDP and torch.compile
+            wrappers are fine (layers keep the names of the module inside).
         optimizer: steps mark sampled-step boundaries; without one call `w.step()`.
         every: sample every N-th step (step 0 always).
         hist_every: weight and gradient histograms on every N-th sampled step.
         num_classes: for classification, lets the diagnosis spot a loss stuck at
             ln(num_classes); give the loss with `w.observe_loss(loss)`.
         max_records: in-memory history bound; older records are decimated.
+        distributed: "auto" sums per-layer squared norms across ranks when the
+            parameters are sharded (FSDP, DTensor) and exchanges nothing otherwise
+            (DDP has averaged the gradients already); "sharded" forces it, "none"
+            turns it off. Every rank must call optimizer.step() the same number of
+            times, as data-parallel training does anyway.
     """
-    probe = Probe(model, optimizer, every=every, hist_every=hist_every, max_records=max_records)
+    probe = Probe(model, optimizer, every=every, hist_every=hist_every, max_records=max_records,
+                  distributed=distributed)
     return Watch(probe, num_classes)

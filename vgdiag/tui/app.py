@@ -6,8 +6,9 @@ RunUpdated. The UI redraws from the latest snapshot at most 4 times a second, le
 when drawing gets expensive (see pacing.py), so the dashboard costs training little
 whatever the step rate.
 
-Entry points: `run_dashboard` (train and watch), `view_run` (a saved run folder),
-`compare_dashboard` (saved runs side by side); all build the app with `build_app`.
+Entry points: `run_dashboard` (train and watch) and `view_run` (a saved run folder)
+build the app with `build_app`; `compare_dashboard` runs `vgdiag compare` with its
+board (compare_board.py).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from vgdiag.compare import VariantOutcome
 from vgdiag.data import DataBundle
 from vgdiag.errors import UserError
 from vgdiag.events import Event
 from vgdiag.experiment import Experiment
+from vgdiag.recipe import RunOptions
 from vgdiag.store import RunData, RunStore, read_run
 from vgdiag.tui.messages import RunEnded, RunUpdated
 from vgdiag.tui.pacing import RedrawPacer
@@ -81,6 +84,8 @@ class VgdiagApp(App[str]):
                 tooltip="Train this run again with a mitigation plugin, beside it"),
         Binding("c", "compare", "Before/after",
                 tooltip="The run and its fixed variant side by side"),
+        Binding("n", "next_variant", "Next variant",
+                tooltip="Before/after with the next of the saved variants"),
         Binding("s", "save_svg", "SVG",
                 tooltip="Save an SVG screenshot into the run folder"),
         Binding("r", "export_report", "Report", tooltip="Write report.html into the run folder"),
@@ -282,7 +287,9 @@ class VgdiagApp(App[str]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "layers":
-            self.screen_stack[0].query_one(LayerTable).show(self.view)
+            table = self.screen_stack[0].query_one(LayerTable)
+            table.show(self.view)
+            table.focus()  # the arrows pick a layer straight away
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
@@ -295,6 +302,8 @@ class VgdiagApp(App[str]):
             return self.session is not None
         if action == "compare":
             return self.variant_view is not None
+        if action == "next_variant":
+            return len(self.saved_after) > 1
         return True
 
     def action_quit(self) -> None:  # type: ignore[override]
@@ -331,7 +340,8 @@ class VgdiagApp(App[str]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.key != "ctrl+c"]
+        shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.key != "ctrl+c"
+                 and self.check_action(b.action.partition("(")[0], ()) is not False]
         notes = ["ctrl+c also quits.", "In the layer table, arrows or the mouse pick a layer."]
         if self.session is None:
             notes.append("This is a saved run: pausing and fixes need a live one (vgdiag run).")
@@ -439,6 +449,16 @@ class VgdiagApp(App[str]):
         self._train_variant(self.variant)
         self.refresh_bindings()
         self.action_compare()
+
+    def action_next_variant(self) -> None:
+        if len(self.saved_after) < 2:
+            return
+        self._after_index = (self._after_index + 1) % len(self.saved_after)
+        self.variant_view = self.saved_after[self._after_index]
+        if self._compare is None:
+            self.action_compare()
+        else:
+            self._compare.show_after(self.variant_view.name, self.variant_view)
 
     def action_compare(self) -> None:
         if self.variant_view is None:
@@ -550,11 +570,34 @@ def view_run(run: RunData) -> None:
 
 
 def compare_dashboard(before: RunData, after: Sequence[RunData], *, title: str = "") -> None:
-    """Open saved runs in the before/after view: `before` against the first of `after`.
+    """Saved runs in the before/after view: `before` against each of `after` in turn.
 
-    The main screens show `before`; escape goes to them, c comes back.
+    n shows the next of `after`; escape goes to the dashboard of `before`, c back.
     """
     if not after:
-        raise UserError("compare needs at least two run folders")
+        raise UserError("the before/after view needs at least two run folders")
     build_app(run=before, compare_with=after,
               title=title or f"vgdiag compare {before.name}").run()
+
+
+def run_compare_board(
+    opts: RunOptions,
+    plugins: list[str],
+    plugin_opts: dict[str, dict[str, str]],
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+) -> list[VariantOutcome]:
+    """Run `vgdiag compare` with its board open; returns the outcomes, baseline first.
+
+    The same work as the headless path (vgdiag.compare.compare_variants), shown live:
+    one row per variant, filled in as it finishes; enter opens a finished variant
+    against the baseline. Quitting before the end lets the variants in training
+    finish (their folders stay complete) and skips the rest, so the list may be
+    shorter than asked; it always starts with the baseline when there is one.
+    """
+    from vgdiag.tui.compare_board import CompareApp
+
+    app = CompareApp(opts, plugins, plugin_opts, out_dir, jobs=jobs)
+    app.run()
+    return app.result()

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,18 +116,15 @@ class RunView:
         return None
 
 
-def empty_view(name: str = "", status: str = "starting") -> RunView:
-    """A view with nothing recorded yet."""
-    return RunView(name=name, model="", dataset="", device="", status=status)
-
-
 class RunState:
     """The accumulated state of one run, safe to feed from one thread and read from another."""
 
-    def __init__(self, name: str = "", num_classes: int = 0, *, clock: Any = time.monotonic):
+    def __init__(
+        self, name: str = "", num_classes: int = 0, *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
-        self.version = 0  # bumped on every change; the UI redraws when it moved
         self._name = name
         self._num_classes = num_classes
         self._config: dict[str, Any] = {}
@@ -159,7 +156,6 @@ class RunState:
         """Fold one event into the state."""
         with self._lock:
             self._apply(event)
-            self.version += 1
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -235,19 +231,16 @@ class RunState:
             self._paused = paused
             # The steps/s window must not count the time spent paused.
             self._rate_window.clear()
-            self.version += 1
 
     def set_stopping(self) -> None:
         """The user asked to stop: the run finishes its folder, then ends."""
         with self._lock:
             if self._status not in FINAL_STATUSES:
                 self._stopping = True
-                self.version += 1
 
     def set_path(self, path: str) -> None:
         with self._lock:
             self._path = path
-            self.version += 1
 
     # -- reading (the UI thread) ----------------------------------------------------------
 

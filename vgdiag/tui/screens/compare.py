@@ -93,5 +93,15 @@ class CompareScreen(Screen[None]):
                 _val_series(self.after, "after", key, "series--0"),
             )
 
+    def show_after(self, label: str, view: RunView | None) -> None:
+        """Put another run on the "after" side (the next of several saved variants)."""
+        self.after_label = label
+        self.query_one("#compare-title", Static).update(
+            f"Before / after: {self.before_label}  vs  {label}")
+        table = self.query_one(ComparisonTable)
+        table.after_label = f"after: {label}"
+        table.refresh()
+        self.after = view
+
     def action_back(self) -> None:
         self.dismiss(None)

@@ -52,7 +52,7 @@ def format_evidence(value: Any, limit: int = 4) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return fmt(value, 3) if math.isfinite(value) else str(value)
+        return fmt(value, 4) if math.isfinite(value) else str(value)
     return str(value)
 
 
@@ -106,6 +106,10 @@ class FindingsView(Chart):
                 parts.append(Text("\n".join(tail), style=muted))
             parts.append(Text(""))
         findings = list(view.findings)
+        if not findings and not view.records and not view.epochs and view.finished:
+            parts.append(Text("nothing was recorded, so there is nothing to diagnose",
+                              style=muted))
+            return Group(*parts)
         if not findings:
             waiting = not view.finished and not view.epochs
             parts.append(Text(

@@ -47,7 +47,9 @@ class GradientBars(Chart):
         muted = self.style_of("chart--muted")
         record = view.last if view else None
         if view is None or record is None:
-            return Text("waiting for the first sampled step…", style=muted)
+            waiting = view is None or (view.live and not view.finished)
+            return Text("waiting for the first sampled step…" if waiting
+                        else "this run recorded no sampled step", style=muted)
         width = self.size.width or 80
         names = [i.name for i in view.layers if i.name in record.layers] or list(record.layers)
         label_w = min(max([len("layer"), *(len(short_name(n)) for n in names)]), NAME_WIDTH)

@@ -71,7 +71,9 @@ class GradientHeatmap(Chart):
         view = self.view
         muted = self.style_of("chart--muted")
         if view is None or not view.records:
-            return Text("the gradient map fills in as training samples steps…", style=muted)
+            waiting = view is None or (view.live and not view.finished)
+            return Text("the gradient map fills in as training samples steps…" if waiting
+                        else "", style=muted)
         names, logs, ratios, steps = self._matrix(view)
         if not names:
             return Text("no layers measured", style=muted)
@@ -88,10 +90,14 @@ class GradientHeatmap(Chart):
         out = TextBuilder()
         legend = f"grad norm over time  {SHADES[0]} 1e{lo:.0f} … {SHADES[-1]} 1e{hi:.0f}"
         out.add(legend + "\n", self.style_of("chart--title"))
-        shown = names[: max(height - 2, 1)]
+        rows = max(height - 2, 1)
+        # More layers than rows: evenly spaced ones, always the first and the last (the
+        # output layer, which the colours are relative to).
+        shown = sorted({round(i) for i in np.linspace(0, len(names) - 1, rows)})
         # Spare height makes each layer a band of up to 3 rows: easier on the eye.
-        band = min(max((height - 2) // max(len(shown), 1), 1), 3)
-        for c, name in enumerate(shown):
+        band = min(max(rows // max(len(shown), 1), 1), 3)
+        for c in shown:
+            name = names[c]
             cells = [(shade(float(level[j, c])), styles[health(float(ratio[j, c]))])
                      for j in range(len(spans))]
             for row in range(band):

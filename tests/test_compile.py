@@ -1,0 +1,104 @@
+"""vgdiag.watch on torch.compile'd models: the same numbers as on the eager model.
+
+The "aot_eager" backend runs the real torch.compile front end (Dynamo tracing the
+forward hooks, AOTAutograd building the backward) without generating C++ code, so
+these tests take a few seconds; the one with the default backend is marked slow.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import vgdiag
+from vgdiag.records import LAYER_STAT_KEYS
+
+
+def _compile_supported() -> bool:
+    if not hasattr(torch, "compile"):
+        return False
+    try:
+        import torch._dynamo as dynamo
+    except Exception:
+        return False
+    check = getattr(dynamo, "is_dynamo_supported", None)
+    return bool(check()) if callable(check) else True
+
+
+pytestmark = pytest.mark.skipif(not _compile_supported(),
+                                reason="torch.compile is not supported on this platform")
+
+
+def make_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.ReLU(),
+                         nn.Linear(8, 3))
+
+
+def train(model: nn.Module, steps: int = 4, **compile_kwargs):
+    """Train `model` (maybe compiled) under a watch; returns the watch and the losses."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    target = torch.compile(model, **compile_kwargs) if compile_kwargs else model
+    losses = []
+    with vgdiag.watch(target, opt, every=2, hist_every=1) as w:
+        for step in range(steps):
+            g = torch.Generator().manual_seed(step)
+            x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(target(x), y)
+            w.observe_loss(loss)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return w, losses
+
+
+def assert_same_records(eager: vgdiag.Watch, compiled: vgdiag.Watch, skip=()) -> None:
+    assert [r.step for r in compiled.history] == [r.step for r in eager.history] == [0, 2]
+    for a, b in zip(eager.history, compiled.history):
+        assert list(b.layers) == list(a.layers) == ["0", "2", "4"]
+        assert b.loss == pytest.approx(a.loss, rel=1e-5)
+        for name in a.layers:
+            for key in LAYER_STAT_KEYS:
+                if key in skip:
+                    continue
+                want, got = getattr(a.layers[name], key), getattr(b.layers[name], key)
+                assert got == pytest.approx(want, rel=1e-4, abs=1e-7, nan_ok=True), (name, key)
+        assert {n: h.counts.sum() for n, h in b.weight_hist.items()} == {
+            n: h.counts.sum() for n, h in a.weight_hist.items()}
+
+
+def test_compiled_model_records_what_the_eager_model_records():
+    eager, eager_losses = train(make_model())
+    model = make_model()
+    compiled, losses = train(model, backend="aot_eager")
+    assert losses == pytest.approx(eager_losses, rel=1e-6)
+    assert [i.name for i in compiled.layers] == [i.name for i in eager.layers]
+    assert compiled.layers[0].activation == "1"  # forward hooks ran inside the graph
+    assert_same_records(eager, compiled)
+    assert not any(m._forward_hooks for m in model.modules())  # closed cleanly
+
+
+def test_fullgraph_compile_says_once_what_it_cannot_record():
+    eager, _ = train(make_model())
+    model = make_model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled, _ = train(model, backend="aot_eager", fullgraph=True)
+    messages = [str(w.message) for w in caught if "vgdiag" in str(w.message)]
+    assert len(messages) == 1 and "grad_output_norm" in messages[0]
+    assert_same_records(eager, compiled, skip=("grad_output_norm",))
+    assert all(math.isnan(s.grad_output_norm) for r in compiled.history
+               for s in r.layers.values())
+
+
+@pytest.mark.slow  # the default backend generates and compiles C++: 10-30 s on a cold cache
+def test_default_backend():
+    eager, _ = train(make_model())
+    model = make_model()
+    compiled, _ = train(model, mode="default")
+    assert_same_records(eager, compiled)

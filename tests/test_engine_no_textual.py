@@ -1,0 +1,100 @@
+"""The engine never imports Textual: only the dashboard (vgdiag.tui) does.
+
+Each check runs in a fresh interpreter, so nothing imported by other tests can hide
+an import (or fake one).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+# The engine modules every front end relies on; anything else found in the package
+# (except the dashboard) is checked too, so a new module is covered without a change here.
+REQUIRED = [
+    "vgdiag",
+    "vgdiag.probe",
+    "vgdiag.trainer",
+    "vgdiag.data",
+    "vgdiag.models",
+    "vgdiag.diagnosis",
+    "vgdiag.store",
+    "vgdiag.report",
+    "vgdiag.recipe",
+    "vgdiag.headless",
+    "vgdiag.cli",
+    "vgdiag.watch",
+    "vgdiag.plugin_api",
+    "vgdiag.compare",
+]
+
+PROGRAM = textwrap.dedent(
+    """
+    import importlib, json, pkgutil, sys
+
+    import vgdiag
+
+    required = json.loads(sys.argv[1])
+    # iter_modules, not walk_packages: walking would import the vgdiag.tui packages.
+    found = [m.name for m in pkgutil.iter_modules(vgdiag.__path__, "vgdiag.")
+             if m.name != "vgdiag.tui"
+             and m.name != "vgdiag.__main__"]  # that one runs the CLI when imported
+    names = sorted(set(required) | set(found))
+    for name in names:
+        importlib.import_module(name)
+    import vgdiag_plugins
+    for m in pkgutil.iter_modules(vgdiag_plugins.__path__, "vgdiag_plugins."):
+        importlib.import_module(m.name)
+        names.append(m.name)
+    from vgdiag.plugin_api import discover_plugins
+    discover_plugins()
+    print(json.dumps({"imported": names,
+                      "textual": sorted(m for m in sys.modules if m.split(".")[0] == "textual")}))
+    """
+)
+
+
+def run_program(program: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", program, *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_engine_modules_do_not_import_textual() -> None:
+    result = run_program(PROGRAM, json.dumps(REQUIRED))
+    assert set(REQUIRED) <= set(result["imported"])
+    assert any(name.startswith("vgdiag_plugins.") for name in result["imported"])
+    assert result["textual"] == [], f"the engine imported {result['textual']}"
+
+
+def test_cli_help_does_not_import_textual() -> None:
+    program = textwrap.dedent(
+        """
+        import json, sys
+        from vgdiag.cli import main
+        for args in (["--help"], ["run", "--help"], ["view", "--help"]):
+            try:
+                main(args)
+            except SystemExit:
+                pass
+        print(json.dumps({"textual": sorted(m for m in sys.modules
+                                            if m.split(".")[0] == "textual")}))
+        """
+    )
+    assert run_program(program)["textual"] == []
+
+
+def test_the_check_can_fail() -> None:
+    # The same probe sees Textual once the dashboard is imported.
+    program = textwrap.dedent(
+        """
+        import json, sys
+        import vgdiag.tui.app
+        print(json.dumps({"textual": sorted(m for m in sys.modules
+                                            if m.split(".")[0] == "textual")}))
+        """
+    )
+    assert "textual" in run_program(program)["textual"]
