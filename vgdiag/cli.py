@@ -101,7 +101,8 @@ EveryOpt = Annotated[int, typer.Option(help="Sample statistics every N-th step (
 HistEveryOpt = Annotated[int, typer.Option(
     help="Histograms on every N-th sampled step (0 turns them off).")]
 ThreadsOpt = Annotated[int, typer.Option(
-    help="CPU threads for PyTorch (0: its default). Small models often run faster on 1.")]
+    help="PyTorch CPU threads; 0 = automatic: 1 for models under 10M parameters, whose "
+    "kernels are too small to gain from more, else PyTorch's default.")]
 KeepGoingOpt = Annotated[bool, typer.Option(
     help="Go on training after a NaN/inf loss or gradient instead of stopping.")]
 PluginOptOpt = Annotated[list[str] | None, typer.Option(
@@ -116,15 +117,6 @@ def _options(**kw: Any) -> Any:
 
     kw["model_args"] = list(kw.get("model_args") or [])
     return RunOptions(**kw)
-
-
-def _set_threads(threads: int) -> None:
-    if threads < 0:
-        raise UserError(f"--threads must be 0 (PyTorch's default) or more, got {threads}")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def _check_fail_on(fail_on: str) -> str:
@@ -208,13 +200,13 @@ def run(
     from vgdiag.store import RunStore, default_run_dir
 
     _check_fail_on(fail_on)
-    _set_threads(threads)
     opts = _options(
         model=model, model_args=model_arg, weights=weights, trust_pickle=trust_pickle,
         depth=depth, width=width, activation=activation, init=init, data=data,
         data_dir=data_dir, synthetic_size=synthetic_size, loss=loss, output_key=output_key,
         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
         device=device, every=every, hist_every=hist_every, keep_going=keep_going,
+        threads=threads,
     )
     opts.validate()
     plugin_opts = _plugin_opts(plugin_opt)
@@ -470,7 +462,6 @@ def compare(
     _check_fail_on(fail_on)
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
-    _set_threads(threads)
     if not 0 < target_acc <= 1:
         raise UserError(f"--target-acc must be in (0, 1], got {target_acc}")
     opts = _options(
@@ -478,7 +469,7 @@ def compare(
         depth=depth, width=width, activation=activation, init=init, data=data,
         data_dir=data_dir, synthetic_size=synthetic_size, loss=loss, output_key=output_key,
         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-        device=device, every=every, hist_every=hist_every,
+        device=device, every=every, hist_every=hist_every, threads=threads,
     )
     opts.validate()
     found, errors = discover_plugins()
@@ -505,8 +496,7 @@ def compare(
                 "not applicable" if outcome.run_dir is None else "failed")
             console.print(f"  {outcome.name}: {state} ({outcome.seconds:.1f} s)")
 
-        outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs, on_done=done,
-                                    threads=threads)
+        outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs, on_done=done)
     command = "vgdiag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows = write_outputs(out_dir, outcomes, target_acc, command,
                          {k: str(v) for k, v in vars(opts).items()})

@@ -98,13 +98,8 @@ def compare_variants(
     *,
     jobs: int = 1,
     on_done: Callable[[VariantOutcome], None] | None = None,
-    threads: int = 0,
 ) -> list[VariantOutcome]:
-    """Run the baseline and one variant per plugin; results in that order.
-
-    `threads` (0: automatic) is PyTorch's CPU threads per parallel worker; with one
-    job the process's own setting is used.
-    """
+    """Run the baseline and one variant per plugin; results in that order."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     names: list[str | None] = [None, *plugins]
@@ -117,7 +112,7 @@ def compare_variants(
                 on_done(results[name])
     else:
         # Split the cores between the workers: oversubscribed BLAS threads only thrash.
-        threads = threads or max(1, (os.cpu_count() or 1) // min(jobs, len(names)))
+        threads = opts.threads or max(1, (os.cpu_count() or 1) // min(jobs, len(names)))
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = {
                 pool.submit(run_variant, opts, name, plugin_opts.get(name or "", {}),

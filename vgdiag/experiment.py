@@ -30,6 +30,7 @@ class TrainConfig:
     every: int = 10  # probe samples every N-th optimizer step (step 0 always)
     hist_every: int = 10  # histograms on every N-th *sampled* step
     keep_going: bool = False  # go on training after a non-finite loss or gradient
+    threads: int = 0  # PyTorch CPU threads; 0 = automatic (see trainer.SMALL_MODEL_PARAMS)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -156,7 +157,9 @@ class Probe:
         self.step = start_step  # global optimizer steps completed
         self.epoch = 0  # set by the trainer; recorded with each step
         self._samples = 0  # sampled steps completed
-        self._pending: list[StepRecord] = []
+        # Records not yet drained. The trainer drains after every step; a user's own
+        # loop never does, so the queue is bounded like the history (oldest dropped).
+        self._pending: deque[StepRecord] = deque(maxlen=self.history.max_records)
 
         root = _unwrap(model)
         # A backward hook inside a graph compiled with fullgraph=True cannot hand a
@@ -655,6 +658,8 @@ class Probe:
         record = StepRecord(step=self.step, epoch=self.epoch, loss=loss, layers=layers)
         counts_all = chunks.get("hist", np.zeros(0)).reshape(-1, HIST_BINS)
         for (kind, li, lo, hi), counts in zip(hist_meta, counts_all):
+            if kind == "grad" and not counts.any():
+                continue  # no rank had a gradient for this layer (sharded, frozen)
             hist = Histogram(lo, hi, np.rint(counts).astype(np.int64))
             name = _clean_name(self._owners[li][0])
             (record.weight_hist if kind == "weight" else record.grad_hist)[name] = hist
@@ -663,7 +668,8 @@ class Probe:
     # ----- results -------------------------------------------------------------
     def drain(self) -> list[StepRecord]:
         """Records measured since the last drain (for the trainer's event stream)."""
-        out, self._pending = self._pending, []
+        out = list(self._pending)
+        self._pending.clear()
         return out
 
 

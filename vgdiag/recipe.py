@@ -52,6 +52,7 @@ class RunOptions:
     every: int = DEFAULT_EVERY
     hist_every: int = 10
     keep_going: bool = False
+    threads: int = 0  # PyTorch CPU threads; 0 = automatic (1 for small models on CPU)
 
     def validate(self) -> None:
         """UserError for values that make no sense, before anything is loaded."""
@@ -66,6 +67,8 @@ class RunOptions:
              f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
              f"--lr must be a positive number, got {self.lr}"),
+            (self.threads >= 0,
+             f"--threads must be 0 (automatic) or more, got {self.threads}"),
             (self.synthetic_size >= 10,
              f"--synthetic-size must be at least 10, got {self.synthetic_size}"),
             (self.optimizer in OPTIMIZERS,
@@ -126,6 +129,7 @@ def build_experiment(opts: RunOptions, data: DataBundle) -> Experiment:
         every=opts.every,
         hist_every=opts.hist_every,
         keep_going=opts.keep_going,
+        threads=opts.threads,
     )
     loss_fn, loss_name = _loss(opts)
     if opts.is_builtin:

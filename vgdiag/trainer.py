@@ -38,6 +38,11 @@ from vgdiag.probe import Probe
 from vgdiag.records import EpochRecord, Finding, LayerInfo
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
+# Below this many parameters a CPU step's kernels are too small for intra-op threads
+# to pay for their synchronisation: on 2-core machines one thread trained the reference
+# MLP 8-14x faster than two (bench in docs/PERFORMANCE.md). Larger models keep
+# PyTorch's default; --threads overrides both.
+SMALL_MODEL_PARAMS = 10_000_000
 EVAL_BATCH = 2048  # evaluation has no backward: larger batches are cheaper
 
 
@@ -94,12 +99,22 @@ class _Run:
     def findings(self) -> list[Finding]:
         return diagnose(self.history.records(), self.layers, self.epochs, self.data.num_classes)
 
+    def _set_threads(self, model: nn.Module) -> None:
+        if self.device.type != "cpu":
+            return
+        threads = self.cfg.threads
+        if threads == 0 and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+            threads = 1
+        if threads > 0:
+            torch.set_num_threads(threads)
+
     def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
         return {
             "vgdiag_version": __version__,
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
             "device": str(self.device),
+            "cpu_threads": torch.get_num_threads(),
             "device_name": (
                 torch.cuda.get_device_name(self.device)
                 if self.device.type == "cuda"
@@ -115,6 +130,7 @@ class _Run:
         torch.manual_seed(self.cfg.seed)
         model = self.exp.build_model().to(self.device)
         self.model = model
+        self._set_threads(model)
         stages = self.exp.stage_plan(model) if self.exp.stage_plan else [
             Stage("train", self.cfg.epochs, model)
         ]
