@@ -61,13 +61,19 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any, *, durable: bool = True) -> None:
+    """Replace `path` in one rename, so a reader never sees half a file.
+
+    `durable` also fsyncs, so the content survives a power cut, not only a killed
+    process; the per-epoch summaries skip it (the final one does not).
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, default=_json_default)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -130,7 +136,7 @@ class RunStore:
             self._findings = event.findings
             self._steps = event.record.steps
             self._append(event.record.to_json())
-            self._write_summary()
+            self._write_summary(durable=False)
         elif isinstance(event, RunFinished):
             self._finish(event.status, event.layers, event.findings, event.seconds,
                          event.steps_done)
@@ -200,8 +206,8 @@ class RunStore:
             num_classes=self.num_classes,
         )
 
-    def _write_summary(self) -> None:
-        write_json_atomic(self.path / SUMMARY_FILE, self.summary())
+    def _write_summary(self, durable: bool = True) -> None:
+        write_json_atomic(self.path / SUMMARY_FILE, self.summary(), durable=durable)
 
 
 def build_summary(

@@ -44,6 +44,7 @@ PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smoo
 # PyTorch's default; --threads overrides both.
 SMALL_MODEL_PARAMS = 10_000_000
 EVAL_BATCH = 2048  # evaluation has no backward: larger batches are cheaper
+LIVE_RECORDS = 16  # recent records the per-epoch diagnosis reads (it uses at most 5)
 
 
 def resolve_device(spec: str) -> str:
@@ -96,8 +97,14 @@ class _Run:
         self.non_finite = False
         self.classify = data.num_classes > 0
 
-    def findings(self) -> list[Finding]:
-        return diagnose(self.history.records(), self.layers, self.epochs, self.data.num_classes)
+    def findings(self, live: bool = False) -> list[Finding]:
+        """The diagnosis; `live` (after each epoch) looks at the first record and the
+        recent ones only, which is all the findings need except the step at which
+        values turned non-finite, so an epoch's cost does not grow with the run."""
+        records = self.history.records()
+        if live and len(records) > LIVE_RECORDS + 1:
+            records = [records[0], *records[-LIVE_RECORDS:]]
+        return diagnose(records, self.layers, self.epochs, self.data.num_classes)
 
     def _set_threads(self, model: nn.Module) -> None:
         if self.device.type != "cpu":
@@ -243,7 +250,7 @@ class _Run:
         )
         self.epochs.append(summary)
         self.layers = probe.layers
-        yield EpochEnded(summary, self.findings())
+        yield EpochEnded(summary, self.findings(live=True))
         if self.cfg.keep_going:
             self.non_finite = False
 
