@@ -181,7 +181,7 @@ def run(
     batch_size: BatchOpt = None,
     seed: SeedOpt = 42,
     device: DeviceOpt = "auto",
-    every: EveryOpt = 10,
+    every: EveryOpt = 25,
     hist_every: HistEveryOpt = 10,
     keep_going: KeepGoingOpt = False,
     threads: ThreadsOpt = 0,
@@ -432,7 +432,7 @@ def compare(
     batch_size: BatchOpt = None,
     seed: SeedOpt = 42,
     device: DeviceOpt = "auto",
-    every: EveryOpt = 10,
+    every: EveryOpt = 25,
     hist_every: HistEveryOpt = 10,
     plugins: Annotated[str, typer.Option(
         "--plugins", help="'all' or a comma-separated list of plugin names.")] = "all",

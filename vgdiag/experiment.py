@@ -27,7 +27,7 @@ class TrainConfig:
     lr: float = 0.01  # learning rate of the default optimizer
     seed: int = 42  # seeds model init, data order and the data split
     device: str = "cpu"  # resolved device: "cpu", "cuda", "cuda:1"...
-    every: int = 10  # probe samples every N-th optimizer step (step 0 always)
+    every: int = 25  # probe samples every N-th optimizer step (step 0 always)
     hist_every: int = 10  # histograms on every N-th *sampled* step
     keep_going: bool = False  # go on training after a non-finite loss or gradient
     threads: int = 0  # PyTorch CPU threads; 0 = automatic (see trainer.SMALL_MODEL_PARAMS)
