@@ -13,10 +13,11 @@ reported is the median over repetitions of (variant time / plain time in the sam
 repetition), with the interquartile range of that ratio.
 
 Peak memory on the CPU is measured in child processes, one per variant: the increase
-of the process's peak resident set size (ru_maxrss) over a plain warm-up of the same
-loop. That counts everything the process touched (the probe's tensors, its Python
-objects, allocator slack), so it is an upper bound on what the probe holds. On CUDA
-it is torch.cuda.max_memory_allocated over the same loop, which counts tensors only.
+of the process's peak resident set size (VmHWM) over a plain warm-up of the same
+loop, with glibc told to hand freed memory back at once. That counts everything the
+process touched (the probe's tensors, its Python objects, code loaded on first use),
+so it is an upper bound on what the probe holds. On CUDA it is
+torch.cuda.max_memory_allocated over the same loop, which counts tensors only.
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ VARIANTS: list[tuple[str, dict[str, int] | None]] = [
     ("every=1, no histograms", {"every": 1, "hist_every": 0}),
     ("every=1, histograms every 10th step", {"every": 1, "hist_every": 10}),
     ("every=10, no histograms", {"every": 10, "hist_every": 0}),
-    ("every=10, hist_every=10 (default)", {"every": 10, "hist_every": 10}),
+    ("every=10, hist_every=10 (watch default)", {"every": 10, "hist_every": 10}),
+    ("every=25, hist_every=10 (vgdiag run default)", {"every": 25, "hist_every": 10}),
 ]
 # Targets on a 2-core CPU, by variant label (probe time / plain time).
 TARGETS = {
     "every=1, no histograms": 1.25,
     "every=10, no histograms": 1.03,
-    "every=10, hist_every=10 (default)": 1.05,
+    "every=10, hist_every=10 (watch default)": 1.05,
 }
 TRAINER_TARGET = 0.95  # vgdiag run's steps/s over a plain loop's
 
@@ -191,7 +193,7 @@ def time_workload(work: Workload, device: torch.device, reps: int, warmup: int) 
 
 
 def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: int,
-                     size: int) -> Table:
+                     size: int, threads: int) -> Table:
     from vgdiag.recipe import RunOptions, build_experiment
     from vgdiag.store import RunStore
     from vgdiag.trainer import EVAL_BATCH, run_training
@@ -199,6 +201,8 @@ def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: i
     data = load_synthetic(42, size=size)
     opts = RunOptions(data="synthetic", synthetic_size=size, epochs=epochs,
                       batch_size=batch_size, device=str(device))
+    if hasattr(opts, "threads"):  # run_training sets the thread count it is given
+        opts.threads = threads
     exp = build_experiment(opts, data)
     steps = epochs * data.train.num_batches(batch_size)
 
@@ -252,6 +256,7 @@ def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: i
         for rep in range(reps + 1):  # the first pair warms up
             pair = [("plain", plain), ("run", lambda rep=rep: vgdiag_run(root, rep))]
             for name, fn in pair if rep % 2 == 0 else pair[::-1]:
+                torch.set_num_threads(threads)
                 sync(device)
                 t0 = time.perf_counter()
                 fn()
@@ -279,6 +284,21 @@ def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: i
 # ----- memory ----------------------------------------------------------------------------
 
 
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes so far: CUDA tensors, or this process's peak resident set size."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        # VmHWM belongs to this program's own address space; ru_maxrss would start at
+        # the parent's size, inherited through fork and exec.
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def memory_child(workload: str, variant: int, steps: int, device: torch.device) -> dict:
     """Run in a fresh process: the variant's extra peak memory over a plain warm-up."""
     work = WORKLOADS[workload]
@@ -288,25 +308,25 @@ def memory_child(workload: str, variant: int, steps: int, device: torch.device) 
     loop = Loop(base, batches, None)
     loop.run(steps)  # the plain loop's own peak comes first
     sync(device)
-    if device.type == "cuda":
-        start = torch.cuda.max_memory_allocated(device)
-    else:
-        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = peak_memory(device)
     kwargs = VARIANTS[variant][1]
     if kwargs is not None:
         loop.watch = vgdiag.watch(loop.model, loop.opt, **kwargs)
     loop.run(steps)
     sync(device)
-    if device.type == "cuda":
-        end = torch.cuda.max_memory_allocated(device)
-    else:
-        end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    history_bytes = 0
-    if loop.watch is not None and len(loop.watch.history):
+    end = peak_memory(device)
+    history_bytes = 0.0
+    if loop.watch is not None and kwargs:
         import pickle
 
-        history_bytes = len(pickle.dumps(loop.watch.history.records()))
-        history_bytes = history_bytes // len(loop.watch.history) * loop.watch.history.max_records
+        # A full history: max_records records, histograms on one in hist_every.
+        records = loop.watch.history.records()
+        plain = [len(pickle.dumps(r)) for r in records if not r.weight_hist]
+        with_hist = [len(pickle.dumps(r)) for r in records if r.weight_hist]
+        if plain and with_hist:
+            share = 1 / kwargs["hist_every"] if kwargs["hist_every"] else 0.0
+            per_record = (1 - share) * statistics.mean(plain) + share * statistics.mean(with_hist)
+            history_bytes = per_record * loop.watch.history.max_records
     params = sum(p.numel() * p.element_size() for p in loop.model.parameters())
     return {"delta": end - start, "params": params, "history_full": history_bytes}
 
@@ -315,25 +335,34 @@ def measure_memory(tables: dict[str, Table], device: torch.device, steps: int,
                    threads: int) -> None:
     for workload, table in tables.items():
         info: dict = {}
+        history = 0.0
         for index, row in enumerate(table.rows):
             cmd = [sys.executable, __file__, "--memory-child", f"{workload}:{index}",
                    "--memory-steps", str(steps), "--threads", str(threads),
                    "--device", str(device)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            # glibc returns freed blocks to the system at once, so the peak resident
+            # size follows the memory in use instead of what the heap kept around.
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             info = json.loads(out.stdout.strip().splitlines()[-1])
             row.peak_mb = info["delta"] / 2**20
+            if "watch default" in row.label:
+                history = info["history_full"]
         kind = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-                else "peak RSS (ru_maxrss)")
+                else "peak RSS (VmHWM)")
         table.notes.append(
             f"extra peak memory = increase of {kind} over a plain warm-up of {steps} steps, "
-            f"one fresh process per variant; parameters are {info['params'] / 2**20:.2f} MB. "
-            f"The probe keeps one copy of the parameters (W0, for weight_change) and makes "
-            f"a second during a sampled step (the weights before the update)."
+            f"one fresh process per variant, glibc set to return freed memory at once; "
+            f"parameters are {info['params'] / 2**20:.2f} MB. The probe keeps one copy of "
+            f"the parameters (W0, for weight_change) and, during a sampled step, a copy of "
+            f"the weights before the update and a difference (about 3x the parameters in "
+            f"all); histogram steps add a flat copy of the gradients."
         )
-        if info.get("history_full"):
+        if history:
             table.notes.append(
-                f"a full history (max_records=4096, decimated beyond) of this model's records "
-                f"takes about {info['history_full'] / 2**20:.1f} MB pickled (default setting)"
+                f"a full history (max_records=4096, decimated beyond) of this model's records, "
+                f"histograms on one record in 10 (watch default), takes about "
+                f"{history / 2**20:.1f} MB pickled"
             )
 
 
@@ -342,12 +371,12 @@ def measure_memory(tables: dict[str, Table], device: torch.device, steps: int,
 
 def print_table(table: Table) -> None:
     print(f"\n{table.title}")
-    print(f"  {'variant':44s} {'ms/step':>8s} {'ratio':>6s} {'IQR':>13s} {'target':>7s} "
+    print(f"  {'variant':46s} {'ms/step':>8s} {'ratio':>6s} {'IQR':>13s} {'target':>7s} "
           f"{'peak MB':>8s}")
     for r in table.rows:
         target = f"<={r.target:.2f}" if r.target else ""
         peak = f"{r.peak_mb:+.1f}" if r.peak_mb is not None else ""
-        print(f"  {r.label:44s} {r.ms_per_step:8.3f} {r.ratio:6.3f} "
+        print(f"  {r.label:46s} {r.ms_per_step:8.3f} {r.ratio:6.3f} "
               f"{r.q1:6.3f}-{r.q3:<6.3f} {target:>7s} {peak:>8s} {r.verdict}")
     for note in table.notes:
         print(f"  note: {note}")
@@ -379,8 +408,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=12, help="timed repetitions per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
-                        help="torch.set_num_threads for every measurement")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads for every measurement (1 by default: "
+                             "on a shared machine two threads make the timings noisy)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="mlp,conv",
                         help="comma-separated: mlp,conv (empty: none)")
@@ -419,7 +449,8 @@ def main() -> None:
     if not args.no_trainer:
         for batch in args.trainer_batch.split(","):
             out.append(trainer_vs_plain(device, args.trainer_reps, epochs=3,
-                                        batch_size=int(batch), size=6000))
+                                        batch_size=int(batch), size=6000,
+                                        threads=args.threads))
             print_table(out[-1])
     print("\n" + "=" * 100)
     for table in out:

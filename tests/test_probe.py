@@ -248,3 +248,17 @@ def test_history_stays_bounded_and_keeps_the_first_record():
     # Evenly decimated: one record per `stride` steps, the newest within one stride.
     assert set(np.diff(steps[1:])) == {history.stride}
     assert steps[-1] > 1000 - history.stride - 1
+
+
+def test_undrained_records_stay_bounded_in_a_users_own_loop():
+    # vgdiag.watch users never call drain(): the queue must not grow with the run.
+    model = make_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = batch()
+    with Probe(model, opt, every=1, hist_every=0, max_records=8) as probe:
+        for _ in range(300):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    assert len(probe.history) <= 8
+    assert len(probe.drain()) <= 8

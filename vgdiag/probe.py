@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from vgdiag.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.history import History
 from vgdiag.records import Histogram, LayerInfo, LayerStats, StepRecord
 
@@ -68,12 +69,8 @@ def _l1_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     # on accelerators the fused foreach kernel is one launch for all tensors.
     if tensors and tensors[0].device.type != "cpu":
         return _foreach_norm(tensors, 1.0)
-    try:
-        absolute = list(torch._foreach_abs(tensors))
-    except (AttributeError, RuntimeError, TypeError):
-        absolute = [t.abs() for t in tensors]
-    return [a.sum(dtype=torch.float32 if a.dtype in _LOW_PRECISION else None)
-            for a in absolute]
+    return [t.abs().sum(dtype=torch.float32 if t.dtype in _LOW_PRECISION else None)
+            for t in tensors]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -132,8 +129,8 @@ class Probe:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         *,
-        every: int = 10,
-        hist_every: int = 10,
+        every: int = DEFAULT_EVERY,
+        hist_every: int = DEFAULT_HIST_EVERY,
         max_records: int = 4096,
         on_record: Callable[[StepRecord], None] | None = None,
         history: History | None = None,
@@ -174,8 +171,7 @@ class Probe:
             )
         self._owners, self._params = self._find_layers(root)
         self._tensors: list[torch.Tensor] = [p for _, _, p in self._params]
-        # _find_layers lists a layer's parameters together: layer i owns the slice
-        # starting at _starts[i].
+        # _find_layers lists a layer's parameters together: layer i owns _slices[i].
         owner = [i for i, _, _ in self._params]
         self._slices = [range(owner.index(i), len(owner) - owner[::-1].index(i))
                         for i in range(len(self._owners))]
@@ -199,7 +195,8 @@ class Probe:
         self._sharded, self._replicas = _sharding(root, self._tensors, distributed)
         self.rank, self.world_size = _rank_and_world()
         self._dtensor = any(_is_dtensor(p) for p in self._tensors)
-        self._w0 = [p.clone() for p in self._values()]
+        with torch.no_grad():
+            self._w0 = [p.clone() for p in self._values()]
         self._w0_norm: list[float] | None = None  # per parameter, on the host
 
         self._handles: list[RemovableHandle] = []

@@ -16,15 +16,17 @@ from torch.nn import functional
 
 from vgdiag.data import DATA_DEFAULTS, DATASETS, DataBundle, load_dataset
 from vgdiag.errors import UserError
-from vgdiag.experiment import OPTIMIZERS, Experiment, TrainConfig
+from vgdiag.experiment import (
+    DEFAULT_EVERY,
+    DEFAULT_HIST_EVERY,
+    OPTIMIZERS,
+    Experiment,
+    TrainConfig,
+)
 from vgdiag.models import ACTIVATIONS, build_mlp, init_weights, parse_init
 from vgdiag.trainer import resolve_device
 
 BUILTIN_MLP = "builtin:mlp"
-# A sampled step of the reference MLP costs about 0.4 of a plain step (every statistic
-# is exact; docs/PERFORMANCE.md): sampling every 25th step keeps the probe under 2% of
-# the training time while still giving a point every few seconds of a run.
-DEFAULT_EVERY = 25
 
 
 @dataclass
@@ -51,7 +53,7 @@ class RunOptions:
     seed: int = 42
     device: str = "auto"
     every: int = DEFAULT_EVERY
-    hist_every: int = 10
+    hist_every: int = DEFAULT_HIST_EVERY
     keep_going: bool = False
     threads: int = 0  # PyTorch CPU threads; 0 = automatic (1 for small models on CPU)
 

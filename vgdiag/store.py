@@ -35,6 +35,10 @@ SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+# Between epochs the summary is rewritten at most this often: a short epoch should not
+# pay a file rewrite each time, and a reader of a cut-off run recomputes the rest from
+# metrics.jsonl, which is written as it happens.
+SUMMARY_INTERVAL_S = 2.0
 
 
 def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -114,6 +118,7 @@ class RunStore:
         self._seconds = 0.0
         self._steps = 0
         self._closed = False
+        self._summary_at = 0.0
         self._write_summary()
 
     def handle(self, event: Event) -> None:
@@ -136,7 +141,8 @@ class RunStore:
             self._findings = event.findings
             self._steps = event.record.steps
             self._append(event.record.to_json())
-            self._write_summary(durable=False)
+            if time.monotonic() - self._summary_at >= SUMMARY_INTERVAL_S:
+                self._write_summary(durable=False)
         elif isinstance(event, RunFinished):
             self._finish(event.status, event.layers, event.findings, event.seconds,
                          event.steps_done)
@@ -208,6 +214,7 @@ class RunStore:
 
     def _write_summary(self, durable: bool = True) -> None:
         write_json_atomic(self.path / SUMMARY_FILE, self.summary(), durable=durable)
+        self._summary_at = time.monotonic()
 
 
 def build_summary(

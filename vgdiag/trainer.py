@@ -45,6 +45,9 @@ PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smoo
 SMALL_MODEL_PARAMS = 10_000_000
 EVAL_BATCH = 2048  # evaluation has no backward: larger batches are cheaper
 LIVE_RECORDS = 16  # recent records the per-epoch diagnosis reads (it uses at most 5)
+# Short epochs reuse the last live diagnosis for this long: the findings of a run do
+# not change faster than a person can read them. The final diagnosis is always fresh.
+DIAGNOSIS_INTERVAL_S = 2.0
 
 
 def resolve_device(spec: str) -> str:
@@ -96,6 +99,8 @@ class _Run:
         self.data_dev: DataBundle | None = None
         self.non_finite = False
         self.classify = data.num_classes > 0
+        self.live_findings: list[Finding] | None = None
+        self.diagnosed_at = 0.0
 
     def findings(self, live: bool = False) -> list[Finding]:
         """The diagnosis; `live` (after each epoch) looks at the first record and the
@@ -250,7 +255,11 @@ class _Run:
         )
         self.epochs.append(summary)
         self.layers = probe.layers
-        yield EpochEnded(summary, self.findings(live=True))
+        now = time.perf_counter()
+        if self.live_findings is None or now - self.diagnosed_at >= DIAGNOSIS_INTERVAL_S:
+            self.live_findings = self.findings(live=True)
+            self.diagnosed_at = now
+        yield EpochEnded(summary, self.live_findings)
         if self.cfg.keep_going:
             self.non_finite = False
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from vgdiag.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
+from vgdiag.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.history import History
 from vgdiag.probe import Probe
 from vgdiag.records import Finding, LayerInfo
@@ -82,8 +83,8 @@ def watch(
     model: nn.Module,
     optimizer: Optimizer | None = None,
     *,
-    every: int = 10,
-    hist_every: int = 10,
+    every: int = DEFAULT_EVERY,
+    hist_every: int = DEFAULT_HIST_EVERY,
     num_classes: int = 0,
     max_records: int = 4096,
     distributed: str = "auto",
