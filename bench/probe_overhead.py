@@ -49,14 +49,15 @@ VARIANTS: list[tuple[str, dict[str, int] | None]] = [
     ("every=1, no histograms", {"every": 1, "hist_every": 0}),
     ("every=1, histograms every 10th step", {"every": 1, "hist_every": 10}),
     ("every=10, no histograms", {"every": 10, "hist_every": 0}),
-    ("every=10, hist_every=10 (watch default)", {"every": 10, "hist_every": 10}),
-    ("every=25, hist_every=10 (vgdiag run default)", {"every": 25, "hist_every": 10}),
+    ("every=10, hist_every=10", {"every": 10, "hist_every": 10}),
+    ("every=25, hist_every=10 (default)", {"every": 25, "hist_every": 10}),
 ]
 # Targets on a 2-core CPU, by variant label (probe time / plain time).
+# The default row includes histograms, so it is held to the stricter of the two
+# targets for the default (1.03 without histograms, 1.05 with them).
 TARGETS = {
     "every=1, no histograms": 1.25,
-    "every=10, no histograms": 1.03,
-    "every=10, hist_every=10 (watch default)": 1.05,
+    "every=25, hist_every=10 (default)": 1.03,
 }
 TRAINER_TARGET = 0.95  # vgdiag run's steps/s over a plain loop's
 
@@ -346,7 +347,7 @@ def measure_memory(tables: dict[str, Table], device: torch.device, steps: int,
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             info = json.loads(out.stdout.strip().splitlines()[-1])
             row.peak_mb = info["delta"] / 2**20
-            if "watch default" in row.label:
+            if "(default)" in row.label:
                 history = info["history_full"]
         kind = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
                 else "peak RSS (VmHWM)")
@@ -361,7 +362,7 @@ def measure_memory(tables: dict[str, Table], device: torch.device, steps: int,
         if history:
             table.notes.append(
                 f"a full history (max_records=4096, decimated beyond) of this model's records, "
-                f"histograms on one record in 10 (watch default), takes about "
+                f"histograms on one record in 10 (the default), takes about "
                 f"{history / 2**20:.1f} MB pickled"
             )
 
@@ -418,6 +419,9 @@ def main() -> None:
     parser.add_argument("--trainer-batch", default="64,512",
                         help="batch sizes of the run_training comparison (vgdiag run's "
                              "default for synthetic data is 64; the reference experiment's 512)")
+    parser.add_argument("--trainer-size", type=int, default=60000,
+                        help="synthetic samples of the run_training comparison (60000: the "
+                             "reference's FashionMNIST-sized training set, 80%% of it trained)")
     parser.add_argument("--no-trainer", action="store_true", help="skip the run_training part")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
     parser.add_argument("--memory-steps", type=int, default=40)
@@ -449,7 +453,7 @@ def main() -> None:
     if not args.no_trainer:
         for batch in args.trainer_batch.split(","):
             out.append(trainer_vs_plain(device, args.trainer_reps, epochs=3,
-                                        batch_size=int(batch), size=6000,
+                                        batch_size=int(batch), size=args.trainer_size,
                                         threads=args.threads))
             print_table(out[-1])
     print("\n" + "=" * 100)
