@@ -270,7 +270,7 @@ def _run_tui(experiment: Any, bundle: Any, store: Any) -> str:
     from vgdiag.tui.app import run_dashboard  # Textual is loaded only here
 
     with store:
-        return run_dashboard(experiment, bundle, store, title=experiment.name)
+        return run_dashboard(experiment, bundle, store, title="vgdiag run")
 
 
 def _print_outcome(console: Console, store: Any, path: Path) -> None:
