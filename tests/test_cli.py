@@ -140,3 +140,25 @@ def test_report_formats(capsys, tmp_path: Path):
     code, _, err = cli(capsys, "report", str(out_dir), "--format", "html", "--out", str(target),
                        "--fail-on", "error")
     assert code == ExitCode.FINDINGS and target.read_text().lstrip().lower().startswith("<!doctype")
+
+
+def test_plugins_lists_the_built_ins_with_their_origin(capsys):
+    code, out, _ = cli(capsys, "plugins")
+    assert code == 0
+    for name in ("weight-init", "relu", "adam", "batchnorm", "skip", "layerwise", "gradnorm"):
+        assert name in out
+    assert "built-in" in out
+
+
+def test_run_with_a_plugin_records_it_and_fixes_the_gradient(capsys, tmp_path):
+    out_dir = tmp_path / "bn"
+    code, out, err = cli(capsys, "run", *FAST, "--depth", "7", "--plugin", "batchnorm",
+                         "--out", str(out_dir))
+    assert code == 0, err
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["experiment"]["plugins"] == ["batchnorm"]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert "vanishing_gradient" not in summary["verdict"]
+    code, _, err = cli(capsys, "run", *FAST, "--plugin", "relu", "--activation", "relu",
+                       "--out", str(tmp_path / "x"))
+    assert code == ExitCode.BAD_INPUT and "does not apply" in err
