@@ -20,10 +20,10 @@ from vgdiag.records import LayerInfo, LayerStats, StepRecord
 from vgdiag.report import (
     gradient_profile_range,
     gradient_profile_svg,
-    md_escape,
     render_report,
     thin,
 )
+from vgdiag.report_md import md_escape
 from vgdiag.store import RunStore, read_run
 from vgdiag.svgplot import decade_range, log_ticks, nice_ticks, ramp_color, shorten
 from vgdiag.trainer import run_training
