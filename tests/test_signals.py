@@ -71,3 +71,21 @@ def test_kill_9_leaves_a_folder_that_reads_as_cut_off(tmp_path):
                              "md"], capture_output=True, text=True, timeout=60)
     assert report.returncode == 0, report.stderr
     assert "cut off" in report.stdout
+
+
+def test_sigint_stops_compare_and_keeps_what_ran(tmp_path):
+    out = tmp_path / "cmp"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vgdiag", "compare", "--epochs", "300", "--depth", "3",
+         "--width", "32", "--plugins", "adam,relu", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for_epochs(out / "baseline", proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert json.loads((out / "baseline" / "summary.json").read_text())["status"] == "interrupted"
+    assert not (out / "adam").exists()  # no variant starts after the stop
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["baseline"]["status"] == "interrupted" and doc["variants"] == []

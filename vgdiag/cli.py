@@ -486,6 +486,7 @@ def compare(
     console = Console()
     console.print(f"[bold]vgdiag compare[/]: baseline + {len(names)} variant(s), "
                   f"{jobs} job(s); folder {out_dir}")
+    interrupted = False
     if tui:
         from vgdiag.tui.app import run_compare_board  # Textual is loaded only here
 
@@ -496,7 +497,14 @@ def compare(
                 "not applicable" if outcome.run_dir is None else "failed")
             console.print(f"  {outcome.name}: {state} ({outcome.seconds:.1f} s)")
 
-        outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs, on_done=done)
+        with _StopOnSignal() as stopper:
+            outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs,
+                                        on_done=done, stop_event=stopper.event)
+        interrupted = stopper.event.is_set()
+        if interrupted:
+            console.print("[yellow]interrupted:[/] the table covers the variants that ran")
+    if not outcomes:
+        raise typer.Exit(ExitCode.INTERRUPTED)
     command = "vgdiag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rows = write_outputs(out_dir, outcomes, target_acc, command,
                          {k: str(v) for k, v in vars(opts).items()})
@@ -504,6 +512,8 @@ def compare(
     console.print(f"wrote {out_dir / 'compare.md'}, compare.json, compare.html")
     findings = [Finding.from_json(f) for o in outcomes[:1] if o.summary
                 for f in o.summary.get("findings", [])]
+    if interrupted:
+        raise typer.Exit(ExitCode.INTERRUPTED)
     failed = [o for o in outcomes if o.run_dir is not None and not o.applied]
     if failed:
         raise typer.Exit(ExitCode.TRAINING_FAILED)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -56,6 +57,7 @@ def run_variant(
     plugin_options: dict[str, str],
     run_dir: Path,
     threads: int = 0,
+    stop_event: threading.Event | None = None,
 ) -> VariantOutcome:
     """Build the baseline from `opts`, apply `plugin` (None: baseline), train, store."""
     import torch
@@ -81,7 +83,7 @@ def run_variant(
     experiment = experiment.replace(name=name)
     error = None
     with RunStore(run_dir, name, data.num_classes) as store:
-        for event in run_training(experiment, data):
+        for event in run_training(experiment, data, stop_event):
             store.handle(event)
             if isinstance(event, RunFailed):
                 error = event.error
@@ -98,8 +100,15 @@ def compare_variants(
     *,
     jobs: int = 1,
     on_done: Callable[[VariantOutcome], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> list[VariantOutcome]:
-    """Run the baseline and one variant per plugin; results in that order."""
+    """Run the baseline and one variant per plugin; results in that order.
+
+    Setting `stop_event` stops the variant training in this process (its folder is
+    marked interrupted) and starts no further one; variants already handed to worker
+    processes run to their end. Only the variants that ran are returned.
+    """
+    stop = stop_event or threading.Event()
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     names: list[str | None] = [None, *plugins]
@@ -107,7 +116,10 @@ def compare_variants(
     results: dict[str | None, VariantOutcome] = {}
     if jobs == 1:
         for name in names:
-            results[name] = run_variant(opts, name, plugin_opts.get(name or "", {}), dirs[name])
+            if stop.is_set():
+                break
+            results[name] = run_variant(opts, name, plugin_opts.get(name or "", {}), dirs[name],
+                                        stop_event=stop)
             if on_done:
                 on_done(results[name])
     else:
@@ -119,12 +131,20 @@ def compare_variants(
                             dirs[name], threads): name
                 for name in names
             }
-            for future in as_completed(futures):
-                name = futures[future]
-                results[name] = future.result()
-                if on_done:
-                    on_done(results[name])
-    return [results[name] for name in names]
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if future.cancelled():
+                        continue
+                    name = futures[future]
+                    results[name] = future.result()
+                    if on_done:
+                        on_done(results[name])
+                if stop.is_set():
+                    for future in pending:
+                        future.cancel()
+    return [results[name] for name in names if name in results]
 
 
 # ----- the comparison table -----------------------------------------------------------
