@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 import vgdiag
-from vgdiag.data import load_synthetic
-from vgdiag.models import build_mlp
+from vgdiag.engine.models import build_mlp
+from vgdiag.inputs.datasets import load_synthetic
 
 SYNC_WARNING = "synchronizing"  # torch's warning text: "called a synchronizing CUDA operation"
 
@@ -104,8 +104,8 @@ def main() -> int:
           f"{sampled_syncs}")
     assert len(w.history) == len(sampled_syncs)
 
-    from vgdiag.recipe import RunOptions, build_experiment
-    from vgdiag.trainer import run_training
+    from vgdiag.engine.trainer import run_training
+    from vgdiag.inputs.recipe import RunOptions, build_experiment
 
     opts = RunOptions(data="synthetic", synthetic_size=6000, epochs=2, batch_size=64,
                       device="cuda", every=10, hist_every=10)

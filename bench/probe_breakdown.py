@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 import vgdiag
-import vgdiag.probe as probe_module
-from vgdiag.data import load_synthetic
-from vgdiag.models import build_mlp
+import vgdiag.engine.probe as probe_module
+from vgdiag.engine.models import build_mlp
+from vgdiag.inputs.datasets import load_synthetic
 
 SPENT: dict[str, float] = defaultdict(float)
 

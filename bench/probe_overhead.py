@@ -40,8 +40,9 @@ import torch
 from torch import nn
 
 import vgdiag
-from vgdiag.data import Split, load_synthetic
-from vgdiag.models import build_mlp as _build_mlp
+from vgdiag.engine.models import build_mlp as _build_mlp
+from vgdiag.engine.splits import Split
+from vgdiag.inputs.datasets import load_synthetic
 
 # (label, vgdiag.watch keyword arguments); None is the plain loop.
 VARIANTS: list[tuple[str, dict[str, int] | None]] = [
@@ -195,9 +196,9 @@ def time_workload(work: Workload, device: torch.device, reps: int, warmup: int) 
 
 def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: int,
                      size: int, threads: int) -> Table:
-    from vgdiag.recipe import RunOptions, build_experiment
-    from vgdiag.store import RunStore
-    from vgdiag.trainer import EVAL_BATCH, run_training
+    from vgdiag.engine.trainer import EVAL_BATCH, run_training
+    from vgdiag.inputs.recipe import RunOptions, build_experiment
+    from vgdiag.runs.store import RunStore
 
     data = load_synthetic(42, size=size)
     opts = RunOptions(data="synthetic", synthetic_size=size, epochs=epochs,

@@ -23,10 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from vgdiag.events import Event, RunFinished, StepProgress, StepSampled
-from vgdiag.recipe import RunOptions, build_experiment, load_data
-from vgdiag.store import RunStore
-from vgdiag.trainer import run_training
+from vgdiag.engine.events import Event, RunFinished, StepProgress, StepSampled
+from vgdiag.engine.trainer import run_training
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.runs.store import RunStore
 
 TARGET_RATIO = 0.9
 # Steps/s are taken after this much training: the dashboard's first layout (a few

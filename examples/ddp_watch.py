@@ -23,8 +23,8 @@ import torch.distributed as dist
 from torch import nn
 
 import vgdiag
-from vgdiag.data import load_synthetic
-from vgdiag.models import build_mlp
+from vgdiag.engine.models import build_mlp
+from vgdiag.inputs.datasets import load_synthetic
 
 
 def main() -> None:

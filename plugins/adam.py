@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from vgdiag.experiment import Experiment, adam
+from vgdiag.engine.experiment import Experiment, adam
 from vgdiag.plugin_api import Plugin
 
 

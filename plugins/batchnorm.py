@@ -12,7 +12,7 @@ from functools import partial
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from vgdiag.experiment import Experiment
+from vgdiag.engine.experiment import Experiment
 from vgdiag.plugin_api import Plugin, inspect_model
 from vgdiag.surgery import TraceError, device_and_dtype, is_layer, trace, wrap_module
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgdiag.experiment import Experiment
+from vgdiag.engine.experiment import Experiment
 from vgdiag.plugin_api import Plugin, inspect_model
 from vgdiag.surgery import execution_order, is_activation, output_layer_index, wrap_module
 

@@ -21,8 +21,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from vgdiag.engine.experiment import Experiment, Stage
 from vgdiag.errors import UserError
-from vgdiag.experiment import Experiment, Stage
 from vgdiag.plugin_api import Plugin, inspect_model
 from vgdiag.surgery import TraceError, device_and_dtype, sequential_units, trace
 

@@ -11,7 +11,7 @@ from functools import partial
 
 from torch import nn
 
-from vgdiag.experiment import Experiment
+from vgdiag.engine.experiment import Experiment
 from vgdiag.plugin_api import Plugin, inspect_model
 from vgdiag.surgery import execution_order, is_saturating, output_layer_index, replace_module
 

@@ -12,8 +12,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from vgdiag.engine.experiment import Experiment
 from vgdiag.errors import UserError
-from vgdiag.experiment import Experiment
 from vgdiag.plugin_api import Plugin, inspect_model
 from vgdiag.surgery import ModuleCall, TraceError, sequential_units, set_children, trace
 

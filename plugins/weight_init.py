@@ -12,8 +12,8 @@ from functools import partial
 
 from torch import nn
 
-from vgdiag.experiment import Experiment
-from vgdiag.models import init_weights
+from vgdiag.engine.experiment import Experiment
+from vgdiag.engine.models import init_weights
 from vgdiag.plugin_api import Plugin, inspect_model
 from vgdiag.surgery import find_modules
 

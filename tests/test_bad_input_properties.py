@@ -7,11 +7,11 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vgdiag.cli import main
+from vgdiag.cli.app import main
+from vgdiag.engine.models import parse_init
+from vgdiag.engine.trainer import resolve_device
 from vgdiag.errors import ExitCode, UserError
-from vgdiag.models import parse_init
-from vgdiag.recipe import RunOptions
-from vgdiag.trainer import resolve_device
+from vgdiag.inputs.recipe import RunOptions
 
 text = st.text(alphabet=string.printable, max_size=30)
 numbers = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True))

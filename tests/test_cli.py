@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vgdiag.cli import main
+from vgdiag.cli.app import main
 from vgdiag.errors import ExitCode
 
 FAST = ["--epochs", "2", "--depth", "4", "--width", "16", "--headless"]

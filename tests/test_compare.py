@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from vgdiag.cli import main
-from vgdiag.compare import compare_variants, comparison_rows
+from vgdiag.cli.app import main
 from vgdiag.errors import ExitCode
-from vgdiag.recipe import RunOptions
+from vgdiag.inputs.recipe import RunOptions
+from vgdiag.runs.compare import compare_variants, comparison_rows
 
 TINY = RunOptions(epochs=2, depth=3, width=16, batch_size=32, every=5)
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import vgdiag
-from vgdiag.records import LAYER_STAT_KEYS
+from vgdiag.engine.records import LAYER_STAT_KEYS
 
 
 def _compile_supported() -> bool:

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from vgdiag.diagnosis import Thresholds, diagnose, gradient_profile, verdict
-from vgdiag.events import RunFinished
-from vgdiag.inspection import inspect_at_init
-from vgdiag.recipe import RunOptions, build_experiment, load_data
-from vgdiag.records import EpochRecord, LayerInfo, LayerStats, StepRecord
-from vgdiag.trainer import run_training
+from vgdiag.engine.diagnosis import Thresholds, diagnose, gradient_profile, verdict
+from vgdiag.engine.events import RunFinished
+from vgdiag.engine.records import EpochRecord, LayerInfo, LayerStats, StepRecord
+from vgdiag.engine.trainer import run_training
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.runs.inspection import inspect_at_init
 
 
 def ids(findings) -> dict[str, str]:

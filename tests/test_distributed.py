@@ -242,7 +242,7 @@ def test_a_replicated_parameter_is_not_counted_twice():
     """Hybrid sharding: a parameter held whole by R ranks arrives R times in the sum."""
     import numpy as np
 
-    from vgdiag.probe import Probe
+    from vgdiag.engine.probe import Probe
 
     probe = Probe(make_model(), None, every=1, hist_every=0, distributed="none")
     probe._replicas = np.array([2.0, 2.0, 1.0, 1.0])  # layer "0" whole on both ranks

@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch.utils.data import random_split
 
-from vgdiag.data import load_dataset
 from vgdiag.errors import UserError
-from vgdiag.idx import (
+from vgdiag.inputs.datasets import load_dataset
+from vgdiag.inputs.idx import (
     IDX_FILES,
     cache_dir,
     download_mnist_family,

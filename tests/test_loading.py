@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from vgdiag.data import load_dataset
 from vgdiag.errors import UserError
-from vgdiag.loading import convert_value, load_model_factory, parse_model_args
+from vgdiag.inputs.datasets import load_dataset
+from vgdiag.inputs.loading import convert_value, load_model_factory, parse_model_args
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_models"

@@ -15,9 +15,9 @@ import pytest
 from torch import nn
 
 from vgdiag import __version__
+from vgdiag.engine.experiment import Experiment, TrainConfig, sgd
+from vgdiag.engine.models import build_mlp
 from vgdiag.errors import UserError
-from vgdiag.experiment import Experiment, TrainConfig, sgd
-from vgdiag.models import build_mlp
 from vgdiag.plugin_api import (
     BUILTIN_ORDER,
     ENTRY_POINT_GROUP,
@@ -173,8 +173,8 @@ DISCOVER_AND_APPLY = textwrap.dedent(
     """
     import torch
     from torch import nn
-    from vgdiag.experiment import Experiment, TrainConfig, sgd
-    from vgdiag.models import build_mlp
+    from vgdiag.engine.experiment import Experiment, TrainConfig, sgd
+    from vgdiag.engine.models import build_mlp
     from vgdiag.plugin_api import discover_plugins
 
     plugins, errors = discover_plugins()

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from vgdiag.engine.experiment import Experiment, Stage, TrainConfig, sgd
+from vgdiag.engine.models import build_mlp
 from vgdiag.errors import UserError
-from vgdiag.experiment import Experiment, Stage, TrainConfig, sgd
-from vgdiag.models import build_mlp
 from vgdiag.plugin_api import Plugin
 from vgdiag.surgery import trace
 from vgdiag_plugins.adam import Adam

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import vgdiag
-from vgdiag.history import History
-from vgdiag.probe import SATURATION_EPS, Probe
-from vgdiag.records import StepRecord
+from vgdiag.engine.history import History
+from vgdiag.engine.probe import SATURATION_EPS, Probe
+from vgdiag.engine.records import StepRecord
 
 
 def make_mlp(seed: int = 0, act: type[nn.Module] = nn.Sigmoid) -> nn.Sequential:

@@ -13,20 +13,20 @@ from typing import Any
 import pytest
 import torch
 
+from vgdiag.engine.events import EpochEnded
+from vgdiag.engine.records import LayerInfo, LayerStats, StepRecord
+from vgdiag.engine.trainer import run_training
 from vgdiag.errors import UserError
-from vgdiag.events import EpochEnded
-from vgdiag.recipe import RunOptions, build_experiment, load_data
-from vgdiag.records import LayerInfo, LayerStats, StepRecord
-from vgdiag.report import (
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.runs.report import (
     gradient_profile_range,
     gradient_profile_svg,
     render_report,
     thin,
 )
-from vgdiag.report_md import md_escape
-from vgdiag.store import RunStore, read_run
-from vgdiag.svgplot import decade_range, log_ticks, nice_ticks, ramp_color, shorten
-from vgdiag.trainer import run_training
+from vgdiag.runs.report_md import md_escape
+from vgdiag.runs.store import RunStore, read_run
+from vgdiag.runs.svgplot import decade_range, log_ticks, nice_ticks, ramp_color, shorten
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' | pipe"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vgdiag.cli import main
-from vgdiag.data import load_digits
-from vgdiag.loading import load_model_factory
-from vgdiag.probe import Probe
-from vgdiag.userdata import select_output
+from vgdiag.cli.app import main
+from vgdiag.engine.outputs import select_output
+from vgdiag.engine.probe import Probe
+from vgdiag.inputs.datasets import load_digits
+from vgdiag.inputs.loading import load_model_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [

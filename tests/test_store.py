@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
+from vgdiag.engine.events import EpochEnded
+from vgdiag.engine.trainer import run_training
 from vgdiag.errors import UserError
-from vgdiag.events import EpochEnded
-from vgdiag.recipe import RunOptions, build_experiment, load_data
-from vgdiag.store import RunStore, read_run
-from vgdiag.trainer import run_training
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.runs.store import RunStore, read_run
 
 
 def small_run(path, stop_after_epochs: int | None = None, epochs: int = 3):

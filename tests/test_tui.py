@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from vgdiag.data import DataBundle
-from vgdiag.events import RunFinished, StepProgress, StepSampled
-from vgdiag.experiment import Experiment
-from vgdiag.recipe import RunOptions, build_experiment, load_data
-from vgdiag.records import Histogram, LayerInfo, LayerStats, StepRecord
-from vgdiag.store import RunStore, read_run
+from vgdiag.engine.events import RunFinished, StepProgress, StepSampled
+from vgdiag.engine.experiment import Experiment
+from vgdiag.engine.records import Histogram, LayerInfo, LayerStats, StepRecord
+from vgdiag.engine.splits import DataBundle
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.runs.store import RunStore, read_run
 from vgdiag.tui.app import VgdiagApp, build_app, variant_folder
 from vgdiag.tui.charts import BrailleCanvas, hbar, log_fraction, rebin
 from vgdiag.tui.screens.compare import CompareScreen
@@ -112,7 +112,7 @@ def test_braille_canvas_puts_a_line_corner_to_corner() -> None:
 
 def test_state_rate_time_left_and_pause() -> None:
     state = RunState("r", 10)
-    from vgdiag.events import RunStarted
+    from vgdiag.engine.events import RunStarted
 
     state.apply(RunStarted({"device": "cpu"}, steps_per_epoch=100, total_epochs=3))
     state.apply(StepProgress(1, 50, 1.0))

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vgdiag.events import EpochEnded, RunFinished, RunStarted, StageStarted, StepSampled
-from vgdiag.records import EpochRecord, Finding, Histogram, LayerInfo, LayerStats, StepRecord
-from vgdiag.store import RunStore, read_run
+from vgdiag.engine.events import EpochEnded, RunFinished, RunStarted, StageStarted, StepSampled
+from vgdiag.engine.records import EpochRecord, Finding, Histogram, LayerInfo, LayerStats, StepRecord
+from vgdiag.runs.store import RunStore, read_run
 from vgdiag.tui.app import VgdiagApp, build_app
 from vgdiag.tui.screens.fix_picker import FixChoice, FixPicker
 

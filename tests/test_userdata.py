@@ -11,12 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from vgdiag.data import DataBundle, TensorSplit, load_dataset
+from vgdiag.engine.outputs import select_output
+from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
-from vgdiag.loading import load_model_factory
-from vgdiag.losses import bce_with_logits, resolve_loss, select_output
-from vgdiag.shapecheck import check_shapes
-from vgdiag.userdata import LoaderSplit, load_user_data
+from vgdiag.inputs.datasets import load_dataset
+from vgdiag.inputs.loading import load_model_factory
+from vgdiag.inputs.losses import bce_with_logits, resolve_loss
+from vgdiag.inputs.shapecheck import check_shapes
+from vgdiag.inputs.userdata import LoaderSplit, load_user_data
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from vgdiag.cli import main
+from vgdiag.cli.app import main
 
 sys.exit(main())

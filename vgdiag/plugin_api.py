@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vgdiag.engine.experiment import Experiment
 from vgdiag.errors import UserError
-from vgdiag.experiment import Experiment
 
 ENTRY_POINT_GROUP = "vgdiag.plugins"
 

@@ -29,13 +29,13 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from vgdiag.compare import VariantOutcome
-from vgdiag.data import DataBundle
+from vgdiag.engine.events import Event
+from vgdiag.engine.experiment import Experiment
+from vgdiag.engine.splits import DataBundle
 from vgdiag.errors import UserError
-from vgdiag.events import Event
-from vgdiag.experiment import Experiment
-from vgdiag.recipe import RunOptions
-from vgdiag.store import RunData, RunStore, read_run
+from vgdiag.inputs.recipe import RunOptions
+from vgdiag.runs.compare import VariantOutcome
+from vgdiag.runs.store import RunData, RunStore, read_run
 from vgdiag.tui.messages import RunEnded, RunUpdated
 from vgdiag.tui.pacing import RedrawPacer
 from vgdiag.tui.screens.compare import CompareScreen
@@ -481,7 +481,7 @@ class VgdiagApp(App[str]):
 def write_report(folder: Path) -> tuple[str, str]:
     """Write report.html into `folder`; returns (message, severity) for a notification."""
     try:
-        from vgdiag.report import render_report  # type: ignore[import-not-found,unused-ignore]
+        from vgdiag.runs.report import render_report  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return "the HTML report is not part of this installation", "warning"
     try:

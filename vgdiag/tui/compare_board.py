@@ -19,9 +19,9 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
-from vgdiag.compare import BASELINE, VariantOutcome, compare_variants, comparison_rows
-from vgdiag.recipe import RunOptions
-from vgdiag.store import SUMMARY_FILE, read_run
+from vgdiag.inputs.recipe import RunOptions
+from vgdiag.runs.compare import BASELINE, VariantOutcome, compare_variants, comparison_rows
+from vgdiag.runs.store import SUMMARY_FILE, read_run
 from vgdiag.tui.charts import fmt
 from vgdiag.tui.screens.compare import CompareScreen
 from vgdiag.tui.screens.help import HelpScreen

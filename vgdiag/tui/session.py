@@ -15,12 +15,12 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 
-from vgdiag.data import DataBundle
+from vgdiag.engine.events import Event, RunFailed, RunFinished
+from vgdiag.engine.experiment import Experiment
+from vgdiag.engine.splits import DataBundle
+from vgdiag.engine.trainer import run_training
 from vgdiag.errors import UserError
-from vgdiag.events import Event, RunFailed, RunFinished
-from vgdiag.experiment import Experiment
-from vgdiag.store import RunStore
-from vgdiag.trainer import run_training
+from vgdiag.runs.store import RunStore
 from vgdiag.tui.state import RunState
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vgdiag.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
-from vgdiag.events import (
+from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
+from vgdiag.engine.events import (
     EpochEnded,
     Event,
     RunFailed,
@@ -27,9 +27,9 @@ from vgdiag.events import (
     StepProgress,
     StepSampled,
 )
-from vgdiag.history import History
-from vgdiag.records import EpochRecord, Finding, Histogram, LayerInfo, StepRecord
-from vgdiag.store import RunData
+from vgdiag.engine.history import History
+from vgdiag.engine.records import EpochRecord, Finding, Histogram, LayerInfo, StepRecord
+from vgdiag.runs.store import RunData
 
 # A few hundred columns is more than any terminal is wide; older samples are
 # decimated (the first, at initialisation, is always kept).

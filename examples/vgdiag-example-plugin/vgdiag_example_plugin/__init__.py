@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vgdiag.experiment import Experiment, sgd
+from vgdiag.engine.experiment import Experiment, sgd
 from vgdiag.plugin_api import Plugin
 
 

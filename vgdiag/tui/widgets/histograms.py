@@ -8,7 +8,7 @@ import numpy as np
 from rich.text import Text
 from textual.reactive import reactive
 
-from vgdiag.records import Histogram
+from vgdiag.engine.records import Histogram
 from vgdiag.tui.charts import column_chart, fmt, rebin
 from vgdiag.tui.state import LayerHistograms, RunView
 from vgdiag.tui.widgets.chart import Chart

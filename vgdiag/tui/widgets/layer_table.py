@@ -8,7 +8,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widgets import DataTable
 
-from vgdiag.records import LayerStats
+from vgdiag.engine.records import LayerStats
 from vgdiag.tui.charts import fmt
 from vgdiag.tui.state import RunView, grad_ratios, health
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
 
-from vgdiag.diagnosis import gradient_profile, verdict
+from vgdiag.engine.diagnosis import gradient_profile, verdict
 from vgdiag.tui.charts import fmt
 from vgdiag.tui.state import RunView
 from vgdiag.tui.widgets.chart import Chart

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vgdiag.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 
 
 @dataclass

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from vgdiag.events import (
+from vgdiag.engine.events import (
     EpochEnded,
     Event,
     RunFailed,
@@ -28,7 +28,7 @@ from vgdiag.events import (
     StepProgress,
     StepSampled,
 )
-from vgdiag.records import Finding, LayerInfo, StepRecord
+from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 

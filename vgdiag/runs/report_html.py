@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from vgdiag._version import __version__
-from vgdiag.records import EpochRecord, Histogram
-from vgdiag.report import (
+from vgdiag.engine.records import EpochRecord, Histogram
+from vgdiag.runs.report import (
     DASH,
     EPOCH_TABLE_HEAD,
     UPDATE_RATIO,
@@ -28,8 +28,8 @@ from vgdiag.report import (
     gradient_profile_svg,
     prepare,
 )
-from vgdiag.store import RunData
-from vgdiag.svgplot import (
+from vgdiag.runs.store import RunData
+from vgdiag.runs.svgplot import (
     Frame,
     axes,
     decade_label,

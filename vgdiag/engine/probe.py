@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from vgdiag.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
-from vgdiag.history import History
-from vgdiag.records import Histogram, LayerInfo, LayerStats, StepRecord
+from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.history import History
+from vgdiag.engine.records import Histogram, LayerInfo, LayerStats, StepRecord
 
 # Outputs within this distance of a bound count as saturated: sigmoid < 0.01 means a
 # pre-activation below -4.6, where the derivative is under 0.01 (a 25x loss vs. 0).

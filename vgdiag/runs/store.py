@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vgdiag.diagnosis import diagnose, verdict
+from vgdiag.engine.diagnosis import diagnose, verdict
 from vgdiag.errors import UserError
-from vgdiag.events import (
+from vgdiag.engine.events import (
     EpochEnded,
     Event,
     RunFailed,
@@ -29,7 +29,7 @@ from vgdiag.events import (
     StageStarted,
     StepSampled,
 )
-from vgdiag.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 
 SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"

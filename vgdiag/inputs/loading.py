@@ -60,8 +60,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vgdiag.engine.experiment import ModelFactory
 from vgdiag.errors import UserError
-from vgdiag.experiment import ModelFactory
 
 SAVED_MODEL_SUFFIXES = (".pt", ".pth", ".ts")
 SPEC_FORMS = "path/to/file.py:Name, package.module:Name, or a TorchScript file (.pt, .ts)"

@@ -48,16 +48,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from vgdiag.data import DATASETS, DataBundle, Split, TensorSplit
+from vgdiag.engine.outputs import format_shape as _shape
+from vgdiag.engine.splits import DataBundle, Split, TensorSplit
 from vgdiag.errors import UserError
-from vgdiag.loading import (
+from vgdiag.inputs.datasets import DATASETS
+from vgdiag.inputs.loading import (
     describe_exception,
     preserved_rng,
     resolve_spec,
     user_code_path,
     where_in,
 )
-from vgdiag.losses import format_shape as _shape
 
 # Data up to this size is stacked into tensors held on the device; 2 GiB fits any
 # current GPU beside a model, and beyond it host memory for the copy becomes a concern.
@@ -459,7 +460,3 @@ def load_user_data(spec: str, *, seed: int, max_tensor_bytes: int = MAX_TENSOR_B
         input_shape=tuple(first_x.shape[1:]),
     )
 
-
-# --loss and --output-key live in vgdiag.losses, the pre-training check in
-# vgdiag.shapecheck; the loss helpers are re-exported for users of this module.
-from vgdiag.losses import resolve_loss, select_output  # noqa: E402,F401

@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from vgdiag.report import (
+from vgdiag.runs.report import (
     DASH,
     EPOCH_TABLE_HEAD,
     UPDATE_RATIO,
@@ -18,7 +18,7 @@ from vgdiag.report import (
     fmt_pct,
     prepare,
 )
-from vgdiag.store import RunData
+from vgdiag.runs.store import RunData
 
 # ----- Markdown ---------------------------------------------------------------------
 

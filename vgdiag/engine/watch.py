@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from vgdiag.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
-from vgdiag.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
-from vgdiag.history import History
-from vgdiag.probe import Probe
-from vgdiag.records import Finding, LayerInfo
+from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
+from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.history import History
+from vgdiag.engine.probe import Probe
+from vgdiag.engine.records import Finding, LayerInfo
 
 
 class Watch:

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vgdiag.diagnosis import verdict
+from vgdiag.engine.diagnosis import verdict
 from vgdiag.errors import UserError
-from vgdiag.records import Finding, LayerInfo, StepRecord
-from vgdiag.store import RunData, build_summary
-from vgdiag.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
+from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.runs.store import RunData, build_summary
+from vgdiag.runs.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
 
 FORMATS = ("md", "html", "json")
 # A million-step run samples 100k steps; a report needs its shape, not every point.
@@ -41,14 +41,14 @@ def render_report(run: RunData, fmt: str) -> str:
     """
     fmt = fmt.strip().lower()
     if fmt == "md":
-        from vgdiag.report_md import render_markdown
+        from vgdiag.runs.report_md import render_markdown
 
         return render_markdown(run)
     if fmt == "json":
         return render_json(run)
     if fmt == "html":
         # report_html builds on the helpers of this module, so it is imported here.
-        from vgdiag.report_html import render_html
+        from vgdiag.runs.report_html import render_html
 
         return render_html(run)
     raise UserError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -11,17 +11,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgdiag.data import DataBundle, TensorSplit
+from vgdiag.engine.experiment import LossFn
+from vgdiag.engine.outputs import format_shape as _shape
+from vgdiag.engine.outputs import select_output
+from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
-from vgdiag.experiment import LossFn
-from vgdiag.loading import (
+from vgdiag.inputs.loading import (
     describe_exception,
     one_line,
     preserved_rng,
 )
-from vgdiag.losses import _ELEMENTWISE, LOSSES, select_output
-from vgdiag.losses import format_shape as _shape
-from vgdiag.userdata import CHECK_SAMPLES, _first_batch
+from vgdiag.inputs.losses import _ELEMENTWISE, LOSSES
+from vgdiag.inputs.userdata import CHECK_SAMPLES, _first_batch
 
 # --------------------------------------------------------------------- shape check
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vgdiag.records import EpochRecord, Finding, LayerInfo, StepRecord, severity_rank
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord, severity_rank
 
 ALL_FIXES = ["weight-init", "relu", "batchnorm", "adam", "skip", "layerwise", "gradnorm"]
 

@@ -19,10 +19,8 @@ import torch
 from torch import nn
 
 from vgdiag._version import __version__
-from vgdiag.data import DataBundle, Split
-from vgdiag.diagnosis import diagnose
-from vgdiag.errors import UserError
-from vgdiag.events import (
+from vgdiag.engine.diagnosis import diagnose
+from vgdiag.engine.events import (
     EpochEnded,
     Event,
     RunFailed,
@@ -32,10 +30,12 @@ from vgdiag.events import (
     StepProgress,
     StepSampled,
 )
-from vgdiag.experiment import Experiment, Stage
-from vgdiag.history import History
-from vgdiag.probe import Probe
-from vgdiag.records import EpochRecord, Finding, LayerInfo
+from vgdiag.engine.experiment import Experiment, Stage
+from vgdiag.engine.history import History
+from vgdiag.engine.probe import Probe
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
+from vgdiag.engine.splits import DataBundle, Split
+from vgdiag.errors import UserError
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
 # Below this many parameters a CPU step's kernels are too small for intra-op threads
@@ -75,7 +75,7 @@ def resolve_device(spec: str) -> str:
 def _prediction(output: Any, key: str | None) -> torch.Tensor:
     if isinstance(output, torch.Tensor) and key is None:
         return output
-    from vgdiag.userdata import select_output  # only models with dict/tuple outputs need it
+    from vgdiag.engine.outputs import select_output
 
     return select_output(output, key)
 

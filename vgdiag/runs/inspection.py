@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from vgdiag.data import DATA_DEFAULTS
-from vgdiag.diagnosis import diagnose, verdict
-from vgdiag.probe import Probe
-from vgdiag.recipe import RunOptions, build_experiment, load_data
-from vgdiag.records import Finding, LayerInfo, StepRecord
+from vgdiag.inputs.datasets import DATA_DEFAULTS
+from vgdiag.engine.diagnosis import diagnose, verdict
+from vgdiag.engine.probe import Probe
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 
 
 @dataclass
@@ -45,7 +45,7 @@ def inspect_at_init(opts: RunOptions) -> InspectResult:
     data = load_data(opts)
     experiment = build_experiment(opts, data)
     if not experiment.model_spec.startswith("builtin:"):
-        from vgdiag.shapecheck import check_shapes
+        from vgdiag.inputs.shapecheck import check_shapes
 
         check_shapes(experiment.build_model(), data, experiment.notes.get("loss", ""),
                      experiment.output_key)
@@ -60,7 +60,7 @@ def inspect_at_init(opts: RunOptions) -> InspectResult:
     with Probe(model, None, every=1, hist_every=1) as probe:
         out = model(x)
         if not isinstance(out, torch.Tensor) or experiment.output_key is not None:
-            from vgdiag.userdata import select_output
+            from vgdiag.engine.outputs import select_output
 
             out = select_output(out, experiment.output_key)
         loss = experiment.loss_fn(out, y)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vgdiag.data import DataBundle, TensorSplit
+from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -14,17 +14,18 @@ from typing import Any
 import torch
 from torch.nn import functional
 
-from vgdiag.data import DATA_DEFAULTS, DATASETS, DataBundle, load_dataset
-from vgdiag.errors import UserError
-from vgdiag.experiment import (
+from vgdiag.engine.experiment import (
     DEFAULT_EVERY,
     DEFAULT_HIST_EVERY,
     OPTIMIZERS,
     Experiment,
     TrainConfig,
 )
-from vgdiag.models import ACTIVATIONS, build_mlp, init_weights, parse_init
-from vgdiag.trainer import resolve_device
+from vgdiag.engine.models import ACTIVATIONS, build_mlp, init_weights, parse_init
+from vgdiag.engine.splits import DataBundle
+from vgdiag.engine.trainer import resolve_device
+from vgdiag.errors import UserError
+from vgdiag.inputs.datasets import DATA_DEFAULTS, DATASETS, load_dataset
 
 BUILTIN_MLP = "builtin:mlp"
 
@@ -104,7 +105,7 @@ def load_data(opts: RunOptions) -> DataBundle:
         return load_dataset(
             opts.data, seed=opts.seed, data_dir=opts.data_dir, synthetic_size=opts.synthetic_size
         )
-    from vgdiag.userdata import load_user_data
+    from vgdiag.inputs.userdata import load_user_data
 
     return load_user_data(opts.data, seed=opts.seed)
 
@@ -112,7 +113,7 @@ def load_data(opts: RunOptions) -> DataBundle:
 def _loss(opts: RunOptions) -> tuple[Any, str]:
     if opts.loss == "cross-entropy":
         return functional.cross_entropy, "cross-entropy"
-    from vgdiag.userdata import resolve_loss
+    from vgdiag.inputs.losses import resolve_loss
 
     return resolve_loss(opts.loss)
 
@@ -148,7 +149,7 @@ def build_experiment(opts: RunOptions, data: DataBundle) -> Experiment:
 
         spec = f"{BUILTIN_MLP} depth={depth} width={width} activation={act} init={init}"
     else:
-        from vgdiag.loading import load_model_factory
+        from vgdiag.inputs.loading import load_model_factory
 
         factory, spec = load_model_factory(
             opts.model,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from vgdiag.records import StepRecord
+from vgdiag.engine.records import StepRecord
 
 
 class History:

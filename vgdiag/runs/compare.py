@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from vgdiag.errors import UserError
-from vgdiag.events import RunFailed
-from vgdiag.recipe import RunOptions, build_experiment, load_data
+from vgdiag.engine.events import RunFailed
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
 
 BASELINE = "baseline"
 DEFAULT_TARGET_ACC = 0.8  # validation accuracy that counts as "learned" for the table
@@ -62,8 +62,8 @@ def run_variant(
     """Build the baseline from `opts`, apply `plugin` (None: baseline), train, store."""
     import torch
 
-    from vgdiag.store import RunStore, read_run
-    from vgdiag.trainer import run_training
+    from vgdiag.runs.store import RunStore, read_run
+    from vgdiag.engine.trainer import run_training
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -10,9 +10,9 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from vgdiag.compare import VariantOutcome, comparison_rows
-from vgdiag.records import _jsonable
-from vgdiag.store import read_run, write_json_atomic
+from vgdiag.runs.compare import VariantOutcome, comparison_rows
+from vgdiag.engine.records import _jsonable
+from vgdiag.runs.store import read_run, write_json_atomic
 
 COLUMNS = (
     ("variant", "variant"),
@@ -109,7 +109,7 @@ def markdown(rows: list[dict[str, Any]], target_acc: float, command: str) -> str
 def html_page(outcomes: list[VariantOutcome], rows: list[dict[str, Any]], target_acc: float,
               command: str) -> str:
     """One self-contained page: the table, then the gradient profiles side by side."""
-    from vgdiag.report import gradient_profile_range, gradient_profile_svg
+    from vgdiag.runs.report import gradient_profile_range, gradient_profile_svg
 
     runs = [(o.name, read_run(o.run_dir)) for o in outcomes if o.run_dir is not None]
     decades = gradient_profile_range(*[run for _, run in runs]) if runs else None

@@ -20,8 +20,8 @@ except ImportError:  # pragma: no cover - older typer with click installed
     import click.exceptions as click_exc  # type: ignore[no-redef]
 
 from vgdiag._version import __version__
+from vgdiag.engine.records import Finding, severity_rank
 from vgdiag.errors import ExitCode, UserError
-from vgdiag.records import Finding, severity_rank
 
 app = typer.Typer(
     name="vgdiag",
@@ -113,7 +113,7 @@ FailOnOpt = Annotated[str, typer.Option(
 
 
 def _options(**kw: Any) -> Any:
-    from vgdiag.recipe import RunOptions
+    from vgdiag.inputs.recipe import RunOptions
 
     kw["model_args"] = list(kw.get("model_args") or [])
     return RunOptions(**kw)
@@ -196,8 +196,8 @@ def run(
     plugin_opt: PluginOptOpt = None,
 ) -> None:
     """Train a model with the probe attached and diagnose its gradient flow."""
-    from vgdiag.recipe import build_experiment, load_data
-    from vgdiag.store import RunStore, default_run_dir
+    from vgdiag.inputs.recipe import build_experiment, load_data
+    from vgdiag.runs.store import RunStore, default_run_dir
 
     _check_fail_on(fail_on)
     opts = _options(
@@ -238,16 +238,16 @@ def _preflight(experiment: Any, bundle: Any) -> None:
     """One batch forward before training: shape errors become one clear line."""
     if experiment.model_spec.startswith("builtin:"):
         return
-    from vgdiag.shapecheck import check_shapes
+    from vgdiag.inputs.shapecheck import check_shapes
 
     check_shapes(experiment.build_model(), bundle, experiment.notes.get("loss", ""),
                  experiment.output_key)
 
 
 def _run_headless(experiment: Any, bundle: Any, store: Any, console: Console) -> str:
-    from vgdiag.events import RunFailed
-    from vgdiag.headless import HeadlessSink
-    from vgdiag.trainer import run_training
+    from vgdiag.cli.headless import HeadlessSink
+    from vgdiag.engine.events import RunFailed
+    from vgdiag.engine.trainer import run_training
 
     console.print(f"[bold]vgdiag[/] training [cyan]{experiment.model_spec}[/] on "
                   f"[cyan]{bundle.name}[/] ({experiment.train.device}); run folder {store.path}")
@@ -274,8 +274,8 @@ def _run_tui(experiment: Any, bundle: Any, store: Any) -> str:
 
 
 def _print_outcome(console: Console, store: Any, path: Path) -> None:
-    from vgdiag.headless import epochs_table, findings_panel, layer_table
-    from vgdiag.store import read_run
+    from vgdiag.cli.headless import epochs_table, findings_panel, layer_table
+    from vgdiag.runs.store import read_run
 
     run_data = read_run(path)
     records = run_data.records
@@ -316,7 +316,7 @@ def inspect(
     """Pre-flight: one forward/backward at initialisation, the gradient table, no training."""
     import json
 
-    from vgdiag.inspection import inspect_at_init
+    from vgdiag.runs.inspection import inspect_at_init
 
     _check_fail_on(fail_on)
     opts = _options(
@@ -330,8 +330,8 @@ def inspect(
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        from vgdiag.diagnosis import verdict
-        from vgdiag.headless import findings_panel, layer_table
+        from vgdiag.cli.headless import findings_panel, layer_table
+        from vgdiag.engine.diagnosis import verdict
 
         console.print(f"[bold]vgdiag inspect[/] {result.model_spec} on {result.data_name}: "
                       f"one batch of {result.batch_size} at initialisation, "
@@ -352,8 +352,8 @@ def report(
     fail_on: FailOnOpt = "none",
 ) -> None:
     """Render a run folder as Markdown, a self-contained HTML page, or JSON."""
-    from vgdiag.report import render_report
-    from vgdiag.store import read_run
+    from vgdiag.runs.report import render_report
+    from vgdiag.runs.store import read_run
 
     _check_fail_on(fail_on)
     if format not in ("md", "html", "json"):
@@ -453,11 +453,11 @@ def compare(
     """Train the baseline and each mitigation with the same seed, data and budget."""
     import shlex
 
-    from vgdiag.compare import compare_variants
-    from vgdiag.compare_report import rich_table, write_outputs
+    from vgdiag.engine.records import Finding
     from vgdiag.plugin_api import discover_plugins, resolve_plugin_names
-    from vgdiag.records import Finding
-    from vgdiag.store import default_run_dir, prepare_run_dir
+    from vgdiag.runs.compare import compare_variants
+    from vgdiag.runs.compare_report import rich_table, write_outputs
+    from vgdiag.runs.store import default_run_dir, prepare_run_dir
 
     _check_fail_on(fail_on)
     if jobs < 1:
@@ -478,7 +478,7 @@ def compare(
     names = resolve_plugin_names(plugins, found)
     plugin_opts = _plugin_opts(plugin_opt)
     # Load once up front so bad data or model specs fail before any variant starts.
-    from vgdiag.recipe import build_experiment, load_data
+    from vgdiag.inputs.recipe import build_experiment, load_data
 
     bundle = load_data(opts)
     _preflight(build_experiment(opts, bundle), bundle)
@@ -528,7 +528,7 @@ def view(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`.")],
 ) -> None:
     """Replay a saved run folder in the dashboard."""
-    from vgdiag.store import read_run
+    from vgdiag.runs.store import read_run
 
     run_data = read_run(run_dir)
     from vgdiag.tui.app import view_run  # Textual is loaded only here

@@ -1,0 +1,1 @@
+"""The `vgdiag` command line."""

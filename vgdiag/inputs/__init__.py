@@ -1,0 +1,1 @@
+"""What the user brings: model specs, user code, checkpoints, datasets, losses."""
