@@ -411,8 +411,21 @@ def plugins_command() -> None:
         print(f"warning: {error}", file=sys.stderr)
 
 
+# RunOptions fields of `compare`, named as the command's parameters (model_arg is a list).
+_COMPARE_RUN_FIELDS = {
+    "model": "model", "model_arg": "model_args", "weights": "weights",
+    "trust_pickle": "trust_pickle", "depth": "depth", "width": "width",
+    "activation": "activation", "init": "init", "data": "data", "data_dir": "data_dir",
+    "synthetic_size": "synthetic_size", "loss": "loss", "output_key": "output_key",
+    "optimizer": "optimizer", "lr": "lr", "epochs": "epochs", "batch_size": "batch_size",
+    "seed": "seed", "device": "device", "every": "every", "hist_every": "hist_every",
+    "threads": "threads",
+}
+
+
 @app.command()
 def compare(
+    ctx: typer.Context,
     model: ModelOpt = "builtin:mlp",
     model_arg: ModelArgOpt = None,
     weights: WeightsOpt = None,
@@ -434,49 +447,54 @@ def compare(
     device: DeviceOpt = "auto",
     every: EveryOpt = 25,
     hist_every: HistEveryOpt = 10,
-    plugins: Annotated[str, typer.Option(
-        "--plugins", help="'all' or a comma-separated list of plugin names.")] = "all",
+    plugins: Annotated[str | None, typer.Option(
+        "--plugins", help="'all' or a comma-separated list of plugin names "
+        "(default: all, or every variant of the preset).")] = None,
     plugin_opt: PluginOptOpt = None,
-    jobs: Annotated[int, typer.Option(
-        help="Variants trained in parallel processes (they share the GPU if any).")] = 1,
+    preset: Annotated[str | None, typer.Option(
+        help="A named bundle of options and variants, e.g. reference (the experiment of "
+        "docs/REFERENCE_RESULTS.md); options given here override it.")] = None,
+    seeds: Annotated[int, typer.Option(
+        help="Seeds per variant (init and data order; the split stays): mean ± std, and "
+        "a gain is called clear only beyond the spread.")] = 1,
+    jobs: Annotated[int | None, typer.Option(
+        help="Variants trained in parallel processes (they share the GPU if any) "
+        "(default: 1, or the preset's).")] = None,
     threads: ThreadsOpt = 0,
     target_acc: Annotated[float, typer.Option(
         help="Validation accuracy whose first epoch the table reports.")] = 0.8,
     out: Annotated[Path | None, typer.Option(
         help="Folder for compare.json/md/html and one run folder per variant "
-        "[default: runs/<timestamp>-compare].")] = None,
+        "(default: runs/<timestamp>-compare).")] = None,
     tui: Annotated[bool, typer.Option(
         "--tui", help="Watch the variants train in the dashboard and open each "
         "against the baseline.")] = False,
     fail_on: FailOnOpt = "none",
 ) -> None:
-    """Train the baseline and each mitigation with the same seed, data and budget."""
+    """Train the baseline and each mitigation with the same split, seeds and data budget."""
     import shlex
 
-    from vgdiag.engine.records import Finding
-    from vgdiag.plugin_api import discover_plugins, resolve_plugin_names
-    from vgdiag.runs.compare import compare_variants
-    from vgdiag.runs.compare_report import rich_table, write_outputs
+    from vgdiag.plugin_api import discover_plugins
+    from vgdiag.runs import compare_cli
+    from vgdiag.runs.compare import VariantState
     from vgdiag.runs.store import default_run_dir, prepare_run_dir
 
     _check_fail_on(fail_on)
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
     if not 0 < target_acc <= 1:
         raise UserError(f"--target-acc must be in (0, 1], got {target_acc}")
-    opts = _options(
-        model=model, model_args=model_arg, weights=weights, trust_pickle=trust_pickle,
-        depth=depth, width=width, activation=activation, init=init, data=data,
-        data_dir=data_dir, synthetic_size=synthetic_size, loss=loss, output_key=output_key,
-        optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-        device=device, every=every, hist_every=hist_every, threads=threads,
-    )
-    opts.validate()
+    given = {name for name in _COMPARE_RUN_FIELDS  # typed by the user, not defaulted
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
+    values = {field: ctx.params[name] for name, field in _COMPARE_RUN_FIELDS.items()}
+    values["model_args"] = list(values["model_args"] or [])
     found, errors = discover_plugins()
     for error in errors:
         print(f"warning: {error}", file=sys.stderr)
-    names = resolve_plugin_names(plugins, found)
-    plugin_opts = _plugin_opts(plugin_opt)
+    request = compare_cli.CompareRequest(
+        run_fields={_COMPARE_RUN_FIELDS[n]: values[_COMPARE_RUN_FIELDS[n]] for n in given},
+        defaults=values,
+        plugins=plugins, plugin_opts=_plugin_opts(plugin_opt), preset=preset, seeds=seeds,
+        jobs=jobs)
+    opts, specs, jobs = compare_cli.resolve(request, found)
     # Load once up front so bad data or model specs fail before any variant starts.
     from vgdiag.inputs.recipe import build_experiment, load_data
 
@@ -484,38 +502,29 @@ def compare(
     _preflight(build_experiment(opts, bundle), bundle)
     out_dir = prepare_run_dir(out or default_run_dir("compare"))
     console = Console()
-    console.print(f"[bold]vgdiag compare[/]: baseline + {len(names)} variant(s), "
-                  f"{jobs} job(s); folder {out_dir}")
-    interrupted = False
+    console.print(f"[bold]vgdiag compare[/]: {len(specs)} variant run(s), {jobs} job(s); "
+                  f"folder {out_dir}")
     if tui:
-        from vgdiag.tui.app import run_compare_board  # Textual is loaded only here
+        from vgdiag.tui.compare_board import run_board  # Textual is loaded only here
 
-        outcomes = run_compare_board(opts, names, plugin_opts, out_dir, jobs=jobs)
+        outcomes, interrupted = run_board(opts, specs, out_dir, jobs=jobs)
     else:
-        def done(outcome: Any) -> None:
-            state = "done" if outcome.applied else (
-                "not applicable" if outcome.run_dir is None else "failed")
-            console.print(f"  {outcome.name}: {state} ({outcome.seconds:.1f} s)")
-
         with _StopOnSignal() as stopper:
-            outcomes = compare_variants(opts, names, plugin_opts, out_dir, jobs=jobs,
-                                        on_done=done, stop_event=stopper.event)
+            outcomes = compare_cli.run_headless(opts, specs, out_dir, jobs, console,
+                                                stopper.event)
         interrupted = stopper.event.is_set()
-        if interrupted:
-            console.print("[yellow]interrupted:[/] the table covers the variants that ran")
-    if not outcomes:
+    if interrupted:
+        console.print("[yellow]interrupted:[/] the table covers the variants that ran")
+    ran = [o for o in outcomes if o.state is not VariantState.SKIPPED]
+    if not ran:
         raise typer.Exit(ExitCode.INTERRUPTED)
     command = "vgdiag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    rows = write_outputs(out_dir, outcomes, target_acc, command,
-                         {k: str(v) for k, v in vars(opts).items()})
-    console.print(rich_table(rows, target_acc))
-    console.print(f"wrote {out_dir / 'compare.md'}, compare.json, compare.html")
-    findings = [Finding.from_json(f) for o in outcomes[:1] if o.summary
+    compare_cli.write_and_show(out_dir, outcomes, target_acc, command, opts, console)
+    findings = [Finding.from_json(f) for o in ran[:1] if o.summary
                 for f in o.summary.get("findings", [])]
     if interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
-    failed = [o for o in outcomes if o.run_dir is not None and not o.applied]
-    if failed:
+    if any(o.state is VariantState.FAILED for o in outcomes):
         raise typer.Exit(ExitCode.TRAINING_FAILED)
     raise typer.Exit(exit_code_for(findings, fail_on))
 

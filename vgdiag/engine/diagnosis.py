@@ -67,7 +67,9 @@ def diagnose(
         findings += _dead_units(records, layers, thresholds)
     findings += _stalled_loss(records, epochs, num_classes, thresholds)
     findings.sort(key=lambda f: -severity_rank(f.severity))
-    return findings
+    from vgdiag.plugin_api import recommend  # the installed plugins say what they fix
+
+    return recommend(findings)
 
 
 def verdict(findings: Sequence[Finding]) -> str:
