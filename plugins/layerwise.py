@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import Experiment, Stage
+from vgdiag.engine.models import init_weights
 from vgdiag.errors import UserError
 from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import TraceError, device_and_dtype, sequential_units, trace
+from vgdiag_plugins.weight_init import dominant_activation
 
 
 class Frozen(nn.Module):
@@ -136,10 +138,12 @@ def build_stages(
     blocks: tuple[int, ...],
     epochs: tuple[int, ...],
     batch_size: int | None,
+    init: str = "keep",
 ) -> list[Stage]:
     """The stage list for `model` (the experiment's StagePlan; see the module docstring).
 
     Stage models share every layer with `model`; the last stage's model is `model`.
+    `init` "xavier" re-initialises every layer and head first (see LayerwiseOptions).
     """
     stack = analyse(model, input_shape)
     if isinstance(stack, str):
@@ -156,6 +160,10 @@ def build_stages(
         return [m for unit in stack.hidden[start:end] for m in unit]
 
     heads = [_head(stack.hidden_shapes[end - 1], stack.classes, tail, model) for end in ends[:-1]]
+    if init == "xavier":
+        gain_from = dominant_activation(model) or "linear"
+        for module in (model, *heads):
+            init_weights(module, "xavier", gain_from)
     last = len(blocks) - 1
     plan: list[tuple[str, nn.Module, list[nn.Parameter] | None]] = []
     if last == 0:  # one group: ordinary training of the whole model
@@ -203,6 +211,10 @@ class LayerwiseOptions:
     batch_size: int | None = option(
         None, "batch size of every stage (default: the reference's ratio, 1/8 of the "
         "experiment's batch size (512 -> 64), at least 8 and at most the experiment's)")
+    init: str = option(
+        "xavier", "xavier | keep: each stage trains its new layers and head from scratch, "
+        "so they start from Xavier init for their activation, zero bias (default xavier; "
+        "keep leaves the model's own init)", choices=("xavier", "keep"))
 
 
 class Layerwise(Plugin):
@@ -254,12 +266,14 @@ class Layerwise(Plugin):
         stack = analyse(inspect_model(experiment), experiment.input_shape)
         assert not isinstance(stack, str)
         blocks, epochs, batch_size = self._resolve(experiment, options, len(stack.hidden))
-        note = {"blocks": blocks, "epochs": epochs, "batch_size": batch_size}
+        note = {"blocks": blocks, "epochs": epochs, "batch_size": batch_size,
+                "init": options.init}
         plan = partial(
             build_stages,
             input_shape=experiment.input_shape,
             blocks=tuple(blocks),
             epochs=tuple(epochs),
             batch_size=batch_size,
+            init=options.init,
         )
         return self.record(experiment, note, stage_plan=plan)

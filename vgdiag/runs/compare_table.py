@@ -105,8 +105,8 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
 
     Numeric keys hold the mean over the seeds that trained; `<key>_std` the standard
     deviation (None with one seed). `gain` is the test accuracy over the baseline's;
-    `clear_gain` is True only where the gain exceeds both spreads added, None when a
-    spread is unknown (one seed).
+    `clear_gain` is True only where the gain exceeds both spreads added and the
+    variant is not at chance, None when a spread is unknown (one seed).
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for o in outcomes:
@@ -136,7 +136,10 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
             continue
         row["gain"] = row["test_acc"] - base["test_acc"]
         if row["test_acc_std"] is not None and base["test_acc_std"] is not None:
-            row["clear_gain"] = row["gain"] > row["test_acc_std"] + base["test_acc_std"]
+            # Beyond both spreads, and not a variant still at chance: a shift of the
+            # class it always predicts is no gain.
+            row["clear_gain"] = (row["gain"] > row["test_acc_std"] + base["test_acc_std"]
+                                 and "at chance" not in row["learned"])
     return rows
 
 

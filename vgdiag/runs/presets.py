@@ -84,7 +84,8 @@ REFERENCE = Preset(
         _mitigation("batchnorm", "batchnorm", 0.879),
         _mitigation("skip", "skip", 0.676, blocks="2-3,5-7"),  # h3+h1, h7+h4
         _mitigation("gradnorm", "gradnorm", 0.537, eps="1e-06"),
-        _mitigation("layerwise", "layerwise", 0.876, blocks="2,2,2,1", **{"batch-size": "64"}),
+        _mitigation("layerwise", "layerwise", 0.876, blocks="2,2,2,1", init="keep",
+                    **{"batch-size": "64"}),
     ),
     jobs=2,
     source="REFERENCE.md, 'The reference experiment' and its table of published results",
