@@ -1,65 +1,123 @@
-"""The Typer options the training commands share."""
+"""Typer signatures written from the option dataclasses (vgdiag.inputs.options).
+
+`@command(RunOptions, CompareOptions)` gives the decorated body a signature with one
+option a field, its type, default and help taken from the field, and calls the body with
+one instance of each dataclass; so an option is declared once, whichever commands
+take it. With `recipe=True` the command also takes `--recipe file.toml`: RunOptions
+read from the file, flags given on the command line winning.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-ModelOpt = Annotated[str, typer.Option(
-    "--model", "-m",
-    help="builtin:mlp, path/to/file.py:Name, package.module:Name, or a TorchScript .pt/.ts.")]
-ModelArgOpt = Annotated[list[str] | None, typer.Option(
-    "--model-arg", help="key=value passed to the model's class or factory (repeatable).")]
-WeightsOpt = Annotated[Path | None, typer.Option(
-    "--weights", help="A state dict to load onto the model (read with weights_only=True).")]
-TrustPickleOpt = Annotated[bool, typer.Option(
-    "--trust-pickle",
-    help="Allow loading a fully pickled model. Unpickling runs arbitrary code from the "
-    "file: use it only for files you trust.")]
-DepthOpt = Annotated[int, typer.Option(help="Hidden layers of the built-in MLP.")]
-WidthOpt = Annotated[int, typer.Option(help="Units per hidden layer of the built-in MLP.")]
-ActivationOpt = Annotated[str, typer.Option(
-    help="Built-in MLP activation: sigmoid | tanh | relu | leaky-relu | gelu.")]
-InitOpt = Annotated[str, typer.Option(help="default | normal:STD | xavier | he.")]
-DataOpt = Annotated[str, typer.Option(
-    help="digits | fashion-mnist | mnist | synthetic, or file.py:factory.")]
-DataDirOpt = Annotated[Path | None, typer.Option(
-    help="Folder with the MNIST-family IDX files (downloaded there if absent).")]
-SynthOpt = Annotated[int, typer.Option(help="Samples of the synthetic dataset.")]
-LossOpt = Annotated[str, typer.Option(help="cross-entropy | mse | file.py:fn.")]
-OutputKeyOpt = Annotated[str | None, typer.Option(
-    help="For models returning a dict or tuple: the key or index of the prediction.")]
-OptimizerOpt = Annotated[str, typer.Option(help="sgd | adam.")]
-LrOpt = Annotated[float | None, typer.Option(
-    help="Learning rate [default: adam 1e-3; sgd 0.01 as in the reference, 0.1 on digits].")]
-EpochsOpt = Annotated[int | None, typer.Option(
-    help="Epochs [default: digits and fashion-mnist/mnist 100, synthetic 10].")]
-BatchOpt = Annotated[int | None, typer.Option(
-    help="Batch size [default: digits 16, fashion-mnist/mnist 512, synthetic 64].")]
-SeedOpt = Annotated[int, typer.Option(help="Seeds model init, data split and data order.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
-EveryOpt = Annotated[int, typer.Option(help="Sample statistics every N-th step (step 0 always).")]
-HistEveryOpt = Annotated[int, typer.Option(
-    help="Histograms on every N-th sampled step (0 turns them off).")]
-ThreadsOpt = Annotated[int, typer.Option(
-    help="PyTorch CPU threads; 0 = automatic: 1 for models under 10M parameters, whose "
-    "kernels are too small to gain from more, else PyTorch's default.")]
-KeepGoingOpt = Annotated[bool, typer.Option(
-    help="Go on training after a NaN/inf loss or gradient instead of stopping.")]
-PluginOptOpt = Annotated[list[str] | None, typer.Option(
-    "--plugin-opt", help="PLUGIN.OPTION=VALUE, e.g. weight-init.std=1.0 (repeatable; "
-    "see `vgdiag plugins`).")]
-FailOnOpt = Annotated[str, typer.Option(
-    help="Exit 1 when a finding is at or above this severity: none | info | warning | error.")]
+from vgdiag.inputs.options import RunOptions, field_types, load_recipe
+
+Group = type | tuple[type, Collection[str]]  # a dataclass, or one and the fields it omits
+
+RECIPE_HELP = ("A TOML file of run options (field = value, e.g. depth = 7); options given "
+               "on the command line override it.")
 
 
+def _is_list(annotation: Any) -> bool:
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    return any(typing.get_origin(a) is list for a in (annotation, *args))
 
-def run_options(**kw: Any) -> Any:
-    from vgdiag.inputs.recipe import RunOptions
 
-    kw["model_args"] = list(kw.get("model_args") or [])
-    return RunOptions(**kw)
+def _parameter(f: dataclasses.Field[Any], annotation: Any) -> inspect.Parameter:
+    meta = f.metadata
+    help_text = meta.get("help", "")
+    if meta.get("argument"):
+        info: Any = typer.Argument(help=help_text)
+        default: Any = inspect.Parameter.empty
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                 default=default, annotation=typing.Annotated[annotation, info])
+    show: bool | str = meta.get("default_text") or True
+    if _is_list(annotation):
+        annotation = annotation | None  # Typer's "not given" for a repeatable option
+        default = None
+    elif f.default is dataclasses.MISSING:
+        default = f.default_factory()  # type: ignore[misc,operator]
+    else:
+        default = f.default
+    info = typer.Option(*meta.get("flags", ()), help=help_text, show_default=show)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=typing.Annotated[annotation, info])
+
+
+def _groups(groups: tuple[Group, ...]) -> list[tuple[type, list[dataclasses.Field[Any]]]]:
+    out = []
+    for group in groups:
+        cls, omitted = group if isinstance(group, tuple) else (group, ())
+        out.append((cls, [f for f in dataclasses.fields(cls) if f.name not in omitted]))
+    return out
+
+
+def command(*groups: Group, recipe: bool = False) -> Callable[[Callable[..., Any]],
+                                                              Callable[..., Any]]:
+    """Write a Typer command's signature from the fields of `groups`.
+
+    Args:
+        *groups: the option dataclasses the command takes, in the order the body
+            receives their instances; `(cls, omitted)` leaves some fields out (they
+            keep their defaults).
+        recipe: add `--recipe`, which fills RunOptions from a TOML file.
+    """
+    resolved = _groups(groups)
+
+    def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
+        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=typer.Context)]
+        seen: set[str] = set()
+        for cls, fields in resolved:
+            hints = field_types(cls)
+            for f in fields:
+                if f.name in seen:
+                    raise TypeError(f"{body.__name__}: option {f.name!r} declared twice")
+                seen.add(f.name)
+                params.append(_parameter(f, hints[f.name]))
+        if recipe:
+            params.append(inspect.Parameter(
+                "recipe", inspect.Parameter.KEYWORD_ONLY, default=None,
+                annotation=typing.Annotated[Path | None, typer.Option(
+                    help=RECIPE_HELP, show_default="none")]))
+
+        def run_command(ctx: typer.Context, **values: Any) -> Any:
+            from_file = load_recipe(values["recipe"]) if values.get("recipe") else {}
+            instances = []
+            for cls, fields in resolved:
+                kwargs: dict[str, Any] = {}
+                if cls is RunOptions:
+                    kwargs.update(from_file)
+                for f in fields:
+                    source = ctx.get_parameter_source(f.name)
+                    given = source is not None and source.name != "DEFAULT"
+                    if f.name in kwargs and not given:
+                        continue  # the recipe's value stands
+                    value = values[f.name]
+                    kwargs[f.name] = list(value or []) if _is_list(field_types(cls)[f.name]) \
+                        else value
+                instances.append(cls(**kwargs))
+            return body(*instances)
+
+        run_command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        run_command.__annotations__ = {p.name: p.annotation for p in params}
+        run_command.__name__ = body.__name__
+        run_command.__qualname__ = body.__qualname__
+        run_command.__doc__ = body.__doc__
+        run_command.__module__ = body.__module__
+        return run_command
+
+    return decorate
 
 

@@ -4,38 +4,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from vgdiag.cli.exits import check_fail_on, exit_code_for
-from vgdiag.cli.options_typer import FailOnOpt
+from vgdiag.cli.exits import exit_code_for
+from vgdiag.cli.options_typer import command
 from vgdiag.errors import UserError
+from vgdiag.inputs.options import ReportOptions
 
 
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="md | html | json.")] = "md",
-    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
-    fail_on: FailOnOpt = "none",
-) -> None:
+@command(ReportOptions)
+def report(cmd: ReportOptions) -> None:
     """Render a run folder as Markdown, a self-contained HTML page, or JSON."""
     from vgdiag.runs.report import render_report
     from vgdiag.runs.store import read_run
 
-    check_fail_on(fail_on)
-    if format not in ("md", "html", "json"):
-        raise UserError(f"unknown --format {format!r}: use md, html or json")
-    run_data = read_run(run_dir)
-    text = render_report(run_data, format)
-    if out is None:
+    run_data = read_run(cmd.run_dir)
+    text = render_report(run_data, cmd.format)
+    if cmd.out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
-        _write_text(out, text)
+        _write_text(cmd.out, text)
         for note in run_data.notes:
             print(f"note: {note}", file=sys.stderr)
-        print(f"wrote {out}", file=sys.stderr)
-    raise typer.Exit(exit_code_for(run_data.findings, fail_on))
+        print(f"wrote {cmd.out}", file=sys.stderr)
+    raise typer.Exit(exit_code_for(run_data.findings, cmd.fail_on))
 
 
 def _write_text(path: Path, text: str) -> None:

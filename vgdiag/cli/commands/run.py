@@ -4,106 +4,39 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from vgdiag.cli.exits import check_fail_on, exit_code_for
-from vgdiag.cli.options_typer import (
-    ActivationOpt,
-    BatchOpt,
-    DataDirOpt,
-    DataOpt,
-    DepthOpt,
-    DeviceOpt,
-    EpochsOpt,
-    EveryOpt,
-    FailOnOpt,
-    HistEveryOpt,
-    InitOpt,
-    KeepGoingOpt,
-    LossOpt,
-    LrOpt,
-    ModelArgOpt,
-    ModelOpt,
-    OptimizerOpt,
-    OutputKeyOpt,
-    PluginOptOpt,
-    SeedOpt,
-    SynthOpt,
-    ThreadsOpt,
-    TrustPickleOpt,
-    WeightsOpt,
-    WidthOpt,
-    run_options,
-)
+from vgdiag.cli.exits import exit_code_for
+from vgdiag.cli.options_typer import command
 from vgdiag.cli.prepare import parse_plugin_options, preflight
 from vgdiag.cli.signals import StopOnSignal
 from vgdiag.errors import ExitCode
+from vgdiag.inputs.options import RunCommandOptions, RunOptions
 
 
-def run(
-    model: ModelOpt = "builtin:mlp",
-    model_arg: ModelArgOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
-    depth: DepthOpt = 7,
-    width: WidthOpt = 128,
-    activation: ActivationOpt = "sigmoid",
-    init: InitOpt = "default",
-    data: DataOpt = "digits",
-    data_dir: DataDirOpt = None,
-    synthetic_size: SynthOpt = 6000,
-    loss: LossOpt = "cross-entropy",
-    output_key: OutputKeyOpt = None,
-    optimizer: OptimizerOpt = "sgd",
-    lr: LrOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchOpt = None,
-    seed: SeedOpt = 42,
-    device: DeviceOpt = "auto",
-    every: EveryOpt = 25,
-    hist_every: HistEveryOpt = 10,
-    keep_going: KeepGoingOpt = False,
-    threads: ThreadsOpt = 0,
-    out: Annotated[Path | None, typer.Option(
-        help="Run folder [default: runs/<timestamp>-<name>].")] = None,
-    headless: Annotated[bool, typer.Option(
-        help="No dashboard: progress bar and tables (the default off a terminal).")] = False,
-    fail_on: FailOnOpt = "none",
-    plugin: Annotated[list[str] | None, typer.Option(
-        "--plugin", "-p", help="Apply a mitigation plugin before training (repeatable, "
-        "applied in order; see `vgdiag plugins`).")] = None,
-    plugin_opt: PluginOptOpt = None,
-) -> None:
+@command(RunOptions, RunCommandOptions, recipe=True)
+def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
     """Train a model with the probe attached and diagnose its gradient flow."""
     from vgdiag.inputs.recipe import build_experiment, load_data
     from vgdiag.runs.store import RunStore, default_run_dir
 
-    check_fail_on(fail_on)
-    opts = run_options(
-        model=model, model_args=model_arg, weights=weights, trust_pickle=trust_pickle,
-        depth=depth, width=width, activation=activation, init=init, data=data,
-        data_dir=data_dir, synthetic_size=synthetic_size, loss=loss, output_key=output_key,
-        optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-        device=device, every=every, hist_every=hist_every, keep_going=keep_going,
-        threads=threads,
-    )
     opts.validate()
-    plugin_opts = parse_plugin_options(plugin_opt)
+    plugin_opts = parse_plugin_options(cmd.plugin_opt)
     bundle = load_data(opts)
     experiment = build_experiment(opts, bundle)
     preflight(experiment, bundle)
-    if plugin:
+    if cmd.plugin:
         from vgdiag.plugin_api import apply_plugins
 
-        experiment = apply_plugins(experiment, plugin, plugin_opts)
-        experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(plugin)}")
-    path = out or default_run_dir(experiment.name)
+        experiment = apply_plugins(experiment, cmd.plugin, plugin_opts)
+        experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(cmd.plugin)}")
+    path = cmd.out or default_run_dir(experiment.name)
     store = RunStore(path, experiment.name, bundle.num_classes)
     console = Console(stderr=False)
-    use_tui = not headless and sys.stdout.isatty() and sys.stdin.isatty()
+    use_tui = not cmd.headless and sys.stdout.isatty() and sys.stdin.isatty()
     if use_tui:
         status = _run_tui(experiment, bundle, store)
     else:
@@ -113,7 +46,7 @@ def run(
         raise typer.Exit(ExitCode.TRAINING_FAILED)
     if status == "interrupted":
         raise typer.Exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(exit_code_for(store.findings, fail_on))
+    raise typer.Exit(exit_code_for(store.findings, cmd.fail_on))
 
 
 
