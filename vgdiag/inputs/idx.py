@@ -28,6 +28,7 @@ import torch
 
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
+from vgdiag.textfmt import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -248,10 +249,6 @@ def _mirrors(src: MnistSource, mirrors: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
     """Download url to dest via a .part file; rename only when the MD5 matches."""
     fd, part_name = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.name}.", suffix=".part")
@@ -327,7 +324,7 @@ def download_mnist_family(
             try:
                 _fetch(url, dest / filename, table[filename], timeout)
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                reasons.append(f"{url}: {_one_line(exc) or type(exc).__name__}")
+                reasons.append(f"{url}: {one_line(exc) or type(exc).__name__}")
                 continue
             written.append(dest / filename)
             break
