@@ -47,8 +47,9 @@ def curve_svg(runs: list[tuple[str, RunData]], key: str, title: str,
     lo, hi = y_range or (min(ys), max(ys))
     frame = svg.Frame(WIDTH, HEIGHT, (min(xs), max(max(xs), min(xs) + 1)), (lo, hi or 1.0),
                       right=170)
+    x_ticks = [(t, svg.tick_label(t)) for t in svg.nice_ticks(*frame.x_range)]
     parts = [svg.svg_open(WIDTH, HEIGHT, title=title),
-             svg.axes(frame, x_ticks=[(t, svg.tick_label(t)) for t in svg.nice_ticks(*frame.x_range)],
+             svg.axes(frame, x_ticks=x_ticks,
                       y_ticks=[(t, svg.tick_label(t)) for t in svg.nice_ticks(lo, hi)],
                       x_label="epoch", y_label=key.replace("_", " "), title=title)]
     entries = []
