@@ -19,6 +19,7 @@ from vgdiag.runs.report import (
     prepare,
 )
 from vgdiag.runs.store import RunData
+from vgdiag.textfmt import one_line
 
 # ----- Markdown ---------------------------------------------------------------------
 
@@ -27,7 +28,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&$])")
 
 def md_escape(text: object) -> str:
     """User text safe inside Markdown prose and table cells (one line, specials escaped)."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _MD_SPECIAL.sub(r"\\\1", one_line(text))
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
