@@ -276,8 +276,9 @@ def load_recipe(path: Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         name = name if name in known else aliases.get(name, name)
         if name not in known:
-            raise UserError(f"--recipe {path}: unknown option {key!r}; the options are those "
-                            "of `vgdiag run --help`, e.g. depth = 7")
+            raise UserError(f"--recipe {path}: unknown option {key!r}; a recipe holds the "
+                            "model, data and training options of `vgdiag run --help`, "
+                            "e.g. depth = 7")
         values[name] = _recipe_value(path, key, value, hints[name])
     return values
 
