@@ -37,7 +37,7 @@ def _parameter(f: dataclasses.Field[Any], annotation: Any) -> inspect.Parameter:
     meta = f.metadata
     help_text = escape(meta.get("help", ""))  # "[...]" in a help text is text, not markup
     if meta.get("argument"):
-        info: Any = typer.Argument(help=help_text)
+        info: Any = typer.Argument(help=help_text, metavar=f.name.upper())
         default: Any = inspect.Parameter.empty
         if f.default is not dataclasses.MISSING:
             default = f.default
