@@ -132,6 +132,11 @@ class Watch:
         """
         return self.probe.rank == 0
 
+    @property
+    def observed_losses(self) -> int:
+        """How many losses observe_loss() was given since the last epoch ended."""
+        return self._loss_count
+
     def findings(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Finding]:
         """Diagnose what was recorded so far."""
         return diagnose(self.history.records(), self.layers, self.epochs, self.num_classes,
