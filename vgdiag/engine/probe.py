@@ -308,9 +308,8 @@ class Probe:
         if self.optimizer is not None:
             raise RuntimeError("the probe follows optimizer.step(); do not call after_update()")
         if self._in_flight and self._grad_pieces is None:  # before_update() was skipped
-            self._stop_forward_side()
-            with torch.no_grad():
-                self._grad_pieces = self._measure_grads()
+            self.end_step()  # the step still counts, without its update ratios
+            return
         self._post_step(None, (), {})
 
     def _advance(self) -> None:

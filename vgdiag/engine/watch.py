@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
 from vgdiag.engine.environment import environment
 from vgdiag.engine.events import (
@@ -35,9 +36,9 @@ from vgdiag.engine.events import (
     RunStarted,
     StepSampled,
 )
-from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.history import History
-from vgdiag.engine.probe import Probe, _unwrap
+from vgdiag.engine.probe import Probe
+from vgdiag.engine.probe_layers import unwrap
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.trainer import DIAGNOSIS_INTERVAL_S, LIVE_RECORDS
 
@@ -314,7 +315,7 @@ def run_config(
     plus what the caller knows (`hparams`: lr, batch_size, epochs, seed...)."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    inner = _unwrap(model)
+    inner = unwrap(model)
     train: dict[str, Any] = {"every": every, "hist_every": hist_every}
     if optimizer is not None and optimizer.param_groups:
         lr = optimizer.param_groups[0].get("lr")

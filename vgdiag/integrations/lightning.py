@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - the extra is absent
         "vgdiag.integrations.lightning needs Lightning: pip install 'vgdiag[lightning]'"
     ) from exc
 
-from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
 from vgdiag.integrations.common import first_metric, plain_hparams, scalar
 from vgdiag.runs.store import default_run_dir
