@@ -67,12 +67,16 @@ class _FolderSink:
         if watch is None:
             return
         watch.interrupted = True
-        if callable(old):
+        chained = isinstance(getattr(old, "__self__", None), _FolderSink)  # another watch's
+        if callable(old) and not chained:
             # The program handles SIGTERM itself (Lightning does): let it stop the loop;
             # close() will then say interrupted.
             old(signum, frame)
             return
         watch.close()
+        if chained:
+            old(signum, frame)
+            return
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)  # end as SIGTERM would have without us
 
