@@ -16,7 +16,7 @@ from vgdiag.engine.diagnosis_common import (
     trainable_names,
     values,
 )
-from vgdiag.engine.gradflow import first_last_ratio, gradient_profile
+from vgdiag.engine.gradflow import first_last_ratio, gradient_profile, slope
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
 
@@ -99,7 +99,11 @@ def zero_gradient(
     profile = gradient_profile(last, layers)
     out = profile["output"]
     cause = "no gradient flows back through the layers after them"
-    if out is not None and last.layers[out].weight_norm == 0.0:
+    head = last.layers[out] if out is not None else None
+    # Weights are read after the step's update; ||W0|| = 0 shows as a NaN weight_change.
+    zero_init = head is not None and (head.weight_norm == 0.0 or (
+        last is records[0] and math.isnan(head.weight_change) and head.weight_norm > 0))
+    if zero_init:
         cause = (f"the output layer {out} is all zeros (zero-initialised), so nothing "
                  "reaches the layers before it until it has learned")
     else:
@@ -162,7 +166,10 @@ def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
         return []
     worst = min(bad, key=lambda n: bad[n])
     ratio = bad[worst]
-    decay = ratio ** (1 / max(steps[worst] - 1, 1)) if ratio > 0 else 0.0
+    # The decay per step is fitted over the steps whose gradient is not 0 (the earliest
+    # ones can underflow to exactly 0).
+    decays = {n: 10 ** -slope(profile[n]) for n in ratios}
+    decay = decays[worst]
     return [
         Finding(
             "vanishing_through_time",
@@ -170,15 +177,14 @@ def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
             list(bad),
             {
                 "ratio_first_last_step": ratios,
-                "decay_per_step": {n: (r ** (1 / max(steps[n] - 1, 1)) if r > 0 else 0.0)
-                                   for n, r in ratios.items()},
+                "decay_per_step": decays,
                 "time_steps": steps,
                 "grad_per_step": profile,
                 **rests_on(window),
             },
             f"The gradient vanishes through time in {worst}: the first of {steps[worst]} "
             f"time steps gets {fmt(ratio)} of the last one's gradient (x{decay:.2f} per "
-            "step), so early inputs barely influence learning.",
+            "step backward in time), so early inputs barely influence learning.",
             ["weight-init"],
         )
     ]

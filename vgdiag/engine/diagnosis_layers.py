@@ -108,16 +108,17 @@ def weights_shrinking(
 def weights_concentrated(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
 ) -> list[Finding]:
-    # Embeddings and normalisation layers are looked up or rescale, and a layer whose
-    # output a normalisation layer rescales later does not set the signal's scale:
-    # only the chains of plain layers, up to (not including) the output layer, do.
+    # Embeddings and normalisation layers are looked up or rescale, a layer whose
+    # output a normalisation layer rescales later does not set the signal's scale,
+    # and a recurrent layer's scale acts through time (vanishing_through_time): only
+    # chains of plain layers, up to (not including) the output layer, are judged.
     reached = reached_names(layers)
     output = reached[-1] if reached else None
     scaled: dict[str, float] = {}
     for info in sorted(layers, key=lambda i: i.depth):
         s = records[-1].layers.get(info.name)
         if (s is None or info.fan_in <= 0 or info.num_params <= 0 or info.name == output
-                or info.role in ("embedding", "norm") or info.normalized_after
+                or info.role in ("embedding", "norm", "recurrent") or info.normalized_after
                 or not info.used):
             continue
         rms = s.weight_norm / math.sqrt(info.num_params)
