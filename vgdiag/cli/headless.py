@@ -30,16 +30,11 @@ from vgdiag.engine.events import (
 )
 from vgdiag.engine.gradflow import grad_ratios, health
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.textfmt import fmt_num as fmt
 
 _HEALTH_STYLE = {"bad": "red", "weak": "yellow", "ok": "", "none": ""}
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.{digits}g}"
 
 
 class HeadlessSink:

@@ -12,6 +12,7 @@ import numpy as np
 from vgdiag.engine.gradflow import eligible
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
+from vgdiag.textfmt import fmt_num
 
 
 def trainable_names(layers: Sequence[LayerInfo]) -> list[str]:
@@ -47,4 +48,4 @@ def rests_on(records: Sequence[StepRecord]) -> dict[str, Any]:
 
 
 def fmt(x: float) -> str:
-    return f"{x:.2g}" if math.isfinite(x) else str(x)
+    return fmt_num(x, 2)

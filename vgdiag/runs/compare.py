@@ -19,9 +19,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from vgdiag.errors import UserError
 from vgdiag.engine.events import RunFailed
 from vgdiag.engine.gradflow import first_last_ratio
+from vgdiag.errors import UserError
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
 
 BASELINE = "baseline"
@@ -63,8 +63,8 @@ def run_variant(
     """Build the baseline from `opts`, apply `plugin` (None: baseline), train, store."""
     import torch
 
-    from vgdiag.runs.store import RunStore, read_run
     from vgdiag.engine.trainer import run_training
+    from vgdiag.runs.store import RunStore, read_run
 
     if threads > 0:
         torch.set_num_threads(threads)
