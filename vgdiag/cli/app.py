@@ -25,6 +25,7 @@ app = typer.Typer(
     "happen, and prove which fix works.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
+    rich_markup_mode="rich",  # help texts are escaped where they are declared
     add_completion=False,
     pretty_exceptions_enable=False,
 )
