@@ -20,7 +20,9 @@ except ImportError:  # pragma: no cover - older typer with click installed
     import click.exceptions as click_exc  # type: ignore[no-redef]
 
 from vgdiag._version import __version__
+from vgdiag.engine.interrupts import describe_exit, is_user_exit, note_signal
 from vgdiag.engine.records import Finding, severity_rank
+from vgdiag.engine.status import RunStatus
 from vgdiag.errors import ExitCode, UserError
 
 app = typer.Typer(
@@ -142,6 +144,7 @@ class _StopOnSignal:
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        note_signal()
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.event.set()
@@ -224,14 +227,19 @@ def run(
     use_tui = not headless and sys.stdout.isatty() and sys.stdin.isatty()
     if use_tui:
         status = _run_tui(experiment, bundle, store)
+        findings = store.findings
     else:
-        status = _run_headless(experiment, bundle, store, console)
-    _print_outcome(console, store, path)
-    if status == "failed":
-        raise typer.Exit(ExitCode.TRAINING_FAILED)
-    if status == "interrupted":
-        raise typer.Exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(exit_code_for(store.findings, fail_on))
+        status, findings = _run_headless(experiment, bundle, store, console)
+    raise typer.Exit(exit_code_for_run(status, findings, fail_on))
+
+
+def exit_code_for_run(status: RunStatus, findings: list[Finding], fail_on: str) -> ExitCode:
+    """The exit code of a run that ended with `status`: one code per cause."""
+    if status == RunStatus.FAILED:
+        return ExitCode.TRAINING_FAILED
+    if status == RunStatus.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    return exit_code_for(findings, fail_on)
 
 
 def _preflight(experiment: Any, bundle: Any) -> None:
@@ -244,49 +252,47 @@ def _preflight(experiment: Any, bundle: Any) -> None:
                  experiment.output_key)
 
 
-def _run_headless(experiment: Any, bundle: Any, store: Any, console: Console) -> str:
-    from vgdiag.cli.headless import HeadlessSink
-    from vgdiag.engine.events import RunFailed
+def _run_headless(
+    experiment: Any, bundle: Any, store: Any, console: Console
+) -> tuple[RunStatus, list[Finding]]:
+    from vgdiag.cli.headless import HeadlessSink, safe
     from vgdiag.engine.trainer import run_training
+    from vgdiag.runs.store import RunFolderError
 
-    console.print(f"[bold]vgdiag[/] training [cyan]{experiment.model_spec}[/] on "
-                  f"[cyan]{bundle.name}[/] ({experiment.train.device}); run folder {store.path}")
-    status = "completed"
+    sink = HeadlessSink(console, experiment.name, bundle.num_classes)
+    sink._draw(lambda: console.print(
+        f"[bold]vgdiag[/] training [cyan]{safe(experiment.model_spec)}[/] on "
+        f"[cyan]{safe(bundle.name)}[/] ({experiment.train.device}); run folder "
+        f"{safe(store.path)}"))
+    folder_error: str | None = None
     with _StopOnSignal() as stopper, store:
+        events = run_training(experiment, bundle, stopper.event)
         try:
-            with HeadlessSink(console) as sink:
-                for event in run_training(experiment, bundle, stopper.event):
-                    store.handle(event)
+            with sink:
+                for event in events:
+                    store.handle(event)  # first: the folder decides how the run ended
                     sink.handle(event)
-                    if isinstance(event, RunFailed):
-                        status = "failed"
-                        console.print(f"[red]training failed:[/] {event.error}")
-        except KeyboardInterrupt:
+        except RunFolderError as exc:
+            folder_error = str(exc)
+            if not sink.run.finished:
+                sink.handle(sink.run.failure(folder_error))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the folder says so
             store.mark_interrupted()
-    return "failed" if status == "failed" else store.status
+            sink.run.interrupt()
+        finally:
+            events.close()  # the trainer's cleanup runs: the probe's hooks come off
+    sink.print_outcome(store.path)
+    if folder_error is not None:
+        print(f"vgdiag: error: {folder_error}", file=sys.stderr)
+    return sink.run.status, sink.run.findings
 
 
-def _run_tui(experiment: Any, bundle: Any, store: Any) -> str:
+def _run_tui(experiment: Any, bundle: Any, store: Any) -> RunStatus:
     from vgdiag.tui.app import run_dashboard  # Textual is loaded only here
 
     with store:
-        return run_dashboard(experiment, bundle, store, title="vgdiag run")
-
-
-def _print_outcome(console: Console, store: Any, path: Path) -> None:
-    from vgdiag.cli.headless import epochs_table, findings_panel, layer_table
-    from vgdiag.runs.store import read_run
-
-    run_data = read_run(path)
-    records = run_data.records
-    console.print(epochs_table(run_data.epochs, run_data.summary.get("test")))
-    console.print(layer_table(run_data.layers, records[0] if records else None,
-                              records[-1] if records else None))
-    console.print(findings_panel(run_data.findings, str(run_data.summary.get("verdict", ""))))
-    status = run_data.status
-    color = "green" if status == "completed" else "yellow"
-    console.print(f"[{color}]{status}[/] in {run_data.summary.get('seconds', 0):.1f} s; "
-                  f"run folder: {path}  (report: vgdiag report {path} --format html)")
+        status = run_dashboard(experiment, bundle, store, title="vgdiag run")
+    return RunStatus.parse(status) or RunStatus.INTERRUPTED
 
 
 # ----- inspect ----------------------------------------------------------------------
@@ -367,14 +373,27 @@ def report(
         for note in run_data.notes:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote {out}", file=sys.stderr)
-    raise typer.Exit(exit_code_for(run_data.findings, fail_on))
+    raise typer.Exit(report_exit_code(run_data.status, run_data.findings, fail_on))
+
+
+def report_exit_code(status: str, findings: list[Finding], fail_on: str) -> ExitCode:
+    """`report --fail-on`: a failed run counts as an error-level finding."""
+    if status == RunStatus.FAILED and fail_on != "none":
+        return ExitCode.FINDINGS
+    return exit_code_for(findings, fail_on)
 
 
 def _write_text(path: Path, text: str) -> None:
+    import errno
+
+    from vgdiag.runs.store import write_text_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on device: {path}") from None
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -526,11 +545,23 @@ def compare(
 @app.command()
 def view(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`.")],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Load the folder as the dashboard would and say whether it can be "
+        "shown, without opening it.")] = False,
 ) -> None:
     """Replay a saved run folder in the dashboard."""
     from vgdiag.runs.store import read_run
+    from vgdiag.tui.state import view_from_run  # plain data, no Textual
 
     run_data = read_run(run_dir)
+    try:
+        view_from_run(run_data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"{run_dir} cannot be shown: {type(exc).__name__}: {exc}") from None
+    if check:
+        print(f"{run_dir}: {run_data.status}, {len(run_data.epochs)} epoch(s), "
+              f"{len(run_data.records)} sampled step(s); verdict: {run_data.verdict}")
+        return
     from vgdiag.tui.app import view_run  # Textual is loaded only here
 
     view_run(run_data)
@@ -543,8 +574,37 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    note_signal()
+    raise KeyboardInterrupt
+
+
+def _note_signals() -> None:
+    """SIGINT and SIGTERM before training (or outside it) end vgdiag as interrupted.
+
+    Noting each signal is what tells a real Ctrl-C from user code that raises
+    KeyboardInterrupt (vgdiag.engine.interrupts).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, _interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors are one line on stderr and exit code 2."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _note_signals()
+    try:
+        return _main(argv)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     STATE.debug = "--debug" in args or bool(os.environ.get("VGDIAG_DEBUG"))
     try:
@@ -562,18 +622,33 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vgdiag: error: {_one_line(str(exc))}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
-    except typer.Abort:
-        print("vgdiag: aborted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt) and is_user_exit(exc):
+            return _user_exit(exc)
         print("vgdiag: interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
+    except SystemExit as exc:  # never ours (Typer's exits are typer.Exit): the user's code
+        return _user_exit(exc)
+    except BrokenPipeError:  # `vgdiag ... | head`: the reader left; say nothing more
+        from vgdiag.cli.headless import silence_stdout
+
+        silence_stdout()
+        return int(ExitCode.OK)
     except Exception as exc:  # the user's code (or ours) raised outside training
         if STATE.debug:
             raise
         print(f"vgdiag: error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return int(ExitCode.TRAINING_FAILED)
+
+
+def _user_exit(exc: BaseException) -> int:
+    """User code exited (or raised KeyboardInterrupt) where no boundary caught it."""
+    if STATE.debug:
+        raise exc
+    print(f"vgdiag: error: the model's or data's code raised {describe_exit(exc)}: "
+          "vgdiag counts that as a failure, not a success", file=sys.stderr)
+    return int(ExitCode.TRAINING_FAILED)
 
 
 if __name__ == "__main__":

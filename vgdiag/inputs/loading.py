@@ -61,6 +61,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import ModelFactory
+from vgdiag.engine.interrupts import describe_exit, is_user_exit
 from vgdiag.errors import UserError
 
 SAVED_MODEL_SUFFIXES = (".pt", ".pth", ".ts")
@@ -86,6 +87,8 @@ def one_line(text: str, limit: int = _MAX_DETAIL) -> str:
 
 def describe_exception(exc: BaseException) -> str:
     """'TypeError: message' on one line."""
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return describe_exit(exc)
     detail = one_line(str(exc))
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
@@ -174,8 +177,8 @@ def _import_file(path: Path, shown: str) -> types.ModuleType:
             spec.loader.exec_module(module)
     except BaseException as exc:
         sys.modules.pop(module_name, None)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        if isinstance(exc, KeyboardInterrupt) and not is_user_exit(exc):
+            raise  # a real Ctrl-C while importing
         raise UserError(_import_failure(exc, shown, path)) from exc
     return module
 
@@ -198,10 +201,11 @@ def _import_failure(exc: BaseException, shown: str, path: Path | None) -> str:
         )
     if isinstance(exc, ImportError):
         return f"{shown}{where}: {one_line(str(exc))}"
-    if isinstance(exc, SystemExit):
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
         return (
-            f"{shown}{where} exited while being imported: put script code under "
-            f"'if __name__ == \"__main__\":'"
+            f"{shown}{where} "
+            + ("exited" if isinstance(exc, SystemExit) else "raised KeyboardInterrupt")
+            + " while being imported: put script code under 'if __name__ == \"__main__\":'"
         )
     return f"importing {shown} raised {describe_exception(exc)}{where}"
 
@@ -217,9 +221,9 @@ def _import_module(source: str) -> types.ModuleType:
                 f"or name a file instead (path/to/file.py:Name)"
             ) from exc
         raise UserError(_import_failure(exc, source, None)) from exc
-    except KeyboardInterrupt:
-        raise
     except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and not is_user_exit(exc):
+            raise  # a real Ctrl-C while importing
         raise UserError(_import_failure(exc, source, None)) from exc
 
 
@@ -842,7 +846,9 @@ def load_model_factory(
             model = factory()
         except UserError:
             raise
-        except Exception as exc:  # the user's constructor failed: say where, in one line
+        except BaseException as exc:  # the user's constructor failed: say where, in one line
+            if not isinstance(exc, Exception) and not is_user_exit(exc):
+                raise  # a real Ctrl-C (or the interpreter leaving)
             raise UserError(
                 f"building {display} raised {describe_exception(exc)}{where_in(exc, error_path)}"
             ) from exc

@@ -28,6 +28,7 @@ from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import DATA_DEFAULTS, DATASETS, load_dataset
 
 BUILTIN_MLP = "builtin:mlp"
+MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's is the narrowest)
 
 
 @dataclass
@@ -71,6 +72,8 @@ class RunOptions:
              f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
              f"--lr must be a positive number, got {self.lr}"),
+            (0 <= self.seed <= MAX_SEED,
+             f"--seed must be between 0 and {MAX_SEED} (2**32 - 1), got {self.seed}"),
             (self.threads >= 0,
              f"--threads must be 0 (automatic) or more, got {self.threads}"),
             (self.synthetic_size >= 10,
