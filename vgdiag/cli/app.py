@@ -20,10 +20,16 @@ except ImportError:  # pragma: no cover - older typer with click installed
     import click.exceptions as click_exc  # type: ignore[no-redef]
 
 from vgdiag._version import __version__
-from vgdiag.engine.interrupts import describe_exit, is_user_exit, note_signal
+from vgdiag.engine.interrupts import (
+    describe_exit,
+    interrupt_on_signals,
+    is_user_exit,
+    note_signal,
+    restore_signals,
+)
 from vgdiag.engine.records import Finding, severity_rank
 from vgdiag.engine.status import RunStatus
-from vgdiag.errors import ExitCode, UserError
+from vgdiag.errors import ExitCode, RunFolderError, UserError
 
 app = typer.Typer(
     name="vgdiag",
@@ -223,7 +229,9 @@ def run(
         experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(plugin)}")
     path = out or default_run_dir(experiment.name)
     store = RunStore(path, experiment.name, bundle.num_classes)
-    console = Console(stderr=False)
+    from vgdiag.cli.headless import TerminalConsole
+
+    console = TerminalConsole(stderr=False)
     use_tui = not headless and sys.stdout.isatty() and sys.stdin.isatty()
     if use_tui:
         status = _run_tui(experiment, bundle, store)
@@ -257,7 +265,6 @@ def _run_headless(
 ) -> tuple[RunStatus, list[Finding]]:
     from vgdiag.cli.headless import HeadlessSink, safe
     from vgdiag.engine.trainer import run_training
-    from vgdiag.runs.store import RunFolderError
 
     sink = HeadlessSink(console, experiment.name, bundle.num_classes)
     sink._draw(lambda: console.print(
@@ -574,34 +581,13 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    note_signal()
-    raise KeyboardInterrupt
-
-
-def _note_signals() -> None:
-    """SIGINT and SIGTERM before training (or outside it) end vgdiag as interrupted.
-
-    Noting each signal is what tells a real Ctrl-C from user code that raises
-    KeyboardInterrupt (vgdiag.engine.interrupts).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
-            signal.signal(sig, _interrupt)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors are one line on stderr and exit code 2."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _note_signals()
+    saved = interrupt_on_signals()
     try:
         return _main(argv)
     finally:
-        if threading.current_thread() is threading.main_thread():
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
+        restore_signals(saved)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -629,6 +615,9 @@ def _main(argv: list[str] | None) -> int:
         return int(ExitCode.INTERRUPTED)
     except SystemExit as exc:  # never ours (Typer's exits are typer.Exit): the user's code
         return _user_exit(exc)
+    except RunFolderError as exc:  # the folder says so too, where it still could
+        print(f"vgdiag: error: {exc}", file=sys.stderr)
+        return int(ExitCode.TRAINING_FAILED)
     except BrokenPipeError:  # `vgdiag ... | head`: the reader left; say nothing more
         from vgdiag.cli.headless import silence_stdout
 

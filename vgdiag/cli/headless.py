@@ -60,6 +60,18 @@ def silence_stdout() -> None:
         os.close(devnull)
 
 
+class TerminalConsole(Console):
+    """A rich Console that a closed stdout silences instead of exiting.
+
+    Rich's default answer to a broken pipe is SystemExit(1), which would end a run
+    in the middle and claim an exit code the run did not earn.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        silence_stdout()
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"

@@ -46,3 +46,33 @@ def describe_exit(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"SystemExit: {exc.code}" if exc.code is not None else "SystemExit"
     return type(exc).__name__
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    note_signal()
+    raise KeyboardInterrupt
+
+
+def interrupt_on_signals() -> dict[int, object]:
+    """Make SIGINT and SIGTERM raise a noted KeyboardInterrupt; returns what they were.
+
+    For the command line, from its first moment: a SIGTERM before any folder exists
+    ends vgdiag as interrupted (exit 130, one line), not killed without a word.
+    Handlers someone else installed are left alone.
+    """
+    saved: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return saved
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        current = signal.getsignal(sig)
+        saved[sig] = current
+        if current in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, _interrupt)
+    return saved
+
+
+def restore_signals(saved: dict[int, object]) -> None:
+    """Put back what `interrupt_on_signals` replaced."""
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

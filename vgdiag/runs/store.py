@@ -34,7 +34,7 @@ from vgdiag.engine.events import (
 from vgdiag.engine.records import SEVERITIES, EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import WRITTEN_STATUSES, RunStatus
 from vgdiag.engine.summary import SCHEMA_VERSION, RunSummary
-from vgdiag.errors import UserError
+from vgdiag.errors import RunFolderError, UserError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -43,6 +43,10 @@ SUMMARY_FILE = "summary.json"
 # pay a file rewrite each time, and a reader of a cut-off run recomputes the rest from
 # metrics.jsonl, which is written as it happens.
 SUMMARY_INTERVAL_S = 2.0
+# Room kept aside while a run writes, given back when the disk fills up, so that the
+# folder can still say it failed and why. Removed when the run ends.
+RESERVE_FILE = ".reserve"
+RESERVE_BYTES = 64 * 1024
 
 
 def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -123,14 +127,6 @@ def prepare_run_dir(path: Path) -> Path:
     return path
 
 
-class RunFolderError(Exception):
-    """The run folder could not be written (a full disk, a vanished folder).
-
-    The message is one line naming the cause and the path; the store has already
-    marked the folder `failed` where it still could.
-    """
-
-
 def _write_failure(exc: OSError, path: Path) -> str:
     if exc.errno == errno.ENOSPC:
         return f"no space left on device: {path}"
@@ -155,7 +151,18 @@ class RunStore:
         self._metrics: IO[str] = open(self.path / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._closed = False
         self._summary_at = 0.0
+        self._guarded(self._reserve, self.path / RESERVE_FILE)
         self._guarded(self._write_summary, self.path / SUMMARY_FILE)
+
+    def _reserve(self) -> None:
+        with open(self.path / RESERVE_FILE, "wb") as f:
+            f.write(bytes(RESERVE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _release(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / RESERVE_FILE).unlink()
 
     def handle(self, event: Event) -> None:
         """Fold `event` in and write what it adds; RunFolderError when that fails."""
@@ -191,7 +198,8 @@ class RunStore:
             failed = exc.filename or path
             self.write_error = _write_failure(exc, Path(failed))
             self.run.fail(self.write_error)
-            # Whatever still fits: the folder must not keep saying "running".
+            self._release()  # the room kept for this moment
+            # The folder must not keep saying "running".
             with contextlib.suppress(OSError):
                 write_json_atomic(self.path / SUMMARY_FILE, self.summary(), indent=None)
             raise RunFolderError(self.write_error) from exc
@@ -219,6 +227,7 @@ class RunStore:
         finally:
             with contextlib.suppress(OSError):
                 self._metrics.close()
+            self._release()
 
     def __enter__(self) -> RunStore:
         return self
