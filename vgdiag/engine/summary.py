@@ -32,7 +32,8 @@ from vgdiag.engine.events import (
     StepProgress,
     StepSampled,
 )
-from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.gradflow import block_summary
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord, jsonable
 from vgdiag.engine.status import RunStatus
 
 SCHEMA_VERSION = 1  # summary.json's schema_version; readers refuse newer ones
@@ -236,6 +237,8 @@ def summary_json(
             }
             for info in sorted(layers, key=lambda i: i.depth)
         ],
+        "blocks": jsonable(block_summary(first, last, list(layers))),
+        "time_grad": jsonable(last.time_grad) if last is not None else {},
         "epochs": [{k: v for k, v in e.to_json().items() if k != "type"} for e in epochs],
         "test": test,
         "findings": [f.to_json() for f in findings],

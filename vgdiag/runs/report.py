@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vgdiag import textfmt
+from vgdiag.engine.gradflow import eligible, ratios_to_output
+from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import run_verdict, summary_json
 from vgdiag.errors import UserError
-from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.runs.store import RunData
 from vgdiag.runs.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
 
@@ -60,9 +62,7 @@ def render_report(run: RunData, fmt: str) -> str:
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
     """A number in `digits` significant digits; a dash for None or NaN."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return DASH
-    return f"{x:.{digits}g}"
+    return textfmt.fmt_num(x, digits, missing=DASH)
 
 
 def fmt_pct(x: float | None) -> str:
@@ -182,13 +182,12 @@ def layer_rows(run: RunData, layers: Sequence[LayerInfo]) -> list[LayerRow]:
         )
         for info in layers
     ]
-    # The output layer is the deepest trainable layer with a usable gradient norm,
-    # the same reference the diagnosis uses for its first/last ratio.
-    outputs = [r.grad_last for r in rows if r.trainable and _positive(r.grad_last)]
-    if outputs:
-        for r in rows:
-            if math.isfinite(r.grad_last):
-                r.ratio_to_output = r.grad_last / outputs[-1]
+    # The same output layer (and ratios) as the diagnosis and every front end.
+    used = {i.name: eligible(i) for i in layers}
+    ratios = ratios_to_output([r.grad_last for r in rows],
+                              [r.trainable and used.get(r.name, True) for r in rows])
+    for r, ratio in zip(rows, ratios):
+        r.ratio_to_output = ratio
     return rows
 
 

@@ -53,11 +53,16 @@ def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
     """runs/<timestamp>-<name>, made unique if two runs start in the same second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
-    path = root / f"{stamp}-{safe}"
-    n = 1
-    while path.exists():
+    return free_path(root, f"{stamp}-{safe}")
+
+
+def free_path(folder: Path, stem: str, suffix: str = "",
+              taken: Callable[[Path], bool] = Path.exists) -> Path:
+    """`folder/stem+suffix`, or `stem-2`, `stem-3`... while `taken` says that one is."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while taken(path):
         n += 1
-        path = root / f"{stamp}-{safe}-{n}"
+        path = folder / f"{stem}-{n}{suffix}"
     return path
 
 

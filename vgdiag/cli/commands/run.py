@@ -1,0 +1,92 @@
+"""`vgdiag run`: train with the probe, in the dashboard or headless."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from vgdiag.cli.exits import exit_code_for_run
+from vgdiag.cli.options_typer import command
+from vgdiag.cli.prepare import parse_plugin_options, preflight
+from vgdiag.cli.signals import StopOnSignal
+from vgdiag.engine.status import RunStatus
+from vgdiag.errors import RunFolderError
+from vgdiag.inputs.options import RunCommandOptions, RunOptions
+
+if TYPE_CHECKING:  # records imports numpy, which `vgdiag --help` does without
+    from vgdiag.engine.records import Finding
+
+
+@command(RunOptions, RunCommandOptions, recipe=True)
+def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
+    """Train a model with the probe attached and diagnose its gradient flow."""
+    from vgdiag.inputs.recipe import build_experiment, load_data
+    from vgdiag.runs.store import RunStore, default_run_dir
+
+    opts.validate()
+    plugin_opts = parse_plugin_options(cmd.plugin_opt)
+    bundle = load_data(opts)
+    experiment = build_experiment(opts, bundle)
+    preflight(experiment, bundle)
+    if cmd.plugin:
+        from vgdiag.plugin_api import apply_plugins
+
+        experiment = apply_plugins(experiment, cmd.plugin, plugin_opts)
+        experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(cmd.plugin)}")
+    path = cmd.out or default_run_dir(experiment.name)
+    store = RunStore(path, experiment.name, bundle.num_classes)
+    from vgdiag.cli.headless import TerminalConsole
+
+    console = TerminalConsole(stderr=False)
+    use_tui = not cmd.headless and sys.stdout.isatty() and sys.stdin.isatty()
+    if use_tui:
+        status = _run_tui(experiment, bundle, store)
+        findings = store.findings
+    else:
+        status, findings = _run_headless(experiment, bundle, store, console)
+    raise typer.Exit(exit_code_for_run(status, findings, cmd.fail_on))
+
+
+def _run_headless(
+    experiment: Any, bundle: Any, store: Any, console: Console
+) -> tuple[RunStatus, list[Finding]]:
+    from vgdiag.cli.headless import HeadlessSink, safe
+    from vgdiag.engine.trainer import run_training
+
+    sink = HeadlessSink(console, experiment.name, bundle.num_classes)
+    sink._draw(lambda: console.print(
+        f"[bold]vgdiag[/] training [cyan]{safe(experiment.model_spec)}[/] on "
+        f"[cyan]{safe(bundle.name)}[/] ({experiment.train.device}); run folder "
+        f"{safe(store.path)}"))
+    folder_error: str | None = None
+    with StopOnSignal() as stopper, store:
+        events = run_training(experiment, bundle, stopper.event)
+        try:
+            with sink:
+                for event in events:
+                    store.handle(event)  # first: the folder decides how the run ended
+                    sink.handle(event)
+        except RunFolderError as exc:
+            folder_error = str(exc)
+            if not sink.run.finished:
+                sink.handle(sink.run.failure(folder_error))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the folder says so
+            store.mark_interrupted()
+            sink.run.interrupt()
+        finally:
+            events.close()  # the trainer's cleanup runs: the probe's hooks come off
+    sink.print_outcome(store.path)
+    if folder_error is not None:
+        print(f"vgdiag: error: {folder_error}", file=sys.stderr)
+    return sink.run.status, sink.run.findings
+
+
+def _run_tui(experiment: Any, bundle: Any, store: Any) -> RunStatus:
+    from vgdiag.tui.app import run_dashboard  # Textual is loaded only here
+
+    with store:
+        status = run_dashboard(experiment, bundle, store, title="vgdiag run")
+    return RunStatus.parse(status) or RunStatus.INTERRUPTED
