@@ -38,6 +38,7 @@ from vgdiag.engine.events import (
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.status import RunStatus
 from vgdiag.engine.trainer import DIAGNOSIS_INTERVAL_S, LIVE_RECORDS
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -218,7 +219,7 @@ class Watch:
             return
         findings = self.findings()
         seconds = time.perf_counter() - self._t0
-        if status == "failed":
+        if status == RunStatus.FAILED:
             assert error is not None
             self._emit(RunFailed(
                 error=f"{type(error).__name__}: {error}".splitlines()[0],
@@ -284,14 +285,15 @@ class Watch:
         return [s / c if c else None for s, c in zip(sums, counts)]
 
 
-def _status_for(error: BaseException | None, interrupted: bool) -> str:
+def _status_for(error: BaseException | None, interrupted: bool) -> RunStatus:
+    # The loop is the user's own program: its sys.exit(0) is a normal end of it.
     if isinstance(error, KeyboardInterrupt) or (interrupted and error is None):
-        return "interrupted"
+        return RunStatus.INTERRUPTED
     if isinstance(error, SystemExit) and error.code in (0, None):
-        return "interrupted" if interrupted else "completed"
+        return RunStatus.INTERRUPTED if interrupted else RunStatus.COMPLETED
     if error is not None:
-        return "interrupted" if interrupted else "failed"
-    return "completed"
+        return RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
+    return RunStatus.COMPLETED
 
 
 def watch(
