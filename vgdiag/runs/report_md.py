@@ -20,6 +20,7 @@ from vgdiag.runs.report import (
 )
 from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
 from vgdiag.runs.store import RunData
+from vgdiag.textfmt import one_line
 
 # ----- Markdown ---------------------------------------------------------------------
 
@@ -28,7 +29,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&$])")
 
 def md_escape(text: object) -> str:
     """User text safe inside Markdown prose and table cells (one line, specials escaped)."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _MD_SPECIAL.sub(r"\\\1", one_line(text))
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
