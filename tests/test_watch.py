@@ -107,7 +107,8 @@ def test_the_folder_holds_what_the_loop_recorded(tmp_path: Path) -> None:
     assert run.summary["steps"] == 3 * STEPS_PER_EPOCH
     assert [li.name for li in run.layers] == ["1", "3", "5", "7", "9", "11"]
     ids = {f.id for f in run.findings}
-    assert {"loss_stalled", "vanishing_gradient"} <= ids, ids
+    # 18 steps are too few to call a loss at chance stalled (Thresholds.stall_min_steps).
+    assert "vanishing_gradient" in ids and "loss_stalled" not in ids, ids
     assert {f.id for f in w.findings()} == ids
 
 
@@ -118,7 +119,7 @@ def test_report_and_fail_on_work_on_the_folder(tmp_path: Path) -> None:
         train(w, model, opt, epochs=2)
     md = cli("report", str(tmp_path / "run"))
     assert md.returncode == 0, md.stderr
-    assert "**Status: completed**" in md.stdout and "loss\\_stalled" in md.stdout
+    assert "**Status: completed**" in md.stdout and "vanishing\\_gradient" in md.stdout
     gate = cli("report", str(tmp_path / "run"), "--format", "json", "--fail-on", "error")
     assert gate.returncode == 1, gate.stderr
     assert json.loads(gate.stdout)["status"] == "completed"
