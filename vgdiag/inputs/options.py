@@ -24,6 +24,7 @@ from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY, Activation
 from vgdiag.errors import UserError
 
 BUILTIN_MLP = "builtin:mlp"
+MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's is the narrowest)
 
 
 class FailOn(StrEnum):
@@ -113,6 +114,8 @@ class RunOptions:
             (self.depth >= 1, f"--depth must be at least 1, got {self.depth}"),
             (self.width >= 1, f"--width must be at least 1, got {self.width}"),
             (self.every >= 1, f"--every must be a positive integer, got {self.every}"),
+            (0 <= self.seed <= MAX_SEED,
+             f"--seed must be between 0 and {MAX_SEED} (2**32 - 1), got {self.seed}"),
             (self.hist_every >= 0, f"--hist-every must be 0 (off) or more, got {self.hist_every}"),
             (self.epochs is None or self.epochs >= 1,
              f"--epochs must be at least 1, got {self.epochs}"),
