@@ -206,8 +206,11 @@ class CompareOptions:
     tui: bool = opt(False, "Watch the variants train in the dashboard and open each against "
                     "the baseline.", flags=("--tui",), default_text="off")
     fail_on: FailOn = _fail_on()
-    preset: str | None = opt(None, "A named preset of the comparison.", default_text="none")
-    seeds: int = opt(1, "Seeds each variant is trained with.")
+    preset: str | None = opt(None, "A named bundle of options and variants: reference (the "
+                             "experiment of docs/REFERENCE_RESULTS.md); options given here "
+                             "override it.", default_text="none")
+    seeds: int = opt(1, "Seeds per variant (init and data order; the split stays): mean ± "
+                     "std, a gain is clear only beyond the spread.")
 
     def __post_init__(self) -> None:
         coerce_choices(self)
