@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_cases.cases import CASES, MODELS, Outcome, run_all, vgdiag
+from fault_cases.cases import CASES, MODELS, Outcome, run_all, vgdiag, wait_for_torch
 
 from vgdiag.cli.app import main
 from vgdiag.runs.store import read_run
@@ -36,7 +36,9 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
 
 def one_line_error(o: Outcome, *parts: str) -> None:
     """stderr holds one error line, no traceback, mentioning each of `parts`."""
-    lines = [x for x in o.stderr.splitlines() if x.strip()]
+    # Progress lines of a long data count may come first.
+    lines = [x for x in o.stderr.splitlines()
+             if x.strip() and not x.startswith("vgdiag: reading the data")]
     assert "Traceback" not in o.stderr, o.stderr
     assert len(lines) == 1 and lines[0].startswith("vgdiag: error: "), o.stderr
     for part in parts:
@@ -51,6 +53,10 @@ def failed_folder(o: Outcome, error_start: str) -> None:
 
 
 def test_every_case_ran(outcomes):
+    # The table of how each case ended (pytest -s shows it).
+    print("\n| case | exit | status | verdict |\n|---|---|---|---|")
+    for o in outcomes.values():
+        print(o.row())
     assert set(outcomes) == set(CASES)
     broken = [o for o in outcomes.values() if o.status.startswith("case error")]
     assert not broken, broken
@@ -282,13 +288,16 @@ def test_runs_killed_at_random_points_leave_readable_folders(tmp_path, capsys):
                 argv += ["--model", f"{MODELS}:Slow"]
             victims.append((sig, out, subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                                        stderr=subprocess.PIPE, text=True)))
-        deadline = time.monotonic() + 60
-        for sig, out, proc in victims:
+        deadline = time.monotonic() + 180
+        for k, (sig, out, proc) in enumerate(victims):
             # Half are killed once training writes, half at any moment from the start.
-            if rng.random() < 0.5:
+            if k % 2 == 0:
                 while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
                     time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 1.5))
+                time.sleep(rng.uniform(0.0, 1.0))
+            else:
+                wait_for_torch(proc)
+                time.sleep(rng.uniform(0.0, 3.0))
             proc.send_signal(sig)
         for sig, out, proc in victims:
             _, stderr = proc.communicate(timeout=60)

@@ -98,13 +98,28 @@ def _signal_before_folder(case: str, tmp: Path) -> Outcome:
     proc = subprocess.Popen([sys.executable, "-m", "vgdiag", "run", "--headless", *TINY,
                              "--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(0.8)  # the interpreter is up, torch is still importing
+    wait_for_torch(proc)  # its handlers are in place, no folder exists yet
     created = out.exists()
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=TIMEOUT)
     if created:
         stderr = "(folder existed before the signal)\n" + stderr
     return outcome(case, None, out, code=proc.returncode, stdout=stdout, stderr=stderr)
+
+
+def wait_for_torch(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> None:
+    """Until `proc` (a vgdiag command) is importing torch: past Python's own start-up,
+    where no program can handle a signal yet."""
+    deadline = time.monotonic() + timeout
+    maps = Path(f"/proc/{proc.pid}/maps")
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "libtorch" in maps.read_text():
+                return
+        except OSError:  # no /proc: a fixed delay instead
+            time.sleep(1.0)
+            return
+        time.sleep(0.01)
 
 
 def _reference_folder(tmp: Path) -> Path:

@@ -88,7 +88,12 @@ def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     STATE.debug = "--debug" in args or bool(os.environ.get("VGDIAG_DEBUG"))
     try:
-        result = app(args=args, prog_name="vgdiag", standalone_mode=False)
+        # The command is invoked here rather than through app(): Typer's own main
+        # turns a KeyboardInterrupt into a silent exit 130 and a broken pipe into
+        # exit 1, so neither a real Ctrl-C nor user code raising it could be told.
+        command = typer.main.get_command(app)
+        with command.make_context("vgdiag", args) as root:
+            result = command.invoke(root)
         return int(result) if isinstance(result, int) else 0
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -108,6 +113,8 @@ def _main(argv: list[str] | None) -> int:
         print("vgdiag: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except SystemExit as exc:  # never ours (Typer's exits are typer.Exit): the user's code
+        if isinstance(exc.__context__, BrokenPipeError):  # rich's answer to `| head`
+            return int(ExitCode.OK)
         return _user_exit(exc)
     except RunFolderError as exc:  # the folder says so too, where it still could
         print(f"vgdiag: error: {exc}", file=sys.stderr)
