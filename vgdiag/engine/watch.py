@@ -70,7 +70,7 @@ class Watch:
         self.num_classes = num_classes
         self.out = out  # the run folder this process writes (None: memory only)
         self.epochs: list[EpochRecord] = []
-        self.status: str | None = None  # how the watch ended; None while it is open
+        self.status: RunStatus | None = None  # how the watch ended; None while open
         self.interrupted = False  # set on a signal: close() then says "interrupted"
         self._layers: list[LayerInfo] = []
         self._sink = sink
