@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -176,3 +177,81 @@ def test_follow_stops_when_asked(tmp_path: Path) -> None:
     stop.set()
     thread.join(5)
     assert not thread.is_alive() and not follower.state.done
+
+
+# -- the dashboard following a folder (`vgdiag view` of a run in progress) -------------------
+
+
+def rendered(widget) -> str:  # noqa: ANN001
+    return "\n".join(strip.text for strip in widget.render_lines(widget.region.reset_offset))
+
+
+async def until(pilot, predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the dashboard")
+        await pilot.pause(0.05)
+
+
+def test_view_follows_a_folder_another_process_writes(tmp_path: Path) -> None:
+    from vgdiag.tui.app import build_app
+    from vgdiag.tui.following import FollowedRun
+    from vgdiag.tui.widgets import GradientBars, RunHeader
+
+    writer = start_writer(tmp_path, delay=0.01)
+    wait_for(lambda: (tmp_path / "run" / SUMMARY_FILE).exists())
+
+    async def main() -> None:
+        app = build_app(follow=FollowedRun(tmp_path / "run"), title="vgdiag view")
+        async with app.run_test(size=(80, 24)) as pilot:
+            header = app.query_one(RunHeader)
+            # Training goes on in the other process; the screen keeps up with it.
+            await until(pilot, lambda: app.view is not None and app.view.steps_done >= 100)
+            assert "running · following the writer" in rendered(header)
+            await until(pilot, lambda: len(app.view.epochs) == 4)  # all but the end
+            await pilot.pause(0.3)  # a redraw
+            assert "log10 grad norm, step 190" in rendered(app.query_one(GradientBars))
+            assert app.view.status == "running" and app.view.steps_done == 200
+            (tmp_path / "go").touch()
+            await until(pilot, lambda: app.view.status == "completed")
+            text = rendered(header)
+            assert "completed" in text and "took 0:02" in text and "following" not in text
+            assert app.view.test is not None and app.view.steps_done == 200
+            await pilot.press("q")
+        assert app.return_value == "completed"
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.wait(30)
+    saved = read_run(tmp_path / "run")
+    assert saved.status == "completed"
+
+
+def test_view_says_when_the_writer_is_killed(tmp_path: Path) -> None:
+    from vgdiag.tui.app import build_app
+    from vgdiag.tui.following import FollowedRun
+    from vgdiag.tui.widgets import RunHeader
+
+    writer = start_writer(tmp_path, mode="hang")
+    (tmp_path / "go").touch()
+
+    async def main() -> None:
+        app = build_app(follow=FollowedRun(tmp_path / "run"), title="vgdiag view")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.view is not None and len(app.view.epochs) == 4)
+            assert app.view.status == "running"
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(30)
+            await until(pilot, lambda: app.view.status == "cut off")
+            assert "cut off" in rendered(app.query_one(RunHeader))
+            assert {f.id for f in app.view.findings} >= {"loss_stalled"}
+            await pilot.press("q")
+        assert app.return_value == "cut off"
+
+    try:
+        asyncio.run(main())
+    finally:
+        if writer.poll() is None:
+            writer.kill()

@@ -17,7 +17,8 @@ import pytest
 from vgdiag.engine.events import EpochEnded, RunFinished, RunStarted, StageStarted, StepSampled
 from vgdiag.engine.records import EpochRecord, Finding, Histogram, LayerInfo, LayerStats, StepRecord
 from vgdiag.runs.store import RunStore, read_run
-from vgdiag.tui.app import VgdiagApp, build_app
+from vgdiag.tui.app import build_app
+from vgdiag.tui.dashboard import VgdiagApp
 from vgdiag.tui.screens.fix_picker import FixChoice, FixPicker
 
 LAYERS = [

@@ -525,15 +525,16 @@ def compare(
 
 @app.command()
 def view(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`, "
+                                            "`vgdiag.watch(out=...)` or a callback.")],
 ) -> None:
-    """Replay a saved run folder in the dashboard."""
+    """Show a run folder in the dashboard: replayed, or followed live while it is written."""
     from vgdiag.runs.store import read_run
 
-    run_data = read_run(run_dir)
-    from vgdiag.tui.app import view_run  # Textual is loaded only here
+    run_data = read_run(run_dir)  # a folder that cannot be read is one line, exit 2
+    from vgdiag.tui.app import view_folder  # Textual is loaded only here
 
-    view_run(run_data)
+    view_folder(run_dir, run_data)
 
 
 # ----- entry point --------------------------------------------------------------------
