@@ -291,6 +291,27 @@ class Probe:
                 self._drop_sample(exc)
         self._advance()
 
+    def before_update(self) -> None:
+        """Without an optimizer: call after backward, before the parameters change.
+
+        For steps whose update is not a plain optimizer.step() call the probe can
+        hook: a closure that runs forward and backward inside step() (LBFGS,
+        Lightning's automatic optimization) or a framework's own callbacks.
+        `after_update()` then ends the step, with its update ratios.
+        """
+        if self.optimizer is not None:
+            raise RuntimeError("the probe follows optimizer.step(); do not call before_update()")
+        self._pre_step(None, (), {})
+
+    def after_update(self) -> None:
+        """Without an optimizer: call once the parameters have been updated."""
+        if self.optimizer is not None:
+            raise RuntimeError("the probe follows optimizer.step(); do not call after_update()")
+        if self._in_flight and self._grad_pieces is None:  # before_update() was skipped
+            self.end_step()  # the step still counts, without its update ratios
+            return
+        self._post_step(None, (), {})
+
     def _advance(self) -> None:
         self.step += 1
         self._in_flight = False
