@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,8 @@ class RunStore:
         self._steps = 0
         self._closed = False
         self._summary_at = 0.0
+        # Who writes: a follower (`vgdiag view`) tells a live writer from a dead one.
+        self._writer = {"pid": os.getpid(), "host": socket.gethostname()}
         self._write_summary()
 
     def handle(self, event: Event) -> None:
@@ -203,7 +206,7 @@ class RunStore:
         return list(self._findings)
 
     def summary(self) -> dict[str, Any]:
-        return build_summary(
+        return {**build_summary(
             name=self.name,
             status=self._status,
             layers=self._layers,
@@ -216,7 +219,7 @@ class RunStore:
             steps=self._steps,
             error=self._error,
             num_classes=self.num_classes,
-        )
+        ), "writer": self._writer}
 
     def _write_summary(self, durable: bool = True) -> None:
         write_json_atomic(self.path / SUMMARY_FILE, self.summary(), durable=durable)
