@@ -81,12 +81,13 @@ def test_start_up_does_not_import_torch() -> None:
         import json, sys
         from vgdiag.cli.app import main
         seen = {}
-        for args in (["--version"], ["--help"], ["run", "--help"], ["compare", "--help"]):
+        for args in (["--version"], ["--help"], ["run", "--help"], ["compare", "--help"],
+                     ["inspect", "--help"], ["report", "--help"]):
             try:
                 main(args)
             except SystemExit:
                 pass
-            seen[" ".join(args)] = [m for m in ("torch", "textual") if m in sys.modules]
+            seen[" ".join(args)] = [m for m in ("torch", "numpy", "textual") if m in sys.modules]
         print(json.dumps(seen))
         """
     )

@@ -27,7 +27,7 @@ _LAZY = {
     "diagnose": "vgdiag.engine.diagnosis",
     "Probe": "vgdiag.engine.probe",
     "Watch": "vgdiag.engine.watch",
-    "watch": "vgdiag.engine.watch",
+    "watch": "vgdiag.runs.watch_folder",
 }
 
 __all__ = [
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from vgdiag.engine.diagnosis import Thresholds, diagnose
     from vgdiag.engine.probe import Probe
     from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, LayerStats, StepRecord
-    from vgdiag.engine.watch import Watch, watch
+    from vgdiag.engine.watch import Watch
+    from vgdiag.runs.watch_folder import watch
 
 
 def __getattr__(name: str) -> Any:

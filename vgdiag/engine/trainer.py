@@ -8,7 +8,6 @@ steps. Cancellation is a threading.Event polled between steps, never a killed th
 from __future__ import annotations
 
 import math
-import platform
 import threading
 import time
 import traceback
@@ -18,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgdiag._version import __version__
 from vgdiag.engine.diagnosis import diagnose
+from vgdiag.engine.environment import environment
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -115,23 +114,15 @@ class _Run:
         if self.device.type != "cpu":
             return
         threads = self.cfg.threads
-        if threads == 0 and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        if threads == 0 and sum(p.numel() for p in model.parameters()
+                                   if not nn.parameter.is_lazy(p)) < SMALL_MODEL_PARAMS:
             threads = 1
         if threads > 0:
             torch.set_num_threads(threads)
 
     def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
         return {
-            "vgdiag_version": __version__,
-            "torch_version": torch.__version__,
-            "python_version": platform.python_version(),
-            "device": str(self.device),
-            "cpu_threads": torch.get_num_threads(),
-            "device_name": (
-                torch.cuda.get_device_name(self.device)
-                if self.device.type == "cuda"
-                else platform.processor() or platform.machine()
-            ),
+            **environment(self.device),
             "experiment": self.exp.describe(),
             "data": self.data.describe(),
             "stages": [{"name": s.name, "epochs": s.epochs} for s in stages],

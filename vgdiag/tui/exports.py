@@ -9,17 +9,12 @@ import time
 from pathlib import Path
 
 from vgdiag.errors import UserError
-from vgdiag.runs.store import read_run
+from vgdiag.runs.store import free_path, read_run
 
 
-def screenshot_name(folder: Path, stamp: str | None = None) -> str:
+def screenshot_name(folder: Path) -> str:
     """`screenshot-<time>.svg`, numbered when that file exists already."""
-    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
-    name, n = f"screenshot-{stamp}.svg", 1
-    while (folder / name).exists():
-        n += 1
-        name = f"screenshot-{stamp}-{n}.svg"
-    return name
+    return free_path(folder, f"screenshot-{time.strftime('%Y%m%d-%H%M%S')}", ".svg").name
 
 
 def write_report(folder: Path) -> tuple[str, str]:

@@ -11,19 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from vgdiag.engine.records import Finding
-from vgdiag.runs.store import RunStore
+from vgdiag.runs.store import RunStore, free_path
 from vgdiag.tui.screens.fix_picker import FixChoice
 from vgdiag.tui.session import TrainingSession
 
 
 def variant_folder(run_dir: Path, plugin: str) -> Path:
     """`<run dir>-<plugin>`, numbered when that is taken already."""
-    path = run_dir.with_name(f"{run_dir.name}-{plugin}")
-    n = 1
-    while path.exists() and any(path.iterdir()):
-        n += 1
-        path = run_dir.with_name(f"{run_dir.name}-{plugin}-{n}")
-    return path
+    return free_path(run_dir.parent, f"{run_dir.name}-{plugin}",
+                     taken=lambda path: path.exists() and any(path.iterdir()))
 
 
 def load_plugins(given: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], list[str]]:
