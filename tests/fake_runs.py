@@ -32,17 +32,20 @@ HIST_STEPS = (0, 100, 190)
 def layers(depth: int = 7, batchnorm: bool = False) -> list[LayerInfo]:
     """`depth` hidden Linear+Sigmoid layers and an output Linear, named as nn.Sequential does.
 
-    With `batchnorm`, a BatchNorm1d follows each hidden Linear (what the batchnorm
-    fix inserts), so the Linear layers keep their names and the new ones sit between.
+    With `batchnorm`, each hidden Linear is wrapped with a BatchNorm1d after it, as
+    the batchnorm fix does: `net.1` becomes `net.1.0` and `net.1.1` is new.
     """
     out: list[LayerInfo] = []
     index = 1
     for _ in range(depth):
-        out.append(LayerInfo(f"net.{index}", "Linear", len(out), 4160,
-                             ("weight", "bias"), None if batchnorm else "Sigmoid", 64))
-        if batchnorm:
-            out.append(LayerInfo(f"net.{index}.bn", "BatchNorm1d", len(out), 128,
+        if batchnorm:  # nn.Sequential(Linear, BatchNorm1d) where the Linear was
+            out.append(LayerInfo(f"net.{index}.0", "Linear", len(out), 4160,
+                                 ("weight", "bias"), None, 64))
+            out.append(LayerInfo(f"net.{index}.1", "BatchNorm1d", len(out), 128,
                                  ("weight", "bias"), "Sigmoid", 0))
+        else:
+            out.append(LayerInfo(f"net.{index}", "Linear", len(out), 4160,
+                                 ("weight", "bias"), "Sigmoid", 64))
         index += 2
     out.append(LayerInfo(f"net.{index}", "Linear", len(out), 650, ("weight", "bias"), None, 64))
     return out

@@ -41,11 +41,12 @@ class FixPicker(ModalScreen[str | None]):
         width = max((len(c.name) for c in self.choices), default=8)
         options = []
         for choice in self.choices:
-            prompt = Text(f"{choice.name:<{width}}  ", style="bold")
+            # The mark leads the line: at the end it would wrap onto a line of its own.
+            prompt = Text("★ " if choice.recommended and choice.why_not is None else "  ",
+                          style="bold")
+            prompt.append(f"{choice.name:<{width}}  ", style="bold")
             if choice.why_not is None:
                 prompt.append(choice.summary)
-                if choice.recommended:
-                    prompt.append("  ★ recommended", style="italic")
             else:
                 prompt.append(f"does not apply: {choice.why_not}", style="italic")
             options.append(Option(prompt, id=choice.name, disabled=choice.why_not is not None))
@@ -57,7 +58,8 @@ class FixPicker(ModalScreen[str | None]):
                 yield Static("no plugins are installed", classes="muted")
             for note in self.notes:
                 yield Static(note, classes="muted")
-            yield Static("enter trains it beside this run · escape cancels", classes="muted")
+            yield Static("★ recommended by the diagnosis · enter trains it beside this run · "
+                         "escape cancels", classes="muted")
 
     def on_mount(self) -> None:
         options = self.query(OptionList)
