@@ -89,7 +89,11 @@ def layer_table(
     # Short headers and unwrapped numbers keep the table inside 80 columns; the
     # README explains each column. Only the layer column folds.
     table.add_column("layer", overflow="fold", ratio=1)
-    for column in ("grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"):
+    # One record (inspect: before any step) has one gradient and no update to show.
+    at_init = first is None or last is None or first.step == last.step
+    columns = (("grad", "÷ out", "sat", "dead") if at_init else
+               ("grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"))
+    for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     ordered = sorted(layers, key=lambda i: i.depth)
     last_rec = last or first
@@ -106,13 +110,14 @@ def layer_table(
         rel = g1 / out_norm if out_norm and math.isfinite(out_norm) and out_norm > 0 else math.nan
         style = "red" if rel < 1e-3 else "yellow" if rel < 1e-2 else ""
         frozen = "" if info.trainable else ", frozen"
+        grads = [fmt(g1, 2)] if at_init else [fmt(s0.grad_norm if s0 else None, 2), fmt(g1, 2)]
+        updates = [] if at_init else [fmt(s1.update_ratio if s1 else None, 2),
+                                      fmt(s1.weight_change if s1 else None, 2)]
         table.add_row(
             f"{escape(info.name)} [dim]{escape(info.kind)}{frozen}[/]",
-            fmt(s0.grad_norm if s0 else None, 2),
-            fmt(g1, 2),
+            *grads,
             f"[{style}]{fmt(rel, 2)}[/]" if style else fmt(rel, 2),
-            fmt(s1.update_ratio if s1 else None, 2),
-            fmt(s1.weight_change if s1 else None, 2),
+            *updates,
             fmt(s1.act_saturated if s1 else None, 2),
             fmt(s1.act_dead if s1 else None, 2),
         )
