@@ -36,6 +36,8 @@ from vgdiag.tui.session import TrainingSession
 from vgdiag.tui.state import RunView
 from vgdiag.tui.variant import fix_choices, load_plugins, start_variant
 from vgdiag.tui.widgets import (
+    ActivationsPanel,
+    DistributionMaps,
     FindingsView,
     GradientBars,
     GradientHeatmap,
@@ -43,12 +45,14 @@ from vgdiag.tui.widgets import (
     LayerTable,
     RunHeader,
     TrainingCurves,
+    UpdatesPanel,
 )
 
 TICK_S = 0.25  # how often the pacer is asked whether a redraw is due
 WIDE_WIDTH = 120  # from here panels stand side by side
 TALL_HEIGHT = 40
-TABS = ("gradients", "layers", "training", "findings")
+TABS = ("gradients", "layers", "distributions", "updates", "activations", "training",
+        "findings")
 BASELINE = "baseline"
 
 
@@ -75,10 +79,20 @@ class VgdiagApp(App[str]):
                 tooltip="Gradient flow: per-layer bars and the map over time"),
         Binding("2", "show_tab('layers')", "Layers", show=False,
                 tooltip="Layer table and the selected layer's histograms"),
-        Binding("3", "show_tab('training')", "Training", show=False,
+        Binding("3", "show_tab('distributions')", "Distributions", show=False,
+                tooltip="The selected layer's weights and log10|grad| over time"),
+        Binding("4", "show_tab('updates')", "Updates", show=False,
+                tooltip="Update ÷ weight over time, against the 1e-3 rule of thumb"),
+        Binding("5", "show_tab('activations')", "Activations", show=False,
+                tooltip="Saturated activations per layer; the selected one's mean and std"),
+        Binding("6", "show_tab('training')", "Training", show=False,
                 tooltip="Loss and accuracy curves, train and validation"),
-        Binding("4", "show_tab('findings')", "Findings", show=False,
+        Binding("7", "show_tab('findings')", "Findings", show=False,
                 tooltip="The diagnosis and the fixes it recommends"),
+        Binding("left_square_bracket", "step_layer(-1)", "Previous layer", show=False,
+                tooltip="Select the previous layer (toward the input)"),
+        Binding("right_square_bracket", "step_layer(1)", "Next layer", show=False,
+                tooltip="Select the next layer (toward the output)"),
         Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
     ]
 
@@ -135,6 +149,12 @@ class VgdiagApp(App[str]):
             with TabPane("Layers", id="layers"), Container(id="layers-body"):
                 yield LayerTable(id="layer-table")
                 yield LayerHistogramsPanel(id="histograms")
+            with TabPane("Distributions", id="distributions"):
+                yield DistributionMaps(id="distribution-maps")
+            with TabPane("Updates", id="updates"):
+                yield UpdatesPanel(id="updates-panel")
+            with TabPane("Activations", id="activations"):
+                yield ActivationsPanel(id="activations-panel")
             with TabPane("Training", id="training"):
                 yield TrainingCurves(id="curves")
             with TabPane("Findings", id="findings"), VerticalScroll(id="findings-scroll"):
@@ -272,7 +292,8 @@ class VgdiagApp(App[str]):
             return
         # Some panels appear twice (a tall terminal shows an overview on the first tab).
         for widget in main.query("RunHeader, GradientBars, GradientHeatmap, "
-                                 "LayerHistogramsPanel, TrainingCurves, FindingsView"):
+                                 "LayerHistogramsPanel, TrainingCurves, FindingsView, "
+                                 "DistributionMaps, UpdatesPanel, ActivationsPanel"):
             widget.view = view  # type: ignore[attr-defined]
         table = main.query_one(LayerTable)
         if main.query_one(TabbedContent).active == "layers":  # hidden: filled when shown
@@ -289,9 +310,19 @@ class VgdiagApp(App[str]):
 
     def watch_selected_layer(self, layer: str | None) -> None:
         main = self.screen_stack[0]
-        main.query_one(LayerHistogramsPanel).selected = layer
-        for bars in main.query(GradientBars):
-            bars.selected = layer
+        for widget in main.query("GradientBars, LayerHistogramsPanel, DistributionMaps, "
+                                 "UpdatesPanel, ActivationsPanel"):
+            widget.selected = layer  # type: ignore[attr-defined]
+
+    def action_step_layer(self, step: int) -> None:
+        names = [i.name for i in self.view.layers] if self.view else []
+        if not names:
+            return
+        at = names.index(self.selected_layer) if self.selected_layer in names else 0
+        self.selected_layer = names[min(max(at + step, 0), len(names) - 1)]
+        table = self.screen_stack[0].query_one(LayerTable)
+        if self.selected_layer in table.rows:
+            table.move_cursor(row=table.get_row_index(self.selected_layer))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "layers":
@@ -350,7 +381,11 @@ class VgdiagApp(App[str]):
             return
         shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.key != "ctrl+c"
                  and self.check_action(b.action.partition("(")[0], ()) is not False]
-        notes = ["ctrl+c also quits.", "In the layer table, arrows or the mouse pick a layer."]
+        notes = ["ctrl+c also quits.",
+                 "In the layer table, arrows or the mouse pick a layer; [ and ] anywhere.",
+                 "Layer columns: grad norm, ÷ out (grad over the output layer's), update "
+                 "(update ÷ weight), Δ init (weight change since init), sat (saturated "
+                 "activations), dead (dead units)."]
         if self.followed is not None:
             notes.append("This run is written by another process: pausing and fixes "
                          "belong to it.")

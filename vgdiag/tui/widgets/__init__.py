@@ -6,10 +6,13 @@ from vgdiag.tui.widgets.header import RunHeader
 from vgdiag.tui.widgets.heatmap import GradientHeatmap
 from vgdiag.tui.widgets.histograms import LayerHistogramsPanel
 from vgdiag.tui.widgets.layer_table import LayerTable
+from vgdiag.tui.widgets.over_time import ActivationsPanel, DistributionMaps, UpdatesPanel
 from vgdiag.tui.widgets.plot import LinePlot, Series
 from vgdiag.tui.widgets.training_curves import TrainingCurves
 
 __all__ = [
+    "ActivationsPanel",
+    "DistributionMaps",
     "FindingsView",
     "GradientBars",
     "GradientHeatmap",
@@ -19,4 +22,5 @@ __all__ = [
     "RunHeader",
     "Series",
     "TrainingCurves",
+    "UpdatesPanel",
 ]
