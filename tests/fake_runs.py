@@ -79,7 +79,7 @@ def run_events(*, fixed: bool = False, name: str = "mlp-sigmoid-d7", depth: int 
     """A run of `epochs` x 50 steps sampled every 10th: vanishing gradients and a stalled
     loss, or (`fixed`) a healthy one. Ends with RunFinished(`status`)."""
     infos = layers(depth, batchnorm)
-    decay = 0.6 if fixed else 8.0  # gradient divided by this per layer toward the input
+    decay = 0.9 if fixed else 8.0  # gradient divided by this per layer toward the input
     total = STEPS_PER_EPOCH * epochs
     yield RunStarted({
         "device": "cpu",

@@ -282,7 +282,7 @@ def test_a_failing_model_shows_the_error_and_the_app_stays_usable(tmp_path: Path
         app = build_app(experiment=experiment, data=data, store=store, title="test")
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.view is not None and app.view.status == "failed")
-            await pilot.press("4")
+            await pilot.press("7")
             await pilot.pause()
             text = rendered(app.query_one(FindingsView))
             assert "training failed: RuntimeError: the model broke on its sixth batch" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
 
@@ -13,6 +14,9 @@ from vgdiag.tui.widgets.chart import Chart
 
 NAME_WIDTH = 12  # longer layer names are cut from the left: the tail says the most
 VALUE_WIDTH = 9
+VALUE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("grad", "grad"), ("ratio", "÷ output"), ("update", "update"))
+MIN_BAR = 6  # narrower than this, a value column gives its room to the bar
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
@@ -74,6 +78,10 @@ class GradientBars(Chart):
     partner: reactive[tuple[str, ...] | None] = reactive(None, layout=True)
     """The layer names of the run shown beside this one: rows are matched to them by name."""
 
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._columns = VALUE_COLUMNS
+
     def watch_view(self, old: RunView | None, new: RunView | None) -> None:
         # The height follows the number of layers; a relayout costs more than a redraw.
         if old is None or new is None or len(old.layers) != len(new.layers):
@@ -90,15 +98,22 @@ class GradientBars(Chart):
         width = self.size.width or 80
         names = [i.name for i in view.layers if i.name in record.layers] or list(record.layers)
         matched, apart = row_order(names, self.partner)
-        label_w = min(max([len("layer"), *(len(short_name(n)) for n in names)]), NAME_WIDTH)
-        bar_w = max(width - label_w - 1 - 3 * VALUE_WIDTH, 4)
+        marked = set(apart)  # drawn with a "+" before the name
+        label_w = min(max([len("layer"), *(len(short_name(n)) + (n in marked) for n in names)]),
+                      NAME_WIDTH + 1)
+        # Narrow (a side of before/after): numbers are dropped whole, update first, never cut.
+        shown = VALUE_COLUMNS
+        while len(shown) > 1 and width - label_w - 1 - len(shown) * VALUE_WIDTH < MIN_BAR:
+            shown = shown[:-1]
+        self._columns = shown
+        bar_w = max(width - label_w - 1 - len(shown) * VALUE_WIDTH, 1)
         ratios = grad_ratios(record, view.layers)
         norms = [record.layers[n].grad_norm for n in names]
         lo, hi = self.scale or log_span(norms)
         out = Text(no_wrap=True, overflow="crop")
         # The heading may run into the blank left of "grad", never over it.
         heading = fit_heading(record.step, bar_w + VALUE_WIDTH - len("grad") - 1)
-        values = f"{'grad':>{VALUE_WIDTH}}{'÷ output':>{VALUE_WIDTH}}{'update':>{VALUE_WIDTH}}"
+        values = "".join(f"{title:>{VALUE_WIDTH}}" for _, title in shown)
         out.append(f"{'layer':<{label_w}} {heading:<{bar_w}}"
                    + values[max(len(heading) - bar_w, 0):] + "\n",
                    style=self.style_of("chart--title"))
@@ -126,6 +141,10 @@ class GradientBars(Chart):
         out.append(f"{label:<{label_w}} ",
                    style=self.style_of("chart--selected") if name == self.selected else "")
         out.append(hbar(log_fraction(stats.grad_norm, lo, hi), bar_w), style=style)
-        out.append(f"{fmt(stats.grad_norm):>{VALUE_WIDTH}}")
-        out.append(f"{fmt(ratio):>{VALUE_WIDTH}}", style=style)
-        out.append(f"{fmt(stats.update_ratio):>{VALUE_WIDTH}}\n")
+        numbers: dict[str, tuple[float, Style | str]] = {
+            "grad": (stats.grad_norm, ""), "ratio": (ratio, style),
+            "update": (stats.update_ratio, "")}
+        for key, _ in self._columns:
+            value, value_style = numbers[key]
+            out.append(f"{fmt(value):>{VALUE_WIDTH}}", style=value_style)
+        out.append("\n")
