@@ -7,6 +7,7 @@ as the plain text on the screen and checked against the numbers of the run.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def check_screen(app: VgdiagApp, size: tuple[int, int], tab: str, lines: list[st
                 assert fmt(last.layers[name].grad_norm) in row and fmt(ratios[name]) in row, row
         assert shown == len(names) or size == (80, 24), f"{where}: bars cut\n{text}"
         held = re.search(r"\((\d+) layers in (\d+) rows\)", legend)
-        map_rows = [line[column:] for line in lines[at + 1:]
-                    if re.match(r"^\s*net\.\d+( \+\d+)?\s+[·░▒▓█]", line[column:])]
+        map_rows = list(itertools.takewhile(
+            lambda line: re.match(r"^\s*net\.\d+( \+\d+)?\s+[·░▒▓█]", line),
+            (line[column:] for line in lines[at + 1:])))
         counted = sum(1 + int(m.group(1) or 0) for line in map_rows
                       if (m := re.match(r"^\s*net\.\d+(?: \+(\d+))?", line)))
         assert counted == len(names), f"{where}: {counted} of {len(names)} layers\n{text}"

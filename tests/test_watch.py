@@ -270,7 +270,15 @@ model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 w = vgdiag.watch(model, opt, out=sys.argv[1], every=1, num_classes=3)
 mode = sys.argv[2]
-for step in range(100000 if mode == "sigterm" else 20):
+if mode == "sigterm-two":  # a second watched model: both folders must be finished
+    other = nn.Linear(8, 3)
+    opt2 = torch.optim.SGD(other.parameters(), lr=0.1)
+    w2 = vgdiag.watch(other, opt2, out=sys.argv[1] + "-b", every=1)
+for step in range(100000 if mode.startswith("sigterm") else 20):
+    if mode == "sigterm-two":
+        opt2.zero_grad()
+        other(torch.randn(4, 8)).pow(2).mean().backward()
+        opt2.step()
     opt.zero_grad()
     loss = nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.randint(0, 3, (4,)))
     w.observe_loss(loss)
@@ -279,7 +287,7 @@ for step in range(100000 if mode == "sigterm" else 20):
     if step == 5:
         w.observe_epoch()
         print("epoch", flush=True)
-    if mode == "sigterm" and step > 5:
+    if mode.startswith("sigterm") and step > 5:
         time.sleep(0.01)
 if mode == "raise":
     raise ValueError("the user's code broke")
@@ -307,9 +315,10 @@ def test_exit_without_close_still_finishes_the_folder(tmp_path: Path, mode: str,
         assert "ValueError: the user's code broke" in err  # the user's traceback stays
 
 
+@pytest.mark.parametrize("mode", ["sigterm", "sigterm-two"])
 def test_sigterm_marks_the_folder_interrupted_and_still_ends_the_process(
-        tmp_path: Path) -> None:
-    proc = run_script(tmp_path, "sigterm")
+        tmp_path: Path, mode: str) -> None:
+    proc = run_script(tmp_path, mode)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "epoch"
     time.sleep(0.2)
@@ -320,3 +329,6 @@ def test_sigterm_marks_the_folder_interrupted_and_still_ends_the_process(
     assert run.status == "interrupted" and run.notes == []
     assert len(run.epochs) == 1 and len(run.records) > 6
     assert run.summary["steps"] == len(run.records)
+    if mode == "sigterm-two":
+        other = read_run(tmp_path / "run-b")
+        assert other.status == "interrupted" and len(other.records) > 6

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.history import History
 from vgdiag.engine.probe_distributed import (
     DISTRIBUTED_MODES,

@@ -29,7 +29,7 @@ from vgdiag.engine.events import (
     StepProgress,
     StepSampled,
 )
-from vgdiag.engine.experiment import Experiment, Stage
+from vgdiag.engine.experiment import Experiment, Stage, sampling_every
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
@@ -92,6 +92,7 @@ class _Run:
         self.epochs: list[EpochRecord] = []
         self.layers: list[LayerInfo] = []
         self.steps = 0
+        self.every = self.cfg.every  # the probe's interval (shorter for short runs)
         self.t0 = time.perf_counter()
         self.last_progress = 0.0
         self.model: nn.Module | None = None
@@ -127,6 +128,7 @@ class _Run:
             "data": self.data.describe(),
             "stages": [{"name": s.name, "epochs": s.epochs} for s in stages],
             "steps_per_epoch": steps_per_epoch,
+            "sampled_every": self.every,
         }
 
     def events(self) -> Iterator[Event]:
@@ -142,6 +144,9 @@ class _Run:
         order = torch.Generator().manual_seed(self.cfg.seed)
         first_bs = stages[0].batch_size or self.cfg.batch_size
         total_epochs = sum(s.epochs for s in stages)
+        self.every = sampling_every(self.cfg.every, sum(
+            s.epochs * data.train.num_batches(s.batch_size or self.cfg.batch_size) for s in stages),
+            self.cfg.min_samples)
         yield RunStarted(
             self.config(stages, data.train.num_batches(first_bs)),
             data.train.num_batches(first_bs),
@@ -157,7 +162,7 @@ class _Run:
             probe = Probe(
                 stage.model,
                 optimizer,
-                every=self.cfg.every,
+                every=self.every,
                 hist_every=self.cfg.hist_every,
                 history=self.history,
                 start_step=self.steps,
