@@ -75,9 +75,10 @@ def findings(fixed: bool) -> list[Finding]:
 
 def run_events(*, fixed: bool = False, name: str = "mlp-sigmoid-d7", depth: int = 7,
                batchnorm: bool = False, epochs: int = EPOCHS,
-               status: str = "completed") -> Iterator[Event]:
+               status: str = "completed", recurrent: bool = False) -> Iterator[Event]:
     """A run of `epochs` x 50 steps sampled every 10th: vanishing gradients and a stalled
-    loss, or (`fixed`) a healthy one. Ends with RunFinished(`status`)."""
+    loss, or (`fixed`) a healthy one. Ends with RunFinished(`status`). With `recurrent`,
+    records carry a gradient-through-time profile of 12 steps fading toward t = 0."""
     infos = layers(depth, batchnorm)
     decay = 0.9 if fixed else 8.0  # gradient divided by this per layer toward the input
     total = STEPS_PER_EPOCH * epochs
@@ -117,6 +118,8 @@ def run_events(*, fixed: bool = False, name: str = "mlp-sigmoid-d7", depth: int 
         loss = (2.31 - 1.5 * t) if fixed else 2.305 - 0.003 * t
         record = StepRecord(step, step // STEPS_PER_EPOCH + 1, loss, stats, weight_hist,
                             grad_hist)
+        if recurrent:
+            record.time_grad = {"rnn": [0.05 * 0.5 ** (11 - t) for t in range(12)]}
         yield StepSampled(record, infos, step + 1, step / 100)
         if (step + SAMPLE_EVERY) % STEPS_PER_EPOCH == 0:
             epoch = (step + SAMPLE_EVERY) // STEPS_PER_EPOCH

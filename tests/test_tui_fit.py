@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 from pathlib import Path
 
@@ -159,3 +160,28 @@ def test_inspect_table_has_one_gradient_column_and_no_update_before_a_step() -> 
     assert [c.header for c in layer_table(infos, record, later).columns] == [
         "layer", "grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"]
 
+
+
+def test_a_recurrent_run_shows_its_gradient_through_time(tmp_path: Path) -> None:
+    from vgdiag.tui.widgets import TimeGradPlot
+
+    plain = build_app(run=read_run(write_run(tmp_path / "plain")), title="vgdiag view")
+    rnn = build_app(run=read_run(write_run(tmp_path / "rnn", recurrent=True)),
+                    title="vgdiag view")
+
+    async def main() -> None:
+        async with plain.run_test(size=(80, 40)) as pilot:
+            await pilot.pause(0.3)
+            assert not plain.query_one(TimeGradPlot).display
+        async with rnn.run_test(size=(80, 40)) as pilot:
+            await pilot.pause(0.3)
+            plot = rnn.query_one(TimeGradPlot)
+            assert plot.display
+            (series,) = plot.series
+            # Halving per step from 0.05 at t = 11: log10 falls by log10(2) a step.
+            assert series.ys[-1] == pytest.approx(math.log10(0.05))
+            assert series.ys[0] == pytest.approx(math.log10(0.05) - 11 * math.log10(2))
+            text = "\n".join(screen_text(rnn))
+            assert "log10 |dLoss/dx_t| through time" in text and "━ rnn" in text
+
+    asyncio.run(main())

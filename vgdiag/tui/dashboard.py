@@ -44,6 +44,7 @@ from vgdiag.tui.widgets import (
     LayerHistogramsPanel,
     LayerTable,
     RunHeader,
+    TimeGradPlot,
     TrainingCurves,
     UpdatesPanel,
 )
@@ -141,6 +142,7 @@ class VgdiagApp(App[str]):
                     with VerticalScroll(id="bars-scroll"):
                         yield GradientBars(id="bars")
                     yield GradientHeatmap(id="heatmap")
+                yield TimeGradPlot(id="time-grad")  # recurrent models only
                 # Shown on a tall terminal: the whole story on one screen.
                 with Container(id="overview-row"):
                     yield TrainingCurves(id="overview-curves")
@@ -293,7 +295,8 @@ class VgdiagApp(App[str]):
         # Some panels appear twice (a tall terminal shows an overview on the first tab).
         for widget in main.query("RunHeader, GradientBars, GradientHeatmap, "
                                  "LayerHistogramsPanel, TrainingCurves, FindingsView, "
-                                 "DistributionMaps, UpdatesPanel, ActivationsPanel"):
+                                 "DistributionMaps, UpdatesPanel, ActivationsPanel, "
+                                 "TimeGradPlot"):
             widget.view = view  # type: ignore[attr-defined]
         table = main.query_one(LayerTable)
         if main.query_one(TabbedContent).active == "layers":  # hidden: filled when shown

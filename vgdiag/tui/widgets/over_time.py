@@ -216,3 +216,33 @@ class ActivationsPanel(Widget):
             _series(view, layer, "act_std", "std", "series--1"),
             _series(view, layer, "act_saturated", "saturated", "series--3"),
         )
+
+
+def time_grad_series(view: RunView) -> tuple[Series, ...]:
+    """log10 ||dLoss/dx_t|| against the time step t, per recurrent module, latest sample."""
+    last = next((r for r in reversed(view.records) if r.time_grad), None)
+    if last is None:
+        return ()
+    styles = ("series--0", "series--1", "series--3", "series--2")
+    out = []
+    for i, (name, values) in enumerate(list(last.time_grad.items())[:len(styles)]):
+        ys = tuple(math.log10(v) if math.isfinite(v) and v > 0 else math.nan for v in values)
+        out.append(Series(name or "<root>", tuple(float(t) for t in range(len(ys))), ys,
+                          styles[i]))
+    return tuple(out)
+
+
+class TimeGradPlot(LinePlot):
+    """The gradient through time of recurrent modules: does dLoss/dx_t fade toward t = 0?"""
+
+    view: reactive[RunView | None] = reactive(None)
+    """The run shown."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("log10 |dLoss/dx_t| through time", x_label="t", id=id)
+        self.display = False
+
+    def watch_view(self, view: RunView | None) -> None:
+        self.series = time_grad_series(view) if view is not None else ()
+        # Only recurrent models have a profile: the panel is hidden otherwise.
+        self.display = bool(self.series)
