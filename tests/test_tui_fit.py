@@ -185,3 +185,23 @@ def test_a_recurrent_run_shows_its_gradient_through_time(tmp_path: Path) -> None
             assert "log10 |dLoss/dx_t| through time" in text and "━ rnn" in text
 
     asyncio.run(main())
+
+
+def test_histogram_axes_span_the_data_in_the_dashboard_and_the_report(tmp_path: Path) -> None:
+    import numpy as np
+
+    from vgdiag.engine.records import Histogram
+    from vgdiag.runs.hist_range import occupied_range
+    from vgdiag.runs.report import render_report
+
+    counts = np.zeros(40, np.int64)
+    counts[0], counts[10:15] = 7, [1, 5, 9, 5, 1]  # zeros clamped low; a 2.5-decade spread
+    grad = Histogram(-16.0, 4.0, counts)
+    assert occupied_range(grad) == (-16.0, -8.5)
+    assert occupied_range(grad, skip_floor=True) == (-11.0, -8.5)
+    html = render_report(read_run(write_run(tmp_path / "run")), "html")
+    assert 'id="update-time"' in html and "0.001 rule of thumb" in html
+    assert html.count('class="plot hist-time"') == 4  # input and output side, both kinds
+    # The fake run's log10|grad| histograms sit around 1e-4..1e-7.5: no 1e-16 or 1e4 ends.
+    grad_part = html[html.index("multiples grad-hist"):html.index('id="update-time"')]
+    assert "1e-16" not in grad_part and "1e4" not in grad_part

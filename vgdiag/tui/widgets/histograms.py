@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.reactive import reactive
 
 from vgdiag.engine.records import Histogram
+from vgdiag.runs.hist_range import floor_share, occupied_range
 from vgdiag.tui.charts import column_chart, fmt, rebin
 from vgdiag.tui.state import LayerHistograms, RunView
 from vgdiag.tui.widgets.chart import Chart
@@ -26,30 +27,6 @@ def hist_std(hist: Histogram) -> float:
     centres = (edges[:-1] + edges[1:]) / 2
     mean = float((counts * centres).sum() / total)
     return float(math.sqrt(max((counts * (centres - mean) ** 2).sum() / total, 0.0)))
-
-
-def occupied_range(*hists: Histogram, skip_floor: bool = False) -> tuple[float, float]:
-    """The span of the bins that hold anything, over all `hists`: the axis the data needs.
-
-    The probe bins log10|grad| over a fixed, very wide range; drawn on it, a real
-    spread of two decades would fill two or three columns. With `skip_floor` the
-    lowest bin, where zero gradients are clamped, does not stretch the axis.
-    """
-    los, his = [], []
-    for hist in hists:
-        counts = hist.counts[1:] if skip_floor else hist.counts
-        nonzero = np.flatnonzero(counts) + (1 if skip_floor else 0)
-        if not nonzero.size:
-            continue
-        width = (hist.hi - hist.lo) / len(hist.counts)
-        los.append(hist.lo + nonzero[0] * width)
-        his.append(hist.lo + (nonzero[-1] + 1) * width)
-    if not los:
-        lo = min((h.lo for h in hists), default=0.0)
-        hi = max((h.hi for h in hists), default=1.0)
-    else:
-        lo, hi = min(los), max(his)
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 SIDE_BY_SIDE_WIDTH = 70  # from here the weights and log10|grad| stand side by side
@@ -128,9 +105,8 @@ class LayerHistogramsPanel(Chart):
         if show_std:
             heading.append(f"  std {fmt(hist_std(pair.init), 3)} → {fmt(hist_std(pair.now), 3)}",
                            style=muted)
-        elif pair.now.counts.sum() > 0 and pair.now.counts[0] > 0 and lo > pair.now.lo:
-            floor = pair.now.counts[0] / pair.now.counts.sum()
-            heading.append(f"  {floor:.0%} at ≤1e{pair.now.lo:.0f}", style=muted)
+        elif floor_share(pair.now) > 0 and lo > pair.now.lo:
+            heading.append(f"  {floor_share(pair.now):.0%} at ≤1e{pair.now.lo:.0f}", style=muted)
         lines = [heading]
         for label, values, style in (("init", init, "series--1"), ("now", now, "series--0")):
             chart = column_chart(np.append(values, top), rows)  # shared scale: one hidden bar

@@ -15,15 +15,13 @@ from rich.text import Text
 from textual.geometry import Size
 from textual.reactive import reactive
 
+from vgdiag.runs.report_time import UPDATE_RATIO_GUIDE
 from vgdiag.tui.charts import SHADES, TextBuilder, bucket, log_span, shade
 from vgdiag.tui.state import RunView
 from vgdiag.tui.widgets.chart import Chart
 from vgdiag.tui.widgets.gradient_bars import NAME_WIDTH
 from vgdiag.tui.widgets.heatmap import group_label, span_means
 
-# Karpathy's rule of thumb: an update about a thousandth of the weight learns at a
-# healthy pace; far below it the layer barely moves, far above it training is unstable.
-UPDATE_RATIO_GUIDE = 1e-3
 UPDATE_RATIO_OK_DECADES = 1.0  # within 10x of the guide: ok; within 100x: weak
 
 

@@ -18,12 +18,12 @@ from textual.widget import Widget
 
 from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS
 from vgdiag.engine.records import Histogram
+from vgdiag.runs.hist_range import occupied_range
+from vgdiag.runs.report_time import UPDATE_RATIO_GUIDE
 from vgdiag.tui.charts import TextBuilder, bucket, fmt, rebin, shade
 from vgdiag.tui.state import RunView
 from vgdiag.tui.widgets.chart import Chart
-from vgdiag.tui.widgets.histograms import occupied_range
 from vgdiag.tui.widgets.layer_maps import (
-    UPDATE_RATIO_GUIDE,
     LayerMap,
     saturation_health,
     update_health,
