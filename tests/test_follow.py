@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -124,7 +125,7 @@ def test_no_writer_to_ask_quiet_then_cut_off_by_the_clock(tmp_path: Path) -> Non
     folder = write_run(tmp_path / "run")
     summary = json.loads((folder / SUMMARY_FILE).read_text())
     summary["status"] = "running"
-    del summary["writer"]  # an older folder, or one written on another machine
+    summary.pop("writer", None)  # an older folder, or one written on another machine
     (folder / SUMMARY_FILE).write_text(json.dumps(summary))
     now = [0.0]
     seen = Recorder()
@@ -167,7 +168,7 @@ def test_follow_stops_when_asked(tmp_path: Path) -> None:
     folder = write_run(tmp_path / "run")
     summary = json.loads((folder / SUMMARY_FILE).read_text())
     summary["status"] = "running"
-    summary["writer"]["pid"] = os.getpid()  # alive: never cut off
+    summary["writer"] = {"pid": os.getpid(), "host": socket.gethostname()}  # alive
     (folder / SUMMARY_FILE).write_text(json.dumps(summary))
     stop = threading.Event()
     follower = FolderFollower(folder, lambda e: None)

@@ -37,6 +37,7 @@ from vgdiag.engine.events import (
 )
 from vgdiag.engine.history import History
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.status import RunStatus
 from vgdiag.runs.store import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 
 POLL_INTERVAL_S = 0.5  # a redraw's worth: the dashboard cannot show news faster
@@ -50,7 +51,7 @@ WAITING = "waiting"  # no config or metrics yet
 WRITING = "writing"  # news within QUIET_AFTER_S
 QUIET = "quiet"  # still running, nothing new for a while
 ENDED = "ended"  # summary.json says how the run ended
-CUT_OFF = "cut off"  # the writer is gone without finishing the folder
+CUT_OFF = RunStatus.CUT_OFF.value  # the writer is gone without finishing the folder
 
 
 @dataclass(frozen=True)
@@ -329,14 +330,15 @@ class FolderFollower:
             self._emit(RunFailed(str(summary.get("error") or "training failed"),
                                  self._traceback, list(self._layers), findings, seconds, steps))
         else:
-            self._emit(RunFinished(status, list(self._layers), summary.get("test"), findings,
+            final = RunStatus.parse(status) or RunStatus.INTERRUPTED  # not ours: stopped
+            self._emit(RunFinished(final, list(self._layers), summary.get("test"), findings,
                                    seconds, steps))
 
     def _cut_off(self) -> None:
         self._announce()
         findings = self._diagnose() if len(self._history) else list(self._findings)
-        self._emit(RunFinished(CUT_OFF, list(self._layers), None, findings, self._elapsed(),
-                               self._steps))
+        self._emit(RunFinished(RunStatus.CUT_OFF, list(self._layers), None, findings,
+                               self._elapsed(), self._steps))
 
     def _set(self, state: str, quiet: float, detail: str) -> WriterState:
         new = WriterState(state, quiet, detail)

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from vgdiag.cli.options_typer import command
-from vgdiag.inputs.options import ViewOptions
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vgdiag.errors import UserError
 
 
-@command(ViewOptions)
-def view(cmd: ViewOptions) -> None:
+def view(
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder written by `vgdiag run`, `vgdiag.watch(out=...)` or a callback.")],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Load the folder as the dashboard would and say whether it can be "
+        "shown, without opening it.")] = False,
+) -> None:
     """Show a run folder in the dashboard: replayed, or followed live while it is written."""
     from vgdiag.runs.store import read_run
+    from vgdiag.tui.state import view_from_run  # plain data, no Textual
 
-    run_data = read_run(cmd.run_dir)  # a folder that cannot be read is one line, exit 2
+    run_data = read_run(run_dir)  # a folder that cannot be read is one line, exit 2
+    try:
+        view_from_run(run_data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"{run_dir} cannot be shown: {type(exc).__name__}: {exc}") from None
+    if check:
+        print(f"{run_dir}: {run_data.status}, {len(run_data.epochs)} epoch(s), "
+              f"{len(run_data.records)} sampled step(s); verdict: {run_data.verdict}")
+        return
     from vgdiag.tui.app import view_folder  # Textual is loaded only here
 
-    view_folder(cmd.run_dir, run_data)
+    view_folder(run_dir, run_data)
