@@ -19,13 +19,15 @@ from vgdiag.engine.records import Histogram, LayerInfo, LayerStats, StepRecord
 from vgdiag.engine.splits import DataBundle
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
 from vgdiag.runs.store import RunStore, read_run
-from vgdiag.tui.app import VgdiagApp, build_app, variant_folder
+from vgdiag.tui.app import build_app
 from vgdiag.tui.charts import BrailleCanvas, hbar, log_fraction, rebin
+from vgdiag.tui.dashboard import VgdiagApp
 from vgdiag.tui.screens.compare import CompareScreen
 from vgdiag.tui.screens.fix_picker import FixPicker
 from vgdiag.tui.screens.help import HelpScreen
 from vgdiag.tui.session import TrainingSession
 from vgdiag.tui.state import RunState, grad_ratios, health, view_from_run
+from vgdiag.tui.variant import variant_folder
 from vgdiag.tui.widgets import FindingsView, LayerHistogramsPanel, LayerTable, RunHeader
 
 SIZE = (100, 30)
@@ -280,7 +282,7 @@ def test_a_failing_model_shows_the_error_and_the_app_stays_usable(tmp_path: Path
         app = build_app(experiment=experiment, data=data, store=store, title="test")
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.view is not None and app.view.status == "failed")
-            await pilot.press("4")
+            await pilot.press("7")
             await pilot.pause()
             text = rendered(app.query_one(FindingsView))
             assert "training failed: RuntimeError: the model broke on its sixth batch" in text

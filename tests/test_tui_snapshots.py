@@ -1,106 +1,65 @@
 """SVG snapshots of the dashboard's screens, built through the same factory as `vgdiag view`.
 
-The run folders are written by hand (through RunStore, from fixed numbers): no
-training, no clock, no version string, so the pictures are the same on any machine.
-Regenerate after a deliberate change with `pytest tests/test_tui_snapshots.py
---snapshot-update` and look at the SVGs before committing them.
+Each main screen at 80x24 and 120x40, replayed (a finished folder) and live (a folder
+still being written, followed). The folders are written from fixed numbers
+(tests/fake_runs.py): no training, and the follower's clocks are fixed, so the
+pictures are the same on any machine. Regenerate after a deliberate change with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the SVGs before
+committing them.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import os
+import socket
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fake_runs import run_events, write_run
 
-from vgdiag.engine.events import EpochEnded, RunFinished, RunStarted, StageStarted, StepSampled
-from vgdiag.engine.records import EpochRecord, Finding, Histogram, LayerInfo, LayerStats, StepRecord
-from vgdiag.runs.store import RunStore, read_run
-from vgdiag.tui.app import VgdiagApp, build_app
+from vgdiag.engine.events import RunFinished
+from vgdiag.runs.follow import FolderFollower
+from vgdiag.runs.store import CONFIG_FILE, SUMMARY_FILE, RunStore, read_run
+from vgdiag.tui.app import build_app
+from vgdiag.tui.dashboard import VgdiagApp
+from vgdiag.tui.following import FollowedRun
 from vgdiag.tui.screens.fix_picker import FixChoice, FixPicker
 
-LAYERS = [
-    LayerInfo("net.1", "Linear", 0, 4160, ("weight", "bias"), "Sigmoid", 64),
-    LayerInfo("net.3", "Linear", 1, 4160, ("weight", "bias"), "Sigmoid", 64),
-    LayerInfo("net.5", "Linear", 2, 4160, ("weight", "bias"), "Sigmoid", 64),
-    LayerInfo("net.7", "Linear", 3, 650, ("weight", "bias"), None, 64),
-]
-STEPS_PER_EPOCH = 50
-EPOCHS = 4
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+TABS = {"gradients": [], "layers": ["2", "down"], "distributions": ["2", "down", "3"],
+        "updates": ["2", "down", "4"], "activations": ["2", "down", "5"], "training": ["6"],
+        "findings": ["7"]}
+STARTED = 1_700_000_000.0  # the followed run's config.json mtime
 
 
-def _hist(lo: float, hi: float, centre: float, width: float, bins: int = 40) -> Histogram:
-    x = np.linspace(lo, hi, bins)
-    counts = np.round(1000 * np.exp(-0.5 * ((x - centre) / width) ** 2)).astype(np.int64)
-    return Histogram(lo, hi, counts)
-
-
-def _findings(fixed: bool) -> list[Finding]:
-    if fixed:
-        return []
-    return [
-        Finding("loss_stalled", "error", [], {"loss": 2.3021, "ln_classes": math.log(10),
-                                              "stalled_for": 3},
-                "Training has stalled: the loss 2.3021 sits within 1% of ln(10) = 2.3026, "
-                "the loss of guessing, for 3 epochs.", ["adam", "weight-init", "relu"]),
-        Finding("vanishing_gradient", "error", ["net.1", "net.3"],
-                {"ratio_first_last": 2.0e-4, "grad_norm": {"net.1": 6e-5, "net.3": 5e-4,
-                                                           "net.5": 4e-3, "net.7": 0.3}},
-                "The gradient vanishes toward the input: the first layer gets 0.0002 of the "
-                "output layer's gradient norm.", ["weight-init", "relu", "batchnorm", "adam"]),
-    ]
-
-
-def write_run(folder: Path, *, fixed: bool = False, name: str = "mlp-sigmoid-d3") -> Path:
-    """A 4-epoch run: vanishing gradients and a stalled loss, or (fixed) a healthy one."""
-    decay = 0.6 if fixed else 8.0  # gradient divided by this per layer toward the input
-    with RunStore(folder, name=name, num_classes=10) as store:
-        config = {
-            "device": "cpu",
-            "experiment": {"name": name, "model": "builtin:mlp depth=3 width=64 "
-                           f"activation={'relu' if fixed else 'sigmoid'}", "plugins": []},
-            "data": {"name": "digits", "num_classes": 10},
-            "stages": [{"name": "train", "epochs": EPOCHS}],
-            "steps_per_epoch": STEPS_PER_EPOCH,
-        }
-        store.handle(RunStarted(config, STEPS_PER_EPOCH, EPOCHS))
-        store.handle(StageStarted(0, "train", EPOCHS, [i.name for i in LAYERS]))
-        for step in range(0, STEPS_PER_EPOCH * EPOCHS, 10):
-            t = step / (STEPS_PER_EPOCH * EPOCHS)
-            out = 0.3 * (1.0 - 0.5 * t)
-            layers = {}
-            for info in LAYERS:
-                depth_from_out = len(LAYERS) - 1 - info.depth
-                g = out / decay ** depth_from_out * (1.0 + 0.1 * math.sin(step / 7 + info.depth))
-                layers[info.name] = LayerStats(
-                    grad_norm=g, grad_mean_abs=g / 40, weight_norm=2.0 + t * 0.1,
-                    weight_change=0.05 * t / decay ** depth_from_out, update_ratio=g * 3e-3,
-                    act_saturated=0.0 if fixed else 0.2 + 0.1 * info.depth,
-                    act_dead=0.1 if fixed else math.nan)
-            hist_step = step in (0, 100, 190)
-            weight_hist = {
-                i.name: _hist(-0.3, 0.3, 0.0, 0.06 + 0.04 * t * (2 if fixed else 0.2))
-                for i in LAYERS
-            } if hist_step else {}
-            grad_hist = {
-                i.name: _hist(-12.0, 0.0, -4.0 - 2 * (3 - i.depth) * (0.3 if fixed else 1.0), 1.0)
-                for i in LAYERS
-            } if hist_step else {}
-            loss = (2.31 - 1.5 * t) if fixed else 2.305 - 0.003 * t
-            record = StepRecord(step, step // STEPS_PER_EPOCH + 1, loss, layers, weight_hist,
-                                grad_hist)
-            store.handle(StepSampled(record, LAYERS, step + 1, step / 100))
-            if (step + 10) % STEPS_PER_EPOCH == 0:
-                epoch = (step + 10) // STEPS_PER_EPOCH
-                e = epoch / EPOCHS
-                acc = 0.1 + (0.8 * e if fixed else 0.01 * e)
-                store.handle(EpochEnded(EpochRecord(
-                    epoch, loss + 0.01, acc, loss, acc + 0.02, 0.5, epoch * STEPS_PER_EPOCH,
-                    "train"), _findings(fixed)))
-        store.handle(RunFinished("completed", LAYERS, {"loss": loss, "acc": acc},
-                                 _findings(fixed), 2.0, STEPS_PER_EPOCH * EPOCHS))
+def in_progress(folder: Path) -> Path:
+    """A folder as a live writer leaves it mid-run: every event but the last, written."""
+    store = RunStore(folder, name="mlp-sigmoid-d7", num_classes=10)
+    for event in run_events():
+        if not isinstance(event, RunFinished):
+            store.handle(event)
+    summary = json.loads((folder / SUMMARY_FILE).read_text())
+    summary["writer"] = {"pid": os.getpid(), "host": socket.gethostname()}  # alive
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary))
+    os.utime(folder / CONFIG_FILE, (STARTED, STARTED))
+    store._metrics.close()  # never finished: no status written
     return folder
+
+
+def followed_app(folder: Path) -> VgdiagApp:
+    follower = partial(FolderFollower, clock=lambda: 0.0, wall=lambda: STARTED + 65.0)
+    return build_app(follow=FollowedRun(folder, follower=follower), title="vgdiag view")
+
+
+async def until_followed(pilot) -> None:  # noqa: ANN001
+    for _ in range(400):
+        view = pilot.app.view
+        if view is not None and len(view.epochs) == 4:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.3)  # one redraw tick
 
 
 @pytest.fixture
@@ -108,12 +67,18 @@ def saved_app(tmp_path: Path) -> VgdiagApp:
     return build_app(run=read_run(write_run(tmp_path / "run")), title="vgdiag view")
 
 
-def test_gradients(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
-    assert snap_compare(saved_app, terminal_size=(80, 24))
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tab", TABS)
+def test_replayed(snap_compare, saved_app: VgdiagApp, tab: str, size: str) -> None:  # noqa: ANN001
+    assert snap_compare(saved_app, press=TABS[tab], terminal_size=SIZES[size])
 
 
-def test_gradients_wide(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
-    assert snap_compare(saved_app, terminal_size=(160, 44))
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tab", TABS)
+def test_live(snap_compare, tmp_path: Path, tab: str, size: str) -> None:  # noqa: ANN001
+    app = followed_app(in_progress(tmp_path / "run"))
+    assert snap_compare(app, press=TABS[tab], terminal_size=SIZES[size],
+                        run_before=until_followed)
 
 
 def test_gradients_16_colours(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
@@ -121,26 +86,21 @@ def test_gradients_16_colours(snap_compare, saved_app: VgdiagApp) -> None:  # no
     assert snap_compare(saved_app, terminal_size=(80, 24))
 
 
-def test_layers_with_a_selected_layer(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
-    assert snap_compare(saved_app, press=["2", "down"], terminal_size=(80, 24))
+def test_gradients_200x60(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
+    assert snap_compare(saved_app, terminal_size=(200, 60))
 
 
-def test_training_curves(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
-    assert snap_compare(saved_app, press=["3"], terminal_size=(80, 24))
+@pytest.mark.parametrize("size", SIZES)
+def test_help(snap_compare, saved_app: VgdiagApp, size: str) -> None:  # noqa: ANN001
+    assert snap_compare(saved_app, press=["question_mark"], terminal_size=SIZES[size])
 
 
-def test_findings(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
-    assert snap_compare(saved_app, press=["4"], terminal_size=(80, 24))
-
-
-def test_help(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
-    assert snap_compare(saved_app, press=["question_mark"], terminal_size=(80, 24))
-
-
-def test_fix_picker(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("size", SIZES)
+def test_fix_picker(snap_compare, saved_app: VgdiagApp, size: str) -> None:  # noqa: ANN001
     choices = [
         FixChoice("weight-init", "re-initialise weights larger", None, True),
-        FixChoice("relu", "replace saturating activations with ReLU", None, True),
+        FixChoice("relu", "replace saturating activations with ReLU and re-initialise "
+                  "the weights for it (He)", None, True),
         FixChoice("adam", "train with Adam instead of SGD", "already uses Adam", False),
     ]
 
@@ -148,11 +108,13 @@ def test_fix_picker(snap_compare, saved_app: VgdiagApp) -> None:  # noqa: ANN001
         saved_app.push_screen(FixPicker(choices))
         await pilot.pause()
 
-    assert snap_compare(saved_app, terminal_size=(80, 24), run_before=open_picker)
+    assert snap_compare(saved_app, terminal_size=SIZES[size], run_before=open_picker)
 
 
-def test_before_after(snap_compare, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("size", SIZES)
+def test_before_after(snap_compare, tmp_path: Path, size: str) -> None:  # noqa: ANN001
     before = read_run(write_run(tmp_path / "run"))
-    after = read_run(write_run(tmp_path / "run-relu", fixed=True, name="mlp-sigmoid-d3-relu"))
+    after = read_run(write_run(tmp_path / "run-batchnorm", fixed=True, batchnorm=True,
+                               name="mlp-sigmoid-d7-batchnorm"))
     app = build_app(run=before, compare_with=[after], title="vgdiag compare")
-    assert snap_compare(app, terminal_size=(80, 24))
+    assert snap_compare(app, terminal_size=SIZES[size])

@@ -169,7 +169,11 @@ def layer_table(
     # Short headers and unwrapped numbers keep the table inside 80 columns; the
     # README explains each column. Only the layer column folds.
     table.add_column("layer", overflow="fold", ratio=1)
-    for column in ("grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"):
+    # One record (inspect: before any step) has one gradient and no update to show.
+    at_init = first is None or last is None or first.step == last.step
+    columns = (("grad", "÷ out", "sat", "dead") if at_init else
+               ("grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"))
+    for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     ordered = sorted(layers, key=lambda i: i.depth)
     last_rec = last or first
@@ -182,13 +186,14 @@ def layer_table(
         style = _HEALTH_STYLE[health(rel)]
         frozen = "" if info.trainable else ", frozen"
         frozen += "" if info.used else ", unused"
+        grads = [fmt(g1, 2)] if at_init else [fmt(s0.grad_norm if s0 else None, 2), fmt(g1, 2)]
+        updates = [] if at_init else [fmt(s1.update_ratio if s1 else None, 2),
+                                      fmt(s1.weight_change if s1 else None, 2)]
         table.add_row(
             f"{safe(info.name)} [dim]{safe(info.kind)}{frozen}[/]",
-            fmt(s0.grad_norm if s0 else None, 2),
-            fmt(g1, 2),
+            *grads,
             f"[{style}]{fmt(rel, 2)}[/]" if style else fmt(rel, 2),
-            fmt(s1.update_ratio if s1 else None, 2),
-            fmt(s1.weight_change if s1 else None, 2),
+            *updates,
             fmt(s1.act_saturated if s1 else None, 2),
             fmt(s1.act_dead if s1 else None, 2),
         )

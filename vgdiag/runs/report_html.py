@@ -15,6 +15,7 @@ from typing import Any
 from vgdiag._version import __version__
 from vgdiag.engine.records import EpochRecord, Histogram
 from vgdiag.engine.status import RunStatus
+from vgdiag.runs.hist_range import occupied_range
 from vgdiag.runs.report import (
     DASH,
     EPOCH_TABLE_HEAD,
@@ -30,6 +31,7 @@ from vgdiag.runs.report import (
     prepare,
 )
 from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
+from vgdiag.runs.report_time import over_time_html
 from vgdiag.runs.store import RunData
 from vgdiag.runs.svgplot import (
     Frame,
@@ -70,6 +72,7 @@ def render_html(run: RunData) -> str:
         _section("Gradients", _gradient_plots(d)),
         _section("Training", _training(d)),
         _section("Weight and gradient histograms", _histograms(d)),
+        _section("Over time", over_time_html(d.run, list(d.layers))) if d.layers else "",
         _section("Layers", _layer_table(d)),
         _blocks_and_time(d),
         _section("Configuration", _config(d)),
@@ -319,8 +322,8 @@ def _histograms(d: ReportData) -> str:
             key += (f' <span class="key" style="border-color:{LAST_COLOR}"></span>last (step '
                     f"{last.step})")
         heading = ("Weights" if kind == "weight"
-                   else "log10 |gradient| (values below 1e-16, zeros included, fall in the "
-                        "leftmost bin)")
+                   else "log10 |gradient| on the range the values span (zeros, clamped "
+                        "to 1e-16, are left out of the axis)")
         cells = []
         names = [i.name for i in d.layers]
         for name in names[:MAX_HIST_LAYERS]:
@@ -345,16 +348,24 @@ def histogram_svg(
     short = shorten(label, 30)
     if not present:
         return empty_plot(width, height, short, "not recorded", title_size=11)
-    lo = min(h.lo for h, _ in present)
-    hi = max(h.hi for h, _ in present)
+    # The axis the data needs, not the probe's fixed log10|grad| range.
+    lo, hi = occupied_range(*(h for h, _ in present), skip_floor=log_axis)
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return empty_plot(width, height, short, "no range", title_size=11)
     shapes = []
     for h, color in present:
-        edges = [float(e) for e in h.edges()]
+        all_edges = h.edges()
         width_bin = (h.hi - h.lo) / len(h.counts) or 1.0
+        inside = [i for i in range(len(h.counts))
+                  if all_edges[i + 1] > lo + 1e-12 and all_edges[i] < hi - 1e-12]
+        if not inside:
+            continue
+        edges = [float(all_edges[i]) for i in inside] + [float(all_edges[inside[-1] + 1])]
         # Densities, so histograms over different ranges (weights grow) compare.
-        shapes.append((edges, [float(c) / h.counts.sum() / width_bin for c in h.counts], color))
+        shapes.append((edges, [float(h.counts[i]) / h.counts.sum() / width_bin for i in inside],
+                       color))
+    if not shapes:
+        return empty_plot(width, height, short, "no range", title_size=11)
     top = max(max(hs) for _, hs, _ in shapes) * 1.05 or 1.0
     frame = Frame(width, height, (lo, hi), (0.0, top), left=8, right=8, top=22, bottom=20)
     parts = [svg_open(width, height, title=label, css_class="plot hist"),

@@ -12,8 +12,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vgdiag.engine import gradflow
@@ -87,6 +87,7 @@ class RunView:
     path: str = ""  # the run folder
     notes: tuple[str, ...] = ()  # what the reader of a saved run had to skip
     live: bool = True  # False for a saved run read back
+    following: str = ""  # for a folder another process writes: how that writer is doing
 
     @property
     def finished(self) -> bool:
@@ -123,9 +124,11 @@ class RunState:
     def __init__(
         self, name: str = "", num_classes: int = 0, *,
         clock: Callable[[], float] = time.monotonic,
+        live_diagnosis: bool = True,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._live_diagnosis = live_diagnosis  # off for a replay: its findings are known
         self._name = name
         self._num_classes = num_classes
         self._config: dict[str, Any] = {}
@@ -150,6 +153,7 @@ class RunState:
         self._rate_window: deque[tuple[float, int]] = deque()
         self._last_diagnosis = -math.inf
         self._path = ""
+        self._following = ""
 
     # -- writing (the worker thread) ----------------------------------------------------
 
@@ -161,6 +165,8 @@ class RunState:
     def _apply(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self._config = dict(event.config)
+            data = self._config.get("data", {}) or {}
+            self._num_classes = self._num_classes or int(data.get("num_classes", 0) or 0)
             self._steps_per_epoch = event.steps_per_epoch
             self._total_epochs = event.total_epochs
             self._status = "running"
@@ -174,7 +180,7 @@ class RunState:
             self._epoch = max(self._epoch, record.epoch)
             self._keep_histograms(record)
             self._progress(event.steps_done, event.seconds)
-            if not self._epochs and self._due_for_diagnosis():
+            if self._live_diagnosis and not self._epochs and self._due_for_diagnosis():
                 self._findings = diagnose(
                     self._history.records(), self._layers, (), self._num_classes
                 )
@@ -218,6 +224,11 @@ class RunState:
         self._steps = steps
         self._seconds = seconds
         window = self._rate_window
+        if window and window[-1][0] >= seconds:
+            # Samples of one instant (a followed folder's backlog, read at once) count
+            # once, as the latest: a rate needs time between its ends.
+            window[-1] = (window[-1][0], steps)
+            return
         window.append((seconds, steps))
         while len(window) > 2 and seconds - window[0][0] > THROUGHPUT_WINDOW_S:
             window.popleft()
@@ -242,6 +253,11 @@ class RunState:
     def set_path(self, path: str) -> None:
         with self._lock:
             self._path = path
+
+    def set_following(self, detail: str) -> None:
+        """How the process writing a followed folder is doing (one line)."""
+        with self._lock:
+            self._following = detail
 
     # -- reading (the UI thread) ----------------------------------------------------------
 
@@ -281,6 +297,7 @@ class RunState:
                 num_classes=self._num_classes,
                 plugins=tuple(experiment.get("plugins", ()) or ()),
                 path=self._path,
+                following=self._following,
             )
 
     def _rate(self) -> float:
@@ -290,54 +307,56 @@ class RunState:
         return (s1 - s0) / (t1 - t0) if t1 > t0 else math.nan
 
 
-def view_from_run(run: RunData) -> RunView:
-    """The snapshot of a saved run folder (what `vgdiag view` shows)."""
-    history = History(MAX_RECORDS)
-    weight: dict[str, LayerHistograms] = {}
-    grad: dict[str, LayerHistograms] = {}
-    for record in run.records:
-        history.append(record)
-        weight = merge_histograms(weight, record.weight_hist, record.step)
-        grad = merge_histograms(grad, record.grad_hist, record.step)
+def replay_events(run: RunData) -> Iterator[Event]:
+    """A saved run folder as the event stream that wrote it (as far as the folder keeps it)."""
     config = run.config
-    experiment = config.get("experiment", {}) or {}
-    data = config.get("data", {}) or {}
-    steps = int(run.summary.get("steps", 0) or 0)
-    if not steps:
-        steps = run.epochs[-1].steps if run.epochs else (run.records[-1].step + 1
-                                                          if run.records else 0)
-    seconds = float(run.summary.get("seconds", 0.0) or 0.0)
-    total_epochs = sum(int(s.get("epochs", 0)) for s in config.get("stages", []) or [])
-    steps_per_epoch = int(config.get("steps_per_epoch", 0) or 0)
+    stages = config.get("stages", []) or []
+    yield RunStarted(config, int(config.get("steps_per_epoch", 0) or 0),
+                     sum(int(s.get("epochs", 0) or 0) for s in stages))
+    layers = sorted(run.layers, key=lambda i: i.depth)
+    epochs = iter(run.epochs)
+    pending = next(epochs, None)
+    stage, stage_index = "", -1
+
+    def epoch_events(epoch: EpochRecord) -> Iterator[Event]:
+        nonlocal stage, stage_index
+        if epoch.stage and epoch.stage != stage:
+            stage, stage_index = epoch.stage, stage_index + 1
+            yield StageStarted(stage_index, stage, 0, [])
+        yield EpochEnded(epoch, [])  # the findings of the end are the ones kept
+
+    for record in run.records:
+        while pending is not None and pending.steps <= record.step:
+            yield from epoch_events(pending)
+            pending = next(epochs, None)
+        yield StepSampled(record, layers, record.step + 1, 0.0)
+    while pending is not None:
+        yield from epoch_events(pending)
+        pending = next(epochs, None)
+    summary = run.summary
+    steps = int(summary.get("steps", 0) or 0) or (
+        run.epochs[-1].steps if run.epochs else (run.records[-1].step + 1 if run.records else 0))
+    seconds = float(summary.get("seconds", 0.0) or 0.0)
+    if run.status == "failed":
+        yield RunFailed(str(summary.get("error") or "training failed"), "", layers,
+                        list(run.findings), seconds, steps)
+    else:
+        yield RunFinished(run.status, layers, summary.get("test"), list(run.findings), seconds,
+                          steps)
+
+
+def view_from_run(run: RunData) -> RunView:
+    """The snapshot of a saved run folder (what `vgdiag view` shows): its events, folded."""
+    state = RunState(run.name, int(run.summary.get("num_classes", 0) or 0),
+                     live_diagnosis=False)
+    state.set_path(str(run.path))
+    for event in replay_events(run):
+        state.apply(event)
+    view = state.view()
     last_epoch = run.epochs[-1].epoch if run.epochs else 0
-    return RunView(
-        name=run.name,
-        model=str(experiment.get("model", "")),
-        dataset=str(data.get("name", "")),
-        device=str(config.get("device", "")),
-        status=run.status,
-        layers=tuple(sorted(run.layers, key=lambda i: i.depth)),
-        records=tuple(history),
-        epochs=tuple(run.epochs),
-        findings=tuple(run.findings),
-        weight_hists=weight,
-        grad_hists=grad,
-        epoch=last_epoch,
-        total_epochs=total_epochs or last_epoch,
-        steps_done=steps,
-        total_steps=steps_per_epoch * total_epochs,
-        seconds=seconds,
-        steps_per_second=steps / seconds if seconds > 0 else math.nan,
-        stage=run.epochs[-1].stage if run.epochs else "",
-        test=run.summary.get("test"),
-        error=run.summary.get("error"),
-        traceback=None,
-        num_classes=int(run.summary.get("num_classes", 0) or 0),
-        plugins=tuple(experiment.get("plugins", ()) or ()),
-        path=str(run.path),
-        notes=tuple(run.notes),
-        live=False,
-    )
+    return replace(view, name=run.name, epoch=last_epoch,
+                   total_epochs=view.total_epochs or last_epoch,
+                   steps_per_second=math.nan, notes=tuple(run.notes), live=False)
 
 
 # -- derived numbers the panels share -------------------------------------------------------

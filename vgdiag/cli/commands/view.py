@@ -1,4 +1,4 @@
-"""`vgdiag view`: replay a saved run folder in the dashboard."""
+"""`vgdiag view`: a run folder in the dashboard, replayed or followed while it is written."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from vgdiag.errors import UserError
 
 
 def view(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder written by `vgdiag run`, `vgdiag.watch(out=...)` or a callback.")],
     check: Annotated[bool, typer.Option(
         "--check", help="Load the folder as the dashboard would and say whether it can be "
         "shown, without opening it.")] = False,
 ) -> None:
-    """Replay a saved run folder in the dashboard."""
+    """Show a run folder in the dashboard: replayed, or followed live while it is written."""
     from vgdiag.runs.store import read_run
     from vgdiag.tui.state import view_from_run  # plain data, no Textual
 
-    run_data = read_run(run_dir)
+    run_data = read_run(run_dir)  # a folder that cannot be read is one line, exit 2
     try:
         view_from_run(run_data)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -29,6 +30,6 @@ def view(
         print(f"{run_dir}: {run_data.status}, {len(run_data.epochs)} epoch(s), "
               f"{len(run_data.records)} sampled step(s); verdict: {run_data.verdict}")
         return
-    from vgdiag.tui.app import view_run  # Textual is loaded only here
+    from vgdiag.tui.app import view_folder  # Textual is loaded only here
 
-    view_run(run_data)
+    view_folder(run_dir, run_data)

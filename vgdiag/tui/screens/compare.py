@@ -83,9 +83,12 @@ class CompareScreen(Screen[None]):
         # One scale for both sides, so equal bars mean equal gradients.
         norms = [s.grad_norm for v in (self.before, self.after) if v is not None and v.last
                  for s in v.last.layers.values()]
-        for bars_id, view in (("#before-bars", self.before), ("#after-bars", self.after)):
+        for bars_id, view, other in (("#before-bars", self.before, self.after),
+                                     ("#after-bars", self.after, self.before)):
             bars = self.query_one(bars_id, GradientBars)
             bars.scale = log_span(norms)
+            # Rows matched by layer name, so row i is the same layer on both sides.
+            bars.partner = tuple(i.name for i in other.layers) if other else None
             bars.view = view
         for plot_id, key in (("#compare-loss", "val_loss"), ("#compare-acc", "val_acc")):
             self.query_one(plot_id, LinePlot).series = (

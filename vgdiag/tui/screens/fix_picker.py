@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -41,13 +42,16 @@ class FixPicker(ModalScreen[str | None]):
         width = max((len(c.name) for c in self.choices), default=8)
         options = []
         for choice in self.choices:
-            prompt = Text(f"{choice.name:<{width}}  ", style="bold")
-            if choice.why_not is None:
-                prompt.append(choice.summary)
-                if choice.recommended:
-                    prompt.append("  ★ recommended", style="italic")
-            else:
-                prompt.append(f"does not apply: {choice.why_not}", style="italic")
+            # The mark leads the line (at the end it would wrap onto a line of its own);
+            # a long summary wraps under itself.
+            prompt = Table.grid(padding=(0, 1), expand=True)
+            prompt.add_column(width=1)
+            prompt.add_column(width=width, style="bold")
+            prompt.add_column(ratio=1)
+            mark = "★" if choice.recommended and choice.why_not is None else ""
+            what = (Text(choice.summary) if choice.why_not is None else
+                    Text(f"does not apply: {choice.why_not}", style="italic"))
+            prompt.add_row(mark, choice.name, what)
             options.append(Option(prompt, id=choice.name, disabled=choice.why_not is not None))
         with Vertical(id="picker-box"):
             yield Static("Apply a fix: train this run again with one plugin", classes="box-title")
@@ -57,7 +61,8 @@ class FixPicker(ModalScreen[str | None]):
                 yield Static("no plugins are installed", classes="muted")
             for note in self.notes:
                 yield Static(note, classes="muted")
-            yield Static("enter trains it beside this run · escape cancels", classes="muted")
+            yield Static("★ recommended by the diagnosis · enter trains it beside this run · "
+                         "escape cancels", classes="muted")
 
     def on_mount(self) -> None:
         options = self.query(OptionList)

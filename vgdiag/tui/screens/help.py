@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -25,14 +25,15 @@ class HelpScreen(ModalScreen[None]):
         self.notes = notes
 
     def compose(self) -> ComposeResult:
+        # The descriptions wrap under themselves; the box scrolls when the terminal is short.
         table = Table.grid(padding=(0, 2))
         table.add_column(no_wrap=True, style="bold")
-        table.add_column()
+        table.add_column(ratio=1)
         for binding in self.bindings:
             keys = ", ".join(self.app.get_key_display(Binding(k, binding.action))
                              for k in binding.key.split(","))
             table.add_row(keys, binding.tooltip or binding.description)
-        with Vertical(id="help-box"):
+        with VerticalScroll(id="help-box"):
             yield Static("Keys", classes="box-title")
             yield Static(table)
             if self.notes:

@@ -6,10 +6,18 @@ from vgdiag.tui.widgets.header import RunHeader
 from vgdiag.tui.widgets.heatmap import GradientHeatmap
 from vgdiag.tui.widgets.histograms import LayerHistogramsPanel
 from vgdiag.tui.widgets.layer_table import LayerTable
+from vgdiag.tui.widgets.over_time import (
+    ActivationsPanel,
+    DistributionMaps,
+    TimeGradPlot,
+    UpdatesPanel,
+)
 from vgdiag.tui.widgets.plot import LinePlot, Series
 from vgdiag.tui.widgets.training_curves import TrainingCurves
 
 __all__ = [
+    "ActivationsPanel",
+    "DistributionMaps",
     "FindingsView",
     "GradientBars",
     "GradientHeatmap",
@@ -18,5 +26,7 @@ __all__ = [
     "LinePlot",
     "RunHeader",
     "Series",
+    "TimeGradPlot",
     "TrainingCurves",
+    "UpdatesPanel",
 ]

@@ -53,6 +53,8 @@ class RunHeader(Chart):
             ("  " + view.model, muted),
         )
         status = view.status if view.live else f"{view.status} (saved run)"
+        if view.following:
+            status = f"{status} · {view.following}"
         grid.add_row(where, Text(status, style=self.style_of(STATUS_CLASS.get(view.status,
                                                                                "chart--muted"))))
         total_epochs = f"/{view.total_epochs}" if view.total_epochs else ""
@@ -70,13 +72,18 @@ class RunHeader(Chart):
         if view.stage and view.stage != "train":
             progress.append(f"  stage {view.stage}", style=muted)
         rate = view.steps_per_second
-        speed = Text.assemble(
-            (f"{rate:.0f}" if math.isfinite(rate) else "-", ""),
-            (" steps/s  ", muted),
-            (fmt_duration(view.seconds), ""),
-            (" elapsed  ", muted),
-            (fmt_duration(view.seconds_left), ""),
-            (" left", muted),
-        )
+        if not view.live or view.finished:
+            # A rate and a time left mean nothing once the run is over: how long it took.
+            took = "took" if view.status == "completed" else "ran"
+            speed = Text.assemble((f"{took} ", muted), (fmt_duration(view.seconds), ""))
+        else:
+            speed = Text.assemble(
+                (f"{rate:.0f}" if math.isfinite(rate) else "-", ""),
+                (" steps/s  ", muted),
+                (fmt_duration(view.seconds), ""),
+                (" elapsed  ", muted),
+                (fmt_duration(view.seconds_left), ""),
+                (" left", muted),
+            )
         grid.add_row(progress, speed)
         return grid

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 from rich.text import Text
+from textual.geometry import Size
 from textual.reactive import reactive
 
 from vgdiag.tui.charts import SHADES, TextBuilder, bucket, log_span, shade
@@ -67,6 +68,12 @@ class GradientHeatmap(Chart):
             self._cache_key, self._cache = view, grad_matrix(view)
         return self._cache
 
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        # Auto height: the legend, one row per layer, the axis.
+        view = self.view
+        layers = len(view.layers) if view is not None and view.records else 0
+        return layers + 2 if layers else 1
+
     def render(self) -> Text:
         view = self.view
         muted = self.style_of("chart--muted")
@@ -78,35 +85,38 @@ class GradientHeatmap(Chart):
         if not names:
             return Text("no layers measured", style=muted)
         width = self.size.width or 80
-        height = self.size.height or (len(names) + 3)
-        label_w = min(max((len(short_name(n)) for n in names), default=4), NAME_WIDTH)
+        height = self.size.height or (len(names) + 2)
+        rows = max(height - 2, 1)
+        # More layers than rows: neighbouring layers share a row (their geometric mean),
+        # and the row says so. No layer is ever left out.
+        groups = bucket(len(names), min(rows, len(names)))
+        labels = [group_label(names, a, b) for a, b in groups]
+        label_w = min(max((len(x) for x in labels), default=4), NAME_WIDTH + 3)
         columns = max(width - label_w - 1, 1)
         spans = bucket(len(steps), columns)
         finite = logs[np.isfinite(logs)]
         lo, hi = log_span((10.0 ** finite).tolist()) if finite.size else (-4.0, 0.0)
-        level = (span_means(logs, spans) - lo) / (hi - lo)  # 0..1 per cell
-        ratio = 10.0 ** span_means(ratios, spans)
+        layer_spans = [(a, b) for a, b in groups]
+        level = (span_means(span_means(logs, spans).T, layer_spans).T - lo) / (hi - lo)
+        ratio = 10.0 ** span_means(span_means(ratios, spans).T, layer_spans).T
         styles = {name: self.style_of(f"health--{name}") for name in ("bad", "weak", "ok", "none")}
         out = TextBuilder()
         legend = f"grad norm over time  {SHADES[0]} 1e{lo:.0f} … {SHADES[-1]} 1e{hi:.0f}"
-        out.add(legend + "\n", self.style_of("chart--title"))
-        rows = max(height - 2, 1)
-        # More layers than rows: evenly spaced ones, always the first and the last (the
-        # output layer, which the colours are relative to).
-        shown = sorted({round(i) for i in np.linspace(0, len(names) - 1, rows)})
-        # Spare height makes each layer a band of up to 3 rows: easier on the eye.
-        band = min(max(rows // max(len(shown), 1), 1), 3)
-        for c in shown:
-            name = names[c]
-            cells = [(shade(float(level[j, c])), styles[health(float(ratio[j, c]))])
-                     for j in range(len(spans))]
-            for row in range(band):
-                label = short_name(name, label_w) if row == band // 2 else ""
-                out.add(f"{label:<{label_w}} ")
-                for char, style in cells:
-                    out.add(char, style)
-                out.add("\n")
+        if len(groups) < len(names):
+            legend += f"  ({len(names)} layers in {len(groups)} rows)"
+        out.add(legend[:width] + "\n", self.style_of("chart--title"))
+        for c, label in enumerate(labels):
+            out.add(f"{label[-label_w:]:<{label_w}} ")
+            for j in range(len(spans)):
+                out.add(shade(float(level[j, c])), styles[health(float(ratio[j, c]))])
+            out.add("\n")
         first, last = f"step {steps[0]}", f"step {steps[-1]}"
         axis = first + last.rjust(max(len(spans) - len(first), len(last) + 1))
         out.add(" " * (label_w + 1) + axis, muted)
         return out.text()
+
+
+def group_label(names: list[str], start: int, stop: int) -> str:
+    """A row's label: the layer's short name, or the first one's and how many more share it."""
+    first = short_name(names[start])
+    return first if stop - start == 1 else f"{first} +{stop - start - 1}"

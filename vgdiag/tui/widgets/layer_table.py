@@ -12,17 +12,19 @@ from vgdiag.engine.records import LayerStats
 from vgdiag.tui.charts import fmt
 from vgdiag.tui.state import RunView, grad_ratios, health
 
+# Short labels: all nine columns fit an 80-column terminal. The help screen says
+# what each one is.
 COLUMNS = (
-    ("depth", "#"),
     ("layer", "layer"),
     ("kind", "kind"),
-    ("grad", "grad norm"),
-    ("ratio", "÷ output"),
+    ("grad", "grad"),
+    ("ratio", "÷ out"),
     ("update", "update"),
-    ("change", "Δ since init"),
-    ("saturated", "saturated"),
+    ("change", "Δ init"),
+    ("saturated", "sat"),
     ("dead", "dead"),
 )
+FIRST_NUMBER = 2  # the columns before it name the layer and do not change
 
 
 class LayerTable(DataTable[Text]):
@@ -60,7 +62,6 @@ class LayerTable(DataTable[Text]):
                 return getattr(stats, key) if stats is not None else None
 
             rows[info.name] = {
-                "depth": Text(str(info.depth), justify="right"),
                 "layer": Text(info.name or "<root>"),
                 "kind": Text(info.kind + ("" if info.trainable else " (frozen)")),
                 "grad": Text(fmt(num("grad_norm")), justify="right"),
@@ -80,7 +81,7 @@ class LayerTable(DataTable[Text]):
                 self.move_cursor(row=names.index(selected))
             return
         for name in names:
-            for key, _ in COLUMNS[3:]:  # identity columns do not change
+            for key, _ in COLUMNS[FIRST_NUMBER:]:
                 self.update_cell(name, key, rows[name][key])
 
     @property

@@ -1,0 +1,495 @@
+"""The dashboard: a Textual app over one run (trained here, followed, or saved).
+
+A worker thread never waits for the UI: it trains (session.py) or follows a folder
+another process writes (following.py), folds every event into a RunState and posts
+a coalescing RunUpdated. The UI redraws from the latest snapshot at most 4 times a
+second, less when drawing gets expensive (pacing.py), so the dashboard costs
+training little whatever the step rate.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container, VerticalScroll
+from textual.events import Resize
+from textual.reactive import reactive
+from textual.widgets import DataTable, Footer, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from vgdiag.errors import UserError
+from vgdiag.tui.exports import screenshot_name, write_report
+from vgdiag.tui.following import FollowedRun
+from vgdiag.tui.messages import RunEnded, RunUpdated
+from vgdiag.tui.pacing import RedrawPacer
+from vgdiag.tui.screens.compare import CompareScreen
+from vgdiag.tui.screens.fix_picker import FixPicker
+from vgdiag.tui.screens.help import HelpScreen
+from vgdiag.tui.session import TrainingSession
+from vgdiag.tui.state import RunView
+from vgdiag.tui.variant import fix_choices, load_plugins, start_variant
+from vgdiag.tui.widgets import (
+    ActivationsPanel,
+    DistributionMaps,
+    FindingsView,
+    GradientBars,
+    GradientHeatmap,
+    LayerHistogramsPanel,
+    LayerTable,
+    RunHeader,
+    TimeGradPlot,
+    TrainingCurves,
+    UpdatesPanel,
+)
+
+TICK_S = 0.25  # how often the pacer is asked whether a redraw is due
+WIDE_WIDTH = 120  # from here panels stand side by side
+TALL_HEIGHT = 40
+TABS = ("gradients", "layers", "distributions", "updates", "activations", "training",
+        "findings")
+BASELINE = "baseline"
+
+
+class VgdiagApp(App[str]):
+    """The dashboard over one run (live, followed or saved), with an optional variant beside it."""
+
+    CSS_PATH = "vgdiag.tcss"
+    TITLE = "vgdiag"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit",
+                tooltip="Quit (training stops first and completes its folder)"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("p,space", "toggle_pause", "Pause", tooltip="Pause or resume training"),
+        Binding("f", "pick_fix", "Fix",
+                tooltip="Train this run again with a mitigation plugin, beside it"),
+        Binding("c", "compare", "Before/after",
+                tooltip="The run and its fixed variant side by side"),
+        Binding("n", "next_variant", "Next variant",
+                tooltip="Before/after with the next of the saved variants"),
+        Binding("s", "save_svg", "SVG",
+                tooltip="Save an SVG screenshot into the run folder"),
+        Binding("r", "export_report", "Report", tooltip="Write report.html into the run folder"),
+        Binding("1", "show_tab('gradients')", "Gradients", show=False,
+                tooltip="Gradient flow: per-layer bars and the map over time"),
+        Binding("2", "show_tab('layers')", "Layers", show=False,
+                tooltip="Layer table and the selected layer's histograms"),
+        Binding("3", "show_tab('distributions')", "Distributions", show=False,
+                tooltip="The selected layer's weights and log10|grad| over time"),
+        Binding("4", "show_tab('updates')", "Updates", show=False,
+                tooltip="Update ÷ weight over time, against the 1e-3 rule of thumb"),
+        Binding("5", "show_tab('activations')", "Activations", show=False,
+                tooltip="Saturated activations per layer; the selected one's mean and std"),
+        Binding("6", "show_tab('training')", "Training", show=False,
+                tooltip="Loss and accuracy curves, train and validation"),
+        Binding("7", "show_tab('findings')", "Findings", show=False,
+                tooltip="The diagnosis and the fixes it recommends"),
+        Binding("left_square_bracket", "step_layer(-1)", "Previous layer", show=False,
+                tooltip="Select the previous layer (toward the input)"),
+        Binding("right_square_bracket", "step_layer(1)", "Next layer", show=False,
+                tooltip="Select the next layer (toward the output)"),
+        Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
+    ]
+
+    view: reactive[RunView | None] = reactive(None)
+    """The latest snapshot of the main run."""
+    variant_view: reactive[RunView | None] = reactive(None)
+    """The latest snapshot of the fixed variant, once one was started (or loaded)."""
+    selected_layer: reactive[str | None] = reactive(None)
+    """The layer the layer table's cursor is on; the histograms show it."""
+
+    def __init__(
+        self,
+        *,
+        session: TrainingSession | None = None,
+        followed: FollowedRun | None = None,
+        saved: RunView | None = None,
+        saved_after: Sequence[RunView] = (),
+        title: str = "vgdiag",
+        plugins: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.title = title
+        self.session = session
+        self.followed = followed
+        self.saved = saved
+        self.saved_after = list(saved_after)
+        self.variant: TrainingSession | None = None
+        self._plugins = plugins
+        self._dirty: set[str] = set()  # runs with news since the last redraw
+        # Per run: set by its worker when it posted RunUpdated, cleared by the redraw.
+        self._unseen: dict[str, threading.Event] = defaultdict(threading.Event)
+        self.pacer = RedrawPacer()
+        self._quitting = False
+        self._compare: CompareScreen | None = None
+        self._after_index = 0
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        header = RunHeader(id="header")
+        header.caption = self.title
+        yield header
+        with TabbedContent(initial="gradients", id="tabs"):
+            with TabPane("Gradients", id="gradients"), Container(id="gradients-body"):
+                with Container(id="flow-row"):
+                    with VerticalScroll(id="bars-scroll"):
+                        yield GradientBars(id="bars")
+                    yield GradientHeatmap(id="heatmap")
+                yield TimeGradPlot(id="time-grad")  # recurrent models only
+                # Shown on a tall terminal: the whole story on one screen.
+                with Container(id="overview-row"):
+                    yield TrainingCurves(id="overview-curves")
+                    with VerticalScroll(id="overview-findings"):
+                        yield FindingsView()
+            with TabPane("Layers", id="layers"), Container(id="layers-body"):
+                yield LayerTable(id="layer-table")
+                yield LayerHistogramsPanel(id="histograms")
+            with TabPane("Distributions", id="distributions"):
+                yield DistributionMaps(id="distribution-maps")
+            with TabPane("Updates", id="updates"):
+                yield UpdatesPanel(id="updates-panel")
+            with TabPane("Activations", id="activations"):
+                yield ActivationsPanel(id="activations-panel")
+            with TabPane("Training", id="training"):
+                yield TrainingCurves(id="curves")
+            with TabPane("Findings", id="findings"), VerticalScroll(id="findings-scroll"):
+                yield FindingsView(id="findings-view")
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self._size_classes(self.size.width, self.size.height)
+        for findings in self.query(FindingsView):
+            findings.can_fix = self.session is not None
+        self.set_interval(TICK_S, self._redraw)
+        if self.session is not None:
+            self.view = self.session.state.view()
+            self._unseen[BASELINE].clear()  # created here, in the UI thread
+            self._train(self.session)
+        elif self.followed is not None:
+            self.view = self.followed.state.view()
+            self._unseen[BASELINE].clear()
+            self._follow(self.followed)
+        elif self.saved is not None:
+            self.view = self.saved
+            if self.saved_after:
+                self.variant_view = self.saved_after[0]
+                self.action_compare()
+
+    def on_resize(self, event: Resize) -> None:
+        self._size_classes(event.size.width, event.size.height)
+
+    def _size_classes(self, width: int, height: int) -> None:
+        self.set_class(width >= WIDE_WIDTH, "-wide")
+        self.set_class(height >= TALL_HEIGHT, "-tall")
+
+    def on_unmount(self) -> None:
+        # However the app ends, the workers must finish their folders, not train on.
+        self.stop_training()
+        if self.followed is not None:
+            self.followed.stop()
+
+    def sessions(self) -> list[TrainingSession]:
+        """The training runs of this dashboard: the main one and the variant, if any."""
+        return [s for s in (self.session, self.variant) if s is not None]
+
+    def stop_training(self) -> None:
+        """Ask every run to stop; each still completes its run folder."""
+        for session in self.sessions():
+            session.stop()
+
+    # -- the workers -----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train")
+    def _train(self, session: TrainingSession) -> str:
+        return self._drive(session.label, session.run, session.stop,
+                           lambda: session.state.view().error)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="variant")
+    def _train_variant(self, session: TrainingSession) -> str:
+        try:
+            return self._drive(session.label, session.run, session.stop,
+                               lambda: session.state.view().error)
+        finally:
+            session.store.close()  # the dashboard opened this store, so it closes it
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="follow")
+    def _follow(self, followed: FollowedRun) -> str:
+        return self._drive(followed.label, lambda notify: followed.run(notify), followed.stop,
+                           lambda: followed.writer.detail if followed.writer else None)
+
+    def _drive(self, label: str, run: Callable[[Callable[..., None]], str],
+               stop: Callable[[], None], error: Callable[[], str | None]) -> str:
+        worker = get_current_worker()
+        unseen = self._unseen[label]
+
+        def notify(*_: object) -> None:
+            if worker.is_cancelled:  # the app is closing: finish the folder, then stop
+                stop()
+            # At most one message per redraw: each wakes the UI thread, which then holds
+            # the GIL. The redraw clears the flag before it reads the state, so no change
+            # is left unseen.
+            if not unseen.is_set():
+                unseen.set()
+                self.post_message(RunUpdated(label))
+
+        status = run(notify)
+        self.post_message(RunEnded(label, status, error()))
+        return status
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        self._dirty.add(message.label)
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        self._dirty.add(message.label)
+        self._redraw(force=True)
+        if self.followed is not None and message.label == BASELINE:
+            if message.status == "cut off":
+                self.notify(f"the writer was cut off: {message.error}", severity="warning",
+                            timeout=10)
+            elif message.status in ("completed", "interrupted", "failed"):
+                self.notify(f"the run ended: {message.status}", timeout=6)
+            return
+        name = "training" if message.label == BASELINE else f"the {message.label} variant"
+        if message.status == "failed":
+            self.notify(f"{name} failed: {message.error}", severity="error", timeout=10)
+        elif not self._quitting:
+            self.notify(f"{name} {message.status}", timeout=4)
+        if self._quitting and not any(s.running for s in self.sessions()):
+            self.exit(self._result())
+
+    def _result(self) -> str:
+        if self.session is not None:
+            return self.session.status or "interrupted"
+        if self.view is not None:
+            return self.view.status
+        return self.saved.status if self.saved else "completed"
+
+    def _redraw(self, force: bool = False) -> None:
+        """Take fresh snapshots of the runs that changed, when the pacer allows."""
+        if not self._dirty or not (force or self.pacer.due()):
+            return
+        dirty, self._dirty = self._dirty, set()
+        for label in dirty:
+            self._unseen[label].clear()
+        main = self.session or self.followed
+        if main is not None and BASELINE in dirty:
+            self.view = main.state.view()
+        if self.variant is not None and self.variant.label in dirty:
+            self.variant_view = self.variant.state.view()
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def watch_view(self, view: RunView | None) -> None:
+        if view is None:
+            return
+        main = self.screen_stack[0]
+        if not main.query(LayerTable):  # the app is closing: its screen has gone
+            return
+        # Some panels appear twice (a tall terminal shows an overview on the first tab).
+        for widget in main.query("RunHeader, GradientBars, GradientHeatmap, "
+                                 "LayerHistogramsPanel, TrainingCurves, FindingsView, "
+                                 "DistributionMaps, UpdatesPanel, ActivationsPanel, "
+                                 "TimeGradPlot"):
+            widget.view = view  # type: ignore[attr-defined]
+        table = main.query_one(LayerTable)
+        if main.query_one(TabbedContent).active == "layers":  # hidden: filled when shown
+            table.show(view)
+        names = [i.name for i in view.layers]
+        if names and self.selected_layer not in names:
+            self.selected_layer = table.selected_layer or names[0]
+        if self._compare is not None:
+            self._compare.before = view
+
+    def watch_variant_view(self, view: RunView | None) -> None:
+        if self._compare is not None:
+            self._compare.after = view
+
+    def watch_selected_layer(self, layer: str | None) -> None:
+        main = self.screen_stack[0]
+        for widget in main.query("GradientBars, LayerHistogramsPanel, DistributionMaps, "
+                                 "UpdatesPanel, ActivationsPanel"):
+            widget.selected = layer  # type: ignore[attr-defined]
+
+    def action_step_layer(self, step: int) -> None:
+        names = [i.name for i in self.view.layers] if self.view else []
+        if not names:
+            return
+        at = names.index(self.selected_layer) if self.selected_layer in names else 0
+        self.selected_layer = names[min(max(at + step, 0), len(names) - 1)]
+        table = self.screen_stack[0].query_one(LayerTable)
+        if self.selected_layer in table.rows:
+            table.move_cursor(row=table.get_row_index(self.selected_layer))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "layers":
+            table = self.screen_stack[0].query_one(LayerTable)
+            table.show(self.view)
+            table.focus()  # the arrows pick a layer straight away
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.selected_layer = event.row_key.value
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("toggle_pause", "pick_fix"):
+            return self.session is not None
+        if action == "compare":
+            return self.variant_view is not None
+        if action == "next_variant":
+            return len(self.saved_after) > 1
+        return True
+
+    def action_quit(self) -> None:  # type: ignore[override]
+        running = [s for s in self.sessions() if s.running]
+        if not running or self._quitting:
+            # A second press leaves now; the stopped workers still finish their folders.
+            self.stop_training()
+            self.exit(self._result())
+            return
+        self._quitting = True
+        self.stop_training()
+        self._dirty.update(s.label for s in running)
+        self._redraw(force=True)
+        self.notify("stopping: completing the run folder… (q again to leave at once)",
+                    timeout=10)
+
+    def action_toggle_pause(self) -> None:
+        running = [s for s in self.sessions() if s.running and not s.stop_event.is_set()]
+        if not running:
+            return
+        pause = not running[0].paused
+        for session in running:
+            if pause:
+                session.pause()
+            else:
+                session.resume()
+        self._dirty.update(s.label for s in running)
+        self._redraw(force=True)
+
+    def action_show_tab(self, tab: str) -> None:
+        if tab in TABS:
+            self.query_one(TabbedContent).active = tab
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.key != "ctrl+c"
+                 and self.check_action(b.action.partition("(")[0], ()) is not False]
+        notes = ["ctrl+c also quits.",
+                 "In the layer table, arrows or the mouse pick a layer; [ and ] anywhere.",
+                 "Layer columns: grad norm, ÷ out (grad over the output layer's), update "
+                 "(update ÷ weight), Δ init (weight change since init), sat (saturated "
+                 "activations), dead (dead units)."]
+        if self.followed is not None:
+            notes.append("This run is written by another process: pausing and fixes "
+                         "belong to it.")
+        elif self.session is None:
+            notes.append("This is a saved run: pausing and fixes need a live one (vgdiag run).")
+        self.push_screen(HelpScreen(shown, notes))
+
+    def run_folder(self) -> Path | None:
+        """The main run's folder (live, followed or saved)."""
+        if self.session is not None:
+            return Path(self.session.store.path)
+        if self.followed is not None:
+            return self.followed.path
+        if self.saved is not None and self.saved.path:
+            return Path(self.saved.path)
+        return None
+
+    def action_save_svg(self) -> None:
+        folder = self.run_folder()
+        if folder is None:
+            self.notify("no run folder to save into", severity="warning")
+            return
+        try:
+            path = self.save_screenshot(filename=screenshot_name(folder), path=str(folder))
+        except OSError as exc:
+            self.notify(f"cannot save the screenshot: {exc.strerror or exc}", severity="error")
+            return
+        self.notify(f"saved {path}")
+
+    def action_export_report(self) -> None:
+        folder = self.run_folder()
+        if folder is None:
+            self.notify("no run folder to write the report into", severity="warning")
+            return
+        self._export_report(folder)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="report")
+    def _export_report(self, folder: Path) -> None:
+        message, severity = write_report(folder)
+        self.call_from_thread(self.notify, message, severity=severity)
+
+    # -- apply a fix -----------------------------------------------------------------------
+
+    def action_pick_fix(self) -> None:
+        if self.session is None:
+            self.notify("a saved run cannot be trained again here: use vgdiag compare",
+                        severity="warning")
+            return
+        if self.variant is not None and self.variant.running:
+            self.notify(f"the {self.variant.label} variant is still training: wait for it, "
+                        "or quit", severity="warning")
+            return
+        plugins, errors = load_plugins(self._plugins)
+        findings = self.view.findings if self.view else ()
+        self.push_screen(FixPicker(fix_choices(plugins, self.session, findings), errors),
+                         self._fix_chosen)
+
+    def _fix_chosen(self, name: str | None) -> None:
+        if name is None or self.session is None:
+            return
+        plugin = load_plugins(self._plugins)[0].get(name)
+        if plugin is None:
+            return
+        try:
+            self.variant = start_variant(self.session, name, plugin)
+        except UserError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        except Exception as exc:  # a plugin's transform can raise anything
+            self.notify(f"{name} failed: {type(exc).__name__}: {exc}", severity="error",
+                        timeout=8)
+            return
+        self.variant_view = self.variant.state.view()
+        self._unseen[name].clear()  # created here, in the UI thread
+        self._train_variant(self.variant)
+        self.refresh_bindings()
+        self.action_compare()
+
+    def action_next_variant(self) -> None:
+        if len(self.saved_after) < 2:
+            return
+        self._after_index = (self._after_index + 1) % len(self.saved_after)
+        self.variant_view = self.saved_after[self._after_index]
+        if self._compare is None:
+            self.action_compare()
+        else:
+            self._compare.show_after(self.variant_view.name, self.variant_view)
+
+    def action_compare(self) -> None:
+        if self.variant_view is None:
+            self.notify("press f to apply a fix first", severity="warning")
+            return
+        if self._compare is not None:
+            return
+        after = self.variant.label if self.variant is not None else self.variant_view.name
+        before = self.view.name if self.view else "run"
+        screen = CompareScreen(before, f"+ {after}" if self.variant is not None else after,
+                               self.view, self.variant_view)
+        self._compare = screen
+
+        def closed(_: None) -> None:
+            self._compare = None
+
+        self.push_screen(screen, closed)
