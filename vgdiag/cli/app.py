@@ -110,6 +110,9 @@ PluginOptOpt = Annotated[list[str] | None, typer.Option(
     "see `vgdiag plugins`).")]
 FailOnOpt = Annotated[str, typer.Option(
     help="Exit 1 when a finding is at or above this severity: none | info | warning | error.")]
+FsdpOpt = Annotated[bool, typer.Option(
+    help="Under torchrun: shard the parameters with FSDP2 (fully_shard) instead of "
+    "replicating them with DDP.")]
 
 
 def _options(**kw: Any) -> Any:
@@ -194,8 +197,13 @@ def run(
         "--plugin", "-p", help="Apply a mitigation plugin before training (repeatable, "
         "applied in order; see `vgdiag plugins`).")] = None,
     plugin_opt: PluginOptOpt = None,
+    fsdp: FsdpOpt = False,
 ) -> None:
-    """Train a model with the probe attached and diagnose its gradient flow."""
+    """Train a model with the probe attached and diagnose its gradient flow.
+
+    Under `torchrun --nproc_per_node N -m vgdiag run ...` it trains data-parallel.
+    """
+    from vgdiag.engine.distributed import launched_by_torchrun
     from vgdiag.inputs.recipe import build_experiment, load_data
     from vgdiag.runs.store import RunStore, default_run_dir
 
@@ -206,32 +214,51 @@ def run(
         data_dir=data_dir, synthetic_size=synthetic_size, loss=loss, output_key=output_key,
         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
         device=device, every=every, hist_every=hist_every, keep_going=keep_going,
-        threads=threads,
+        threads=threads, fsdp=fsdp,
     )
     opts.validate()
     plugin_opts = _plugin_opts(plugin_opt)
-    bundle = load_data(opts)
-    experiment = build_experiment(opts, bundle)
-    _preflight(experiment, bundle)
-    if plugin:
-        from vgdiag.plugin_api import apply_plugins
 
-        experiment = apply_plugins(experiment, plugin, plugin_opts)
-        experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(plugin)}")
-    path = out or default_run_dir(experiment.name)
-    store = RunStore(path, experiment.name, bundle.num_classes)
+    def prepare() -> tuple[Any, Any]:
+        bundle = load_data(opts)
+        experiment = build_experiment(opts, bundle)
+        _preflight(experiment, bundle)
+        if plugin:
+            from vgdiag.plugin_api import apply_plugins
+
+            experiment = apply_plugins(experiment, plugin, plugin_opts)
+            experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(plugin)}")
+        return experiment, bundle
+
     console = Console(stderr=False)
     use_tui = not headless and sys.stdout.isatty() and sys.stdin.isatty()
+    if launched_by_torchrun():
+        from vgdiag.cli.data_parallel import train_data_parallel
+
+        status, store, path = train_data_parallel(prepare, out, opts.device, fsdp, console,
+                                                  dashboard_wanted=use_tui)
+        if store is None or path is None:  # not rank 0: rank 0 reports and applies --fail-on
+            raise typer.Exit(_status_exit(status) or ExitCode.OK)
+        _print_outcome(console, store, path)
+        raise typer.Exit(_status_exit(status) or exit_code_for(store.findings, fail_on))
+    if fsdp:
+        raise UserError("--fsdp shards the model across the processes torchrun starts: "
+                        "run `torchrun --nproc_per_node N -m vgdiag run --fsdp ...`")
+    experiment, bundle = prepare()
+    path = out or default_run_dir(experiment.name)
+    store = RunStore(path, experiment.name, bundle.num_classes)
     if use_tui:
         status = _run_tui(experiment, bundle, store)
     else:
         status = _run_headless(experiment, bundle, store, console)
     _print_outcome(console, store, path)
-    if status == "failed":
-        raise typer.Exit(ExitCode.TRAINING_FAILED)
-    if status == "interrupted":
-        raise typer.Exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(exit_code_for(store.findings, fail_on))
+    raise typer.Exit(_status_exit(status) or exit_code_for(store.findings, fail_on))
+
+
+def _status_exit(status: str) -> ExitCode | None:
+    """The exit code of a run that did not complete; None for a completed one."""
+    return {"failed": ExitCode.TRAINING_FAILED,
+            "interrupted": ExitCode.INTERRUPTED}.get(status)
 
 
 def _preflight(experiment: Any, bundle: Any) -> None:
@@ -453,12 +480,14 @@ def compare(
     """Train the baseline and each mitigation with the same seed, data and budget."""
     import shlex
 
+    from vgdiag.engine.distributed import refuse_under_torchrun
     from vgdiag.engine.records import Finding
     from vgdiag.plugin_api import discover_plugins, resolve_plugin_names
     from vgdiag.runs.compare import compare_variants
     from vgdiag.runs.compare_report import rich_table, write_outputs
     from vgdiag.runs.store import default_run_dir, prepare_run_dir
 
+    refuse_under_torchrun("vgdiag compare")
     _check_fail_on(fail_on)
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
@@ -528,7 +557,10 @@ def view(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`.")],
 ) -> None:
     """Replay a saved run folder in the dashboard."""
+    from vgdiag.engine.distributed import refuse_under_torchrun
     from vgdiag.runs.store import read_run
+
+    refuse_under_torchrun("the dashboard (vgdiag view)")
 
     run_data = read_run(run_dir)
     from vgdiag.tui.app import view_run  # Textual is loaded only here

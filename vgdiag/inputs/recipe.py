@@ -57,6 +57,7 @@ class RunOptions:
     hist_every: int = DEFAULT_HIST_EVERY
     keep_going: bool = False
     threads: int = 0  # PyTorch CPU threads; 0 = automatic (1 for small models on CPU)
+    fsdp: bool = False  # under torchrun: shard with FSDP2 (fully_shard) instead of DDP
 
     def validate(self) -> None:
         """UserError for values that make no sense, before anything is loaded."""

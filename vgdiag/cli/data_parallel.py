@@ -1,0 +1,98 @@
+"""`torchrun --nproc_per_node N -m vgdiag run ...`: one rank writes, every rank trains.
+
+Set-up happens on rank 0 first (it may download the data and creates the run
+folder), then on the others, each round ending in an exchange of errors so that bad
+input found on one rank stops every rank with the same one line. Rank 0 shows the
+progress and writes the one run folder; the other ranks train silently and print
+only their own failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from vgdiag.errors import UserError
+
+
+def train_data_parallel(
+    prepare: Callable[[], tuple[Any, Any]],
+    out: Path | None,
+    device: str,
+    fsdp: bool,
+    console: Console,
+    dashboard_wanted: bool,
+) -> tuple[str, Any, Path | None]:
+    """Train on this rank; returns (status, store or None, run folder or None)."""
+    from vgdiag.cli.headless import HeadlessSink
+    from vgdiag.engine.distributed import DataParallel
+    from vgdiag.engine.events import RunFailed
+    from vgdiag.engine.trainer import run_training
+    from vgdiag.runs.store import RunStore, default_run_dir
+
+    parallel = DataParallel.from_torchrun(device, fsdp)
+    experiment = bundle = store = path = None
+
+    def set_up() -> str | None:
+        nonlocal experiment, bundle, store, path
+        try:
+            experiment, bundle = prepare()
+            train = dataclasses.replace(experiment.train, device=parallel.device)
+            experiment = experiment.replace(train=train)
+            if parallel.is_main:
+                path = out or default_run_dir(experiment.name)
+                store = RunStore(path, experiment.name, bundle.num_classes)
+        except UserError as exc:
+            return str(exc)
+        return None
+
+    parallel.check_all(set_up() if parallel.is_main else None)
+    parallel.check_all(None if parallel.is_main else set_up())
+    assert experiment is not None and bundle is not None
+
+    from vgdiag.cli.app import _StopOnSignal
+
+    status = "completed"
+    mode = "FSDP2" if fsdp else "DDP"
+    if parallel.is_main:
+        if dashboard_wanted:
+            console.print("[dim]the dashboard runs in one process: progress is shown as text; "
+                          "`vgdiag view RUN_DIR` follows the run live[/]")
+        console.print(f"[bold]vgdiag[/] training [cyan]{experiment.model_spec}[/] on "
+                      f"[cyan]{bundle.name}[/], {mode} over {parallel.world_size} processes "
+                      f"({parallel.device}); run folder {path}")
+    with _StopOnSignal() as stopper:
+        try:
+            sink = HeadlessSink(console) if parallel.is_main else None
+            if sink is not None:
+                sink.__enter__()
+            try:
+                for event in run_training(experiment, bundle, stopper.event, parallel):
+                    if store is not None:
+                        store.handle(event)
+                    if sink is not None:
+                        sink.handle(event)
+                    if isinstance(event, RunFailed):
+                        status = "failed"
+                        print(f"vgdiag: rank {parallel.rank}: training failed: {event.error}",
+                              file=sys.stderr)
+            finally:
+                if sink is not None:
+                    sink.__exit__(None, None, None)
+        except KeyboardInterrupt:
+            if store is not None:
+                store.mark_interrupted()
+            status = "interrupted"
+        finally:
+            if store is not None:
+                store.close()
+    if status == "completed" and store is not None:
+        status = store.status
+    if status != "failed":
+        parallel.close()  # after a failure a peer may be gone: leaving would wait for it
+    return status, store, path
