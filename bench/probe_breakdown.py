@@ -23,6 +23,7 @@ from torch import nn
 
 import vgdiag
 import vgdiag.engine.probe as probe_module
+import vgdiag.engine.probe_layout as layout_module
 from vgdiag.engine.models import build_mlp
 from vgdiag.inputs.datasets import load_synthetic
 
@@ -44,15 +45,18 @@ def instrument() -> None:
     """Wrap the probe's parts; nested parts are subtracted from their callers below."""
     cls = probe_module.Probe
     for name in ("_arm", "_disarm", "_measure_grads", "_pre_step", "_post_step",
-                 "_finish_sample", "_assemble", "_histograms", "_reduce_across_ranks"):
+                 "_finish_sample", "_histograms"):
         setattr(cls, name, timed(name, getattr(cls, name)))
-    probe_module._activation_stats = timed("activation", probe_module._activation_stats)
-    make_hook = cls._layer_hook
+    probe_module.assemble = timed("_assemble", probe_module.assemble)  # type: ignore[assignment]
+    layout_module.activation_stats = timed(  # type: ignore[assignment]
+        "activation", layout_module.activation_stats)
+    layout = layout_module.LayerLayout
+    make_hook = layout._layer_hook
 
-    def layer_hook(self: Any, index: int) -> Callable[..., None]:
-        return timed("layer_hook", make_hook(self, index))
+    def layer_hook(self: Any, indices: list[int], grad_hooks: bool) -> Callable[..., None]:
+        return timed("layer_hook", make_hook(self, indices, grad_hooks))
 
-    cls._layer_hook = layer_hook  # type: ignore[method-assign]
+    layout._layer_hook = layer_hook  # type: ignore[method-assign]
 
 
 def main() -> None:

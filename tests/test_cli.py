@@ -61,9 +61,11 @@ def test_healthy_model_exits_zero_with_fail_on(capsys, tmp_path):
         (["run", "--lr", "-1"], "--lr"),
         (["run", "--epochs", "abc"], "--epochs"),
         (["run", "--data", "nope"], "unknown --data"),
-        (["run", "--activation", "swish"], "unknown --activation"),
+        (["run", "--activation", "swish"], "--activation"),
         (["run", "--init", "normal:x"], "--init"),
-        (["run", "--optimizer", "lbfgs"], "unknown --optimizer"),
+        (["run", "--optimizer", "lbfgs"], "--optimizer"),
+        (["report", "/nonexistent/run", "--format", "pdf"], "--format"),
+        (["compare", "--fail-on", "always"], "--fail-on"),
         (["run", "--device", "tpu"], "unknown --device"),
         (["run", "--fail-on", "sometimes"], "--fail-on"),
         (["report", "/nonexistent/run"], "not a folder"),
@@ -162,3 +164,75 @@ def test_run_with_a_plugin_records_it_and_fixes_the_gradient(capsys, tmp_path):
     code, _, err = cli(capsys, "run", *FAST, "--plugin", "relu", "--activation", "relu",
                        "--out", str(tmp_path / "x"))
     assert code == ExitCode.BAD_INPUT and "does not apply" in err
+
+
+def test_help_shows_every_default(capsys, monkeypatch):
+    """Each option's line in `--help` carries its default, computed or described."""
+    import dataclasses
+
+    from vgdiag.inputs.options import CompareOptions, RunCommandOptions, RunOptions
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line an option: the assertion reads it whole
+    for command, classes in (("run", (RunOptions, RunCommandOptions)),
+                             ("compare", (CompareOptions,))):
+        code, out, _ = cli(capsys, command, "--help")
+        assert code == 0
+        lines = {line.split()[1]: line for line in out.splitlines()
+                 if line.startswith("│ --") and "--help" not in line}
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                name = (f.metadata["flags"] or ("--" + f.name.replace("_", "-"),))[0]
+                assert name in lines, (name, out)
+        assert all("[default: " in line for line in lines.values()), out
+        assert "[default: 25]" in lines["--every"]  # engine.defaults.DEFAULT_EVERY
+        assert "adam 1e-3; sgd 0.01" in lines["--lr"]  # the text survives Rich markup
+        assert "sigmoid|tanh|relu|leaky-relu|gelu" in lines["--activation"]
+
+
+def test_recipe_file_with_command_line_override(capsys, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('activation = "relu"\ninit = "he"\ndepth = 3\nwidth = 8\n'
+                      'epochs = 1\nbatch-size = 64\nmodel-arg = []\n')
+    out_dir = tmp_path / "r"
+    code, _, err = cli(capsys, "run", "--recipe", str(recipe), "--depth", "2", "--headless",
+                       "--out", str(out_dir))
+    assert code == 0, err
+    config = json.loads((out_dir / "config.json").read_text())
+    train = config["experiment"]["train"]
+    assert (train["epochs"], train["batch_size"]) == (1, 64)  # from the file
+    model = config["experiment"]["model"]
+    assert "depth=2" in model and "activation=relu" in model and "init=he" in model
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [('depht = 3\n', "unknown option 'depht'"), ('depth = "three"\n', "depth must be int"),
+     ('activation = "swish"\n', "unknown --activation"), ('depth = \n', "not valid TOML")],
+)
+def test_bad_recipe_is_one_line(capsys, tmp_path, text, words):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(text)
+    code, _, err = cli(capsys, "inspect", "--recipe", str(recipe))
+    assert code == ExitCode.BAD_INPUT, err
+    assert err.count("\n") == 1 and words in err, err
+
+
+@pytest.mark.parametrize("args", [["run", "--optimizer", "lbfgs"], ["run", "--fail-on", "x"],
+                                  ["inspect", "--activation", "swish"],
+                                  ["report", ".", "--format", "pdf"]])
+def test_bad_choice_in_a_real_process(args):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "vgdiag", *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == ExitCode.BAD_INPUT, done.stderr
+    assert done.stderr.count("\n") == 1 and args[1] in done.stderr, done.stderr
+    assert "is not one of" in done.stderr and done.stdout == ""
+
+
+def test_fail_on_choices_are_the_severities():
+    from vgdiag.engine.records import SEVERITIES
+    from vgdiag.inputs.options import FailOn
+
+    assert [m.value for m in FailOn] == ["none", *SEVERITIES]

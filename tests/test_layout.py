@@ -81,7 +81,8 @@ def test_start_up_does_not_import_torch() -> None:
         import json, sys
         from vgdiag.cli.app import main
         seen = {}
-        for args in (["--version"], ["--help"], ["run", "--help"], ["compare", "--help"]):
+        for args in (["--version"], ["--help"], ["run", "--help"], ["compare", "--help"],
+                     ["inspect", "--help"], ["report", "--help"]):
             try:
                 main(args)
             except SystemExit:

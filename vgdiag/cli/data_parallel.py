@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from vgdiag.cli.signals import StopOnSignal
 from vgdiag.errors import UserError
 
 
@@ -55,8 +56,6 @@ def train_data_parallel(
     parallel.check_all(None if parallel.is_main else set_up())
     assert experiment is not None and bundle is not None
 
-    from vgdiag.cli.app import _StopOnSignal
-
     status = "completed"
     mode = "FSDP2" if fsdp else "DDP"
     if parallel.is_main:
@@ -66,7 +65,7 @@ def train_data_parallel(
         console.print(f"[bold]vgdiag[/] training [cyan]{experiment.model_spec}[/] on "
                       f"[cyan]{bundle.name}[/], {mode} over {parallel.world_size} processes "
                       f"({parallel.device}); run folder {path}")
-    with _StopOnSignal() as stopper:
+    with StopOnSignal() as stopper:
         try:
             sink = HeadlessSink(console) if parallel.is_main else None
             if sink is not None:

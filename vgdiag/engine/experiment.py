@@ -15,16 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY, Optimizer
+
 ModelFactory = Callable[[], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# A sampled step of the reference MLP costs about 0.4 of a plain step (every statistic
-# is exact; docs/PERFORMANCE.md): sampling every 25th step keeps the probe near 2% of
-# the training time while still giving a point every few seconds of a run.
-DEFAULT_EVERY = 25
-DEFAULT_HIST_EVERY = 10  # histograms on every 10th sampled step
 
 
 @dataclass
@@ -123,4 +118,7 @@ def adam(lr: float) -> OptimizerFactory:
     return make
 
 
-OPTIMIZERS: dict[str, Callable[[float], OptimizerFactory]] = {"sgd": sgd, "adam": adam}
+OPTIMIZERS: dict[str, Callable[[float], OptimizerFactory]] = {
+    Optimizer.sgd: sgd,
+    Optimizer.adam: adam,
+}

@@ -13,14 +13,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vgdiag.engine.defaults import Activation
 from vgdiag.errors import UserError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "leaky-relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
+    Activation.sigmoid: nn.Sigmoid,
+    Activation.tanh: nn.Tanh,
+    Activation.relu: nn.ReLU,
+    Activation.leaky_relu: nn.LeakyReLU,
+    Activation.gelu: nn.GELU,
 }
 
 # Gain of each activation for Xavier/He (torch.nn.init.calculate_gain names).

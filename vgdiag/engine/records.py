@@ -36,12 +36,15 @@ class LayerInfo:
 
     name: str  # qualified module name ("" is shown as "<root>")
     kind: str  # class name, e.g. "Linear"
-    depth: int  # order of first execution in forward, 0 = nearest the input
+    depth: int  # position from input (0) to loss, read from the backward graph
     num_params: int  # trainable and frozen parameter elements owned directly
     param_names: tuple[str, ...]  # own parameter names, e.g. ("weight", "bias")
     activation: str | None = None  # name of the activation module that follows, if seen
     fan_in: int = 0  # inputs per output unit of the weight (0: no weight matrix)
     trainable: bool = True  # False when every parameter is frozen
+    used: bool = True  # False when trainable but no gradient reached it (not on the loss path)
+    role: str = ""  # "embedding", "norm", "recurrent" or "" (findings treat these apart)
+    normalized_after: bool = False  # a normalisation layer runs later: its scale is reset
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -59,6 +62,9 @@ class LayerInfo:
             activation=data.get("activation"),
             fan_in=int(data.get("fan_in", 0)),
             trainable=bool(data.get("trainable", True)),
+            used=bool(data.get("used", True)),
+            role=str(data.get("role", "")),
+            normalized_after=bool(data.get("normalized_after", False)),
         )
 
 
@@ -119,6 +125,8 @@ class StepRecord:
     layers: dict[str, LayerStats]  # in depth order
     weight_hist: dict[str, Histogram] = field(default_factory=dict)  # on histogram steps
     grad_hist: dict[str, Histogram] = field(default_factory=dict)  # log10|grad| histograms
+    # ||dLoss/dx_t|| per time step t at each recurrent module's input, earliest first
+    time_grad: dict[str, list[float]] = field(default_factory=dict)
 
     def series(self, key: str) -> np.ndarray:
         """One stat across layers, in depth order."""
@@ -136,6 +144,9 @@ class StepRecord:
             out["weight_hist"] = {n: h.to_json() for n, h in self.weight_hist.items()}
         if self.grad_hist:
             out["grad_hist"] = {n: h.to_json() for n, h in self.grad_hist.items()}
+        if self.time_grad:
+            out["time_grad"] = {n: [_finite_or_none(v) for v in vs]
+                                for n, vs in self.time_grad.items()}
         return out
 
     @classmethod
@@ -149,6 +160,8 @@ class StepRecord:
                 n: Histogram.from_json(h) for n, h in (data.get("weight_hist") or {}).items()
             },
             grad_hist={n: Histogram.from_json(h) for n, h in (data.get("grad_hist") or {}).items()},
+            time_grad={n: [_none_to_nan(v) for v in vs]
+                       for n, vs in (data.get("time_grad") or {}).items()},
         )
 
 

@@ -135,7 +135,8 @@ class _Run:
         if self.device.type != "cpu":
             return
         threads = self.cfg.threads
-        if threads == 0 and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        if threads == 0 and sum(p.numel() for p in model.parameters()
+                                   if not nn.parameter.is_lazy(p)) < SMALL_MODEL_PARAMS:
             threads = 1
         if threads > 0:
             torch.set_num_threads(threads)

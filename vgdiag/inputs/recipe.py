@@ -1,104 +1,36 @@
 """From what the user asked for (CLI flags) to an Experiment and its data.
 
-One place turns options into a recipe so that `run`, `inspect`, `compare` and the
-dashboard's "apply a fix" build exactly the same baseline.
+One place turns options (vgdiag.inputs.options) into a recipe so that `run`, `inspect`,
+`compare` and the dashboard's "apply a fix" build exactly the same baseline.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn import functional
 
-from vgdiag.engine.experiment import (
-    DEFAULT_EVERY,
-    DEFAULT_HIST_EVERY,
-    OPTIMIZERS,
-    Experiment,
-    TrainConfig,
-)
-from vgdiag.engine.models import ACTIVATIONS, build_mlp, init_weights, parse_init
+from vgdiag.engine.experiment import OPTIMIZERS, Experiment, TrainConfig
+from vgdiag.engine.models import build_mlp, init_weights, parse_init
 from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.trainer import resolve_device
 from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import DATA_DEFAULTS, DATASETS, load_dataset
+from vgdiag.inputs.options import BUILTIN_MLP, RunOptions
 
-BUILTIN_MLP = "builtin:mlp"
+__all__ = ["BUILTIN_MLP", "RunOptions", "build_experiment", "check_model_and_data", "load_data"]
 
 
-@dataclass
-class RunOptions:
-    """Everything `vgdiag run` accepts, with the CLI's defaults."""
-
-    model: str = BUILTIN_MLP  # builtin:mlp | file.py:Name | package.module:Name | model.pt
-    model_args: list[str] = field(default_factory=list)  # key=value for the model's factory
-    weights: Path | None = None  # state dict loaded onto the model (weights_only)
-    trust_pickle: bool = False  # allow a fully pickled model file (runs its code)
-    depth: int = 7  # hidden layers of the built-in MLP
-    width: int = 128  # units per hidden layer of the built-in MLP
-    activation: str = "sigmoid"  # activation of the built-in MLP
-    init: str = "default"  # default | normal:STD | xavier | he
-    data: str = "digits"  # built-in dataset name or file.py:factory
-    data_dir: Path | None = None  # where the MNIST-family files are (or go)
-    synthetic_size: int = 6000  # samples of the synthetic dataset
-    loss: str = "cross-entropy"  # cross-entropy | mse | file.py:fn
-    output_key: str | None = None  # item of a dict/tuple output that is the prediction
-    optimizer: str = "sgd"  # sgd | adam
-    lr: float | None = None  # default: Adam 1e-3; SGD per dataset (0.01, digits 0.1)
-    epochs: int | None = None  # default: per dataset (data.DATA_DEFAULTS)
-    batch_size: int | None = None  # default: per dataset
-    seed: int = 42
-    device: str = "auto"
-    every: int = DEFAULT_EVERY
-    hist_every: int = DEFAULT_HIST_EVERY
-    keep_going: bool = False
-    threads: int = 0  # PyTorch CPU threads; 0 = automatic (1 for small models on CPU)
-    fsdp: bool = False  # under torchrun: shard with FSDP2 (fully_shard) instead of DDP
-
-    def validate(self) -> None:
-        """UserError for values that make no sense, before anything is loaded."""
-        checks: list[tuple[bool, str]] = [
-            (self.depth >= 1, f"--depth must be at least 1, got {self.depth}"),
-            (self.width >= 1, f"--width must be at least 1, got {self.width}"),
-            (self.every >= 1, f"--every must be a positive integer, got {self.every}"),
-            (self.hist_every >= 0, f"--hist-every must be 0 (off) or more, got {self.hist_every}"),
-            (self.epochs is None or self.epochs >= 1,
-             f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size is None or self.batch_size >= 1,
-             f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
-             f"--lr must be a positive number, got {self.lr}"),
-            (self.threads >= 0,
-             f"--threads must be 0 (automatic) or more, got {self.threads}"),
-            (self.synthetic_size >= 10,
-             f"--synthetic-size must be at least 10, got {self.synthetic_size}"),
-            (self.optimizer in OPTIMIZERS,
-             f"unknown --optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
-            (self.activation in ACTIVATIONS,
-             f"unknown --activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-        parse_init(self.init)
-        if self.data not in DATASETS and ":" not in self.data:
-            raise UserError(
-                f"unknown --data {self.data!r}: use one of {', '.join(DATASETS)} "
-                "or file.py:factory"
-            )
-
-    @property
-    def is_builtin(self) -> bool:
-        return self.model == BUILTIN_MLP
-
-    def name(self) -> str:
-        if self.is_builtin:
-            return f"mlp-{self.activation}-d{self.depth}"
-        return Path(self.model.split(":")[-1]).stem or "model"
+def check_model_and_data(opts: RunOptions) -> None:
+    """The checks of RunOptions.validate that need the engine's tables (and torch)."""
+    parse_init(opts.init)
+    if opts.data not in DATASETS and ":" not in opts.data:
+        raise UserError(
+            f"unknown --data {opts.data!r}: use one of {', '.join(DATASETS)} "
+            "or file.py:factory"
+        )
 
 
 def load_data(opts: RunOptions) -> DataBundle:

@@ -1,0 +1,1 @@
+"""One module a command; `vgdiag.cli.app` registers them."""

@@ -1,0 +1,39 @@
+"""`vgdiag report`: a run folder as Markdown, HTML or JSON."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from vgdiag.cli.exits import exit_code_for
+from vgdiag.cli.options_typer import command
+from vgdiag.errors import UserError
+from vgdiag.inputs.options import ReportOptions
+
+
+@command(ReportOptions)
+def report(cmd: ReportOptions) -> None:
+    """Render a run folder as Markdown, a self-contained HTML page, or JSON."""
+    from vgdiag.runs.report import render_report
+    from vgdiag.runs.store import read_run
+
+    run_data = read_run(cmd.run_dir)
+    text = render_report(run_data, cmd.format)
+    if cmd.out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        _write_text(cmd.out, text)
+        for note in run_data.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"wrote {cmd.out}", file=sys.stderr)
+    raise typer.Exit(exit_code_for(run_data.findings, cmd.fail_on))
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

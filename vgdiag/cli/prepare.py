@@ -1,0 +1,25 @@
+"""What the training commands do before they train: plugin options, one-batch check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def parse_plugin_options(items: list[str] | None) -> dict[str, dict[str, str]]:
+    if not items:
+        return {}
+    from vgdiag.plugin_api import parse_plugin_opts, validate_plugin_opts
+
+    parsed = parse_plugin_opts(items)
+    validate_plugin_opts(parsed)
+    return parsed
+
+
+def preflight(experiment: Any, bundle: Any) -> None:
+    """One batch forward before training: shape errors become one clear line."""
+    if experiment.model_spec.startswith("builtin:"):
+        return
+    from vgdiag.inputs.shapecheck import check_shapes
+
+    check_shapes(experiment.build_model(), bundle, experiment.notes.get("loss", ""),
+                 experiment.output_key)

@@ -1,0 +1,242 @@
+"""The probe's device kernels: norms, activation statistics, histograms, W0 copies.
+
+Everything here returns device tensors (0-d or 1-d) and never reads one back to
+the host: the probe stacks them and copies the lot once per sampled step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from vgdiag.engine.probe_layers import DEAD_BELOW_ZERO, SATURATING_01, SATURATING_11
+
+# Outputs within this distance of a bound count as saturated: sigmoid < 0.01 means a
+# pre-activation below -4.6, where the derivative is under 0.01 (a 25x loss vs. 0).
+SATURATION_EPS = 1e-2
+HIST_BINS = 40
+# log10|grad| histograms use fixed edges so histograms of different steps compare;
+# values outside are clamped into the end bins.
+GRAD_LOG_RANGE = (-16.0, 4.0)
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+# A power of two (exact in every float format) far below any margin between two
+# float32 numbers near a saturation bound, and far above the smallest normal number.
+TINY = 2.0**-100
+# torch's float32 CPU norm accumulates in one long chain: its relative error grows
+# with the length (2e-6 at 2**18 elements, 1e-2 at 1e8). Above this size a norm is
+# taken per row of CHUNK elements (each accurate to ~1e-7) and the rows are added in
+# float64, which keeps 1e8 elements at ~1.5e-7 for the price of one extra tiny kernel.
+LONG_NORM = 1 << 16
+CHUNK = 1 << 14
+
+
+def foreach_norm(tensors: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
+    """L2 (or L1) norms, one fused kernel per group where the tensors are small."""
+    if not tensors:
+        return []
+    long = {k for k, t in enumerate(tensors) if t.numel() > LONG_NORM and t.device.type == "cpu"}
+    if long:
+        short = iter(_fused_norm([t for k, t in enumerate(tensors) if k not in long], ord))
+        return [_chunked_norm(t, ord) if k in long else next(short)
+                for k, t in enumerate(tensors)]
+    return _fused_norm(tensors, ord)
+
+
+def _fused_norm(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
+    # One fused kernel launch per dtype/device group where available; the fallback
+    # gives the same numbers one tensor at a time. 16-bit tensors are summed in float32.
+    if not tensors:
+        return []
+    dtype = torch.float32 if all(t.dtype in LOW_PRECISION for t in tensors) else None
+    try:
+        return list(torch._foreach_norm(tensors, ord, dtype=dtype))
+    except (AttributeError, RuntimeError, TypeError):
+        return [torch.linalg.vector_norm(t, ord, dtype=dtype) for t in tensors]
+
+
+def _chunked_norm(t: torch.Tensor, ord: float) -> torch.Tensor:
+    flat = t.reshape(-1)
+    dtype = torch.float32 if t.dtype in LOW_PRECISION else None
+    whole = flat.numel() - flat.numel() % CHUNK
+    rows = torch.linalg.vector_norm(flat[:whole].view(-1, CHUNK), ord, dim=1, dtype=dtype)
+    tail = flat[whole:].double()
+    if ord == 1.0:
+        return (rows.double().sum() + tail.abs().sum()).to(rows.dtype)
+    return (rows.double().square().sum() + tail.square().sum()).sqrt().to(rows.dtype)
+
+
+def l1_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    # On the CPU abs().sum() is vectorised, pairwise (accurate at any size) and about
+    # twice as fast as an ord=1 norm; on accelerators the fused kernel is one launch.
+    if tensors and tensors[0].device.type != "cpu":
+        return foreach_norm(tensors, 1.0)
+    return [t.abs().sum(dtype=torch.float32 if t.dtype in LOW_PRECISION else None)
+            for t in tensors]
+
+
+def dense_grad(g: torch.Tensor) -> torch.Tensor:
+    """What a norm can read of a gradient: a sparse one's (coalesced) stored values."""
+    if g.is_sparse:
+        return g.coalesce().values()
+    if g.layout != torch.strided:  # sparse CSR and friends
+        return g.to_dense()
+    return g
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor to watch in a module's output (RNNs return (output, hidden))."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor) and item.is_floating_point():
+                return item
+    return None
+
+
+def activation_kind(module: nn.Module) -> tuple[int, bool]:
+    """(1: saturates in (0, 1), 2: in (-1, 1), 0: neither; zero gradient at <= 0)."""
+    dead = isinstance(module, DEAD_BELOW_ZERO)
+    if dead:  # ReLU6 is a Hardtanh subclass, but its bounds are 0 and 6
+        return 0, True
+    kind = (1 if isinstance(module, SATURATING_01) else
+            2 if isinstance(module, SATURATING_11) else 0)
+    return kind, False
+
+
+def activation_stats(
+    out: torch.Tensor, kind: int, relu: bool, channel_dim: int = -1
+) -> tuple[int, int, float, list[torch.Tensor]]:
+    """Device scalars of an activation's output: (numel, units, shift, [mean, dist, ...]).
+
+    The mean is of x - shift and dist is ||x - mean||. `units` is -1 when a saturated
+    count follows (sigmoid/tanh family), the number of units when a dead-unit count
+    follows (ReLU family), 0 when neither does. A unit is a feature (the last axis) or,
+    after a convolution, a channel (axis 1): a channel whose every position is <= 0
+    for every sample is dead. Only vectorised float kernels are used (boolean tensors
+    cost several times more on the CPU), and as few passes as the numbers allow.
+    """
+    x = out.float() if out.dtype in LOW_PRECISION or not out.is_floating_point() else out
+    shift = 0.5 if kind == 1 else 0.0
+    if shift:
+        # Centred on the middle of (0, 1): the std is shift-invariant, and the
+        # centred copy serves the saturation count too.
+        x = x - shift
+    mean = x.mean()
+    # Two passes (mean, then the distance to it) keep the std exact for saturated
+    # layers, where it is tiny next to the mean.
+    tensors = [mean, torch.dist(x, mean)]
+    units = 0
+    if kind:
+        # Saturated: |x - centre| > half-width - eps. Clamping that margin to
+        # [0, TINY] maps saturated outputs to exactly TINY and the rest to 0, so the
+        # sum is the count times TINY (comparisons, which make boolean tensors, and
+        # heaviside are several times slower on the CPU).
+        beyond = x.abs_() if kind == 1 else x.abs()
+        beyond.sub_((0.5 if kind == 1 else 1.0) - SATURATION_EPS).clamp_(0.0, TINY)
+        tensors.append(beyond.sum())
+        units = -1
+    elif relu and x.dim() >= 2 and x.shape[0] > 0:
+        if channel_dim == 1 and x.dim() >= 3:
+            per_unit = x.transpose(0, 1).flatten(1).amax(dim=1)
+        else:
+            per_unit = x.reshape(-1, x.shape[-1]).amax(dim=0)
+        tensors.append(per_unit.le(0).sum())
+        units = int(per_unit.numel())
+    return int(x.numel()), units, shift, tensors
+
+
+def time_norms(grad: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """||dLoss/dx_t|| for every time step t of a sequence gradient."""
+    g = grad.detach()
+    g = g.float() if g.dtype in LOW_PRECISION else g
+    dims = [d for d in range(g.dim()) if d != time_dim]
+    return torch.linalg.vector_norm(g, dim=dims) if dims else g.abs()
+
+
+def histograms(
+    weights: list[tuple[int, torch.Tensor]],
+    grads: dict[int, list[torch.Tensor]],
+    layers: Iterable[int],
+    sharded: bool,
+    device: torch.device,
+) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
+    """Weight and log10|grad| histograms per layer, computed on the device."""
+    parts: list[torch.Tensor] = []
+    meta: list[tuple[str, int, float, float]] = []
+    # The weight range needs the current max |w|: one extra, small host copy on
+    # histogram steps only (they are a fraction of the sampled steps).
+    if weights:
+        ext = torch.stack([torch.stack(torch.aminmax(w)).float().abs().max()
+                           if w.numel() else torch.zeros((), device=w.device)
+                           for _, w in weights])
+        if sharded:
+            torch.distributed.all_reduce(ext, op=torch.distributed.ReduceOp.MAX)
+        for (li, w), m in zip(weights, ext.cpu().tolist()):
+            m = m if m > 0 and math.isfinite(m) else 1.0
+            # max |w| is in the data, so [-m, m] holds every weight: no clamp needed.
+            parts.append(torch.histc(w.float(), HIST_BINS, -m, m))
+            meta.append(("weight", li, -m, m))
+    lo, hi = GRAD_LOG_RANGE
+    for li in layers:
+        gs = grads.get(li)
+        if not gs:  # a rank may hold no slice of a layer: it still adds zeros
+            parts.append(torch.zeros(HIST_BINS, device=device))
+        else:
+            g = torch.cat(gs).float().abs_().clamp_min_(1e-30).log10_().clamp_(lo, hi)
+            parts.append(torch.histc(g, HIST_BINS, lo, hi))
+        meta.append(("grad", li, lo, hi))
+    return parts, meta
+
+
+def stack(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """0-d tensors -> one float64 vector on `device` (one kernel when they share it)."""
+    if not scalars:
+        return torch.zeros(0, device=device, dtype=torch.float64)
+    try:
+        return torch.stack(scalars).to(torch.float64)
+    except RuntimeError:  # a model split across devices
+        return torch.stack([t.to(device) for t in scalars]).to(torch.float64)
+
+
+class WeightCopies:
+    """The copies of the weights the probe keeps: W0 (at attach) and W before a step.
+
+    One small class so another policy (sampled W0 snapshots of huge layers, copies
+    on another device) can replace it without touching the probe.
+    """
+
+    def __init__(self, values: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            self.w0 = [p.clone() for p in values]
+        self.w0_norm: list[float] | None = None  # per parameter, on the host, read once
+        self._before: list[torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.w0[0].device
+
+    def keep_before(self, values: list[torch.Tensor]) -> None:
+        self._before = [p.clone() for p in values]
+
+    def change_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """||W - W0|| per parameter."""
+        return foreach_norm(list(torch._foreach_sub(values, self.w0)))
+
+    def update_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """||W_before - W|| per parameter of the step just taken ([] without a copy)."""
+        before, self._before = self._before, None
+        if before is None:
+            return []
+        torch._foreach_sub_(before, values)  # our own copy: reuse it for the difference
+        return foreach_norm(before)
+
+    def w0_norms(self) -> list[torch.Tensor]:
+        return foreach_norm(self.w0)
+
+    def drop_before(self) -> None:
+        self._before = None

@@ -1,0 +1,254 @@
+"""The probe's map of a model: its layers, their order, and the hooks of a sampled step.
+
+LayerLayout owns every hook the probe puts on modules and tensors: forward hooks
+that see which layer ran and which activation follows it, gradient hooks on layer
+outputs and on recurrent inputs (the gradient through time), and, until the depth
+order is known, post-accumulate-grad hooks on parameters that give it (see
+probe_layers). All of them only read; the one thing a hook hands back is a recurrent
+module's data input, re-made as a leaf that requires grad on sampled steps so its
+gradient per time step can be read: parameters' gradients are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from vgdiag.engine.probe_kernels import (
+    LOW_PRECISION,
+    activation_kind,
+    activation_stats,
+    first_tensor,
+    time_norms,
+)
+from vgdiag.engine.probe_layers import (
+    ACTIVATION_TYPES,
+    Owners,
+    Params,
+    channel_first,
+    clean_name,
+    depth_order,
+    layer_info,
+    normalized_after,
+    role_of,
+)
+from vgdiag.engine.records import LayerInfo
+
+Guard = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+class LayerLayout:
+    """Layers, their parameters and depth order, and the per-step hook buffers."""
+
+    def __init__(self, root: nn.Module, owners: Owners, params: Params,
+                 shapes: list[tuple[int, ...]], guard: Guard) -> None:
+        self.owners = owners
+        self.params = params
+        self.shapes = shapes
+        self._guard = guard
+        self.owner_of = [i for i, _, _ in params]
+        n = len(owners)
+        # find_layers lists a layer's parameters together: layer i owns slices[i].
+        self.slices = [range(self.owner_of.index(i), len(params) - self.owner_of[::-1].index(i))
+                       for i in range(n)]
+        self.own = [[(k, params[k][1]) for k in self.slices[i]] for i in range(n)]
+        # The parameter a layer's weight histogram shows: its weight, else its first one.
+        self.weight_param = [
+            next((k for k in self.slices[i] if params[k][1] in ("weight", f"weight_ih_{s}")),
+                 self.slices[i][0])
+            for i, s in ((i, owners[i][0].rsplit(".", 1)[-1]) for i in range(n))
+        ]
+        self.roles = [role_of(m) for _, m in owners]
+        self._modules: dict[int, tuple[nn.Module, list[int]]] = {}
+        for i, (_, m) in enumerate(owners):
+            self._modules.setdefault(id(m), (m, []))[1].append(i)
+        self._activations = [(name, m) for name, m in root.named_modules()
+                             if isinstance(m, ACTIVATION_TYPES)]
+        self._recurrent = [(clean_name(name), m) for name, m in root.named_modules()
+                           if isinstance(m, nn.RNNBase)]
+        self.forward: list[int] = []  # layers in order of first forward execution
+        self._forward_seen: set[int] = set()
+        self.backward: list[int] = []  # layers that got a gradient, input side first
+        self.used: set[int] = set()
+        self.activation_of: dict[int, str] = {}
+        self.in_features: dict[int, int] = {}
+        self._infos: list[LayerInfo] | None = None
+        self.order: list[int] = list(range(n))  # layer indices in depth order
+        self._need_order = True
+        self._bwd_handles: list[RemovableHandle] = []
+        self.new_step()
+
+    # ----- per step ------------------------------------------------------------
+    def new_step(self) -> None:
+        self.grad_out: dict[int, list[torch.Tensor]] = {}
+        self.act: dict[int, tuple[int, int, float, list[torch.Tensor]]] = {}
+        self.time: dict[str, list[torch.Tensor]] = {}
+        self.last_layer: int | None = None
+        self._fired: list[int] = []
+        self._fired_set: set[int] = set()
+        if self._need_order and not self._bwd_handles:
+            self.watch_backward()
+
+    def attach(self, grad_hooks: bool) -> list[RemovableHandle]:
+        handles = [m.register_forward_hook(self._guard(self._layer_hook(idx, grad_hooks)))
+                   for m, idx in self._modules.values()]
+        handles += [m.register_forward_hook(self._guard(self._act_hook(name, m)))
+                    for name, m in self._activations]
+        if grad_hooks:
+            handles += [m.register_forward_pre_hook(self._guard(self._time_hook(name, m)))
+                        for name, m in self._recurrent]
+        return handles
+
+    def watch_backward(self) -> None:
+        """Hooks that see the order in which parameter gradients become ready."""
+        for k, (_, _, p) in enumerate(self.params):
+            if not (p.requires_grad and p.is_leaf):
+                continue
+            try:
+                self._bwd_handles.append(
+                    p.register_post_accumulate_grad_hook(self._guard(self._ready_hook(k))))
+            except (RuntimeError, AttributeError):  # a parameter type without the hook
+                continue
+
+    def unwatch_backward(self) -> None:
+        for h in self._bwd_handles:
+            h.remove()
+        self._bwd_handles = []
+
+    def gradients_seen(self, present: list[int]) -> None:
+        """A layer with a gradient that the depth order does not hold yet: look again."""
+        if self.backward and any(self.owner_of[k] not in self.used for k in present
+                                 if self.params[k][2].requires_grad):
+            self._need_order = True
+
+    def backward_done(self) -> None:
+        if self._fired:
+            last: dict[int, int] = {}
+            for pos, k in enumerate(self._fired):
+                last[self.owner_of[k]] = pos
+            # Fired last = nearest the input; a layer sits at its parameter nearest it.
+            order = sorted(last, key=lambda i: -last[i])
+            if set(order) | self.used != self.used or not self.backward:
+                self.backward = order
+                self.used |= set(order)
+                self._infos = None
+            self._need_order = False
+            self.unwatch_backward()
+        self._fired = []
+
+    def step_tensors(self) -> dict[str, Any]:
+        """The step's device numbers from the hooks, with the layout to read them back."""
+        gout_idx = sorted(self.grad_out)
+        act_idx = sorted(self.act)
+        time_names = [n for n in self.time if self.time[n]]
+        times = [torch.cat(self.time[n]) for n in time_names]
+        return {
+            "gout": [g for i in gout_idx for g in self.grad_out[i]],
+            "gout_idx": [(i, len(self.grad_out[i])) for i in gout_idx],
+            "act": [t for i in act_idx for t in self.act[i][3]],
+            "act_idx": [(i, self.act[i]) for i in act_idx],
+            "time": times,
+            "time_idx": [(n, int(t.numel())) for n, t in zip(time_names, times)],
+        }
+
+    # ----- hooks -----------------------------------------------------------------
+    def _ready_hook(self, k: int) -> Callable[[torch.Tensor], None]:
+        def hook(p: torch.Tensor) -> None:
+            if k not in self._fired_set:  # micro-batches: the first backward decides
+                self._fired_set.add(k)
+                self._fired.append(k)
+        return hook
+
+    def _layer_hook(self, indices: list[int], grad_hooks: bool) -> Callable[..., None]:
+        top = indices[-1]  # a recurrent module's output is its last layer's
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not torch.is_grad_enabled():
+                return  # evaluation passes are not training steps
+            for i in indices:
+                if i not in self._forward_seen:
+                    self._forward_seen.add(i)
+                    self.forward.append(i)
+                    self._infos = None
+            self.last_layer = top
+            if top not in self.in_features:
+                x = first_tensor(inputs)
+                if x is not None and x.dim() >= 1:
+                    self.in_features[top] = int(x.shape[-1])
+            out = first_tensor(output)
+            if out is not None and out.requires_grad and grad_hooks:
+                store = self.grad_out.setdefault(top, [])
+                dtype = torch.float32 if out.dtype in LOW_PRECISION else None
+
+                def grad_hook(grad: torch.Tensor) -> None:
+                    # A module used twice sends two gradients: their squares add up
+                    # (on the host, from the norms).
+                    store.append(torch.linalg.vector_norm(grad.detach(), dtype=dtype))
+
+                out.register_hook(self._guard(grad_hook))
+
+        return hook
+
+    def _act_hook(self, name: str, module: nn.Module) -> Callable[..., None]:
+        kind, dead = activation_kind(module)
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not torch.is_grad_enabled() or self.last_layer is None:
+                return
+            out = first_tensor(output)
+            if out is None or out.numel() == 0:
+                return
+            li = self.last_layer
+            if li not in self.activation_of:
+                self.activation_of[li] = name
+                self._infos = None
+            cdim = 1 if channel_first(self.owners[li][1]) else -1
+            self.act[li] = activation_stats(out.detach(), kind, dead, cdim)
+
+        return hook
+
+    def _time_hook(self, name: str, module: nn.Module) -> Callable[..., Any]:
+        batch_first = bool(getattr(module, "batch_first", False))
+
+        def hook(module: nn.Module, args: Any) -> Any:
+            if not torch.is_grad_enabled() or not args:
+                return None
+            x = args[0]
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+                return None  # a PackedSequence, or no sequence to read
+            time_dim = 1 if batch_first and x.dim() == 3 else 0
+            replaced = None
+            if not x.requires_grad:  # data: a leaf view of it carries the gradient
+                x = x.detach().requires_grad_(True)
+                replaced = (x, *args[1:])
+            store = self.time.setdefault(name, [])
+            x.register_hook(self._guard(lambda g: store.append(time_norms(g, time_dim))))
+            return replaced
+
+        return hook
+
+    # ----- what the front ends see ---------------------------------------------------
+    def infos(self) -> list[LayerInfo]:
+        if self._infos is None:
+            order = depth_order(self.forward, self.backward, len(self.owners))
+            self.order = order
+            rescaled = normalized_after(order, self.forward, self.roles)
+            known = bool(self.backward)
+            self._infos = [
+                layer_info(
+                    self.owners[i][0], self.owners[i][1], depth,
+                    [(self.params[k][1], self.params[k][2], self.shapes[k])
+                     for k in self.slices[i]],
+                    activation=self.activation_of.get(i),
+                    in_features=self.in_features.get(i),
+                    used=(not known or i in self.used
+                          or not any(self.params[k][2].requires_grad for k in self.slices[i])),
+                    normalized=i in rescaled,
+                )
+                for depth, i in enumerate(order)
+            ]
+        return list(self._infos)

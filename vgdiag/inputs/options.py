@@ -1,0 +1,307 @@
+"""Every option of the command line, declared once as dataclass fields.
+
+A field carries its type, default and help (`opt(...)`); the CLI writes each command's
+signature from the fields it takes (vgdiag.cli.options_typer), a TOML recipe is
+RunOptions read from a file, and `compare --jobs` workers rebuild the run from the
+picklable RunOptions. Choices are Enums, so a bad value is refused by its type. This
+module imports no torch: `vgdiag --help` is built from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any, cast
+
+import tomllib
+
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY, Activation, Optimizer
+from vgdiag.errors import UserError
+
+BUILTIN_MLP = "builtin:mlp"
+
+
+class FailOn(StrEnum):
+    """--fail-on: the lowest finding severity that makes the exit code 1."""
+
+    none = "none"
+    info = "info"  # the severities are engine.records.SEVERITIES, in order
+    warning = "warning"
+    error = "error"
+
+
+class ReportFormat(StrEnum):
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+def opt(default: Any = None, help: str = "", *, flags: tuple[str, ...] = (),
+        default_text: str | None = None, argument: bool = False, factory: Any = None) -> Any:
+    """A dataclass field that is also a command-line option.
+
+    Args:
+        default: the value when the option is not given.
+        help: one sentence for `--help`.
+        flags: the option's names when they differ from the field's (`--model`, `-m`).
+        default_text: what `--help` shows as the default when the value alone does not
+            say it (a default that depends on other options).
+        argument: a positional argument instead of an option.
+        factory: a default factory (lists).
+    """
+    metadata = {"help": help, "flags": flags, "default_text": default_text,
+                "argument": argument}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class RunOptions:
+    """Everything that describes one training run, with the CLI's defaults."""
+
+    model: str = opt(BUILTIN_MLP, "builtin:mlp, path/to/file.py:Name, package.module:Name, "
+                     "or a TorchScript .pt/.ts.", flags=("--model", "-m"))
+    model_args: list[str] = opt(help="key=value passed to the model's class or factory "
+                                "(repeatable).", flags=("--model-arg",), factory=list,
+                                default_text="none")
+    weights: Path | None = opt(None, "A state dict to load onto the model (read with "
+                               "weights_only=True).", default_text="none")
+    trust_pickle: bool = opt(False, "Allow loading a fully pickled model. Unpickling runs "
+                             "arbitrary code from the file: use it only for files you trust.",
+                             flags=("--trust-pickle",), default_text="off")
+    depth: int = opt(7, "Hidden layers of the built-in MLP.")
+    width: int = opt(128, "Units per hidden layer of the built-in MLP.")
+    activation: Activation = opt(Activation.sigmoid, "Built-in MLP activation.")
+    init: str = opt("default", "default | normal:STD | xavier | he.")
+    data: str = opt("digits", "digits | fashion-mnist | mnist | synthetic, or file.py:factory.")
+    data_dir: Path | None = opt(None, "Folder with the MNIST-family IDX files (downloaded "
+                                "there if absent).", default_text="the cache folder")
+    synthetic_size: int = opt(6000, "Samples of the synthetic dataset.")
+    loss: str = opt("cross-entropy", "cross-entropy | mse | file.py:fn.")
+    output_key: str | None = opt(None, "For models returning a dict or tuple: the key or "
+                                 "index of the prediction.", default_text="the output itself")
+    optimizer: Optimizer = opt(Optimizer.sgd, "Optimizer.")
+    lr: float | None = opt(None, "Learning rate.",
+                           default_text="adam 1e-3; sgd 0.01 as in the reference, 0.1 on digits")
+    epochs: int | None = opt(None, "Epochs.",
+                             default_text="digits and fashion-mnist/mnist 100, synthetic 10")
+    batch_size: int | None = opt(None, "Batch size.",
+                                 default_text="digits 16, fashion-mnist/mnist 512, synthetic 64")
+    seed: int = opt(42, "Seeds model init, data split and data order.")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N.")
+    every: int = opt(DEFAULT_EVERY, "Sample statistics every N-th step (step 0 always).")
+    hist_every: int = opt(DEFAULT_HIST_EVERY, "Histograms on every N-th sampled step "
+                          "(0 turns them off).")
+    keep_going: bool = opt(False, "Go on training after a NaN/inf loss or gradient instead "
+                           "of stopping.")
+    threads: int = opt(0, "PyTorch CPU threads; 0 = automatic: 1 for models under 10M "
+                       "parameters, whose kernels are too small to gain from more, else "
+                       "PyTorch's default.")
+
+    def __post_init__(self) -> None:
+        coerce_choices(self, strict=False)  # validate() refuses what is left a plain string
+
+    def validate(self) -> None:
+        """UserError for values that make no sense, before anything is loaded."""
+        checks: list[tuple[bool, str]] = [
+            (self.depth >= 1, f"--depth must be at least 1, got {self.depth}"),
+            (self.width >= 1, f"--width must be at least 1, got {self.width}"),
+            (self.every >= 1, f"--every must be a positive integer, got {self.every}"),
+            (self.hist_every >= 0, f"--hist-every must be 0 (off) or more, got {self.hist_every}"),
+            (self.epochs is None or self.epochs >= 1,
+             f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size is None or self.batch_size >= 1,
+             f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
+             f"--lr must be a positive number, got {self.lr}"),
+            (self.threads >= 0,
+             f"--threads must be 0 (automatic) or more, got {self.threads}"),
+            (self.synthetic_size >= 10,
+             f"--synthetic-size must be at least 10, got {self.synthetic_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        coerce_choices(self)  # fields may have been assigned after construction
+        from vgdiag.inputs.recipe import check_model_and_data  # torch: only when running
+
+        check_model_and_data(self)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.model == BUILTIN_MLP
+
+    def name(self) -> str:
+        if self.is_builtin:
+            return f"mlp-{self.activation}-d{self.depth}"
+        return Path(self.model.split(":")[-1]).stem or "model"
+
+
+# Training options `inspect` has no use for: it runs one batch at initialisation.
+TRAINING_ONLY = ("optimizer", "lr", "epochs", "every", "hist_every", "keep_going", "threads")
+
+
+def _fail_on() -> Any:
+    return opt(FailOn.none, "Exit 1 when a finding is at or above this severity.")
+
+
+def _plugin_opt() -> Any:
+    return opt(help="PLUGIN.OPTION=VALUE, e.g. weight-init.std=1.0 (repeatable; see "
+               "`vgdiag plugins`).", flags=("--plugin-opt",), factory=list, default_text="none")
+
+
+@dataclass
+class RunCommandOptions:
+    """What `vgdiag run` takes besides RunOptions."""
+
+    out: Path | None = opt(None, "Run folder.", default_text="runs/<timestamp>-<name>")
+    headless: bool = opt(False, "No dashboard: progress bar and tables (the default off a "
+                         "terminal).")
+    fail_on: FailOn = _fail_on()
+    plugin: list[str] = opt(help="Apply a mitigation plugin before training (repeatable, "
+                            "applied in order; see `vgdiag plugins`).", flags=("--plugin", "-p"),
+                            factory=list, default_text="none")
+    plugin_opt: list[str] = _plugin_opt()
+    fsdp: bool = opt(False, "Under torchrun: shard the parameters with FSDP2 (fully_shard) "
+                     "instead of replicating them with DDP.", default_text="off")
+
+    def __post_init__(self) -> None:
+        coerce_choices(self)
+
+
+@dataclass
+class InspectOptions:
+    """What `vgdiag inspect` takes besides RunOptions."""
+
+    json_out: bool = opt(False, "Print the result as JSON.", flags=("--json",),
+                         default_text="off")
+    fail_on: FailOn = _fail_on()
+
+    def __post_init__(self) -> None:
+        coerce_choices(self)
+
+
+@dataclass
+class CompareOptions:
+    """What `vgdiag compare` takes besides RunOptions."""
+
+    plugins: str = opt("all", "'all' or a comma-separated list of plugin names.",
+                       flags=("--plugins",))
+    plugin_opt: list[str] = _plugin_opt()
+    jobs: int = opt(1, "Variants trained in parallel processes (they share the GPU if any).")
+    target_acc: float = opt(0.8, "Validation accuracy whose first epoch the table reports.")
+    out: Path | None = opt(None, "Folder for compare.json/md/html and one run folder per "
+                           "variant.", default_text="runs/<timestamp>-compare")
+    tui: bool = opt(False, "Watch the variants train in the dashboard and open each against "
+                    "the baseline.", flags=("--tui",), default_text="off")
+    fail_on: FailOn = _fail_on()
+    preset: str | None = opt(None, "A named preset of the comparison.", default_text="none")
+    seeds: int = opt(1, "Seeds each variant is trained with.")
+
+    def __post_init__(self) -> None:
+        coerce_choices(self)
+
+
+@dataclass
+class ReportOptions:
+    """What `vgdiag report` takes."""
+
+    run_dir: Path = opt(dataclasses.MISSING, "A run folder written by `vgdiag run`.", argument=True)
+    format: ReportFormat = opt(ReportFormat.md, "Output format.", flags=("--format", "-f"))
+    out: Path | None = opt(None, "Write here instead of stdout.", default_text="stdout")
+    fail_on: FailOn = _fail_on()
+
+    def __post_init__(self) -> None:
+        coerce_choices(self)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The fields' resolved types (this module uses postponed annotations)."""
+    return typing.get_type_hints(cls)
+
+
+def choice_type(annotation: Any) -> type[Enum] | None:
+    """The Enum inside `E` or `E | None`, else None."""
+    candidates = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (
+        annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, Enum):
+            return candidate
+    return None
+
+
+def flag_name(f: dataclasses.Field[Any]) -> str:
+    """The option's long name as the user types it."""
+    flags = [x for x in f.metadata.get("flags", ()) if x.startswith("--")]
+    return flags[0] if flags else "--" + f.name.replace("_", "-")
+
+
+def coerce_choices(options: Any, strict: bool = True) -> None:
+    """Plain strings for Enum fields become members; an unknown one is a UserError.
+
+    With `strict=False` an unknown string is left as it is, for validate() to refuse.
+    """
+    hints = field_types(type(options))
+    for f in dataclasses.fields(options):
+        enum = choice_type(hints[f.name])
+        value = getattr(options, f.name)
+        if enum is None or value is None or isinstance(value, enum):
+            continue
+        try:
+            setattr(options, f.name, enum(value))
+        except ValueError:
+            if not strict:
+                continue
+            names = " | ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
+            raise UserError(f"unknown {flag_name(f)} {value!r}: choose one of {names}") from None
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    """RunOptions fields from a TOML file (keys as field names or flags, - or _)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read --recipe {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"--recipe {path} is not valid TOML: {exc}") from None
+    known = {f.name: f for f in dataclasses.fields(RunOptions)}
+    aliases = {flag_name(f).lstrip("-").replace("-", "_"): name for name, f in known.items()}
+    hints = field_types(RunOptions)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        name = name if name in known else aliases.get(name, name)
+        if name not in known:
+            raise UserError(f"--recipe {path}: unknown option {key!r}; the options are those "
+                            "of `vgdiag run --help`, e.g. depth = 7")
+        values[name] = _recipe_value(path, key, value, hints[name])
+    return values
+
+
+def _recipe_value(path: Path, key: str, value: Any, annotation: Any) -> Any:
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    base = next((a for a in args if a is not type(None)), annotation)
+    origin = typing.get_origin(base)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"--recipe {path}: {key} must be a list of strings")
+        return list(value)
+    if base is Path:
+        if not isinstance(value, str):
+            raise UserError(f"--recipe {path}: {key} must be a path (a string)")
+        return Path(value)
+    expected: tuple[type, ...] = (base,)
+    if base is float:
+        expected = (int, float)
+    elif isinstance(base, type) and issubclass(base, Enum):
+        expected = (str,)
+    if isinstance(value, bool) and base is not bool or not isinstance(value, expected):
+        raise UserError(f"--recipe {path}: {key} must be {getattr(base, '__name__', base)}, "
+                        f"got {value!r}")
+    return float(cast(float, value)) if base is float else value
