@@ -42,7 +42,6 @@ from vgdiag.engine.probe_kernels import (
     GRAD_LOG_RANGE,
     HIST_BINS,
     SATURATION_EPS,
-    WeightCopies,
     dense_grad,
     foreach_norm,
     histograms,
@@ -58,6 +57,7 @@ from vgdiag.engine.probe_layers import (
 from vgdiag.engine.probe_layout import LayerLayout
 from vgdiag.engine.probe_record import assemble
 from vgdiag.engine.records import LayerInfo, StepRecord
+from vgdiag.engine.snapshots import Snapshots
 
 __all__ = ["DISTRIBUTED_MODES", "GRAD_LOG_RANGE", "HIST_BINS", "SATURATION_EPS", "Probe"]
 
@@ -159,7 +159,7 @@ class Probe:
         self._sharded, self._replicas = sharding(self._root, self._tensors, self._distributed)
         self.rank, self.world_size = rank_and_world()
         self._dtensor = any(is_dtensor(p) for p in self._tensors)
-        self._copies = WeightCopies(self._values())
+        self._copies = Snapshots(self._values())  # W0 and pre-update copies, bounded
         self._ready = True
 
     def _materialised(self, module: nn.Module, inputs: Any, output: Any) -> None:
@@ -347,8 +347,8 @@ class Probe:
         vectors: dict[str, list[torch.Tensor]] = {"time": step["time"]}
         if self._sharded:
             numels = [local(p).numel() for p in self._tensors]
-            vectors["reduced"] = [reduce_across_ranks(self._copies.w0, numels, pieces, w_norm,
-                                                      change, update, hist_parts)]
+            vectors["reduced"] = [reduce_across_ranks(self._copies.w0_norms(), numels, pieces,
+                                                      w_norm, change, update, hist_parts)]
         else:
             scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change, up=update)
             if self._copies.w0_norm is None:  # constant: read once

@@ -1,4 +1,4 @@
-"""The probe's device kernels: norms, activation statistics, histograms, W0 copies.
+"""The probe's device kernels: norms, activation statistics, histograms.
 
 Everything here returns device tensors (0-d or 1-d) and never reads one back to
 the host: the probe stacks them and copies the lot once per sampled step.
@@ -201,42 +201,3 @@ def stack(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         return torch.stack(scalars).to(torch.float64)
     except RuntimeError:  # a model split across devices
         return torch.stack([t.to(device) for t in scalars]).to(torch.float64)
-
-
-class WeightCopies:
-    """The copies of the weights the probe keeps: W0 (at attach) and W before a step.
-
-    One small class so another policy (sampled W0 snapshots of huge layers, copies
-    on another device) can replace it without touching the probe.
-    """
-
-    def __init__(self, values: list[torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.w0 = [p.clone() for p in values]
-        self.w0_norm: list[float] | None = None  # per parameter, on the host, read once
-        self._before: list[torch.Tensor] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.w0[0].device
-
-    def keep_before(self, values: list[torch.Tensor]) -> None:
-        self._before = [p.clone() for p in values]
-
-    def change_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """||W - W0|| per parameter."""
-        return foreach_norm(list(torch._foreach_sub(values, self.w0)))
-
-    def update_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """||W_before - W|| per parameter of the step just taken ([] without a copy)."""
-        before, self._before = self._before, None
-        if before is None:
-            return []
-        torch._foreach_sub_(before, values)  # our own copy: reuse it for the difference
-        return foreach_norm(before)
-
-    def w0_norms(self) -> list[torch.Tensor]:
-        return foreach_norm(self.w0)
-
-    def drop_before(self) -> None:
-        self._before = None
