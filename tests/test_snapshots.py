@@ -173,3 +173,22 @@ def test_the_probe_estimates_a_large_layer_and_measures_a_small_one_exactly():
         rel = 2e-2 if name == "0" else 1e-5  # sampled (a 1.1M weight) or exact
         assert stats.weight_change == pytest.approx(change, rel=rel), name
         assert stats.update_ratio == pytest.approx(ratio, rel=rel), name
+
+
+def test_temporaries_of_large_gradients_are_made_in_pieces_with_the_same_numbers():
+    from vgdiag.engine.probe_kernels import (
+        GRAD_LOG_RANGE,
+        HIST_BINS,
+        TEMPORARY,
+        histograms,
+        l1_norms,
+    )
+
+    torch.manual_seed(4)
+    g = torch.randn(3 * TEMPORARY + 5) * 1e-3
+    small = torch.randn(100)
+    lo, hi = GRAD_LOG_RANGE
+    parts, _ = histograms([], {0: [g, small]}, [0], False, g.device)
+    whole = torch.cat([g, small]).abs().clamp_min(1e-30).log10().clamp(lo, hi)
+    assert torch.equal(parts[0], torch.histc(whole, HIST_BINS, lo, hi))
+    assert float(l1_norms([g])[0]) == pytest.approx(float(g.double().abs().sum()), rel=1e-6)

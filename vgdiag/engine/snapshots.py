@@ -32,11 +32,12 @@ import torch
 
 from vgdiag.engine.probe_kernels import foreach_norm
 
-# Above this many elements a parameter is sampled. At 2^20 a sampled snapshot (the
-# W0 sample, the pre-update sample and the indices) is below 10% of the parameter.
+# Above this many elements a parameter is sampled: a whole copy of a smaller one is
+# cheap next to the activations and optimizer state that come with it.
 SAMPLE_THRESHOLD = 1 << 20
-# A sampled snapshot may use this fraction of its parameter's bytes...
-SAMPLE_BUDGET = 0.08
+# A sampled snapshot (the W0 sample, the pre-update sample and their indices) may use
+# this fraction of its parameter's bytes (a 2^20 float32 weight: 14k coordinates)...
+SAMPLE_BUDGET = 0.04
 # ...up to this many coordinates: enough for a 0.2% standard error on Gaussian-like
 # changes, 1.5 MB per float32 parameter however large.
 MAX_SAMPLE = 1 << 17
