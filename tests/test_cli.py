@@ -236,3 +236,13 @@ def test_fail_on_choices_are_the_severities():
     from vgdiag.inputs.options import FailOn
 
     assert [m.value for m in FailOn] == ["none", *SEVERITIES]
+
+
+def test_read_recipe_gives_run_options(tmp_path):
+    from vgdiag.inputs.options import Activation, RunOptions, read_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('activation = "leaky-relu"\nlr = 1\ndata-dir = "d"\n')
+    opts = read_recipe(recipe)
+    assert opts == RunOptions(activation=Activation.leaky_relu, lr=1.0, data_dir=Path("d"))
+    assert isinstance(opts.lr, float) and opts.activation is Activation.leaky_relu

@@ -20,17 +20,9 @@ from torch.utils.data import random_split
 
 from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import load_dataset
-from vgdiag.inputs.idx import (
-    IDX_FILES,
-    cache_dir,
-    download_mnist_family,
-    find_idx_files,
-    load_mnist_family,
-    parse_idx,
-    read_idx,
-    split_lengths,
-    split_train_val,
-)
+from vgdiag.inputs.idx import IDX_FILES, parse_idx, read_idx
+from vgdiag.inputs.mnist import load_mnist_family, split_lengths, split_train_val
+from vgdiag.inputs.mnist_files import cache_dir, download_mnist_family, find_idx_files
 
 N_TRAIN, N_TEST = 50, 20
 

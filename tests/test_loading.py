@@ -14,7 +14,8 @@ from torch import nn
 
 from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import load_dataset
-from vgdiag.inputs.loading import convert_value, load_model_factory, parse_model_args
+from vgdiag.inputs.loading import load_model_factory
+from vgdiag.inputs.modelargs import convert_value, parse_model_args
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_models"

@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - older typer with click installed
 from vgdiag._version import __version__
 from vgdiag.cli.commands import compare, inspect, plugins, report, run, view
 from vgdiag.errors import ExitCode, UserError
+from vgdiag.textfmt import one_line
 
 app = typer.Typer(
     name="vgdiag",
@@ -66,10 +67,6 @@ app.command("view")(view.view)
 # ----- entry point --------------------------------------------------------------------
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors are one line on stderr and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -82,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except click_exc.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-        print(f"vgdiag: error: {_one_line(exc.format_message())}{hint}", file=sys.stderr)
+        print(f"vgdiag: error: {one_line(exc.format_message())}{hint}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except UserError as exc:
         if STATE.debug:
             raise
-        print(f"vgdiag: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"vgdiag: error: {one_line(str(exc))}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except typer.Abort:
         print("vgdiag: aborted", file=sys.stderr)
@@ -98,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the user's code (or ours) raised outside training
         if STATE.debug:
             raise
-        print(f"vgdiag: error: {type(exc).__name__}: {_one_line(str(exc))} "
+        print(f"vgdiag: error: {type(exc).__name__}: {one_line(str(exc))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return int(ExitCode.TRAINING_FAILED)
 

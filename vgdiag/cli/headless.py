@@ -29,14 +29,9 @@ from vgdiag.engine.events import (
     StepSampled,
 )
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.textfmt import fmt_num as fmt
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.{digits}g}"
 
 
 class HeadlessSink:

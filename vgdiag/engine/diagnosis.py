@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord, severity_rank
+from vgdiag.textfmt import fmt_num
 
 ALL_FIXES = ["weight-init", "relu", "batchnorm", "adam", "skip", "layerwise", "gradnorm"]
 
@@ -107,10 +108,6 @@ def _median_over(records: Sequence[StepRecord], key: str, names: Sequence[str]) 
         return np.nanmedian(stacked, axis=0)
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.2g}" if math.isfinite(x) else str(x)
-
-
 def gradient_profile(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[str, Any]:
     """First/last grad_norm ratio and slope of log10 grad_norm per layer of depth."""
     names = _trainable_names(layers)
@@ -156,7 +153,7 @@ def _gradient_ratio(
                 severity,
                 starving,
                 evidence,
-                f"The gradient vanishes toward the input: the first layer gets {_fmt(ratio)} "
+                f"The gradient vanishes toward the input: the first layer gets {fmt_num(ratio, 2)} "
                 f"of the output layer's gradient norm, shrinking about "
                 f"{10 ** max(slope, 0):.1f}x per layer; {len(starving)} layer(s) barely learn.",
                 ALL_FIXES,
@@ -172,7 +169,7 @@ def _gradient_ratio(
                 severity,
                 growing,
                 evidence,
-                f"The gradient grows toward the input: the first layer gets {_fmt(ratio)}x "
+                f"The gradient grows toward the input: the first layer gets {fmt_num(ratio, 2)}x "
                 f"the output layer's gradient norm, growing about "
                 f"{10 ** max(-slope, 0):.1f}x per layer.",
                 ["weight-init", "batchnorm", "gradnorm"],
@@ -287,8 +284,8 @@ def _input_side_frozen(
                 "ratio_first_last": ratio,
                 "step": records[-1].step,
             },
-            f"Input-side weights barely change: the first layer moved {_fmt(float(first))} "
-            f"of its initial norm against {_fmt(float(last))} for the output layer.",
+            f"Input-side weights barely change: the first layer moved {fmt_num(float(first), 2)} "
+            f"of its initial norm against {fmt_num(float(last), 2)} for the output layer.",
             ["adam", "skip", "layerwise", "gradnorm", "batchnorm"],
         )
     ]

@@ -105,7 +105,7 @@ def load_dataset(
     if name == "synthetic":
         return load_synthetic(seed, size=synthetic_size)
     if name in ("fashion-mnist", "mnist"):
-        from vgdiag.inputs.idx import load_mnist_family
+        from vgdiag.inputs.mnist import load_mnist_family
 
         return load_mnist_family(name, data_dir=data_dir, seed=seed, download=download)
     raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")

@@ -12,7 +12,7 @@ from torch import nn
 
 from vgdiag.engine.experiment import LossFn
 from vgdiag.errors import UserError
-from vgdiag.inputs.loading import (
+from vgdiag.inputs.usercode import (
     describe_exception,
     resolve_spec,
 )

@@ -284,6 +284,11 @@ def load_recipe(path: Path) -> dict[str, Any]:
     return values
 
 
+def read_recipe(path: Path) -> RunOptions:
+    """RunOptions from a TOML file; fields it does not set keep their defaults."""
+    return RunOptions(**load_recipe(path))
+
+
 def _recipe_value(path: Path, key: str, value: Any, annotation: Any) -> Any:
     args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
     base = next((a for a in args if a is not type(None)), annotation)

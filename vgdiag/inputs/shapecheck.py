@@ -16,13 +16,10 @@ from vgdiag.engine.outputs import format_shape as _shape
 from vgdiag.engine.outputs import select_output
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
-from vgdiag.inputs.loading import (
-    describe_exception,
-    one_line,
-    preserved_rng,
-)
 from vgdiag.inputs.losses import _ELEMENTWISE, LOSSES
+from vgdiag.inputs.usercode import describe_exception, preserved_rng
 from vgdiag.inputs.userdata import CHECK_SAMPLES, _first_batch
+from vgdiag.textfmt import one_line
 
 # --------------------------------------------------------------------- shape check
 

@@ -52,7 +52,7 @@ from vgdiag.engine.outputs import format_shape as _shape
 from vgdiag.engine.splits import DataBundle, Split, TensorSplit
 from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import DATASETS
-from vgdiag.inputs.loading import (
+from vgdiag.inputs.usercode import (
     describe_exception,
     preserved_rng,
     resolve_spec,

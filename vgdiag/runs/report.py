@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vgdiag import textfmt
 from vgdiag.engine.diagnosis import verdict
-from vgdiag.errors import UserError
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.errors import UserError
 from vgdiag.runs.store import RunData, build_summary
 from vgdiag.runs.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
 
@@ -59,9 +60,7 @@ def render_report(run: RunData, fmt: str) -> str:
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
     """A number in `digits` significant digits; a dash for None or NaN."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return DASH
-    return f"{x:.{digits}g}"
+    return textfmt.fmt_num(x, digits, missing=DASH)
 
 
 def fmt_pct(x: float | None) -> str:

@@ -14,12 +14,12 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from vgdiag.engine.diagnosis import diagnose, verdict
-from vgdiag.errors import UserError
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -30,6 +30,7 @@ from vgdiag.engine.events import (
     StepSampled,
 )
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.errors import UserError
 
 SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -45,11 +46,16 @@ def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
     """runs/<timestamp>-<name>, made unique if two runs start in the same second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
-    path = root / f"{stamp}-{safe}"
-    n = 1
-    while path.exists():
+    return free_path(root, f"{stamp}-{safe}")
+
+
+def free_path(folder: Path, stem: str, suffix: str = "",
+              taken: Callable[[Path], bool] = Path.exists) -> Path:
+    """`folder/stem+suffix`, or `stem-2`, `stem-3`... while `taken` says that one is."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while taken(path):
         n += 1
-        path = root / f"{stamp}-{safe}-{n}"
+        path = folder / f"{stem}-{n}{suffix}"
     return path
 
 

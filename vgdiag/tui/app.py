@@ -35,7 +35,7 @@ from vgdiag.engine.splits import DataBundle
 from vgdiag.errors import UserError
 from vgdiag.inputs.recipe import RunOptions
 from vgdiag.runs.compare import VariantOutcome
-from vgdiag.runs.store import RunData, RunStore, read_run
+from vgdiag.runs.store import RunData, RunStore, free_path, read_run
 from vgdiag.tui.messages import RunEnded, RunUpdated
 from vgdiag.tui.pacing import RedrawPacer
 from vgdiag.tui.screens.compare import CompareScreen
@@ -62,12 +62,8 @@ BASELINE = "baseline"
 
 def variant_folder(run_dir: Path, plugin: str) -> Path:
     """`<run dir>-<plugin>`, numbered when that is taken already."""
-    path = run_dir.with_name(f"{run_dir.name}-{plugin}")
-    n = 1
-    while path.exists() and any(path.iterdir()):
-        n += 1
-        path = run_dir.with_name(f"{run_dir.name}-{plugin}-{n}")
-    return path
+    return free_path(run_dir.parent, f"{run_dir.name}-{plugin}",
+                     taken=lambda path: path.exists() and any(path.iterdir()))
 
 
 class VgdiagApp(App[str]):
@@ -361,10 +357,7 @@ class VgdiagApp(App[str]):
             self.notify("no run folder to save into", severity="warning")
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        name, n = f"screenshot-{stamp}.svg", 1
-        while (folder / name).exists():
-            n += 1
-            name = f"screenshot-{stamp}-{n}.svg"
+        name = free_path(folder, f"screenshot-{stamp}", ".svg").name
         try:
             path = self.save_screenshot(filename=name, path=str(folder))
         except OSError as exc:

@@ -13,18 +13,16 @@ import numpy as np
 from rich.style import Style
 from rich.text import Span, Text
 
+from vgdiag.textfmt import fmt_num
+
 EIGHTHS_H = " ▏▎▍▌▋▊▉█"  # horizontal bar ends, 0..8 eighths of a cell
 EIGHTHS_V = " ▁▂▃▄▅▆▇█"  # vertical bar tops
 SHADES = "·░▒▓█"  # heat cells, weakest to strongest: readable without colour
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
-    """Short number: 3 significant digits by default, '-' for missing."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}g}"
+    """Short number for a cell: 2 significant digits by default, '-' for missing."""
+    return fmt_num(x, digits)
 
 
 def fmt_duration(seconds: float) -> str:

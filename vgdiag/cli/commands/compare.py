@@ -33,6 +33,10 @@ def compare(opts: RunOptions, cmd: CompareOptions) -> None:
         raise UserError(f"--jobs must be at least 1, got {cmd.jobs}")
     if not 0 < cmd.target_acc <= 1:
         raise UserError(f"--target-acc must be in (0, 1], got {cmd.target_acc}")
+    if cmd.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {cmd.seeds}")
+    if cmd.preset is not None or cmd.seeds != 1:
+        raise UserError("--preset and --seeds are not supported by this version of compare")
     opts.validate()
     found, errors = discover_plugins()
     for error in errors:
