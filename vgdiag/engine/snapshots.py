@@ -123,14 +123,15 @@ class Snapshots:
 
     def change_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
         """||W - W0|| per parameter (estimated for the sampled ones)."""
-        return self._distances(values, self._w0)
+        return self._distances(values, self._w0, in_place=False)
 
     def update_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
         """||W_before - W|| of the step just taken; [] when no copy was kept."""
         if not self._has_before:
             return []
         self._has_before = False
-        return self._distances(values, self._before)
+        # The pre-update buffers are read once more: the difference goes into them.
+        return self._distances(values, self._before, in_place=True)
 
     def drop_before(self) -> None:
         self._has_before = False
@@ -141,15 +142,19 @@ class Snapshots:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     # ----- kernels --------------------------------------------------------------------
-    def _distances(self, values: list[torch.Tensor], ref: list[torch.Tensor]
-                   ) -> list[torch.Tensor]:
+    def _distances(self, values: list[torch.Tensor], ref: list[torch.Tensor],
+                   in_place: bool) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(values)
         with torch.no_grad():
             exact = self._exact
             if exact:
-                diffs = torch._foreach_sub([values[k].detach() for k in exact],
-                                           [ref[k] for k in exact])
-                for k, norm in zip(exact, foreach_norm(list(diffs))):
+                current = [values[k].detach() for k in exact]
+                if in_place:  # ref is scratch: no fresh tensors
+                    diffs = [ref[k] for k in exact]
+                    torch._foreach_sub_(diffs, current)
+                else:
+                    diffs = list(torch._foreach_sub(current, [ref[k] for k in exact]))
+                for k, norm in zip(exact, foreach_norm(diffs)):
                     out[k] = norm
             for k in self._sampled:
                 index = self._index[k]
