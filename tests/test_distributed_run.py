@@ -201,3 +201,29 @@ def test_fsdp_units_keep_a_module_whose_code_uses_its_childrens_parameters_whole
     units = fsdp_units(model)
     assert units == list(model[0])  # descends through the single-child wrapper
     assert fsdp_units(nn.MultiheadAttention(8, 2)) == []  # owns in_proj_weight: one unit
+
+
+@needs_gloo
+def test_bad_input_found_on_rank_0_alone_stops_every_rank_with_its_line(tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    proc = torchrun(tmp_path, *ARGS, "--out", "taken")
+    assert proc.returncode != 0
+    # Both ranks print rank 0's one line (rank 1 got it through the exchange).
+    assert proc.stderr.count("--out taken already holds files") == 2, proc.stderr[-2000:]
+    assert "rank 0: --out taken" in proc.stderr  # rank 1 names where it came from
+    assert "/vgdiag/" not in proc.stderr  # no traceback of ours (torchrun prints its own)
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]  # nothing lost
+
+
+def test_fsdp_refuses_a_staged_schedule():
+    from types import SimpleNamespace
+
+    from vgdiag.errors import UserError
+
+    parallel = DataParallel(0, 2, 0, "cpu", fsdp=True)
+    parallel.check(SimpleNamespace(stage_plan=None))
+    with pytest.raises(UserError, match="drop --fsdp to use DDP"):
+        parallel.check(SimpleNamespace(stage_plan=lambda model: []))
+    DataParallel(0, 2, 0, "cpu").check(SimpleNamespace(stage_plan=lambda model: []))

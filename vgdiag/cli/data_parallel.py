@@ -45,6 +45,7 @@ def train_data_parallel(
             experiment, bundle = prepare()
             train = dataclasses.replace(experiment.train, device=parallel.device)
             experiment = experiment.replace(train=train)
+            parallel.check(experiment)  # before rank 0 makes a folder
             if parallel.is_main:
                 path = out or default_run_dir(experiment.name)
                 store = RunStore(path, experiment.name, bundle.num_classes)

@@ -78,6 +78,12 @@ class DataParallel:
     device: str  # "cpu" or "cuda:<local rank>"
     fsdp: bool = False  # shard parameters with FSDP2 instead of replicating with DDP
 
+    def check(self, experiment: Any) -> None:
+        """UserError for a recipe this mode cannot train."""
+        if self.fsdp and experiment.stage_plan is not None:
+            raise UserError("--fsdp shards the model in place, which a staged schedule "
+                            "(layerwise) cannot share between stages: drop --fsdp to use DDP")
+
     @property
     def is_main(self) -> bool:
         """Rank 0 writes the run folder and shows the progress."""

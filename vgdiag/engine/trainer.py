@@ -160,9 +160,8 @@ class _Run:
         }
 
     def events(self) -> Iterator[Event]:
-        if self.parallel and self.parallel.fsdp and self.exp.stage_plan:
-            raise UserError("--fsdp shards the model in place, which a staged schedule "
-                            "(layerwise) cannot share between stages: drop --fsdp to use DDP")
+        if self.parallel:
+            self.parallel.check(self.exp)
         torch.manual_seed(self.cfg.seed)
         model = self.exp.build_model().to(self.device)
         self.model = model
