@@ -18,7 +18,6 @@ layer against the exact value, over several seeds and kinds of change.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -36,7 +35,7 @@ VARIANTS = {
     "probe, every step, histograms every step": {"every": 1, "hist_every": 1},
     "probe, default sampling (every=25, hist_every=10)": {},
     "probe, every step, exact copies (no sampling)": {"every": 1, "hist_every": 1,
-                                                       "exact": True},
+                                                       "snapshot_threshold": 2**62},
 }
 TARGET = 0.10  # extra peak / parameter bytes, for models above 100M parameters
 
@@ -59,8 +58,6 @@ def peak(device: torch.device) -> int:
 
 def child(variant: str, steps: int, device: torch.device) -> dict[str, float]:
     import vgdiag
-    import vgdiag.engine.probe as probe_module
-    from vgdiag.engine.snapshots import Snapshots
 
     torch.manual_seed(0)
     model = build().to(device)
@@ -80,13 +77,8 @@ def child(variant: str, steps: int, device: torch.device) -> dict[str, float]:
 
     train(3)
     start = peak(device)
-    kwargs = dict(VARIANTS[variant] or {})
-    w = None
-    if VARIANTS[variant] is not None:
-        if kwargs.pop("exact", False):  # the probe as it was: every parameter whole
-            probe_module.Snapshots = functools.partial(  # type: ignore[misc]
-                Snapshots, threshold=2**62)
-        w = vgdiag.watch(model, opt, **kwargs)
+    kwargs = VARIANTS[variant]
+    w = vgdiag.watch(model, opt, **kwargs) if kwargs is not None else None
     seconds = train(steps)
     end = peak(device)
     params = sum(p.numel() * p.element_size() for p in model.parameters())

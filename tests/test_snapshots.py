@@ -192,3 +192,13 @@ def test_temporaries_of_large_gradients_are_made_in_pieces_with_the_same_numbers
     whole = torch.cat([g, small]).abs().clamp_min(1e-30).log10().clamp(lo, hi)
     assert torch.equal(parts[0], torch.histc(whole, HIST_BINS, lo, hi))
     assert float(l1_norms([g])[0]) == pytest.approx(float(g.double().abs().sum()), rel=1e-6)
+
+
+def test_a_higher_threshold_makes_the_large_layer_exact():
+    import vgdiag
+
+    model = nn.Sequential(nn.Linear(1100, 1000), nn.Tanh(), nn.Linear(1000, 10))
+    w = vgdiag.watch(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                     snapshot_threshold=2 * SAMPLE_THRESHOLD)
+    assert w.probe._copies.sampled == [False] * 4
+    w.close()

@@ -15,6 +15,7 @@ from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import Finding, LayerInfo
+from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
 
 
 class Watch:
@@ -88,6 +89,7 @@ def watch(
     num_classes: int = 0,
     max_records: int = 4096,
     distributed: str = "auto",
+    snapshot_threshold: int = SAMPLE_THRESHOLD,
 ) -> Watch:
     """Attach a probe to `model` and follow `optimizer.step()` as the step boundary.
 
@@ -105,7 +107,11 @@ def watch(
             (DDP has averaged the gradients already); "sharded" forces it, "none"
             turns it off. Every rank must call optimizer.step() the same number of
             times, as data-parallel training does anyway.
+        snapshot_threshold: a parameter with more elements than this keeps a fixed
+            sample of its coordinates instead of whole copies (bounded memory), and its
+            weight_change and update_ratio are estimates; raise it for a model whose
+            changes are concentrated in few coordinates (docs/PERFORMANCE.md).
     """
     probe = Probe(model, optimizer, every=every, hist_every=hist_every, max_records=max_records,
-                  distributed=distributed)
+                  distributed=distributed, snapshot_threshold=snapshot_threshold)
     return Watch(probe, num_classes)
