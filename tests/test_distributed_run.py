@@ -227,3 +227,47 @@ def test_fsdp_refuses_a_staged_schedule():
     with pytest.raises(UserError, match="drop --fsdp to use DDP"):
         parallel.check(SimpleNamespace(stage_plan=lambda model: []))
     DataParallel(0, 2, 0, "cpu").check(SimpleNamespace(stage_plan=lambda model: []))
+
+
+class _Peers:
+    """A DataParallel stand-in whose peer failed after `after` looks."""
+
+    rank = 0
+
+    def __init__(self, after: int) -> None:
+        self.looks, self.after = 0, after
+
+    def peer_failure(self, wait_s: float) -> str | None:
+        self.looks += 1
+        return "rank 1: ValueError: gone" if self.looks > self.after else None
+
+
+def test_a_rank_stuck_waiting_for_a_lost_peer_still_leaves_a_failed_folder(tmp_path):
+    from vgdiag.cli.data_parallel import PeerWatch
+    from vgdiag.runs.store import RunStore
+
+    exits: list[int] = []
+    store = RunStore(tmp_path / "run", "stuck")
+    watch = PeerWatch(_Peers(after=2), store, grace_s=0.2, poll_s=0.01, exit=exits.append)
+    watch.start()
+    watch.join(timeout=10)  # the main thread never comes back (stuck in a collective)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"] == "rank 1: ValueError: gone (rank 0 was left waiting for it)"
+    assert exits == [ExitCode.TRAINING_FAILED]
+
+
+def test_the_watch_leaves_the_folder_to_a_main_thread_that_reported_in_time(tmp_path):
+    from vgdiag.cli.data_parallel import PeerWatch
+    from vgdiag.runs.store import RunStore
+
+    exits: list[int] = []
+    store = RunStore(tmp_path / "run", "fine")
+    watch = PeerWatch(_Peers(after=0), store, grace_s=5.0, poll_s=0.01, exit=exits.append)
+    watch.start()
+    watch.done.set()  # the main thread got out and wrote the failure itself
+    watch.join(timeout=10)
+    store.close()
+    assert exits == []
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == \
+        "interrupted"  # what close() writes for a stream it never saw end: untouched

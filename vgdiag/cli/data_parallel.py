@@ -10,7 +10,10 @@ only their own failure.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,45 @@ from typing import Any
 from rich.console import Console
 
 from vgdiag.cli.signals import StopOnSignal
-from vgdiag.errors import UserError
+from vgdiag.errors import ExitCode, UserError
+
+# With NCCL a rank waiting for a lost peer is stuck in a device wait until the
+# collective times out, and torchrun kills it 30 s after the peer's exit: if the main
+# thread has not reported the failure this long after the peer's error appeared,
+# rank 0 writes the folder as failed from a watching thread and exits.
+LOST_PEER_GRACE_S = 10.0
+
+
+class PeerWatch(threading.Thread):
+    """On rank 0: ends the run when another rank failed and this one cannot notice."""
+
+    def __init__(self, parallel: Any, store: Any, grace_s: float = LOST_PEER_GRACE_S,
+                 poll_s: float = 1.0, exit: Callable[[int], None] = os._exit) -> None:
+        super().__init__(name="vgdiag-peer-watch", daemon=True)
+        self.parallel, self.store = parallel, store
+        self.grace_s, self.poll_s, self.exit = grace_s, poll_s, exit
+        self.done = threading.Event()  # set by the main thread when it is out of training
+        self.t0 = time.perf_counter()
+
+    def run(self) -> None:
+        from vgdiag.engine.events import RunFailed
+
+        while not self.done.wait(self.poll_s):
+            cause = self.parallel.peer_failure(wait_s=0.0)
+            if cause is None:
+                continue
+            if self.done.wait(self.grace_s):
+                return  # the main thread got out of its collective and reported it
+            summary = self.store.summary()
+            self.store.handle(RunFailed(
+                error=f"{cause} (rank {self.parallel.rank} was left waiting for it)",
+                traceback="", layers=[], findings=self.store.findings,
+                seconds=time.perf_counter() - self.t0, steps_done=int(summary["steps"])))
+            self.store.close()
+            print(f"vgdiag: rank {self.parallel.rank}: training failed: {cause}",
+                  file=sys.stderr, flush=True)
+            self.exit(int(ExitCode.TRAINING_FAILED))
+            return
 
 
 def train_data_parallel(
@@ -66,6 +107,9 @@ def train_data_parallel(
         console.print(f"[bold]vgdiag[/] training [cyan]{experiment.model_spec}[/] on "
                       f"[cyan]{bundle.name}[/], {mode} over {parallel.world_size} processes "
                       f"({parallel.device}); run folder {path}")
+    watch = PeerWatch(parallel, store) if store is not None else None
+    if watch is not None:
+        watch.start()
     with StopOnSignal() as stopper:
         try:
             sink = HeadlessSink(console) if parallel.is_main else None
@@ -89,6 +133,8 @@ def train_data_parallel(
                 store.mark_interrupted()
             status = "interrupted"
         finally:
+            if watch is not None:
+                watch.done.set()
             if store is not None:
                 store.close()
     if status == "completed" and store is not None:

@@ -216,13 +216,13 @@ class DataParallel:
             with contextlib.suppress(Exception):
                 store.set(f"{_FAILED_KEY}{self.rank}", error)
 
-    def peer_failure(self) -> str | None:
+    def peer_failure(self, wait_s: float = _PEER_ERROR_WAIT_S) -> str | None:
         """The error of another rank that raised, if one left it in the store."""
         store = _store()
         if store is None:
             return None
         keys = [f"{_FAILED_KEY}{r}" for r in range(self.world_size) if r != self.rank]
-        deadline = time.monotonic() + _PEER_ERROR_WAIT_S
+        deadline = time.monotonic() + wait_s
         while True:
             for rank_key in keys:
                 try:
