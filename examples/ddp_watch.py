@@ -5,16 +5,17 @@
 
 Every rank trains on its own shard of the data and records; DDP has averaged the
 gradients by the time optimizer.step() runs, so the gradient and weight statistics
-are the same on every rank. Rank 0 (`w.is_main`) prints the result and writes the
-history to a JSON Lines file. With --fsdp each rank holds a slice of every parameter
-and the probe adds the slices' squared norms across ranks on sampled steps.
+are the same on every rank. Rank 0 (`w.is_main`) writes the run folder (`--out`,
+then `vgdiag report runs/ddp` or `vgdiag view runs/ddp`) and prints the result; the
+epoch losses in the folder are averaged over the ranks. With --fsdp each rank holds
+a slice of every parameter and the probe adds the slices' squared norms across ranks
+on sampled steps.
 On GPUs, torchrun with one process per GPU uses NCCL instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256, help="per rank")
     parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP")
-    parser.add_argument("--out", type=Path, default=Path("ddp_watch.jsonl"))
+    parser.add_argument("--out", type=Path, default=Path("runs/ddp"),
+                        help="the run folder rank 0 writes (new or empty)")
     args = parser.parse_args()
 
     cuda = torch.cuda.is_available()
@@ -62,7 +64,7 @@ def main() -> None:
     data = load_synthetic(42, size=6000).to(device)
     x_all, y_all = data.train.x[rank::world], data.train.y[rank::world]  # type: ignore[attr-defined]
 
-    with vgdiag.watch(wrapped, optimizer, every=5, num_classes=10) as w:
+    with vgdiag.watch(wrapped, optimizer, every=5, num_classes=10, out=args.out) as w:
         for epoch in range(args.epochs):
             order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(epoch))
             for start in range(0, len(order), args.batch_size):
@@ -72,6 +74,7 @@ def main() -> None:
                 w.observe_loss(loss)
                 loss.backward()
                 optimizer.step()
+            w.observe_epoch()  # every rank: the mean loss is averaged over the ranks
 
     if w.is_main:
         first, last = w.history.first, w.history.last
@@ -83,10 +86,7 @@ def main() -> None:
                   f"{last.layers[info.name].grad_norm:15.3e}")
         for finding in w.findings():
             print(f"[{finding.severity}] {finding.id}: {finding.message}")
-        with open(args.out, "w", encoding="utf-8") as f:
-            for record in w.history:
-                f.write(json.dumps(record.to_json()) + "\n")
-        print(f"history written to {args.out}")
+        print(f"run folder: {w.out}  (vgdiag report {w.out})")
     dist.destroy_process_group()
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from vgdiag.cli.app import main
 from vgdiag.errors import ExitCode
+from vgdiag.inputs.options import FailOn, opt
 
 FAST = ["--epochs", "2", "--depth", "4", "--width", "16", "--headless"]
 
@@ -246,3 +248,35 @@ def test_read_recipe_gives_run_options(tmp_path):
     opts = read_recipe(recipe)
     assert opts == RunOptions(activation=Activation.leaky_relu, lr=1.0, data_dir=Path("d"))
     assert isinstance(opts.lr, float) and opts.activation is Activation.leaky_relu
+
+
+@dataclass
+class Toy:
+    size: int = opt(3, "Size [in cells].")
+    level: FailOn = opt(FailOn.warning, "Level.")
+
+
+def test_generated_signature_keeps_brackets_and_calls_the_body_with_instances(monkeypatch):
+    """The generator on a dataclass of its own: help text verbatim, values as instances."""
+    import typer
+    from typer.testing import CliRunner
+
+    from vgdiag.cli.options_typer import command
+
+    seen: list[Toy] = []
+
+    @command(Toy)
+    def toy(options: Toy) -> None:
+        """A toy command."""
+        seen.append(options)
+
+    toy_app = typer.Typer(rich_markup_mode="rich")
+    toy_app.command()(toy)
+    toy_app.command("other")(toy)  # two commands: Typer keeps the name
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    helped = runner.invoke(toy_app, ["toy", "--help"])
+    assert "Size [in cells]." in helped.output and "[default: 3]" in helped.output
+    done = runner.invoke(toy_app, ["toy", "--size", "5", "--level", "error"])
+    assert done.exit_code == 0, done.output
+    assert seen == [Toy(size=5, level=FailOn.error)] and seen[0].level is FailOn.error

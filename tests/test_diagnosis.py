@@ -108,10 +108,20 @@ def test_dead_units_and_saturation_thresholds():
 def test_loss_stalled_needs_the_loss_at_chance():
     rec = record(0, grad_norm=[1, 1])
     chance = math.log(10)
-    stuck = [EpochRecord(e, chance * 1.001, 0.1, chance, 0.1, 1.0, e * 10) for e in (1, 2, 3)]
-    assert ids(diagnose([rec], layers(2), stuck, num_classes=10))["loss_stalled"] == "error"
-    learning = stuck[:2] + [EpochRecord(3, 1.2, 0.6, 1.3, 0.55, 1.0, 30)]
+    stuck = [EpochRecord(e, chance * 1.001, 0.1, chance, 0.1, 1.0, e * 100) for e in (1, 2, 3)]
+    found = diagnose([rec], layers(2), stuck, num_classes=10)
+    assert ids(found)["loss_stalled"] == "error"
+    assert next(f for f in found if f.id == "loss_stalled").evidence["steps"] == 300
+    learning = stuck[:2] + [EpochRecord(3, 1.2, 0.6, 1.3, 0.55, 1.0, 300)]
     assert "loss_stalled" not in ids(diagnose([rec], layers(2), learning, num_classes=10))
+
+
+def test_loss_stalled_waits_for_enough_steps():
+    # 16 steps at chance is a run that has not started learning yet, not a stall.
+    rec = record(0, grad_norm=[1, 1])
+    chance = math.log(10)
+    short = [EpochRecord(e, chance * 1.001, 0.1, chance, 0.1, 1.0, e * 8) for e in (1, 2)]
+    assert "loss_stalled" not in ids(diagnose([rec], layers(2), short, num_classes=10))
 
 
 def test_weights_concentrated_uses_fan_in_scale():

@@ -49,7 +49,13 @@ PROGRAM = textwrap.dedent(
                 todo.append((importlib.import_module(m.name).__path__, m.name + "."))
     names = sorted(set(required) | set(found))
     for name in names:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            # An integration whose optional library (an extra) is absent says so on import;
+            # anything else failing to import is a real error.
+            if not name.startswith("vgdiag.integrations.") or "pip install" not in str(exc):
+                raise
     import vgdiag_plugins
     for m in pkgutil.iter_modules(vgdiag_plugins.__path__, "vgdiag_plugins."):
         importlib.import_module(m.name)

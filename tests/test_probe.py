@@ -262,3 +262,43 @@ def test_undrained_records_stay_bounded_in_a_users_own_loop():
             opt.step()
     assert len(probe.history) <= 8
     assert len(probe.drain()) <= 8
+
+
+def test_norms_of_long_tensors_are_accurate_in_float32():
+    # torch's float32 CPU norm drifts with length (8e-5 at 4M elements); the probe's
+    # chunked norm stays within 1e-6 of float64.
+    from vgdiag.engine.probe_kernels import foreach_norm, l1_norms
+
+    t = torch.randn(4_000_003, generator=torch.Generator().manual_seed(0))
+    small = torch.randn(100)
+    l2, l2_small = foreach_norm([t, small])
+    assert l2.item() == pytest.approx(t.double().norm().item(), rel=1e-6)
+    assert l2_small.item() == pytest.approx(small.double().norm().item(), rel=1e-6)
+    assert foreach_norm([t], 1.0)[0].item() == pytest.approx(t.double().abs().sum().item(),
+                                                             rel=1e-6)
+    assert l1_norms([t])[0].item() == pytest.approx(t.double().abs().sum().item(), rel=1e-6)
+
+
+def test_a_failing_probe_drops_the_sample_and_training_goes_on(monkeypatch):
+    import vgdiag.engine.probe as probe_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel exploded")
+
+    model = make_mlp()
+    reference = copy.deepcopy(model)
+    outputs, _, _ = train_steps(reference, 3, None)
+    monkeypatch.setattr(probe_module, "assemble", broken)
+    with pytest.warns(UserWarning, match="could not measure step 0"):
+        probed, _, probe = train_steps(model, 3, 1)
+    assert probe is not None and len(probe.history) == 0 and probe.step == 3
+    assert all(torch.equal(a, b) for a, b in zip(outputs, probed))
+
+
+def test_short_runs_sample_enough_steps_at_the_default_rate():
+    from vgdiag.engine.experiment import DEFAULT_EVERY, MIN_SAMPLED_STEPS, sampling_every
+
+    assert sampling_every(DEFAULT_EVERY, 16) == 1  # every step of a short run
+    assert sampling_every(DEFAULT_EVERY, 500) == 500 // MIN_SAMPLED_STEPS
+    assert sampling_every(DEFAULT_EVERY, 100_000) == DEFAULT_EVERY
+    assert sampling_every(7, 16) == 7  # the user's own choice is kept

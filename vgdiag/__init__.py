@@ -1,10 +1,11 @@
 """vgdiag: find vanishing and exploding gradients in PyTorch models.
 
     import vgdiag
-    with vgdiag.watch(model, optimizer, every=1) as w:
-        ...  # your own forward, backward, optimizer.step()
+    with vgdiag.watch(model, optimizer, out="runs/mine") as w:
+        ...  # your own forward, backward, optimizer.step(); w.observe_loss(loss)
     w.history      # per sampled step: .step, .layers[name].grad_norm, ...
     w.findings()   # the diagnosis of what was recorded
+    # runs/mine is a run folder: vgdiag report runs/mine, vgdiag view runs/mine
 
 The public names are loaded on first use, so `import vgdiag` (and `vgdiag --version`)
 does not pay for importing torch.
@@ -27,7 +28,7 @@ _LAZY = {
     "diagnose": "vgdiag.engine.diagnosis",
     "Probe": "vgdiag.engine.probe",
     "Watch": "vgdiag.engine.watch",
-    "watch": "vgdiag.engine.watch",
+    "watch": "vgdiag.runs.watch_folder",
 }
 
 __all__ = [
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
     from vgdiag.engine.diagnosis import Thresholds, diagnose
     from vgdiag.engine.probe import Probe
     from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, LayerStats, StepRecord
-    from vgdiag.engine.watch import Watch, watch
+    from vgdiag.engine.watch import Watch
+    from vgdiag.runs.watch_folder import watch
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - older typer with click installed
     import click.exceptions as click_exc  # type: ignore[no-redef]
 
 from vgdiag._version import __version__
-from vgdiag.cli.commands import compare, inspect, plugins, report, run, view
+from vgdiag.cli.commands import compare, export, inspect, plugins, report, run, view
 from vgdiag.errors import ExitCode, UserError
 from vgdiag.textfmt import one_line
 
@@ -25,6 +25,7 @@ app = typer.Typer(
     "happen, and prove which fix works.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
+    rich_markup_mode="rich",  # help texts are escaped where they are declared
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -63,6 +64,7 @@ app.command("report")(report.report)
 app.command("plugins")(plugins.plugins_command)
 app.command("compare")(compare.compare)
 app.command("view")(view.view)
+app.command("export")(export.export)
 
 # ----- entry point --------------------------------------------------------------------
 

@@ -28,8 +28,11 @@ from vgdiag.engine.events import (
     StepProgress,
     StepSampled,
 )
+from vgdiag.engine.gradflow import grad_ratios, health
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.textfmt import fmt_num as fmt
+
+_HEALTH_STYLE = {"bad": "red", "weak": "yellow", "ok": "", "none": ""}
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -93,19 +96,15 @@ def layer_table(
         table.add_column(column, justify="right", no_wrap=True)
     ordered = sorted(layers, key=lambda i: i.depth)
     last_rec = last or first
-    out_norm = math.nan
-    if last_rec is not None:
-        finite = [last_rec.layers[i.name].grad_norm for i in ordered
-                  if i.name in last_rec.layers and math.isfinite(last_rec.layers[i.name].grad_norm)
-                  and i.trainable]
-        out_norm = finite[-1] if finite else math.nan
+    ratios = grad_ratios(last_rec, layers) if last_rec is not None else {}
     for info in ordered:
         s0 = first.layers.get(info.name) if first else None
         s1 = last_rec.layers.get(info.name) if last_rec else None
         g1 = s1.grad_norm if s1 else math.nan
-        rel = g1 / out_norm if out_norm and math.isfinite(out_norm) and out_norm > 0 else math.nan
-        style = "red" if rel < 1e-3 else "yellow" if rel < 1e-2 else ""
+        rel = ratios.get(info.name, math.nan)
+        style = _HEALTH_STYLE[health(rel)]
         frozen = "" if info.trainable else ", frozen"
+        frozen += "" if info.used else ", unused"
         table.add_row(
             f"{escape(info.name)} [dim]{escape(info.kind)}{frozen}[/]",
             fmt(s0.grad_norm if s0 else None, 2),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from vgdiag.inputs.options import RunOptions, field_types, load_recipe
 
@@ -34,9 +35,9 @@ def _is_list(annotation: Any) -> bool:
 
 def _parameter(f: dataclasses.Field[Any], annotation: Any) -> inspect.Parameter:
     meta = f.metadata
-    help_text = meta.get("help", "")
+    help_text = escape(meta.get("help", ""))  # "[...]" in a help text is text, not markup
     if meta.get("argument"):
-        info: Any = typer.Argument(help=help_text)
+        info: Any = typer.Argument(help=help_text, metavar=f.name.upper())
         default: Any = inspect.Parameter.empty
         if f.default is not dataclasses.MISSING:
             default = f.default

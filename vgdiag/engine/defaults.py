@@ -13,6 +13,9 @@ from enum import StrEnum
 # the training time while still giving a point every few seconds of a run.
 DEFAULT_EVERY = 25
 DEFAULT_HIST_EVERY = 10  # histograms on every 10th sampled step
+# A diagnosis rests on medians over recent sampled steps and on trends: at the default
+# rate a short run samples at least this many steps (every step of a shorter run).
+MIN_SAMPLED_STEPS = 50
 
 
 class Activation(StrEnum):

@@ -15,11 +15,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY, Optimizer
+from vgdiag.engine.defaults import (
+    DEFAULT_EVERY,
+    DEFAULT_HIST_EVERY,
+    MIN_SAMPLED_STEPS,
+    Optimizer,
+)
 
 ModelFactory = Callable[[], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sampling_every(every: int, total_steps: int, min_samples: int = MIN_SAMPLED_STEPS) -> int:
+    """The probe's interval: the default one shortened so a run gets `min_samples` samples.
+
+    Another `every` is the user's choice and is kept as given.
+    """
+    if every != DEFAULT_EVERY or min_samples <= 0 or total_steps <= 0:
+        return every
+    return max(1, min(every, total_steps // min_samples))
 
 
 @dataclass
@@ -30,6 +45,7 @@ class TrainConfig:
     seed: int = 42  # seeds model init, data order and the data split
     device: str = "cpu"  # resolved device: "cpu", "cuda", "cuda:1"...
     every: int = DEFAULT_EVERY  # probe samples every N-th optimizer step (step 0 always)
+    min_samples: int = MIN_SAMPLED_STEPS  # at the default every, a short run samples this many
     hist_every: int = DEFAULT_HIST_EVERY  # histograms on every N-th *sampled* step
     keep_going: bool = False  # go on training after a non-finite loss or gradient
     threads: int = 0  # PyTorch CPU threads; 0 = automatic (see trainer.SMALL_MODEL_PARAMS)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.history import History
 from vgdiag.engine.probe_distributed import (
     DISTRIBUTED_MODES,
@@ -295,6 +295,27 @@ class Probe:
             except Exception as exc:
                 self._drop_sample(exc)
         self._advance()
+
+    def before_update(self) -> None:
+        """Without an optimizer: call after backward, before the parameters change.
+
+        For steps whose update is not a plain optimizer.step() call the probe can
+        hook: a closure that runs forward and backward inside step() (LBFGS,
+        Lightning's automatic optimization) or a framework's own callbacks.
+        `after_update()` then ends the step, with its update ratios.
+        """
+        if self.optimizer is not None:
+            raise RuntimeError("the probe follows optimizer.step(); do not call before_update()")
+        self._pre_step(None, (), {})
+
+    def after_update(self) -> None:
+        """Without an optimizer: call once the parameters have been updated."""
+        if self.optimizer is not None:
+            raise RuntimeError("the probe follows optimizer.step(); do not call after_update()")
+        if self._in_flight and self._grad_pieces is None:  # before_update() was skipped
+            self.end_step()  # the step still counts, without its update ratios
+            return
+        self._post_step(None, (), {})
 
     def _advance(self) -> None:
         self.step += 1

@@ -162,10 +162,10 @@ def depth_order(forward: list[int], backward: list[int], count: int) -> list[int
     return order + [i for i in range(count) if i not in placed]
 
 
-def normalized_after(order: list[int], forward: list[int], roles: list[str]) -> set[int]:
-    """Layers a normalisation layer runs after, so their output's scale is reset."""
-    last_norm = max((k for k, i in enumerate(forward) if roles[i] == "norm"), default=-1)
-    return {i for k, i in enumerate(forward) if k < last_norm and roles[i] != "norm"}
+def normalized_after(order: list[int], roles: list[str]) -> set[int]:
+    """Layers (in depth order) that a normalisation layer follows, resetting their scale."""
+    last_norm = max((k for k, i in enumerate(order) if roles[i] == "norm"), default=-1)
+    return {i for k, i in enumerate(order) if k < last_norm and roles[i] != "norm"}
 
 
 def fan_in(shape: tuple[int, ...], pname: str, in_features: int | None) -> int:

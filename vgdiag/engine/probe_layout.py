@@ -236,7 +236,7 @@ class LayerLayout:
         if self._infos is None:
             order = depth_order(self.forward, self.backward, len(self.owners))
             self.order = order
-            rescaled = normalized_after(order, self.forward, self.roles)
+            rescaled = normalized_after(order, self.roles)
             known = bool(self.backward)
             self._infos = [
                 layer_info(

@@ -219,7 +219,7 @@ class Finding:
             "id": self.id,
             "severity": self.severity,
             "layers": list(self.layers),
-            "evidence": _jsonable(self.evidence),
+            "evidence": jsonable(self.evidence),
             "message": self.message,
             "recommend": list(self.recommend),
         }
@@ -255,18 +255,22 @@ def _none_to_nan(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """`value` as JSON can hold it: numpy numbers as floats, NaN as null, paths as text."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.floating, float)):
         f = float(value)
         return None if math.isnan(f) else f
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+_jsonable = jsonable  # the name older modules import

@@ -8,7 +8,6 @@ steps. Cancellation is a threading.Event polled between steps, never a killed th
 from __future__ import annotations
 
 import math
-import platform
 import threading
 import time
 import traceback
@@ -18,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgdiag._version import __version__
 from vgdiag.engine.diagnosis import diagnose
 from vgdiag.engine.distributed import DataParallel
+from vgdiag.engine.environment import environment
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -31,7 +30,7 @@ from vgdiag.engine.events import (
     StepProgress,
     StepSampled,
 )
-from vgdiag.engine.experiment import Experiment, Stage
+from vgdiag.engine.experiment import Experiment, Stage, sampling_every
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
@@ -98,6 +97,7 @@ class _Run:
         self.epochs: list[EpochRecord] = []
         self.layers: list[LayerInfo] = []
         self.steps = 0
+        self.every = self.cfg.every  # the probe's interval (shorter for short runs)
         self.t0 = time.perf_counter()
         self.last_progress = 0.0
         self.model: nn.Module | None = None
@@ -143,20 +143,12 @@ class _Run:
 
     def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
         return {
-            "vgdiag_version": __version__,
-            "torch_version": torch.__version__,
-            "python_version": platform.python_version(),
-            "device": str(self.device),
-            "cpu_threads": torch.get_num_threads(),
-            "device_name": (
-                torch.cuda.get_device_name(self.device)
-                if self.device.type == "cuda"
-                else platform.processor() or platform.machine()
-            ),
+            **environment(self.device),
             "experiment": self.exp.describe(),
             "data": self.data.describe(),
             "stages": [{"name": s.name, "epochs": s.epochs} for s in stages],
             "steps_per_epoch": steps_per_epoch,
+            "sampled_every": self.every,
         }
 
     def events(self) -> Iterator[Event]:
@@ -174,6 +166,9 @@ class _Run:
         order = torch.Generator().manual_seed(self.cfg.seed)
         first_bs = stages[0].batch_size or self.cfg.batch_size
         total_epochs = sum(s.epochs for s in stages)
+        self.every = sampling_every(self.cfg.every, sum(
+            s.epochs * data.train.num_batches(s.batch_size or self.cfg.batch_size) for s in stages),
+            self.cfg.min_samples)
         yield RunStarted(
             self.config(stages, data.train.num_batches(first_bs)),
             data.train.num_batches(first_bs),
@@ -191,7 +186,7 @@ class _Run:
             probe = Probe(
                 stage.model,
                 optimizer,
-                every=self.cfg.every,
+                every=self.every,
                 hist_every=self.cfg.hist_every,
                 history=self.history,
                 start_step=self.steps,

@@ -1,31 +1,109 @@
-"""vgdiag.watch: the probe for users who keep their own training loop.
+"""Watch: the probe for users who keep their own training loop.
+
+A Watch emits the same event stream as the trainer (RunStarted, StepSampled,
+EpochEnded, then RunFinished or RunFailed) to an optional sink, which is how
+`vgdiag.watch(..., out=DIR)` fills a run folder without the engine knowing about
+folders. Without a sink the records stay in memory (`w.history`).
 
 Works the same on one process and under torch.distributed (started by torchrun):
-every rank records, and `Watch.is_main` says which rank should write or print.
+every rank measures, and takes part in the reductions; `Watch.is_main` says which
+rank should write or print.
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
+import time
+import traceback
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
-from vgdiag.engine.experiment import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.environment import environment
+from vgdiag.engine.events import (
+    EpochEnded,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StepSampled,
+)
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
-from vgdiag.engine.records import Finding, LayerInfo
+from vgdiag.engine.probe_layers import unwrap
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
+from vgdiag.engine.trainer import DIAGNOSIS_INTERVAL_S, LIVE_RECORDS
+
+EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+class EventSink(Protocol):
+    """Where a Watch sends its events (a run store); closed when the Watch ends."""
+
+    def handle(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Watch:
     """A probe on a user's model; its history and diagnosis outlive the `with` block."""
 
-    def __init__(self, probe: Probe, num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        probe: Probe,
+        num_classes: int = 0,
+        *,
+        sink: EventSink | None = None,
+        config: Mapping[str, Any] | None = None,
+        total_epochs: int = 0,
+        steps_per_epoch: int = 0,
+        out: Path | None = None,
+    ) -> None:
         self.probe = probe
         self.num_classes = num_classes
+        self.out = out  # the run folder this process writes (None: memory only)
+        self.epochs: list[EpochRecord] = []
+        self.status: str | None = None  # how the watch ended; None while it is open
+        self.interrupted = False  # set on a signal: close() then says "interrupted"
         self._layers: list[LayerInfo] = []
+        self._sink = sink
+        self._t0 = time.perf_counter()
+        self._epoch_t0 = self._t0
+        self._epoch_steps = probe.step
+        # Losses given to observe_loss since the last epoch, summed on the device so
+        # a step never waits for it.
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_count = 0
+        self._live: list[Finding] | None = None
+        self._diagnosed_at = 0.0
+        probe.epoch = 1  # the epoch in progress: one more than observe_epoch() calls
+        if sink is not None:
+            self.attach(sink, config, total_epochs, steps_per_epoch, out)
 
+    def attach(
+        self,
+        sink: EventSink,
+        config: Mapping[str, Any] | None = None,
+        total_epochs: int = 0,
+        steps_per_epoch: int = 0,
+        out: Path | None = None,
+    ) -> None:
+        """Send the event stream to `sink` from now on, starting with RunStarted."""
+        self._sink = sink
+        self.out = out
+        self._emit(RunStarted(dict(config or {}), steps_per_epoch, total_epochs))
+        self.probe.on_record = self._on_record
+
+    # ----- what was recorded ---------------------------------------------------
     @property
     def history(self) -> History:
         """Sampled steps in order: `.step`, `.loss`, `.layers[name].grad_norm`, ..."""
@@ -56,28 +134,214 @@ class Watch:
         """
         return self.probe.rank == 0
 
+    @property
+    def observed_losses(self) -> int:
+        """How many losses observe_loss() was given since the last epoch ended."""
+        return self._loss_count
+
     def findings(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Finding]:
         """Diagnose what was recorded so far."""
-        return diagnose(self.history.records(), self.layers, (), self.num_classes, thresholds)
+        return diagnose(self.history.records(), self.layers, self.epochs, self.num_classes,
+                        thresholds)
 
+    # ----- what the user's loop tells us ----------------------------------------
     def observe_loss(self, loss: torch.Tensor) -> None:
-        """Record the step's loss with sampled steps (enables the stalled-loss finding)."""
-        self.probe.observe_loss(loss)
+        """Give the step's loss: recorded with sampled steps, averaged into the epoch's
+        train_loss (enables the stalled-loss finding)."""
+        value = loss.detach()
+        if value.dim():
+            value = value.float().mean()
+        self.probe.observe_loss(value)
+        value = value.double()
+        self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
+        self._loss_count += 1
+
+    def observe_epoch(
+        self,
+        train_loss: float | None = None,
+        train_acc: float | None = None,
+        val_loss: float | None = None,
+        val_acc: float | None = None,
+    ) -> EpochRecord:
+        """End an epoch; the numbers not given are left out (NaN, `null` in JSON).
+
+        train_loss defaults to the mean of the losses given to observe_loss() during
+        the epoch. Under torch.distributed each number is averaged over the ranks
+        that gave it, so every rank must call this the same number of times, as it
+        calls optimizer.step().
+        """
+        if train_loss is None and self._loss_count:
+            assert self._loss_sum is not None
+            train_loss = float(self._loss_sum) / self._loss_count
+        values = self._mean_over_ranks([train_loss, train_acc, val_loss, val_acc])
+        now = time.perf_counter()
+        record = EpochRecord(
+            epoch=len(self.epochs) + 1,
+            **{k: math.nan if v is None else float(v) for k, v in zip(EPOCH_KEYS, values)},
+            seconds=now - self._epoch_t0,
+            steps=self.probe.step,
+            stage="train",
+        )
+        self.epochs.append(record)
+        self._epoch_t0 = now
+        self._loss_sum, self._loss_count = None, 0
+        self.probe.epoch = len(self.epochs) + 1
+        if self._sink is not None:
+            if self._live is None or now - self._diagnosed_at >= DIAGNOSIS_INTERVAL_S:
+                self._live = self._live_findings()
+                self._diagnosed_at = now
+            self._emit(EpochEnded(record, self._live))
+        return record
 
     def step(self) -> None:
         """Mark a step's end when no optimizer was given (call after backward)."""
         self.probe.end_step()
 
-    def close(self) -> None:
-        """Remove every hook; the history stays."""
+    def before_update(self) -> None:
+        """Without an optimizer: call after backward, before the parameters change."""
+        self.probe.before_update()
+
+    def after_update(self) -> None:
+        """Without an optimizer: call once the parameters have been updated."""
+        self.probe.after_update()
+
+    # ----- ending -----------------------------------------------------------------
+    def close(self, error: BaseException | None = None) -> None:
+        """Remove every hook and end the run; the history stays.
+
+        `error` is what ended the loop, if anything: KeyboardInterrupt (or a signal
+        seen before) marks the run interrupted, an exception marks it failed.
+        """
+        if self.status is not None:
+            return
         self._layers = self.probe.layers
         self.probe.close()
+        status = _status_for(error, self.interrupted)
+        self.status = status
+        if self._sink is None:
+            return
+        findings = self.findings()
+        seconds = time.perf_counter() - self._t0
+        if status == "failed":
+            assert error is not None
+            self._emit(RunFailed(
+                error=f"{type(error).__name__}: {error}".splitlines()[0],
+                traceback="".join(traceback.format_exception(type(error), error,
+                                                             error.__traceback__)),
+                layers=self._layers, findings=findings, seconds=seconds,
+                steps_done=self.probe.step,
+            ))
+        else:
+            self._emit(RunFinished(status=status, layers=self._layers, test=None,
+                                   findings=findings, seconds=seconds,
+                                   steps_done=self.probe.step))
+        sink, self._sink = self._sink, None
+        try:
+            sink.close()
+        except Exception as exc:  # the user's training must not fail for our files
+            warnings.warn(f"vgdiag: could not finish the run folder: {exc}", stacklevel=2)
 
     def __enter__(self) -> Watch:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.close(exc)
+
+    # ----- internals ----------------------------------------------------------------
+    def _on_record(self, record: StepRecord) -> None:
+        # Called in the optimizer's post-step hook, before the probe counts the step.
+        self._emit(StepSampled(record, self.probe.layers, self.probe.step + 1,
+                               time.perf_counter() - self._t0))
+
+    def _emit(self, event: Event) -> None:
+        if self._sink is None:
+            return
+        try:
+            self._sink.handle(event)
+        except Exception as exc:  # never break the user's training for our files
+            warnings.warn(f"vgdiag: stopped writing the run folder: {exc}", stacklevel=3)
+            sink, self._sink = self._sink, None
+            with contextlib.suppress(Exception):  # reported; the folder reads as cut off
+                sink.close()
+
+    def _live_findings(self) -> list[Finding]:
+        # The first record and the recent ones are all the per-epoch findings need, so
+        # an epoch's cost does not grow with the run (the final diagnosis reads all).
+        records = self.history.records()
+        if len(records) > LIVE_RECORDS + 1:
+            records = [records[0], *records[-LIVE_RECORDS:]]
+        return diagnose(records, self.layers, self.epochs, self.num_classes)
+
+    def _mean_over_ranks(self, values: list[float | None]) -> list[float | None]:
+        dist = torch.distributed
+        if self.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            return values
+        device = (torch.device("cuda", torch.cuda.current_device())
+                  if dist.get_backend() == "nccl" else torch.device("cpu"))
+        given = [v if v is not None and math.isfinite(v) else None for v in values]
+        vector = torch.tensor([0.0 if v is None else v for v in given]
+                              + [float(v is not None) for v in given],
+                              dtype=torch.float64, device=device)
+        dist.all_reduce(vector)
+        n = len(values)
+        sums, counts = vector[:n].tolist(), vector[n:].tolist()
+        return [s / c if c else None for s, c in zip(sums, counts)]
+
+
+def _status_for(error: BaseException | None, interrupted: bool) -> str:
+    if isinstance(error, KeyboardInterrupt) or (interrupted and error is None):
+        return "interrupted"
+    if isinstance(error, SystemExit) and error.code in (0, None):
+        return "interrupted" if interrupted else "completed"
+    if error is not None:
+        return "interrupted" if interrupted else "failed"
+    return "completed"
+
+
+def run_config(
+    model: nn.Module,
+    optimizer: Optimizer | None,
+    *,
+    name: str,
+    every: int,
+    hist_every: int,
+    num_classes: int,
+    world_size: int,
+    source: str,
+    hparams: Mapping[str, Any] | None = None,
+    total_epochs: int = 0,
+    steps_per_epoch: int = 0,
+) -> dict[str, Any]:
+    """config.json for a watched loop: what can be known from the model and optimizer,
+    plus what the caller knows (`hparams`: lr, batch_size, epochs, seed...)."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    inner = unwrap(model)
+    train: dict[str, Any] = {"every": every, "hist_every": hist_every}
+    if optimizer is not None and optimizer.param_groups:
+        lr = optimizer.param_groups[0].get("lr")
+        if isinstance(lr, int | float):
+            train["lr"] = float(lr)
+    if total_epochs:
+        train["epochs"] = total_epochs
+    train.update(hparams or {})
+    return {
+        **environment(device),
+        "source": source,  # watch | lightning | transformers
+        "world_size": world_size,
+        "experiment": {
+            "name": name,
+            "model": type(inner).__name__,
+            "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+            "plugins": [],
+            "staged": False,
+            "train": train,
+            "notes": {},
+        },
+        "data": {"num_classes": num_classes} if num_classes else {},
+        "stages": [{"name": "train", "epochs": total_epochs}] if total_epochs else [],
+        "steps_per_epoch": steps_per_epoch,
+    }
 
 
 def watch(
@@ -90,13 +354,22 @@ def watch(
     max_records: int = 4096,
     distributed: str = "auto",
     snapshot_threshold: int = SAMPLE_THRESHOLD,
+    sink: EventSink | None = None,
+    config: Mapping[str, Any] | None = None,
+    total_epochs: int = 0,
+    steps_per_epoch: int = 0,
+    out: Path | None = None,
 ) -> Watch:
     """Attach a probe to `model` and follow `optimizer.step()` as the step boundary.
+
+    This is the engine's watch: its events go to `sink` if one is given. Users call
+    `vgdiag.watch`, which adds `out=` (a run folder) on top of it.
 
     Args:
         model: any nn.Module, already on its device; DDP, FSDP and torch.compile
             wrappers are fine (layers keep the names of the module inside).
-        optimizer: steps mark sampled-step boundaries; without one call `w.step()`.
+        optimizer: steps mark sampled-step boundaries; without one call `w.step()`
+            (or `w.before_update()` and `w.after_update()` around the update).
         every: sample every N-th step (step 0 always).
         hist_every: weight and gradient histograms on every N-th sampled step.
         num_classes: for classification, lets the diagnosis spot a loss stuck at
@@ -111,7 +384,13 @@ def watch(
             sample of its coordinates instead of whole copies (bounded memory), and its
             weight_change and update_ratio are estimates; raise it for a model whose
             changes are concentrated in few coordinates (docs/PERFORMANCE.md).
+        sink: receives the event stream (RunStarted first, RunFinished or RunFailed
+            at close).
+        config: RunStarted's config (see `run_config`).
+        total_epochs, steps_per_epoch: the plan, where the caller knows it (0: unknown).
+        out: the folder the sink writes, for `w.out`.
     """
     probe = Probe(model, optimizer, every=every, hist_every=hist_every, max_records=max_records,
                   distributed=distributed, snapshot_threshold=snapshot_threshold)
-    return Watch(probe, num_classes)
+    return Watch(probe, num_classes, sink=sink, config=config, total_epochs=total_epochs,
+                 steps_per_epoch=steps_per_epoch, out=out)

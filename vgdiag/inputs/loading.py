@@ -94,7 +94,8 @@ def _with_weights(factory: ModelFactory, state: dict[str, torch.Tensor]) -> Mode
 
 def _check_model(model: nn.Module, display: str) -> None:
     params = list(model.parameters())
-    if sum(p.numel() for p in params) == 0:
+    # A lazy parameter has no size until the first forward pass: it still counts.
+    if not any(nn.parameter.is_lazy(p) or p.numel() for p in params):
         raise UserError(f"model has no parameters: nothing to diagnose ({display})")
     if not any(p.requires_grad for p in params):
         raise UserError(

@@ -151,6 +151,10 @@ def _fail_on() -> Any:
     return opt(FailOn.none, "Exit 1 when a finding is at or above this severity.")
 
 
+def _run_dir() -> Any:
+    return opt(dataclasses.MISSING, "A run folder written by `vgdiag run`.", argument=True)
+
+
 def _plugin_opt() -> Any:
     return opt(help="PLUGIN.OPTION=VALUE, e.g. weight-init.std=1.0 (repeatable; see "
                "`vgdiag plugins`).", flags=("--plugin-opt",), factory=list, default_text="none")
@@ -212,13 +216,20 @@ class CompareOptions:
 class ReportOptions:
     """What `vgdiag report` takes."""
 
-    run_dir: Path = opt(dataclasses.MISSING, "A run folder written by `vgdiag run`.", argument=True)
+    run_dir: Path = _run_dir()
     format: ReportFormat = opt(ReportFormat.md, "Output format.", flags=("--format", "-f"))
     out: Path | None = opt(None, "Write here instead of stdout.", default_text="stdout")
     fail_on: FailOn = _fail_on()
 
     def __post_init__(self) -> None:
         coerce_choices(self)
+
+
+@dataclass
+class ViewOptions:
+    """What `vgdiag view` takes."""
+
+    run_dir: Path = _run_dir()
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -278,8 +289,9 @@ def load_recipe(path: Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         name = name if name in known else aliases.get(name, name)
         if name not in known:
-            raise UserError(f"--recipe {path}: unknown option {key!r}; the options are those "
-                            "of `vgdiag run --help`, e.g. depth = 7")
+            raise UserError(f"--recipe {path}: unknown option {key!r}; a recipe holds the "
+                            "model, data and training options of `vgdiag run --help`, "
+                            "e.g. depth = 7")
         values[name] = _recipe_value(path, key, value, hints[name])
     return values
 

@@ -19,8 +19,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from vgdiag.errors import UserError
 from vgdiag.engine.events import RunFailed
+from vgdiag.engine.gradflow import first_last_ratio
+from vgdiag.errors import UserError
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
 
 BASELINE = "baseline"
@@ -62,8 +63,8 @@ def run_variant(
     """Build the baseline from `opts`, apply `plugin` (None: baseline), train, store."""
     import torch
 
-    from vgdiag.runs.store import RunStore, read_run
     from vgdiag.engine.trainer import run_training
+    from vgdiag.runs.store import RunStore, read_run
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -151,16 +152,13 @@ def compare_variants(
 
 
 def _ratio(summary: dict[str, Any] | None, key: str) -> float:
-    """First/last trainable layer grad_norm ratio from a summary's layer list."""
+    """First/last grad_norm ratio of the layers a gradient reaches, from a summary."""
     if not summary:
         return math.nan
-    values = [
-        layer.get(key) for layer in summary.get("layers", []) if layer.get("trainable", True)
-    ]
-    finite = [v for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
-    if len(finite) < 2:
-        return math.nan
-    return float(finite[0] / finite[-1])
+    values = [layer.get(key) for layer in summary.get("layers", [])
+              if layer.get("trainable", True) and layer.get("used", True)]
+    return first_last_ratio([float(v) if isinstance(v, (int, float)) else math.nan
+                             for v in values])
 
 
 def _epoch_reaching(summary: dict[str, Any] | None, target: float) -> int | None:

@@ -10,8 +10,8 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from vgdiag.runs.compare import VariantOutcome, comparison_rows
 from vgdiag.engine.records import _jsonable
+from vgdiag.runs.compare import VariantOutcome, comparison_rows
 from vgdiag.runs.store import read_run, write_json_atomic
 
 COLUMNS = (

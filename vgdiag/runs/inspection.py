@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from vgdiag.inputs.datasets import DATA_DEFAULTS
 from vgdiag.engine.diagnosis import diagnose, verdict
 from vgdiag.engine.probe import Probe
-from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.inputs.datasets import DATA_DEFAULTS
+from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
 
 
 @dataclass

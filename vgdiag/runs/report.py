@@ -19,6 +19,7 @@ from typing import Any
 
 from vgdiag import textfmt
 from vgdiag.engine.diagnosis import verdict
+from vgdiag.engine.gradflow import eligible, ratios_to_output
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.errors import UserError
 from vgdiag.runs.store import RunData, build_summary
@@ -180,13 +181,12 @@ def layer_rows(run: RunData, layers: Sequence[LayerInfo]) -> list[LayerRow]:
         )
         for info in layers
     ]
-    # The output layer is the deepest trainable layer with a usable gradient norm,
-    # the same reference the diagnosis uses for its first/last ratio.
-    outputs = [r.grad_last for r in rows if r.trainable and _positive(r.grad_last)]
-    if outputs:
-        for r in rows:
-            if math.isfinite(r.grad_last):
-                r.ratio_to_output = r.grad_last / outputs[-1]
+    # The same output layer (and ratios) as the diagnosis and every front end.
+    used = {i.name: eligible(i) for i in layers}
+    ratios = ratios_to_output([r.grad_last for r in rows],
+                              [r.trainable and used.get(r.name, True) for r in rows])
+    for r, ratio in zip(rows, ratios):
+        r.ratio_to_output = ratio
     return rows
 
 

@@ -28,6 +28,7 @@ from vgdiag.runs.report import (
     gradient_profile_svg,
     prepare,
 )
+from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
 from vgdiag.runs.store import RunData
 from vgdiag.runs.svgplot import (
     Frame,
@@ -69,6 +70,7 @@ def render_html(run: RunData) -> str:
         _section("Training", _training(d)),
         _section("Weight and gradient histograms", _histograms(d)),
         _section("Layers", _layer_table(d)),
+        _blocks_and_time(d),
         _section("Configuration", _config(d)),
     ]
     return (
@@ -392,6 +394,23 @@ def _layer_table(d: ReportData) -> str:
     return steps + _table(
         ["depth", "layer", "kind", "grad_norm init", "grad_norm last", "last \u00f7 output",
          "update_ratio", "weight_change", "saturated", "dead"], rows, "layers")
+
+
+def _blocks_and_time(d: ReportData) -> str:
+    def table(head: list[str], rows: list[list[str]], css: str) -> str:
+        return _table(head, ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
+                             for r in rows], css)
+    out = []
+    blocks, line = block_rows(d.run)
+    if blocks:
+        out.append(_section("Blocks", f"<p>{esc(line)}</p>" + table(BLOCK_HEAD, blocks,
+                                                                      "layers")))
+    through_time = time_rows(d.run)
+    if through_time:
+        out.append(_section("Gradient through time", "<p>||dLoss/dx_t|| at each recurrent "
+                            "module's input, last sampled step.</p>"
+                            + table(TIME_HEAD, through_time, "layers")))
+    return "\n".join(out)
 
 
 def _config(d: ReportData) -> str:

@@ -18,7 +18,9 @@ from vgdiag.runs.report import (
     fmt_pct,
     prepare,
 )
+from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
 from vgdiag.runs.store import RunData
+from vgdiag.textfmt import one_line
 
 # ----- Markdown ---------------------------------------------------------------------
 
@@ -27,7 +29,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&$])")
 
 def md_escape(text: object) -> str:
     """User text safe inside Markdown prose and table cells (one line, specials escaped)."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _MD_SPECIAL.sub(r"\\\1", one_line(text))
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
@@ -90,6 +92,18 @@ def render_markdown(run: RunData) -> str:
         out.append("")
     else:
         out += ["No layer was recorded.", ""]
+
+    blocks, block_line = block_rows(run)
+    if blocks:
+        out += ["## Blocks", "", block_line, ""]
+        out += _md_table(BLOCK_HEAD, [[md_escape(c) for c in r] for r in blocks], "lrrrr")
+        out.append("")
+    through_time = time_rows(run)
+    if through_time:
+        out += ["## Gradient through time", "", "||dLoss/dx_t|| at each recurrent module's "
+                "input, last sampled step.", ""]
+        out += _md_table(TIME_HEAD, [[md_escape(c) for c in r] for r in through_time], "lrrrrr")
+        out.append("")
 
     out += ["## Training", ""]
     if run.epochs:

@@ -29,7 +29,8 @@ from vgdiag.engine.events import (
     StageStarted,
     StepSampled,
 )
-from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.gradflow import block_summary
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord, jsonable
 from vgdiag.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -266,6 +267,8 @@ def build_summary(
             }
             for info in sorted(layers, key=lambda i: i.depth)
         ],
+        "blocks": jsonable(block_summary(first, last, layers)),
+        "time_grad": jsonable(last.time_grad) if last is not None else {},
         "epochs": [{k: v for k, v in e.to_json().items() if k != "type"} for e in epochs],
         "test": test,
         "findings": [f.to_json() for f in findings],

@@ -12,11 +12,12 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
+from vgdiag.engine import gradflow
+from vgdiag.engine.diagnosis import diagnose
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -362,35 +363,8 @@ def merge_histograms(
     return updated
 
 
-def output_grad_norm(record: StepRecord, layers: Sequence[LayerInfo]) -> float:
-    """grad_norm of the output side: the last trainable layer with a finite, positive one."""
-    trainable = {i.name for i in layers if i.trainable} if layers else set(record.layers)
-    value = math.nan
-    for name, stats in record.layers.items():
-        g = stats.grad_norm
-        if name in trainable and math.isfinite(g) and g > 0:
-            value = g
-    return value
-
-
-def grad_ratios(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[str, float]:
-    """Each layer's grad_norm divided by the output layer's (NaN where unknown)."""
-    out = output_grad_norm(record, layers)
-    ok = math.isfinite(out) and out > 0
-    return {name: (s.grad_norm / out if ok else math.nan) for name, s in record.layers.items()}
-
-
-def health(ratio: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> str:
-    """'bad', 'weak', 'ok' or 'none' for a layer's gradient relative to the output layer.
-
-    The same limits as the diagnosis: below 1e-3 of the output layer's gradient a
-    layer is effectively frozen (bad), below 1e-2 it learns 100x slower (weak); the
-    mirror limits flag a gradient that grows toward the input.
-    """
-    if not math.isfinite(ratio):
-        return "none" if math.isnan(ratio) else "bad"
-    if ratio < thresholds.vanishing_error or ratio > thresholds.exploding_error:
-        return "bad"
-    if ratio < thresholds.vanishing_warning or ratio > thresholds.exploding_warning:
-        return "weak"
-    return "ok"
+# Ratios to the output layer and their health live in the engine's gradflow; the
+# dashboard's widgets import them from here.
+output_grad_norm = gradflow.output_grad_norm
+grad_ratios = gradflow.grad_ratios
+health = gradflow.health

@@ -1,0 +1,131 @@
+"""VgdiagCallback through Hugging Face's real Trainer (CPU, a tiny BERT, seconds).
+
+A second callback, called after vgdiag's at the same Trainer events, measures the
+classifier's gradient and update itself, so the folder is checked against numbers
+computed without the probe; the epoch numbers against the Trainer's own log.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="the transformers extra is not "
+                                   "installed (pip install 'vgdiag[transformers]')")
+pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate "
+                    "(pip install 'vgdiag[transformers]')")
+
+from vgdiag.integrations.transformers import VgdiagCallback  # noqa: E402
+from vgdiag.runs.store import read_run  # noqa: E402
+
+EPOCHS = 2
+TRAIN = 32
+BATCH = 8
+
+
+class Pairs(torch.utils.data.Dataset):
+    """Token sequences labelled by whether token 1 occurs (learnable, tiny)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(2, 30, (n, 8), generator=g)
+        self.labels = torch.randint(0, 2, (n,), generator=g)
+        self.ids[self.labels == 1, 3] = 1
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(8, dtype=torch.long),
+                "labels": self.labels[i]}
+
+
+class Measure(transformers.TrainerCallback):
+    """What the Trainer's model did at each update, measured without vgdiag."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, float]] = []
+        self._before: torch.Tensor | None = None
+
+    def _flat(self, model: Any, grad: bool = False) -> torch.Tensor:
+        layer = model.classifier
+        parts = [layer.weight.grad, layer.bias.grad] if grad else [layer.weight, layer.bias]
+        return torch.cat([p.detach().flatten() for p in parts])
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):  # type: ignore[no-untyped-def]
+        self.seen.append({"grad_norm": self._flat(model, grad=True).norm().item()})
+        self._before = self._flat(model).clone()
+
+    def on_optimizer_step(self, args, state, control, model=None, **kw):  # type: ignore[no-untyped-def]
+        after = self._flat(model)
+        assert self._before is not None
+        self.seen[-1]["update_ratio"] = ((after - self._before).norm() / after.norm()).item()
+
+
+def accuracy(pred: Any) -> dict[str, float]:
+    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+
+def test_a_trainer_run_writes_a_run_folder(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=16, num_labels=2)
+    model = transformers.BertForSequenceClassification(config)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf-out"), num_train_epochs=EPOCHS,
+        per_device_train_batch_size=BATCH, per_device_eval_batch_size=16,
+        learning_rate=5e-3, eval_strategy="epoch", logging_steps=1, save_strategy="no",
+        report_to=[], disable_tqdm=True, use_cpu=True, seed=0, max_grad_norm=0.0,
+    )
+    measure = Measure()
+    callback = VgdiagCallback(tmp_path / "hf", every=3, hist_every=1)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Pairs(TRAIN, 1),
+                                   eval_dataset=Pairs(16, 2), compute_metrics=accuracy,
+                                   callbacks=[callback, measure])
+    trainer.train()
+
+    run = read_run(tmp_path / "hf")
+    steps = EPOCHS * TRAIN // BATCH
+    assert run.status == "completed"
+    assert run.config["source"] == "transformers"
+    assert run.config["experiment"]["model"] == "BertForSequenceClassification"
+    assert run.config["experiment"]["optimizer"] == "AdamW"
+    assert run.config["experiment"]["train"]["lr"] == pytest.approx(5e-3)
+    assert run.summary["num_classes"] == 2  # from the model's config
+    assert run.config["stages"] == [{"name": "train", "epochs": EPOCHS}]
+    assert run.config["steps_per_epoch"] == TRAIN // BATCH
+    names = [li.name for li in run.layers]
+    assert names[0] == "bert.embeddings.word_embeddings" and "classifier" in names
+    assert [r.step for r in run.records] == list(range(0, steps, 3))
+    assert len(measure.seen) == steps
+    for record in run.records:
+        stats = record.layers["classifier"]
+        assert stats.grad_norm == pytest.approx(measure.seen[record.step]["grad_norm"], rel=1e-5)
+        assert stats.update_ratio == pytest.approx(measure.seen[record.step]["update_ratio"],
+                                                   rel=1e-4)
+    # The Trainer logged every step's loss (4 digits) and one evaluation per epoch.
+    history = trainer.state.log_history
+    step_loss = {h["step"]: h["loss"] for h in history if "loss" in h}
+    for record in run.records:
+        assert record.loss == pytest.approx(step_loss[record.step + 1], abs=1e-4)
+    evals = [h for h in history if "eval_loss" in h]
+    assert len(run.epochs) == len(evals) == EPOCHS
+    for i, (epoch, ev) in enumerate(zip(run.epochs, evals)):
+        logged = [step_loss[s] for s in range(i * 4 + 1, i * 4 + 5)]
+        assert epoch.train_loss == pytest.approx(sum(logged) / 4, abs=1e-4)
+        assert epoch.val_loss == pytest.approx(ev["eval_loss"], rel=1e-6)
+        assert epoch.val_acc == pytest.approx(ev["eval_accuracy"], rel=1e-6)
+        assert epoch.steps == (i + 1) * TRAIN // BATCH
+    report = subprocess.run([sys.executable, "-m", "vgdiag", "report", str(tmp_path / "hf")],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "classifier" in report.stdout
+    assert all(not m._forward_hooks for m in model.modules())

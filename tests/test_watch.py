@@ -1,0 +1,334 @@
+"""vgdiag.watch(model, optimizer, out=DIR): a user's own loop writes a run folder.
+
+The folder must be the one `vgdiag run` writes: the real `report` and `view` read it,
+`report --fail-on` gates on it, and its status says how the loop ended (close, an
+exception, Ctrl-C, SIGTERM, or the interpreter exiting with the watch open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import vgdiag
+from vgdiag.errors import UserError
+from vgdiag.runs.store import read_run
+
+STEPS_PER_EPOCH = 6
+BATCH = 16
+
+
+def deep_sigmoid() -> nn.Sequential:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = 64
+    for _ in range(5):
+        layers += [nn.Linear(width, 32), nn.Sigmoid()]
+        width = 32
+    return nn.Sequential(*layers, nn.Linear(32, 10))
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    # Random labels: nothing to learn, so the loss stays at ln(10).
+    return torch.rand(STEPS_PER_EPOCH * BATCH, 1, 8, 8, generator=g), torch.randint(
+        0, 10, (STEPS_PER_EPOCH * BATCH,), generator=g)
+
+
+def train(w: vgdiag.Watch, model: nn.Module, opt: torch.optim.Optimizer, epochs: int,
+          *, observe: bool = True) -> list[list[float]]:
+    """The user's loop; returns each epoch's losses as the loop saw them."""
+    x, y = data()
+    losses: list[list[float]] = []
+    for epoch in range(epochs):
+        losses.append([])
+        for i in range(STEPS_PER_EPOCH):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[i * BATCH:(i + 1) * BATCH]),
+                                               y[i * BATCH:(i + 1) * BATCH])
+            if observe:
+                w.observe_loss(loss)
+            loss.backward()
+            opt.step()
+            losses[-1].append(loss.item())
+        if observe:
+            w.observe_epoch(val_acc=0.1 * (epoch + 1))
+    return losses
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vgdiag", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_folder_holds_what_the_loop_recorded(tmp_path: Path) -> None:
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    out = tmp_path / "mine"
+    with vgdiag.watch(model, opt, out=out, every=2, hist_every=1, num_classes=10) as w:
+        assert w.out == out
+        assert json.loads((out / "summary.json").read_text())["status"] == "running"
+        losses = train(w, model, opt, epochs=3)
+    assert w.status == "completed"
+
+    run = read_run(out)
+    assert run.status == "completed" and run.notes == []
+    assert run.name == "mine"
+    experiment = run.config["experiment"]
+    assert run.config["source"] == "watch" and run.config["world_size"] == 1
+    assert (experiment["model"], experiment["optimizer"]) == ("Sequential", "SGD")
+    assert experiment["train"]["lr"] == 0.05 and experiment["train"]["every"] == 2
+    assert run.config["torch_version"] == torch.__version__
+    # Every sampled step is in the folder, as the probe measured it.
+    assert [r.step for r in run.records] == list(range(0, 3 * STEPS_PER_EPOCH, 2))
+    for saved, kept in zip(run.records, w.history):
+        assert saved.loss == pytest.approx(kept.loss)
+        assert saved.layers["1"].grad_norm == pytest.approx(kept.layers["1"].grad_norm)
+        assert saved.weight_hist.keys() == kept.weight_hist.keys() != set()
+    assert run.records[1].loss == pytest.approx(losses[0][2], rel=1e-6)
+    assert [r.epoch for r in run.records[:4]] == [1, 1, 1, 2]
+    # Epochs: train_loss is the mean of the observed losses; val_acc as given.
+    assert [e.train_loss for e in run.epochs] == pytest.approx(
+        [sum(e) / len(e) for e in losses], rel=1e-9)
+    assert [e.val_acc for e in run.epochs] == pytest.approx([0.1, 0.2, 0.3])
+    assert all(math.isnan(e.train_acc) and math.isnan(e.val_loss) for e in run.epochs)
+    assert [e.steps for e in run.epochs] == [6, 12, 18]
+    assert run.summary["steps"] == 3 * STEPS_PER_EPOCH
+    assert [li.name for li in run.layers] == ["1", "3", "5", "7", "9", "11"]
+    ids = {f.id for f in run.findings}
+    assert {"loss_stalled", "vanishing_gradient"} <= ids, ids
+    assert {f.id for f in w.findings()} == ids
+
+
+def test_report_and_fail_on_work_on_the_folder(tmp_path: Path) -> None:
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with vgdiag.watch(model, opt, out=tmp_path / "run", every=3, num_classes=10) as w:
+        train(w, model, opt, epochs=2)
+    md = cli("report", str(tmp_path / "run"))
+    assert md.returncode == 0, md.stderr
+    assert "**Status: completed**" in md.stdout and "loss\\_stalled" in md.stdout
+    gate = cli("report", str(tmp_path / "run"), "--format", "json", "--fail-on", "error")
+    assert gate.returncode == 1, gate.stderr
+    assert json.loads(gate.stdout)["status"] == "completed"
+    html = cli("report", str(tmp_path / "run"), "--format", "html", "--out",
+               str(tmp_path / "r.html"))
+    assert html.returncode == 0 and "<svg" in (tmp_path / "r.html").read_text()
+
+
+def test_the_folder_replays_in_the_dashboard(tmp_path: Path) -> None:
+    from vgdiag.tui.app import build_app
+    from vgdiag.tui.widgets import RunHeader
+
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with vgdiag.watch(model, opt, out=tmp_path / "run", every=1, num_classes=10) as w:
+        train(w, model, opt, epochs=2)
+    saved = read_run(tmp_path / "run")
+
+    async def main() -> None:
+        app = build_app(run=saved, title="view")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            view = app.view
+            assert view is not None and view.status == "completed"
+            assert [r.step for r in view.records] == list(range(2 * STEPS_PER_EPOCH))
+            assert len(view.epochs) == 2 and view.weight_hists.keys() == {
+                li.name for li in saved.layers}
+            header = app.query_one(RunHeader)
+            text = "\n".join(s.text for s in header.render_lines(header.region.reset_offset))
+            assert "completed (saved run)" in text
+            await pilot.press("q")
+
+    asyncio.run(main())
+
+
+def test_losses_not_given_are_left_out(tmp_path: Path) -> None:
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with vgdiag.watch(model, opt, out=tmp_path / "run", every=1) as w:
+        train(w, model, opt, epochs=1, observe=False)
+    run = read_run(tmp_path / "run")
+    assert run.epochs == [] and len(run.records) == STEPS_PER_EPOCH
+    assert all(math.isnan(r.loss) for r in run.records)
+    assert "loss_stalled" not in {f.id for f in run.findings}
+    assert run.summary["status"] == "completed" and run.summary["num_classes"] == 0
+    assert cli("report", str(tmp_path / "run")).returncode == 0
+
+
+def test_an_exception_in_the_loop_marks_the_folder_failed(tmp_path: Path) -> None:
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(RuntimeError, match="data ran out"), \
+            vgdiag.watch(model, opt, out=tmp_path / "run", every=1) as w:
+        train(w, model, opt, epochs=1)
+        raise RuntimeError("data ran out\nsecond line")
+    run = read_run(tmp_path / "run")
+    assert run.status == "failed" and w.status == "failed"
+    assert run.summary["error"] == "RuntimeError: data ran out"
+    errors = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()
+              if '"error"' in line]
+    assert "raise RuntimeError" in errors[0]["traceback"]
+    assert len(run.records) == STEPS_PER_EPOCH  # what was recorded is all there
+
+
+def test_ctrl_c_in_the_loop_marks_the_folder_interrupted(tmp_path: Path) -> None:
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(KeyboardInterrupt), \
+            vgdiag.watch(model, opt, out=tmp_path / "run", every=1) as w:
+        train(w, model, opt, epochs=1)
+        raise KeyboardInterrupt
+    assert read_run(tmp_path / "run").status == "interrupted"
+
+
+def test_a_bad_folder_is_refused_and_the_model_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(UserError, match="already holds files"):
+        vgdiag.watch(model, opt, out=tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["keep.txt"]
+    assert all(not m._forward_hooks for m in model.modules())
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_a_failing_folder_never_breaks_training(tmp_path: Path) -> None:
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    w = vgdiag.watch(model, opt, out=tmp_path / "run", every=1)
+    assert w._sink is not None
+    store = w._sink.store  # type: ignore[attr-defined]
+
+    def broken(event: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    store.handle = broken
+    with pytest.warns(UserWarning, match="stopped writing the run folder"):
+        train(w, model, opt, epochs=2)
+    w.close()
+    assert w.status == "completed" and len(w.history) == 2 * STEPS_PER_EPOCH
+    assert len(w.epochs) == 2
+
+
+def test_a_closure_step_records_update_ratios(tmp_path: Path) -> None:
+    """before_update()/after_update() bracket an update that runs forward and backward
+    inside optimizer.step(closure), where the optimizer's own hooks come too early."""
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = data()
+    w = vgdiag.watch(model, None, out=tmp_path / "run", every=1)
+    expected = []
+    for i in range(3):
+        xb, yb = x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]
+        before = model[-1].weight.detach().clone(), model[-1].bias.detach().clone()
+
+        def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            w.observe_loss(loss)
+            loss.backward()
+            w.before_update()
+            return loss
+
+        opt.step(closure)
+        w.after_update()
+        grad = torch.cat([model[-1].weight.grad.flatten(), model[-1].bias.grad.flatten()])
+        after = torch.cat([model[-1].weight.detach().flatten(), model[-1].bias.flatten()])
+        delta = after - torch.cat([before[0].flatten(), before[1].flatten()])
+        expected.append((grad.norm().item(), (delta.norm() / after.norm()).item()))
+    w.close()
+    run = read_run(tmp_path / "run")
+    got = [(r.layers["11"].grad_norm, r.layers["11"].update_ratio) for r in run.records]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g == pytest.approx(e, rel=1e-5)
+    assert all(e[1] > 0 for e in expected)
+
+
+# ----- the process ends without close() ---------------------------------------------
+
+SCRIPT = """
+import sys, time, torch
+from torch import nn
+import vgdiag
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+w = vgdiag.watch(model, opt, out=sys.argv[1], every=1, num_classes=3)
+mode = sys.argv[2]
+if mode == "sigterm-two":  # a second watched model: both folders must be finished
+    other = nn.Linear(8, 3)
+    opt2 = torch.optim.SGD(other.parameters(), lr=0.1)
+    w2 = vgdiag.watch(other, opt2, out=sys.argv[1] + "-b", every=1)
+for step in range(100000 if mode.startswith("sigterm") else 20):
+    if mode == "sigterm-two":
+        opt2.zero_grad()
+        other(torch.randn(4, 8)).pow(2).mean().backward()
+        opt2.step()
+    opt.zero_grad()
+    loss = nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.randint(0, 3, (4,)))
+    w.observe_loss(loss)
+    loss.backward()
+    opt.step()
+    if step == 5:
+        w.observe_epoch()
+        print("epoch", flush=True)
+    if mode.startswith("sigterm") and step > 5:
+        time.sleep(0.01)
+if mode == "raise":
+    raise ValueError("the user's code broke")
+# mode "forgot": the loop ends without close()
+"""
+
+
+def run_script(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
+    script = tmp_path / "loop.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(("mode", "status"), [("forgot", "completed"), ("raise", "failed")])
+def test_exit_without_close_still_finishes_the_folder(tmp_path: Path, mode: str,
+                                                      status: str) -> None:
+    proc = run_script(tmp_path, mode)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (0 if mode == "forgot" else 1), err
+    run = read_run(tmp_path / "run")
+    assert run.status == status and len(run.records) == 20
+    if mode == "raise":
+        assert run.summary["error"] == "ValueError: the user's code broke"
+        assert "ValueError: the user's code broke" in err  # the user's traceback stays
+
+
+@pytest.mark.parametrize("mode", ["sigterm", "sigterm-two"])
+def test_sigterm_marks_the_folder_interrupted_and_still_ends_the_process(
+        tmp_path: Path, mode: str) -> None:
+    proc = run_script(tmp_path, mode)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "epoch"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
+    run = read_run(tmp_path / "run")
+    assert run.status == "interrupted" and run.notes == []
+    assert len(run.epochs) == 1 and len(run.records) > 6
+    assert run.summary["steps"] == len(run.records)
+    if mode == "sigterm-two":
+        other = read_run(tmp_path / "run-b")
+        assert other.status == "interrupted" and len(other.records) > 6

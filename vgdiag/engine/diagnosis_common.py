@@ -1,0 +1,51 @@
+"""What every finding reads records with: layer lists, recent medians, numbers in words."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vgdiag.engine.gradflow import eligible
+from vgdiag.engine.records import LayerInfo, StepRecord
+from vgdiag.engine.thresholds import Thresholds
+from vgdiag.textfmt import fmt_num
+
+
+def trainable_names(layers: Sequence[LayerInfo]) -> list[str]:
+    return [info.name for info in sorted(layers, key=lambda i: i.depth) if info.trainable]
+
+
+def reached_names(layers: Sequence[LayerInfo]) -> list[str]:
+    """Trainable layers a gradient reaches, input side first."""
+    return [info.name for info in sorted(layers, key=lambda i: i.depth) if eligible(info)]
+
+
+def values(record: StepRecord, key: str, names: Sequence[str]) -> np.ndarray:
+    return np.array(
+        [getattr(record.layers[n], key) if n in record.layers else math.nan for n in names],
+        dtype=np.float64,
+    )
+
+
+def recent(records: Sequence[StepRecord], t: Thresholds) -> Sequence[StepRecord]:
+    return records[-t.recent_records :]
+
+
+def median_over(records: Sequence[StepRecord], key: str, names: Sequence[str]) -> np.ndarray:
+    stacked = np.stack([values(r, key, names) for r in records])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN: wanted
+        return np.nanmedian(stacked, axis=0)
+
+
+def rests_on(records: Sequence[StepRecord]) -> dict[str, Any]:
+    """The evidence every finding carries: how many sampled steps, up to which step."""
+    return {"sampled_steps": len(records), "step": records[-1].step if records else None}
+
+
+def fmt(x: float) -> str:
+    return fmt_num(x, 2)

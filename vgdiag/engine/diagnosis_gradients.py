@@ -1,0 +1,255 @@
+"""Findings about where the gradient goes: across layers, through time, to nowhere."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from vgdiag.engine.diagnosis_common import (
+    fmt,
+    median_over,
+    reached_names,
+    recent,
+    rests_on,
+    trainable_names,
+    values,
+)
+from vgdiag.engine.gradflow import first_last_ratio, gradient_profile, slope
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.thresholds import Thresholds
+
+ALL_FIXES = ["weight-init", "relu", "batchnorm", "adam", "skip", "layerwise", "gradnorm"]
+
+
+def gradient_ratio(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    window = recent(records, t)
+    init = gradient_profile(records[0], layers)
+    profiles = [gradient_profile(r, layers) for r in window]
+    ratios = np.array([p["ratio"] for p in profiles])
+    if not np.isfinite(ratios).any():
+        return []
+    ratio = float(np.nanmedian(ratios))
+    slopes = [p["slope"] for p in profiles if math.isfinite(p["slope"])]
+    slope = float(np.median(slopes)) if slopes else math.nan
+    names = init["names"]
+    g_now = median_over(window, "grad_norm", names)
+    evidence = {
+        "ratio_first_last": ratio,
+        "ratio_first_last_init": init["ratio"],
+        "log10_slope_per_layer": slope,
+        "grad_norm": {n: float(v) for n, v in zip(names, g_now)},
+        "output_layer": profiles[-1]["output"],
+        **rests_on(window),
+    }
+    finite = g_now[np.isfinite(g_now) & (g_now > 0)]
+    if ratio < t.vanishing_warning and len(finite):
+        severity = "error" if ratio < t.vanishing_error else "warning"
+        last = finite[-1]
+        starving = [n for n, v in zip(names, g_now) if v < last * t.vanishing_warning]
+        per_layer = f", shrinking about {10 ** max(slope, 0):.1f}x per layer" \
+            if math.isfinite(slope) else ""
+        return [
+            Finding(
+                "vanishing_gradient",
+                severity,
+                starving,
+                evidence,
+                f"The gradient vanishes toward the input: the first layer gets {fmt(ratio)} "
+                f"of the output layer's gradient norm{per_layer}; {len(starving)} layer(s) "
+                f"barely learn ({', '.join(starving[:3])}{', ...' if len(starving) > 3 else ''}).",
+                ALL_FIXES,
+            )
+        ]
+    if ratio > t.exploding_warning and len(finite):
+        severity = "error" if ratio > t.exploding_error else "warning"
+        first = finite[0]
+        growing = [n for n, v in zip(names, g_now) if v > first / t.exploding_warning]
+        return [
+            Finding(
+                "exploding_gradient",
+                severity,
+                growing,
+                evidence,
+                f"The gradient grows toward the input: the first layer gets {fmt(ratio)}x "
+                f"the output layer's gradient norm, growing about "
+                f"{10 ** max(-slope, 0) if math.isfinite(slope) else math.nan:.1f}x per layer.",
+                ["weight-init", "batchnorm", "gradnorm"],
+            )
+        ]
+    return []
+
+
+def zero_gradient(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    """Layers on the loss path whose gradient is exactly 0 on every recent sampled step."""
+    window = recent(records, t)
+    names = reached_names(layers)
+    if not names:
+        return []
+    g = np.stack([values(r, "grad_norm", names) for r in window])
+    zero = [n for n, col in zip(names, g.T) if (col == 0.0).all()]
+    if not zero:
+        return []
+    last = window[-1]
+    profile = gradient_profile(last, layers)
+    out = profile["output"]
+    cause = "no gradient flows back through the layers after them"
+    head = last.layers[out] if out is not None else None
+    # Weights are read after the step's update; ||W0|| = 0 shows as a NaN weight_change.
+    zero_init = head is not None and (head.weight_norm == 0.0 or (
+        last is records[0] and math.isnan(head.weight_change) and head.weight_norm > 0))
+    if zero_init:
+        cause = (f"the output layer {out} is all zeros (zero-initialised), so nothing "
+                 "reaches the layers before it until it has learned")
+    else:
+        depth = {n: i for i, n in enumerate(names)}
+        dead = [n for n in names if last.layers[n].act_dead >= 1.0
+                and depth[n] >= depth[zero[0]]]
+        if dead:
+            cause = (f"every unit of the activation after {dead[0]} is dead (<= 0 for the "
+                     "whole batch), so it passes back nothing")
+    return [
+        Finding(
+            "zero_gradient",
+            "error",
+            zero,
+            {"output_layer": out, "cause": cause, **rests_on(window)},
+            f"{len(zero)} layer(s) get a gradient of exactly 0 ({', '.join(zero[:3])}"
+            f"{', ...' if len(zero) > 3 else ''}): {cause}.",
+            ["weight-init", "batchnorm"],
+        )
+    ]
+
+
+def unused_layers(layers: Sequence[LayerInfo]) -> list[Finding]:
+    unused = [i.name for i in sorted(layers, key=lambda i: i.depth) if i.trainable and not i.used]
+    if not unused:
+        return []
+    return [
+        Finding(
+            "unused_layers",
+            "info",
+            unused,
+            {"unused": unused},
+            f"{len(unused)} trainable layer(s) get no gradient at all ({', '.join(unused[:3])}"
+            f"{', ...' if len(unused) > 3 else ''}): they do not feed the loss (an unused "
+            "head or branch), so they are left out of every ratio.",
+            [],
+        )
+    ]
+
+
+def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
+    """dLoss/dx at the first time step against the last, per recurrent module."""
+    window = [r for r in recent(records, t) if r.time_grad]
+    if not window:
+        return []
+    modules = list(dict.fromkeys(n for r in window for n in r.time_grad))
+    ratios: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    profile: dict[str, list[float]] = {}
+    for name in modules:
+        series = [r.time_grad[name] for r in window if len(r.time_grad.get(name, ())) > 1]
+        rs = [first_last_ratio(s) for s in series]
+        rs = [r for r in rs if math.isfinite(r)]
+        if rs:
+            ratios[name] = float(np.median(rs))
+            steps[name] = len(series[-1])
+            profile[name] = series[-1]
+    bad = {n: r for n, r in ratios.items() if r < t.through_time_warning}
+    if not bad:
+        return []
+    worst = min(bad, key=lambda n: bad[n])
+    ratio = bad[worst]
+    # The decay per step is fitted over the steps whose gradient is not 0 (the earliest
+    # ones can underflow to exactly 0).
+    decays = {n: 10 ** -slope(profile[n]) for n in ratios}
+    decay = decays[worst]
+    return [
+        Finding(
+            "vanishing_through_time",
+            "error" if ratio < t.through_time_error else "warning",
+            list(bad),
+            {
+                "ratio_first_last_step": ratios,
+                "decay_per_step": decays,
+                "time_steps": steps,
+                "grad_per_step": profile,
+                **rests_on(window),
+            },
+            f"The gradient vanishes through time in {worst}: the first of {steps[worst]} "
+            f"time steps gets {fmt(ratio)} of the last one's gradient (x{decay:.2f} per "
+            "step backward in time), so early inputs barely influence learning.",
+            ["weight-init"],
+        )
+    ]
+
+
+def non_finite(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], epochs: Sequence[EpochRecord]
+) -> list[Finding]:
+    # A trainable layer's grad_norm is never NaN unless its gradient is (absent
+    # gradients count as 0), so NaN here means the numbers blew up; so does a NaN
+    # statistic of an activation that is measured on every sampled step after the first.
+    trainable = set(trainable_names(layers))
+    with_activation = {i.name for i in layers if i.activation is not None}
+    bad_layers: list[str] = []
+    first_step: int | None = None
+    for r in records:
+        bad = [n for n, s in r.layers.items()
+               if (n in trainable and not math.isfinite(s.grad_norm)) or math.isinf(s.act_mean)
+               or (n in with_activation and math.isnan(s.act_mean) and r.step > 0)]
+        if bad or math.isinf(r.loss):
+            first_step = r.step if first_step is None else first_step
+        bad_layers += [n for n in bad if n not in bad_layers]
+    loss_bad = [e.epoch for e in epochs if not math.isfinite(e.train_loss)]
+    if first_step is None and not loss_bad:
+        return []
+    return [
+        Finding(
+            "non_finite",
+            "error",
+            bad_layers,
+            {"first_step": first_step, "epochs_with_non_finite_loss": loss_bad,
+             **rests_on(records)},
+            "The loss, gradients or activations became NaN or infinite: training diverged.",
+            ["gradnorm", "batchnorm", "weight-init"],
+        )
+    ]
+
+
+def input_side_frozen(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    if records[-1].step == 0:
+        return []
+    names = reached_names(layers)
+    change = values(records[-1], "weight_change", names)
+    ok = np.flatnonzero(np.isfinite(change))
+    if len(ok) < 2 or change[ok[-1]] <= 0:
+        return []
+    first, last = change[ok[0]], change[ok[-1]]
+    ratio = float(first / last)
+    if ratio >= t.frozen_change_ratio:
+        return []
+    frozen = [names[i] for i in ok if change[i] < last * t.frozen_change_ratio]
+    return [
+        Finding(
+            "input_side_frozen",
+            "warning",
+            frozen,
+            {
+                "weight_change": {names[i]: float(change[i]) for i in ok},
+                "ratio_first_last": ratio,
+                **rests_on(records[-1:]),
+            },
+            f"Input-side weights barely change: the first layer moved {fmt(float(first))} "
+            f"of its initial norm against {fmt(float(last))} for the output layer.",
+            ["adam", "skip", "layerwise", "gradnorm", "batchnorm"],
+        )
+    ]

@@ -1,0 +1,196 @@
+"""Findings about single layers (weights, activations) and about the loss."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vgdiag.engine.diagnosis_common import (
+    median_over,
+    reached_names,
+    recent,
+    rests_on,
+    trainable_names,
+    values,
+)
+from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.thresholds import Thresholds
+
+
+def stalled_loss(
+    records: Sequence[StepRecord],
+    epochs: Sequence[EpochRecord],
+    num_classes: int,
+    t: Thresholds,
+) -> list[Finding]:
+    if num_classes < 2:
+        return []
+    chance = math.log(num_classes)
+    # A loss at chance after a handful of steps is a run that has not started yet.
+    steps = epochs[-1].steps if epochs else (records[-1].step + 1 if records else 0)
+    if steps < t.stall_min_steps:
+        return []
+    if epochs:
+        losses = [e.train_loss for e in epochs]
+        loss_now = epochs[-1].train_loss
+    else:
+        latest = [r.loss for r in recent(records, t) if math.isfinite(r.loss)]
+        if not latest or records[-1].step == 0:
+            return []
+        losses = latest
+        loss_now = float(np.median(latest))
+    # One-sided: a loss above ln(classes) (a jittery guesser) is no more learning than
+    # one sitting exactly on it.
+    floor = chance * (1 - t.stall_tolerance)
+    if not math.isfinite(loss_now) or loss_now < floor:
+        return []
+    stalled_epochs = 0
+    for value in reversed(losses):
+        if not value >= floor:
+            break
+        stalled_epochs += 1
+    evidence: dict[str, Any] = {
+        "loss": loss_now,
+        "ln_classes": chance,
+        "stalled_for": stalled_epochs,
+        "unit": "epochs" if epochs else "records",
+        "steps": steps,
+        "sampled_steps": len(records),
+    }
+    if epochs:
+        evidence["val_acc"] = epochs[-1].val_acc
+        evidence["chance_acc"] = 1.0 / num_classes
+    severity = "error" if (not epochs or len(epochs) >= 2) else "warning"
+    return [
+        Finding(
+            "loss_stalled",
+            severity,
+            [],
+            evidence,
+            f"Training has stalled: the loss {loss_now:.4f} is no better than "
+            f"ln({num_classes}) = {chance:.4f}, the loss of guessing (within "
+            f"{t.stall_tolerance:.0%}), for {stalled_epochs} {evidence['unit']}.",
+            ["adam", "weight-init", "relu", "batchnorm", "layerwise"],
+        )
+    ]
+
+
+def weights_shrinking(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    if records[-1].step == 0:
+        return []
+    names = trainable_names(layers)
+    w0 = values(records[0], "weight_norm", names)
+    w1 = values(records[-1], "weight_norm", names)
+    with np.errstate(all="ignore"):
+        ratio = w1 / w0
+    shrunk = [n for n, r in zip(names, ratio) if math.isfinite(r) and r < t.shrink_ratio]
+    if not shrunk:
+        return []
+    return [
+        Finding(
+            "weights_shrinking",
+            "warning",
+            shrunk,
+            {"weight_norm_ratio": {n: float(r) for n, r in zip(names, ratio) if n in shrunk},
+             **rests_on([records[0], records[-1]])},
+            f"Weights drift toward 0: {len(shrunk)} layer(s) lost more than "
+            f"{1 - t.shrink_ratio:.0%} of their initial norm.",
+            ["weight-init", "adam", "batchnorm"],
+        )
+    ]
+
+
+def weights_concentrated(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    # Embeddings and normalisation layers are looked up or rescale, a layer whose
+    # output a normalisation layer rescales later does not set the signal's scale,
+    # and a recurrent layer's scale acts through time (vanishing_through_time): only
+    # chains of plain layers, up to (not including) the output layer, are judged.
+    reached = reached_names(layers)
+    output = reached[-1] if reached else None
+    scaled: dict[str, float] = {}
+    for info in sorted(layers, key=lambda i: i.depth):
+        s = records[-1].layers.get(info.name)
+        if (s is None or info.fan_in <= 0 or info.num_params <= 0 or info.name == output
+                or info.role in ("embedding", "norm", "recurrent") or info.normalized_after
+                or not info.used):
+            continue
+        rms = s.weight_norm / math.sqrt(info.num_params)
+        scaled[info.name] = rms * math.sqrt(info.fan_in)
+    if not scaled:
+        return []
+    median = float(np.median(list(scaled.values())))
+    if median >= t.concentrated_info:
+        return []
+    severity = "warning" if median < t.concentrated_warning else "info"
+    low = [n for n, v in scaled.items() if v < t.concentrated_info]
+    return [
+        Finding(
+            "weights_concentrated",
+            severity,
+            low,
+            {"rms_times_sqrt_fan_in": scaled, "median": median, **rests_on(records[-1:])},
+            f"Weights are concentrated around 0: a typical hidden layer scales its input by "
+            f"{median:.2f} (Xavier gives ~1, He ~1.4), so little signal passes through.",
+            ["weight-init"],
+        )
+    ]
+
+
+def _activation_fraction(
+    records: Sequence[StepRecord],
+    layers: Sequence[LayerInfo],
+    t: Thresholds,
+    key: str,
+    limit: float,
+) -> dict[str, float]:
+    """Layers whose recent median `key` (a fraction of units) is above `limit`."""
+    names = [info.name for info in sorted(layers, key=lambda i: i.depth)]
+    frac = median_over(recent(records, t), key, names)
+    return {n: float(v) for n, v in zip(names, frac) if np.isfinite(v) and v > limit}
+
+
+def saturated(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    hits = _activation_fraction(records, layers, t, "act_saturated", t.saturated_fraction)
+    if not hits:
+        return []
+    return [
+        Finding(
+            "saturated_activations",
+            "warning",
+            list(hits),
+            {"saturated_fraction": hits, **rests_on(recent(records, t))},
+            f"Saturated activations: in {len(hits)} layer(s) more than "
+            f"{t.saturated_fraction:.0%} of sigmoid/tanh outputs sit at a bound, where "
+            "their derivative is near 0.",
+            ["relu", "batchnorm", "weight-init"],
+        )
+    ]
+
+
+def dead_units(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    hits = _activation_fraction(records, layers, t, "act_dead", t.dead_fraction)
+    if not hits:
+        return []
+    return [
+        Finding(
+            "dead_units",
+            "warning",
+            list(hits),
+            {"dead_fraction": hits, **rests_on(recent(records, t))},
+            f"Dead units: in {len(hits)} layer(s) more than {t.dead_fraction:.0%} of ReLU "
+            "units (channels, after a convolution) output 0 for every sample of a batch, "
+            "so they pass back no gradient.",
+            ["weight-init", "batchnorm", "adam"],
+        )
+    ]

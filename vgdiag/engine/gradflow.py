@@ -1,0 +1,201 @@
+"""Gradient relative to the output layer: the one place it is computed.
+
+The output layer is the layer nearest the loss, among the trainable layers a gradient
+reaches, whose gradient is finite and not zero. Every other layer's gradient is read
+as a ratio to it: the first/last ratio and the decay slope are what vanishing and
+exploding verdicts rest on, and the health level of a ratio is what every front end
+colours. Layers no gradient reaches (an unused head, a frozen layer) have no ratio:
+they are reported as such, never blamed. A gradient of exactly zero counts: it is
+the most vanished gradient there is.
+
+Blocks are the repeated structure of module names (`layer1.0`, `blocks.3`,
+`encoder.layers.5`): the gradient of a block is the norm over its layers' gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vgdiag.engine.records import LayerInfo, StepRecord
+from vgdiag.engine.thresholds import DEFAULT_THRESHOLDS, Thresholds
+
+HEALTH_LEVELS = ("ok", "weak", "bad", "none")  # the CSS classes are "health--<level>"
+MIN_BLOCKS = 3  # fewer repeated blocks than this: the per-layer view says it all
+_INDEX = re.compile(r"^\d+$")
+
+
+def positive(x: float | None) -> bool:
+    return x is not None and math.isfinite(x) and x > 0
+
+
+def eligible(info: LayerInfo) -> bool:
+    """Whether a layer's gradient is read against the output layer's."""
+    return info.trainable and info.used
+
+
+def output_index(grads: Sequence[float], ok: Sequence[bool]) -> int | None:
+    """Index of the output layer: the last eligible one with a positive gradient."""
+    found = None
+    for i, (g, e) in enumerate(zip(grads, ok)):
+        if e and positive(g):
+            found = i
+    return found
+
+
+def ratios_to_output(grads: Sequence[float], ok: Sequence[bool]) -> list[float]:
+    """Each gradient over the output layer's (NaN where not eligible or unknown)."""
+    out = output_index(grads, ok)
+    if out is None:
+        return [math.nan] * len(grads)
+    ref = grads[out]
+    return [g / ref if e and math.isfinite(g) else math.nan for g, e in zip(grads, ok)]
+
+
+def first_last_ratio(grads: Sequence[float]) -> float:
+    """Input-side over output-layer gradient, input side first (zero counts as 0)."""
+    out = output_index(grads, [True] * len(grads))
+    if out is None:
+        return math.nan
+    first = next((i for i, g in enumerate(grads[:out]) if math.isfinite(g)), None)
+    return math.nan if first is None else float(grads[first] / grads[out])
+
+
+def health(ratio: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> str:
+    """'bad', 'weak', 'ok' or 'none' for a layer's gradient relative to the output layer.
+
+    The same limits as the diagnosis: below 1e-3 of the output layer's gradient a
+    layer is effectively frozen (bad), below 1e-2 it learns 100x slower (weak); the
+    mirror limits flag a gradient that grows toward the input.
+    """
+    if not math.isfinite(ratio):
+        return "none" if math.isnan(ratio) else "bad"
+    if ratio < thresholds.vanishing_error or ratio > thresholds.exploding_error:
+        return "bad"
+    if ratio < thresholds.vanishing_warning or ratio > thresholds.exploding_warning:
+        return "weak"
+    return "ok"
+
+
+def _ordered(layers: Sequence[LayerInfo], record: StepRecord) -> list[LayerInfo]:
+    if not layers:  # a record read back without layer information: its own order
+        return [LayerInfo(n, "", i, 0, ()) for i, n in enumerate(record.layers)]
+    return sorted(layers, key=lambda i: i.depth)
+
+
+def _grad(record: StepRecord, name: str) -> float:
+    s = record.layers.get(name)
+    return float(s.grad_norm) if s is not None else math.nan
+
+
+def output_layer(record: StepRecord, layers: Sequence[LayerInfo]) -> str | None:
+    ordered = _ordered(layers, record)
+    out = output_index([_grad(record, i.name) for i in ordered], [eligible(i) for i in ordered])
+    return None if out is None else ordered[out].name
+
+
+def output_grad_norm(record: StepRecord, layers: Sequence[LayerInfo]) -> float:
+    name = output_layer(record, layers)
+    return math.nan if name is None else _grad(record, name)
+
+
+def grad_ratios(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[str, float]:
+    """Each layer's grad_norm divided by the output layer's (NaN where unknown)."""
+    ordered = _ordered(layers, record)
+    ratios = ratios_to_output([_grad(record, i.name) for i in ordered],
+                              [eligible(i) for i in ordered])
+    by_name = dict(zip((i.name for i in ordered), ratios))
+    return {name: by_name.get(name, math.nan) for name in record.layers}
+
+
+def slope(values: Sequence[float]) -> float:
+    """Least-squares slope of log10 of the positive values against their position."""
+    g = np.asarray(values, dtype=np.float64)
+    idx = np.flatnonzero(np.isfinite(g) & (g > 0))
+    if len(idx) < 2:
+        return math.nan
+    return float(np.polyfit(idx.astype(float), np.log10(g[idx]), 1)[0])
+
+
+def gradient_profile(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[str, Any]:
+    """First/last grad_norm ratio and slope of log10 grad_norm per layer of depth.
+
+    Over the trainable layers a gradient reaches, from the input side to the output
+    layer; "zero" names those whose gradient is exactly 0.
+    """
+    names = [i.name for i in _ordered(layers, record) if eligible(i)]
+    g = np.array([_grad(record, n) for n in names], dtype=np.float64)
+    out = output_index(g.tolist(), [True] * len(g))
+    upto = g[: out + 1] if out is not None else g[:0]
+    return {
+        "ratio": first_last_ratio(g.tolist()),
+        "slope": slope(upto.tolist()),
+        "names": names,
+        "grad_norm": g,
+        "output": names[out] if out is not None else None,
+        "zero": [n for n, v in zip(names, g) if v == 0.0],
+    }
+
+
+# ----- blocks ------------------------------------------------------------------------
+
+
+def block_of(name: str) -> str:
+    """The repeated unit a layer belongs to: its name up to the first index part."""
+    parts = name.split(".")
+    for k, part in enumerate(parts):
+        if _INDEX.match(part) and k > 0:
+            return ".".join(parts[: k + 1])
+    return name
+
+
+def blocks(layers: Sequence[LayerInfo]) -> list[tuple[str, list[str]]]:
+    """(block, its layers) from input to loss, or [] where nothing repeats enough."""
+    groups: dict[str, list[str]] = {}
+    for info in sorted(layers, key=lambda i: i.depth):
+        groups.setdefault(block_of(info.name), []).append(info.name)
+    repeated = [b for b in groups if b != groups[b][0] or len(groups[b]) > 1]
+    if len(repeated) < MIN_BLOCKS or not any(len(groups[b]) > 1 for b in repeated):
+        return []
+    return list(groups.items())
+
+
+def block_profile(record: StepRecord, layers: Sequence[LayerInfo]) -> list[dict[str, Any]]:
+    """Per block: its layers, the norm of their gradients, the ratio to the output block."""
+    info = {i.name: i for i in layers}
+    rows: list[dict[str, Any]] = []
+    for name, members in blocks(layers):
+        reached = [m for m in members if eligible(info[m])]
+        g = [_grad(record, m) for m in reached]
+        rows.append({
+            "name": name,
+            "layers": members,
+            "grad_norm": math.sqrt(sum(v * v for v in g)) if g else math.nan,
+        })
+    ratios = ratios_to_output([r["grad_norm"] for r in rows], [True] * len(rows))
+    for row, ratio in zip(rows, ratios):
+        row["ratio_to_output"] = ratio
+    return rows
+
+
+def block_summary(
+    first: StepRecord | None, last: StepRecord | None, layers: Sequence[LayerInfo]
+) -> dict[str, Any]:
+    """summary.json's `blocks`: the block profile at the first and last sampled step."""
+    if not blocks(layers) or last is None:
+        return {}
+    now = block_profile(last, layers)
+    init = block_profile(first, layers) if first is not None else []
+    for row, row0 in zip(now, init):
+        row["grad_norm_first"] = row0["grad_norm"]
+    grads = [r["grad_norm"] for r in now]
+    return {
+        "rows": now,
+        "ratio_first_last": first_last_ratio(grads),
+        "log10_slope_per_block": slope(grads[: (output_index(grads, [True] * len(grads)) or 0)
+                                             + 1]),
+    }

@@ -1,0 +1,38 @@
+"""The named limits every verdict and every health colour is read against."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Named limits of the diagnosis; override any with Thresholds(field=value)."""
+
+    # Each sigmoid layer divides the gradient by ~4 at best: three orders of magnitude
+    # between the input and output layers leaves the input side effectively frozen.
+    vanishing_error: float = 1e-3
+    vanishing_warning: float = 1e-2  # two orders: the first layer learns 100x slower
+    exploding_warning: float = 1e2  # gradient grows toward the input (std-10 init)
+    exploding_error: float = 1e4
+    # dLoss/dx at the first time step against the last: the same orders as across layers.
+    through_time_warning: float = 1e-2
+    through_time_error: float = 1e-3
+    stall_tolerance: float = 0.01  # loss above 99% of ln(classes) = no better than chance
+    stall_min_steps: int = 50  # optimizer steps before a loss at chance can be called stalled
+    frozen_change_ratio: float = 1e-2  # input-side weights move <1% as much as output-side
+    shrink_ratio: float = 0.8  # ||W|| fell below 80% of its initial norm
+    # rms(W) * sqrt(fan_in) = how much a layer scales unit-variance input. Xavier gives
+    # ~1, He ~1.4, PyTorch's default ~0.58; below 0.35 the signal all but vanishes.
+    concentrated_warning: float = 0.35
+    concentrated_info: float = 0.7
+    saturated_fraction: float = 0.3  # of sigmoid/tanh outputs within 1e-2 of a bound
+    dead_fraction: float = 0.4  # of ReLU units (channels after a conv) zero for a whole batch
+    recent_records: int = 5  # "now" = median over this many latest sampled steps
+
+    def replace(self, **changes: float) -> Thresholds:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+DEFAULT_THRESHOLDS = Thresholds()

@@ -1,0 +1,136 @@
+"""vgdiag for Lightning: a Callback that writes a run folder.
+
+    from vgdiag.integrations.lightning import VgdiagCallback
+
+    trainer = L.Trainer(max_epochs=10, callbacks=[VgdiagCallback("runs/lit", num_classes=10)])
+    trainer.fit(model, train_loader, val_loader)
+    # vgdiag report runs/lit   |   vgdiag view runs/lit
+
+Lightning's automatic optimization runs forward and backward inside
+optimizer.step(closure), after the optimizer's own step hooks have fired, so the
+callback marks each update from Lightning's hooks instead: on_before_optimizer_step
+(gradients complete, before clipping and the update) and on_train_batch_end (after
+it). The training loss is the one training_step returns; validation numbers are read
+from what the module logs (`self.log("val_loss", ...)`, `"val_acc"`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+try:
+    import lightning.pytorch as pl
+except ImportError as exc:  # pragma: no cover - the extra is absent
+    raise ImportError(
+        "vgdiag.integrations.lightning needs Lightning: pip install 'vgdiag[lightning]'"
+    ) from exc
+
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.watch import Watch
+from vgdiag.integrations.common import first_metric, plain_hparams, scalar
+from vgdiag.runs.store import default_run_dir
+from vgdiag.runs.watch_folder import watch
+
+# Names under which modules commonly log their epoch numbers; `metrics=` overrides.
+METRIC_NAMES: dict[str, tuple[str, ...]] = {
+    "train_acc": ("train_acc", "train_accuracy", "train/acc", "train/accuracy"),
+    "val_loss": ("val_loss", "val/loss", "valid_loss"),
+    "val_acc": ("val_acc", "val_accuracy", "val/acc", "val/accuracy", "valid_acc"),
+}
+
+
+class VgdiagCallback(pl.Callback):
+    """Record per-layer gradient statistics of a LightningModule into a run folder.
+
+    Args:
+        out: the run folder [default: runs/<timestamp>-<name>]; must be new or empty.
+        name: the run's name [default: the module's class name].
+        every: sample every N-th optimizer step (step 0 always).
+        hist_every: histograms on every N-th sampled step (0 turns them off).
+        num_classes: for classification, lets the diagnosis spot a loss stuck at
+            ln(num_classes).
+        metrics: logged metric names to read per epoch, e.g. {"val_acc": "val/top1"};
+            keys are train_acc, val_loss, val_acc (train_loss is the mean of the
+            losses training_step returned unless given here too).
+    """
+
+    def __init__(
+        self,
+        out: str | Path | None = None,
+        *,
+        name: str | None = None,
+        every: int = DEFAULT_EVERY,
+        hist_every: int = DEFAULT_HIST_EVERY,
+        num_classes: int = 0,
+        metrics: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.out = Path(out) if out is not None else None
+        self.name = name
+        self.every = every
+        self.hist_every = hist_every
+        self.num_classes = num_classes
+        self.metrics = dict(metrics or {})
+        self.watch: Watch | None = None
+        self._updating = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        name = self.name or type(pl_module).__name__
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        batches = trainer.num_training_batches
+        steps = (int(batches) // max(trainer.accumulate_grad_batches, 1)
+                 if math.isfinite(batches) else 0)
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 0
+        self.watch = watch(
+            pl_module, optimizer, out=self.out or default_run_dir(name), name=name,
+            every=self.every, hist_every=self.hist_every, num_classes=self.num_classes,
+            hparams={**plain_hparams(pl_module.hparams),
+                     "accumulate_grad_batches": trainer.accumulate_grad_batches},
+            total_epochs=epochs, steps_per_epoch=steps, source="lightning",
+            hook_optimizer=False,
+        )
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: Any) -> None:
+        if self.watch is not None:
+            self.watch.before_update()
+            self._updating = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.watch is None:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is not None and scalar(loss) is not None:
+            # Lightning hands back the loss divided for gradient accumulation.
+            self.watch.observe_loss(loss * max(trainer.accumulate_grad_batches, 1))
+        if self._updating:  # the batch ended an accumulation: an update happened
+            self._updating = False
+            self.watch.after_update()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.watch is None:
+            return
+        logged = trainer.callback_metrics
+        values = {key: first_metric(logged, (self.metrics[key],) if key in self.metrics
+                                    else names)
+                  for key, names in METRIC_NAMES.items()}
+        train_loss = first_metric(logged, (self.metrics["train_loss"],)) \
+            if "train_loss" in self.metrics else None
+        self.watch.observe_epoch(train_loss=train_loss, **values)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(None)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        # Lightning turns SIGTERM into an exception after the folder's signal handler
+        # has marked the run interrupted.
+        self._close(exception)
+
+    def _close(self, error: BaseException | None) -> None:
+        if self.watch is not None:
+            self.watch.close(error)

@@ -1,0 +1,169 @@
+"""vgdiag for Hugging Face transformers: a TrainerCallback that writes a run folder.
+
+    from vgdiag.integrations.transformers import VgdiagCallback
+
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
+                      callbacks=[VgdiagCallback("runs/hf", num_classes=2)])
+    trainer.train()
+    # vgdiag report runs/hf   |   vgdiag view runs/hf
+
+The Trainer steps an optimizer wrapped by accelerate, so the callback marks each
+update from the Trainer's own events (on_pre_optimizer_step: gradients accumulated and
+clipped; on_optimizer_step: after the update). The step's loss is the `loss` the
+model returns; an epoch's evaluation (eval_loss, eval_accuracy) comes after its
+on_epoch_end, so each epoch is written when the next one starts or training ends.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+try:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+except ImportError as exc:  # pragma: no cover - the extra is absent
+    raise ImportError(
+        "vgdiag.integrations.transformers needs transformers: "
+        "pip install 'vgdiag[transformers]'"
+    ) from exc
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.watch import Watch
+from vgdiag.integrations.common import first_metric, scalar
+from vgdiag.runs.store import default_run_dir
+from vgdiag.runs.watch_folder import watch
+
+# The Trainer prefixes evaluation metrics with "eval_"; compute_metrics names the rest.
+EVAL_LOSS = ("eval_loss",)
+EVAL_ACC = ("eval_accuracy", "eval_acc")
+
+
+class VgdiagCallback(TrainerCallback):
+    """Record per-layer gradient statistics of a Trainer's model into a run folder.
+
+    Args:
+        out: the run folder [default: runs/<timestamp>-<name>]; must be new or empty.
+        name: the run's name [default: the model's class name].
+        every: sample every N-th optimizer step (step 0 always).
+        hist_every: histograms on every N-th sampled step (0 turns them off).
+        num_classes: for classification, lets the diagnosis spot a loss stuck at
+            ln(num_classes) [default: the model config's num_labels, if any].
+    """
+
+    def __init__(
+        self,
+        out: str | Path | None = None,
+        *,
+        name: str | None = None,
+        every: int = DEFAULT_EVERY,
+        hist_every: int = DEFAULT_HIST_EVERY,
+        num_classes: int | None = None,
+    ) -> None:
+        self.out = Path(out) if out is not None else None
+        self.name = name
+        self.every = every
+        self.hist_every = hist_every
+        self.num_classes = num_classes
+        self.watch: Watch | None = None
+        self._hook: RemovableHandle | None = None
+        self._logged: list[float] = []  # "loss" log entries of the epoch in progress
+        self._pending = False  # an epoch ended; its evaluation may still come
+        self._eval: dict[str, float] = {}
+        self._updating = False
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, model: nn.Module | None = None,
+                       optimizer: Any = None, **kwargs: Any) -> None:
+        if model is None:
+            return
+        name = self.name or type(model).__name__
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+        classes = self.num_classes
+        if classes is None:
+            classes = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
+        epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 0
+        steps = state.max_steps // epochs if epochs and state.max_steps > 0 else 0
+        self.watch = watch(
+            model, inner if isinstance(inner, torch.optim.Optimizer) else None,
+            out=self.out or default_run_dir(name), name=name, every=self.every,
+            hist_every=self.hist_every, num_classes=classes,
+            hparams={"lr": args.learning_rate, "batch_size": args.per_device_train_batch_size,
+                     "seed": args.seed,
+                     "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                     "max_grad_norm": args.max_grad_norm},
+            total_epochs=epochs, steps_per_epoch=steps, source="transformers",
+            hook_optimizer=False,
+        )
+        self._hook = model.register_forward_hook(self._loss_of)
+
+    def _loss_of(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if self.watch is None or not (module.training and torch.is_grad_enabled()):
+            return  # evaluation passes are not training steps
+        loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss",
+                                                                              None)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self.watch.observe_loss(loss)
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
+                              control: TrainerControl, **kwargs: Any) -> None:
+        if self.watch is not None:
+            self.watch.before_update()
+            self._updating = True
+
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState,
+                          control: TrainerControl, **kwargs: Any) -> None:
+        if self.watch is not None and self._updating:
+            self._updating = False
+            self.watch.after_update()
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        value = scalar((logs or {}).get("loss"))
+        if value is not None:  # a log after on_epoch_end still covers that epoch
+            self._logged.append(value)
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState,
+                    control: TrainerControl, metrics: dict[str, Any] | None = None,
+                    **kwargs: Any) -> None:
+        self._eval = dict(metrics or {})
+
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, **kwargs: Any) -> None:
+        self._end_epoch()
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState,
+                     control: TrainerControl, **kwargs: Any) -> None:
+        self._pending = True
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState,
+                     control: TrainerControl, **kwargs: Any) -> None:
+        self._end_epoch()
+        self.close()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the run (on_train_end does); call it with the exception if train() raised."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.watch is not None:
+            self.watch.close(error)
+
+    def _end_epoch(self) -> None:
+        if not self._pending or self.watch is None:
+            return
+        self._pending = False
+        # The model's own losses (watch's mean) when it returned any, else the log's.
+        observed = self.watch.observed_losses
+        logged = sum(self._logged) / len(self._logged) if self._logged else None
+        self.watch.observe_epoch(
+            train_loss=None if observed else logged,
+            val_loss=first_metric(self._eval, EVAL_LOSS),
+            val_acc=first_metric(self._eval, EVAL_ACC),
+        )
+        self._logged, self._eval = [], {}

@@ -1,0 +1,1 @@
+"""Run folders and what is made from them: the store, reports, compare."""

@@ -1,0 +1,168 @@
+"""vgdiag.watch: the engine's Watch, writing a run folder when given `out=`.
+
+The folder is the one `vgdiag run` writes (the same RunStore consumes the same event
+stream), so `report`, `view` and `report --fail-on` work on any training loop. Its
+status is set however the loop ends: `close()` or the end of the `with` block
+(completed), an exception (failed), Ctrl-C (interrupted), SIGTERM (interrupted,
+then the signal does what it did before), or the interpreter exiting with the watch
+still open. Under torch.distributed only rank 0 writes; the other ranks measure and
+take part in the reductions.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.events import Event
+from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
+from vgdiag.engine.watch import Watch, run_config
+from vgdiag.engine.watch import watch as engine_watch
+from vgdiag.runs.store import RunStore
+
+
+class _FolderSink:
+    """The run store, plus what finishes the folder if the loop never calls close()."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.watch: Watch | None = None
+        self._old_term: Any = None
+        self._guarding = False
+
+    def guard(self, watch: Watch) -> None:
+        self.watch = watch
+        atexit.register(self._at_exit)
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        old = signal.getsignal(signal.SIGTERM)
+        if old is signal.SIG_IGN or old is None:
+            return  # the process ignores SIGTERM (or a non-Python handler owns it)
+        self._old_term = old
+        signal.signal(signal.SIGTERM, self._on_term)
+        self._guarding = True
+
+    def handle(self, event: Event) -> None:
+        self.store.handle(event)
+
+    def close(self) -> None:
+        atexit.unregister(self._at_exit)
+        if self._guarding and signal.getsignal(signal.SIGTERM) == self._on_term:
+            signal.signal(signal.SIGTERM, self._old_term)
+        self._guarding = False
+        self.store.close()
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        watch, old = self.watch, self._old_term
+        if watch is None:
+            return
+        watch.interrupted = True
+        chained = isinstance(getattr(old, "__self__", None), _FolderSink)  # another watch's
+        if callable(old) and not chained:
+            # The program handles SIGTERM itself (Lightning does): let it stop the loop;
+            # close() will then say interrupted.
+            old(signum, frame)
+            return
+        watch.close()
+        if chained:
+            old(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # end as SIGTERM would have without us
+
+    def _at_exit(self) -> None:
+        # The interpreter is exiting with the watch open: an uncaught exception is
+        # in sys.last_value (set before atexit handlers run).
+        if self.watch is not None:
+            self.watch.close(getattr(sys, "last_value", None))
+
+
+def watch(
+    model: nn.Module,
+    optimizer: Optimizer | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    every: int = DEFAULT_EVERY,
+    hist_every: int = DEFAULT_HIST_EVERY,
+    num_classes: int = 0,
+    max_records: int = 4096,
+    distributed: str = "auto",
+    hparams: Mapping[str, Any] | None = None,
+    total_epochs: int = 0,
+    steps_per_epoch: int = 0,
+    source: str = "watch",
+    hook_optimizer: bool = True,
+    snapshot_threshold: int = SAMPLE_THRESHOLD,
+) -> Watch:
+    """Attach a probe to `model`; with `out`, record into a run folder there.
+
+        with vgdiag.watch(model, optimizer, out="runs/mine", num_classes=10) as w:
+            for epoch in range(epochs):
+                for x, y in loader:
+                    ...; w.observe_loss(loss); loss.backward(); optimizer.step()
+                w.observe_epoch(val_loss=..., val_acc=...)   # optional
+        # then: vgdiag report runs/mine, vgdiag view runs/mine
+
+    Args:
+        model: any nn.Module, already on its device; DDP, FSDP and torch.compile
+            wrappers are fine (layers keep the names of the module inside).
+        optimizer: its step() marks the step boundary; without one call `w.step()`
+            after backward (or `w.before_update()` / `w.after_update()` around an
+            update that is not a hookable optimizer.step(), such as a closure).
+        out: the run folder to write (created; it must be new or empty). None keeps
+            the records in memory only (`w.history`).
+        name: the run's name in reports [default: the folder's name].
+        every: sample every N-th step (step 0 always).
+        hist_every: weight and gradient histograms on every N-th sampled step.
+        num_classes: for classification, lets the diagnosis spot a loss stuck at
+            ln(num_classes).
+        max_records: in-memory history bound (the folder keeps every record).
+        distributed: "auto" | "sharded" | "none": see `vgdiag.engine.watch.watch`.
+        hparams: what else you know about the run, for config.json and the report
+            (lr, batch_size, epochs, seed...).
+        total_epochs, steps_per_epoch: the plan where known, for the dashboard's
+            progress (0: unknown).
+        source: what drove the loop, recorded in config.json (the integrations set it).
+        hook_optimizer: False when something other than a hookable optimizer.step()
+            updates the parameters (a closure, a framework): the optimizer is then only
+            described in config.json, and `w.before_update()` / `w.after_update()`
+            mark each update.
+        snapshot_threshold: parameters with more elements keep a sample of their
+            coordinates for W0 and the pre-update copy (estimated weight_change and
+            update_ratio): see `vgdiag.engine.watch.watch`.
+
+    Returns:
+        the Watch; `w.out` is the folder this process writes (None on ranks other
+        than 0, and without `out`).
+    """
+    w = engine_watch(model, optimizer if hook_optimizer else None, every=every,
+                     hist_every=hist_every, num_classes=num_classes, max_records=max_records,
+                     distributed=distributed, snapshot_threshold=snapshot_threshold)
+    if out is None or w.rank != 0:
+        return w
+    path = Path(out)
+    run_name = name or path.name
+    try:
+        sink = _FolderSink(RunStore(path, run_name, num_classes))
+    except BaseException:
+        w.close()  # the probe is off again: a bad folder leaves the model as it was
+        raise
+    config = run_config(model, optimizer, name=run_name, every=every, hist_every=hist_every,
+                        num_classes=num_classes, world_size=w.world_size, source=source,
+                        hparams=hparams, total_epochs=total_epochs,
+                        steps_per_epoch=steps_per_epoch)
+    w.attach(sink, config, total_epochs, steps_per_epoch, path)
+    sink.guard(w)
+    return w
