@@ -7,31 +7,37 @@ gradients vanished still take steps of about the learning rate.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from vgdiag.engine.experiment import Experiment, adam
-from vgdiag.plugin_api import Plugin
+from vgdiag.plugin_api import Plugin, option
+
+
+@dataclass(frozen=True)
+class AdamOptions:
+    lr: float = option(1e-3, "learning rate (default 1e-3, the reference's and Adam's "
+                       "paper's value)")
 
 
 class Adam(Plugin):
     name = "adam"
     summary = "train with the Adam optimizer instead of SGD"
-    options = {"lr": "learning rate (default 1e-3, the reference's value)"}
+    addresses = ("vanishing_gradient", "input_side_frozen", "loss_stalled", "dead_units")
+    rank = 30
+    Options = AdamOptions
 
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        self.check_options(options)
-        self.float_option(options, "lr", 1e-3)
+    def applies(self, experiment: Experiment, options: AdamOptions) -> str | None:
         if experiment.optimizer_name == "adam":
             return "already uses Adam"
         return None
 
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        lr = self.float_option(options, "lr", 1e-3)
-        note = {"lr": lr, "replaced": experiment.optimizer_name}
+    def transform(self, experiment: Experiment, options: AdamOptions) -> Experiment:
+        note = {"lr": options.lr, "replaced": experiment.optimizer_name}
         return self.record(
             experiment,
             note,
-            optimizer_factory=adam(lr),
+            optimizer_factory=adam(options.lr),
             optimizer_name="adam",
             # TrainConfig.lr describes the optimizer in use, so config.json stays true.
-            train=dataclasses.replace(experiment.train, lr=lr),
+            train=dataclasses.replace(experiment.train, lr=options.lr),
         )

@@ -71,10 +71,11 @@ def insert_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Modul
 class BatchNorm(Plugin):
     name = "batchnorm"
     summary = "insert BatchNorm after each hidden Linear/Conv layer, before its activation"
-    options: dict[str, str] = {}
+    addresses = ("vanishing_gradient", "saturated_activations", "exploding_gradient",
+                 "dead_units", "loss_stalled")
+    rank = 40
 
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        self.check_options(options)
+    def applies(self, experiment: Experiment, options: object) -> str | None:
         if experiment.input_shape is None:
             return "needs the input shape (one sample's shape) for a dry forward"
         try:
@@ -89,7 +90,7 @@ class BatchNorm(Plugin):
             return "the hidden layers' outputs have no channel dimension BatchNorm can normalise"
         return "no hidden Linear/Conv layer (only the output layer, or none)"
 
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
+    def transform(self, experiment: Experiment, options: object) -> Experiment:
         assert experiment.input_shape is not None  # why_not checked it
         plan = plan_batchnorm(inspect_model(experiment), experiment.input_shape)
         note = {

@@ -7,6 +7,7 @@ gradient of unit spread again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import Experiment
-from vgdiag.plugin_api import Plugin, inspect_model
+from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import execution_order, is_activation, output_layer_index, wrap_module
 
 DEFAULT_EPS = 1e-6
@@ -85,14 +86,20 @@ def insert_gradnorm(
     return model
 
 
+@dataclass(frozen=True)
+class GradNormOptions:
+    eps: float = option(DEFAULT_EPS, "added to the gradient's std before dividing "
+                        f"(default {DEFAULT_EPS:g}, the reference's)")
+
+
 class GradNorm(Plugin):
     name = "gradnorm"
     summary = "standardise the backward gradient after each hidden activation"
-    options = {"eps": f"added to the gradient's std before dividing (default {DEFAULT_EPS:g})"}
+    addresses = ("vanishing_gradient", "input_side_frozen")
+    rank = 70
+    Options = GradNormOptions
 
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        self.check_options(options)
-        self.float_option(options, "eps", DEFAULT_EPS)
+    def applies(self, experiment: Experiment, options: GradNormOptions) -> str | None:
         if hidden_activations(inspect_model(experiment), experiment.input_shape):
             return None
         return (
@@ -100,8 +107,8 @@ class GradNorm(Plugin):
             "functional calls such as torch.sigmoid cannot be wrapped)"
         )
 
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        eps = self.float_option(options, "eps", DEFAULT_EPS)
+    def transform(self, experiment: Experiment, options: GradNormOptions) -> Experiment:
+        eps = options.eps
         names = hidden_activations(inspect_model(experiment), experiment.input_shape)
         note = {"eps": eps, "after": names}
         transform = partial(insert_gradnorm, input_shape=experiment.input_shape, eps=eps)

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import Experiment, Stage
+from vgdiag.engine.models import init_weights
 from vgdiag.errors import UserError
-from vgdiag.plugin_api import Plugin, inspect_model
+from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import TraceError, device_and_dtype, sequential_units, trace
+from vgdiag_plugins.weight_init import dominant_activation
 
 
 class Frozen(nn.Module):
@@ -136,10 +138,12 @@ def build_stages(
     blocks: tuple[int, ...],
     epochs: tuple[int, ...],
     batch_size: int | None,
+    init: str = "keep",
 ) -> list[Stage]:
     """The stage list for `model` (the experiment's StagePlan; see the module docstring).
 
     Stage models share every layer with `model`; the last stage's model is `model`.
+    `init` "xavier" re-initialises every layer and head first (see LayerwiseOptions).
     """
     stack = analyse(model, input_shape)
     if isinstance(stack, str):
@@ -156,6 +160,10 @@ def build_stages(
         return [m for unit in stack.hidden[start:end] for m in unit]
 
     heads = [_head(stack.hidden_shapes[end - 1], stack.classes, tail, model) for end in ends[:-1]]
+    if init == "xavier":
+        gain_from = dominant_activation(model) or "linear"
+        for module in (model, *heads):
+            init_weights(module, "xavier", gain_from)
     last = len(blocks) - 1
     plan: list[tuple[str, nn.Module, list[nn.Parameter] | None]] = []
     if last == 0:  # one group: ordinary training of the whole model
@@ -191,38 +199,48 @@ def build_stages(
     ]
 
 
+@dataclass(frozen=True)
+class LayerwiseOptions:
+    blocks: tuple[int, ...] | None = option(
+        None, "hidden layers per group, e.g. 2,2,2,1 (default: groups of 2, a last "
+        "group of 1 for odd depths; that is 2,2,2,1 for 7 hidden layers)")
+    epochs: tuple[int, ...] | None = option(
+        None, "epochs per stage: one number for every stage, or one per stage "
+        "(default: the experiment's epochs split evenly, extra ones to the last stages, "
+        "at least 1 each)")
+    batch_size: int | None = option(
+        None, "batch size of every stage (default: the reference's ratio, 1/8 of the "
+        "experiment's batch size (512 -> 64), at least 8 and at most the experiment's)")
+    init: str = option(
+        "xavier", "xavier | keep: each stage trains its new layers and head from scratch, "
+        "so they start from Xavier init for their activation, zero bias (default xavier; "
+        "keep leaves the model's own init)", choices=("xavier", "keep"))
+
+
 class Layerwise(Plugin):
     name = "layerwise"
     summary = "train in stages: a few layers at a time with a fresh head, freeze, grow, fine-tune"
-    options = {
-        "blocks": "hidden layers per group, e.g. 2,2,2,1 (default: groups of 2, a last "
-        "group of 1 for odd depths; that is 2,2,2,1 for 7 hidden layers)",
-        "epochs": "epochs per stage: one number for every stage, or one per stage "
-        "(default: the experiment's epochs split evenly, extra ones to the last stages, "
-        "at least 1 each)",
-        "batch-size": "batch size of every stage (default: the reference's ratio, 1/8 of "
-        "the experiment's batch size (512 -> 64), at least 8 and at most the experiment's; "
-        "the reference "
-        "used 64)",
-    }
+    addresses = ("vanishing_gradient", "input_side_frozen", "loss_stalled")
+    rank = 60
+    Options = LayerwiseOptions
 
     def _resolve(
-        self, experiment: Experiment, options: dict[str, str], depth: int
-    ) -> tuple[list[int], list[int], int | None]:
-        blocks = self.int_list_option(options, "blocks") or default_blocks(depth)
+        self, experiment: Experiment, options: LayerwiseOptions, depth: int
+    ) -> tuple[list[int], list[int], int]:
+        blocks = list(options.blocks or default_blocks(depth))
         if sum(blocks) != depth:
             raise UserError(
                 f"layerwise.blocks={','.join(map(str, blocks))} adds up to {sum(blocks)} "
                 f"but the model has {depth} hidden layers"
             )
         stages = 2 * len(blocks) - 1
-        given = self.int_list_option(options, "epochs")
+        given = options.epochs
         if given is None:
             epochs = split_epochs(experiment.train.epochs, stages)
         elif len(given) == 1:
-            epochs = given * stages
+            epochs = list(given) * stages
         elif len(given) == stages:
-            epochs = given
+            epochs = list(given)
         else:
             raise UserError(
                 f"layerwise.epochs gives {len(given)} numbers for {stages} stages: "
@@ -232,10 +250,9 @@ class Layerwise(Plugin):
         # Each stage is a shallow net learning from scratch: the reference gave it 8x the
         # optimizer steps per epoch (batch 64 against 512). Keep that ratio by default.
         default = min(batch, max(8, batch // 8))
-        return blocks, epochs, self.int_option(options, "batch-size", default)
+        return blocks, epochs, options.batch_size or default
 
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        self.check_options(options)
+    def applies(self, experiment: Experiment, options: LayerwiseOptions) -> str | None:
         if experiment.stage_plan is not None:
             return "the experiment already has a staged schedule"
         stack = analyse(inspect_model(experiment), experiment.input_shape)
@@ -244,17 +261,19 @@ class Layerwise(Plugin):
         self._resolve(experiment, options, len(stack.hidden))
         return None
 
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        assert experiment.input_shape is not None  # why_not checked it
+    def transform(self, experiment: Experiment, options: LayerwiseOptions) -> Experiment:
+        assert experiment.input_shape is not None  # applies() checked it
         stack = analyse(inspect_model(experiment), experiment.input_shape)
         assert not isinstance(stack, str)
         blocks, epochs, batch_size = self._resolve(experiment, options, len(stack.hidden))
-        note = {"blocks": blocks, "epochs": epochs, "batch_size": batch_size}
+        note = {"blocks": blocks, "epochs": epochs, "batch_size": batch_size,
+                "init": options.init}
         plan = partial(
             build_stages,
             input_shape=experiment.input_shape,
             blocks=tuple(blocks),
             epochs=tuple(epochs),
             batch_size=batch_size,
+            init=options.init,
         )
         return self.record(experiment, note, stage_plan=plan)

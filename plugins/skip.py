@@ -14,7 +14,7 @@ from torch import nn
 
 from vgdiag.engine.experiment import Experiment
 from vgdiag.errors import UserError
-from vgdiag.plugin_api import Plugin, inspect_model
+from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import ModuleCall, TraceError, sequential_units, set_children, trace
 
 
@@ -184,39 +184,48 @@ def add_skips(
     return model
 
 
-def _parse_blocks(plugin: Plugin, options: dict[str, str]) -> list[tuple[int, int]] | None:
-    if "blocks" not in options:
-        return None
+def parse_blocks(text: str) -> tuple[tuple[int, int], ...]:
+    """'2-3,5-7' -> ((2, 3), (5, 7)): 1-based inclusive ranges of layers."""
     ranges: list[tuple[int, int]] = []
-    for part in options["blocks"].split(","):
+    for part in text.split(","):
         first, dash, last = part.strip().partition("-")
         try:
             lo, hi = int(first), int(last if dash else first)
         except ValueError:
             lo, hi = 0, 0
         if lo < 1 or hi < lo:
-            raise plugin._bad("blocks", options["blocks"], "give ranges such as 2-3,5-7")
+            raise ValueError("give ranges such as 2-3,5-7")
         ranges.append((lo, hi))
-    return ranges
+    return tuple(ranges)
+
+
+DEFAULT_SPAN = 2
+
+
+@dataclass(frozen=True)
+class SkipOptions:
+    span: int | None = option(None, f"hidden layers per residual block (default {DEFAULT_SPAN})")
+    blocks: tuple[tuple[int, int], ...] | None = option(
+        None, "explicit 1-based ranges of the main stack's layers, e.g. 2-3,5-7 "
+        "(the reference layout h3+h1, h7+h4); replaces span", parse=parse_blocks)
+
+    def __post_init__(self) -> None:
+        if self.span is not None and self.blocks is not None:
+            raise ValueError("give either skip.span or skip.blocks, not both")
+
+    def plan(self) -> tuple[int, list[tuple[int, int]] | None]:
+        return self.span or DEFAULT_SPAN, list(self.blocks) if self.blocks else None
 
 
 class Skip(Plugin):
     name = "skip"
     summary = "add residual (identity) connections around blocks of shape-preserving layers"
-    options = {
-        "span": "hidden layers per residual block (default 2)",
-        "blocks": "explicit 1-based ranges of the main stack's layers, e.g. 2-3,5-7 "
-        "(the reference layout h3+h1, h7+h4); replaces span",
-    }
+    addresses = ("vanishing_gradient", "input_side_frozen", "loss_stalled")
+    rank = 50
+    Options = SkipOptions
 
-    def _parse(self, options: dict[str, str]) -> tuple[int, list[tuple[int, int]] | None]:
-        if "span" in options and "blocks" in options:
-            raise UserError("give either skip.span or skip.blocks, not both")
-        return self.int_option(options, "span", 2) or 2, _parse_blocks(self, options)
-
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        self.check_options(options)
-        span, blocks = self._parse(options)
+    def applies(self, experiment: Experiment, options: SkipOptions) -> str | None:
+        span, blocks = options.plan()
         if experiment.input_shape is None:
             return "needs the input shape (one sample's shape) for a dry forward"
         model = inspect_model(experiment)
@@ -230,9 +239,9 @@ class Skip(Plugin):
             return "no run of layers keeps its input shape (a skip needs equal shapes)"
         return None
 
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        assert experiment.input_shape is not None  # why_not checked it
-        span, blocks = self._parse(options)
+    def transform(self, experiment: Experiment, options: SkipOptions) -> Experiment:
+        assert experiment.input_shape is not None  # applies() checked it
+        span, blocks = options.plan()
         plans = plan_skips(inspect_model(experiment), experiment.input_shape, span, blocks)
         skips = [
             f"{plan.name}: {block.label()}" if plan.name else block.label()

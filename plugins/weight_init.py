@@ -8,13 +8,14 @@ and the activation instead.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from functools import partial
 
 from torch import nn
 
 from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.models import init_weights
-from vgdiag.plugin_api import Plugin, inspect_model
+from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import find_modules
 
 # Activation module -> the activation name vgdiag.models.init_weights knows the gain of.
@@ -53,34 +54,48 @@ def dominant_activation(model: nn.Module) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
+def _scheme(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("normal", "xavier", "he"):
+        raise ValueError("choose one of normal, xavier, he")
+    return value
+
+
+@dataclass(frozen=True)
+class WeightInitOptions:
+    scheme: str | None = option(
+        None, "normal | xavier | he (default: he for ReLU-family activations, xavier "
+        "with sigmoid's gain 4 for sigmoid/tanh and others; normal when std is given)",
+        parse=_scheme)
+    std: float | None = option(
+        None, "standard deviation for scheme=normal (default 1.0, the reference's value)")
+
+    def __post_init__(self) -> None:
+        if self.std is not None and self.scheme not in (None, "normal"):
+            raise ValueError(f"std only applies to scheme=normal, not {self.scheme}")
+
+    def spec(self) -> tuple[str | None, float | None]:
+        """(scheme, std): scheme None means "choose from the activation"."""
+        if self.std is not None or self.scheme == "normal":
+            return "normal", 1.0 if self.std is None else self.std
+        return self.scheme, None
+
+
 class WeightInit(Plugin):
     name = "weight-init"
     summary = "re-initialise Linear/Conv weights larger (normal std, Xavier or He), biases 0"
-    options = {
-        "scheme": "normal | xavier | he (default: he for ReLU-family activations, xavier "
-        "for sigmoid/tanh and others; normal when std is given)",
-        "std": "standard deviation for scheme=normal (default 1.0, the reference's value)",
-    }
+    addresses = ("vanishing_gradient", "weights_concentrated", "exploding_gradient",
+                 "saturated_activations", "dead_units", "loss_stalled")
+    rank = 10
+    Options = WeightInitOptions
 
-    def _spec(self, options: dict[str, str]) -> tuple[str | None, float | None]:
-        scheme = self.choice_option(options, "scheme", ("normal", "xavier", "he"), None)
-        std = self.float_option(options, "std", 1.0) if "std" in options else None
-        if std is not None and scheme not in (None, "normal"):
-            wanted = f"std only applies to scheme=normal, not {scheme}"
-            raise self._bad("std", options["std"], wanted)
-        if std is not None or scheme == "normal":
-            return "normal", 1.0 if std is None else std
-        return scheme, None
-
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        self.check_options(options)
-        self._spec(options)
+    def applies(self, experiment: Experiment, options: WeightInitOptions) -> str | None:
         if not find_modules(inspect_model(experiment), _INIT_TYPES):
             return "no Linear or Conv layers to re-initialise"
         return None
 
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        scheme, std = self._spec(options)
+    def transform(self, experiment: Experiment, options: WeightInitOptions) -> Experiment:
+        scheme, std = options.spec()
         model = inspect_model(experiment)
         activation = dominant_activation(model)
         if scheme is None:

@@ -7,18 +7,20 @@ import json
 from vgdiag.cli.app import main
 from vgdiag.errors import ExitCode
 from vgdiag.inputs.recipe import RunOptions
-from vgdiag.runs.compare import compare_variants, comparison_rows
+from vgdiag.runs.compare import VariantState, build_specs, compare_variants
+from vgdiag.runs.compare_table import comparison_rows
 
 TINY = RunOptions(epochs=2, depth=3, width=16, batch_size=32, every=5)
 
 
 def test_parallel_and_sequential_give_the_same_numbers(tmp_path):
     plugins = ["weight-init", "adam"]
-    seq = compare_variants(TINY, plugins, {}, tmp_path / "seq", jobs=1)
-    par = compare_variants(TINY, plugins, {}, tmp_path / "par", jobs=2)
+    seq = compare_variants(TINY, build_specs(plugins), tmp_path / "seq", jobs=1)
+    par = compare_variants(TINY, build_specs(plugins), tmp_path / "par", jobs=2)
     assert [o.name for o in seq] == [o.name for o in par] == ["baseline", *plugins]
     for a, b in zip(seq, par):
-        assert a.applied and b.applied
+        assert a.state is b.state is VariantState.DONE
+        assert a.steps == b.steps > 0 and a.samples == b.samples > 0
         def numbers(epochs):  # wall time differs between processes; nothing else may
             return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
 
@@ -32,7 +34,7 @@ def test_parallel_and_sequential_give_the_same_numbers(tmp_path):
 def test_variants_share_the_baselines_starting_point(tmp_path):
     # Same seed and data order: a plugin that only changes the optimizer starts from
     # the very same weights, so step 0's gradients are identical.
-    outcomes = compare_variants(TINY, ["adam"], {}, tmp_path, jobs=1)
+    outcomes = compare_variants(TINY, build_specs(["adam"]), tmp_path, jobs=1)
     base, adam = (o.summary["layers"] for o in outcomes)
     assert [x["grad_norm_first"] for x in base] == [x["grad_norm_first"] for x in adam]
     rows = comparison_rows(outcomes, 0.5)
@@ -50,6 +52,7 @@ def test_compare_cli_writes_its_files_and_reports_not_applicable(capsys, tmp_pat
     assert doc["baseline"]["status"] == "completed"
     relu, batchnorm = doc["variants"]
     assert relu["plugin"] == "relu" and not relu["applied"]
+    assert relu["state"] == "not applicable"
     assert "no saturating activation" in relu["reason"]
     assert batchnorm["applied"] and batchnorm["summary"]["status"] == "completed"
     assert "not applicable" in (out / "compare.md").read_text()

@@ -133,3 +133,41 @@ def test_an_exception_in_training_step_marks_the_folder_failed(tmp_path: Path) -
     run = read_run(tmp_path / "lit")
     assert run.status == "failed" and run.summary["error"] == "ValueError: bad batch"
     assert [r.step for r in run.records] == [0, 1, 2]
+
+
+SIGTERM_SCRIPT = """
+import sys, time, torch
+import lightning.pytorch as pl
+sys.path.insert(0, sys.argv[2])
+from test_integrations_lightning import Tiny, loader
+from vgdiag.integrations.lightning import VgdiagCallback
+
+class Slow(Tiny):
+    def on_train_epoch_end(self):
+        print("epoch", flush=True)
+        time.sleep(0.05)
+
+trainer = pl.Trainer(max_epochs=10000, accelerator="cpu", logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=sys.argv[1],
+                     callbacks=[VgdiagCallback(sys.argv[1] + "/lit", every=1)])
+trainer.fit(Slow(), loader(1))
+"""
+
+
+def test_sigterm_through_lightnings_own_handler_marks_the_folder_interrupted(
+        tmp_path: Path) -> None:
+    import signal
+
+    script = tmp_path / "fit.py"
+    script.write_text(SIGTERM_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path),
+                             str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "epoch"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    run = read_run(tmp_path / "lit")
+    assert run.status == "interrupted", (proc.returncode, err[-2000:])
+    assert len(run.epochs) >= 1 and len(run.records) >= BATCHES

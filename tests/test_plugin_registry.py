@@ -19,7 +19,6 @@ from vgdiag.engine.experiment import Experiment, TrainConfig, sgd
 from vgdiag.engine.models import build_mlp
 from vgdiag.errors import UserError
 from vgdiag.plugin_api import (
-    BUILTIN_ORDER,
     ENTRY_POINT_GROUP,
     Plugin,
     apply_plugins,
@@ -32,6 +31,8 @@ from vgdiag.plugin_api import (
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "vgdiag-example-plugin"
+# The reference experiment's order, which the built-ins' ranks give.
+BUILTIN_ORDER = ("weight-init", "relu", "adam", "batchnorm", "skip", "layerwise", "gradnorm")
 
 
 def ep(name: str, value: str) -> EntryPoint:
@@ -78,7 +79,7 @@ def test_broken_entry_points_are_reported_and_skipped(
             ep("renamed", "vgdiag_plugins.relu:Relu"),
         ]
     )
-    assert list(plugins) == ["adam", "renamed"]
+    assert list(plugins) == ["renamed", "adam"]  # by rank: the renamed Relu keeps relu's
     assert type(plugins["adam"]).__name__ == "Adam"
     assert plugins["renamed"].name == "renamed"  # the entry-point name is what users type
     assert plugins["renamed"].origin == "unknown distribution"
@@ -187,6 +188,10 @@ DISCOVER_AND_APPLY = textwrap.dedent(
     print(plugin.origin, "|", variant.plugins, variant.optimizer_name,
           optimizer.defaults["momentum"], optimizer.defaults["lr"],
           plugin.why_not(plugins["adam"].apply(base, {}), {}))
+    from vgdiag.engine.records import Finding
+    from vgdiag.plugin_api import recommend
+    stalled = recommend([Finding("loss_stalled", "error", [], {}, "stalled")])[0]
+    print("recommended:", ",".join(stalled.recommend))
     """
 )
 
@@ -231,7 +236,52 @@ def test_example_third_party_package_installs_and_is_discovered(tmp_path: Path) 
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == (
+    assert run.stdout.strip().splitlines() == [
         "vgdiag-example-plugin 0.1.0 | ['momentum'] sgd-momentum 0.8 0.05 "
-        "only changes plain SGD; this experiment uses adam"
-    )
+        "only changes plain SGD; this experiment uses adam",
+        # a third-party plugin is recommended like a built-in, after them by rank
+        "recommended: weight-init,relu,adam,batchnorm,skip,layerwise,momentum",
+    ]
+
+
+def test_recommendations_come_from_what_plugins_address() -> None:
+    from vgdiag.engine.records import Finding
+    from vgdiag.plugin_api import recommend
+
+    class Fixer(Plugin):
+        name = "fixer"
+        addresses = ("dead_units",)
+        rank = 5
+
+    plugins, _ = discover_plugins()
+    found = [Finding("dead_units", "warning", ["0"], {}, "dead"),
+             Finding("no_such_finding", "info", [], {}, "other")]
+    dead, other = recommend(found, [*plugins.values(), Fixer()])
+    assert dead.recommend[0] == "fixer"  # rank, not built-in or not, decides the order
+    assert set(dead.recommend[1:]) == {n for n, p in plugins.items() if "dead_units" in p.addresses}
+    assert other.recommend == []
+    assert found[0].recommend == []  # the input is left alone
+
+
+def test_the_diagnosis_recommends_the_installed_plugins() -> None:
+    import torch
+
+    from vgdiag.engine.diagnosis import diagnose
+    from vgdiag.engine.probe import Probe
+
+    torch.manual_seed(0)
+    model = build_mlp(64, 10, depth=7, width=32)  # PyTorch's default init: vanishing
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    probe = Probe(model, optimizer, every=1)
+    x, y = torch.rand(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    probe.observe_loss(loss)
+    loss.backward()
+    optimizer.step()
+    records = probe.drain()
+    findings = diagnose(records, probe.layers, (), 10)
+    probe.close()
+    plugins, _ = discover_plugins()
+    assert any(f.id == "vanishing_gradient" for f in findings)
+    for f in findings:
+        assert f.recommend == [n for n, p in plugins.items() if f.id in p.addresses], f.id

@@ -71,3 +71,101 @@ def test_foreign_and_newer_folders_are_refused(tmp_path):
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt"):
         read_run(tmp_path)
+
+
+def test_reading_a_folder_replays_the_same_fold(tmp_path):
+    from vgdiag.engine.summary import RunSummary
+    from vgdiag.runs.store import replay_folder
+
+    opts = RunOptions(epochs=2, depth=3, width=16, every=5)
+    data = load_data(opts)
+    exp = build_experiment(opts, data)
+    live = RunSummary(exp.name, data.num_classes)
+    with RunStore(tmp_path / "r", exp.name, data.num_classes) as store:
+        for event in run_training(exp, data):
+            store.handle(event)
+            live.apply(event)
+    saved = replay_folder(tmp_path / "r")
+    assert saved.status == live.status == "completed"
+    assert saved.verdict == live.verdict == store.run.verdict
+    assert [e.epoch for e in saved.epochs] == [e.epoch for e in live.epochs] == [1, 2]
+    assert saved.first is not None and live.first is not None and live.last is not None
+    assert (saved.first.step, saved.last.step) == (live.first.step, live.last.step)
+    assert [f.id for f in saved.findings] == [f.id for f in live.findings]
+    assert saved.test == live.test and saved.test is not None
+    assert not (tmp_path / "r" / ".reserve").exists()
+
+
+def test_a_truncated_metrics_line_does_not_hide_an_epoch(tmp_path):
+    small_run(tmp_path / "r", epochs=2)
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    last_epoch = max(i for i, x in enumerate(lines) if '"type":"epoch"' in x)
+    metrics.write_text("\n".join(lines[:last_epoch]) + "\n" + lines[last_epoch][:30])
+    run = read_run(tmp_path / "r")
+    assert [e.epoch for e in run.epochs] == [1, 2]
+    assert any("taken from summary.json" in n for n in run.notes)
+
+
+def test_a_running_folder_with_a_live_writer_is_not_cut_off(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    small_run(tmp_path / "r", epochs=1)
+    path = tmp_path / "r" / "summary.json"
+    summary = json.loads(path.read_text())
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        summary.update(status="running", writer={"pid": writer.pid, "host": socket.gethostname()})
+        path.write_text(json.dumps(summary))
+        assert read_run(tmp_path / "r").status == "running"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert read_run(tmp_path / "r").status == "cut off"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("layers", 5), ("findings", [{"id": "x", "message": "m"}]), ("seconds", "fast"),
+    ("epochs", [{"epoch": "one"}]), ("status", "exploded"), ("test", [1]),
+])
+def test_summaries_of_the_wrong_shape_are_refused_by_field(tmp_path, field, value):
+    small_run(tmp_path / "r", epochs=1)
+    path = tmp_path / "r" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary[field] = value
+    path.write_text(json.dumps(summary))
+    with pytest.raises(UserError, match=f"field '{field}'"):
+        read_run(tmp_path / "r")
+
+
+def test_a_failed_write_marks_the_folder_failed(tmp_path, monkeypatch):
+    import errno
+
+    from vgdiag.errors import RunFolderError
+    from vgdiag.runs import store as store_module
+
+    opts = RunOptions(epochs=1, depth=2, width=8, every=1)
+    data = load_data(opts)
+    exp = build_experiment(opts, data)
+    real = store_module.RunStore._append
+    calls = {"n": 0}
+
+    def full(self, obj):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, "No space left on device",
+                          str(self.path / "metrics.jsonl"))
+        real(self, obj)
+
+    monkeypatch.setattr(store_module.RunStore, "_append", full)
+    with pytest.raises(RunFolderError, match="no space left on device: .*metrics.jsonl"), \
+            RunStore(tmp_path / "r", exp.name, data.num_classes) as store:
+        for event in run_training(exp, data):
+            store.handle(event)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["verdict"] == "failed: " + summary["error"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "config.json", "metrics.jsonl", "summary.json"]

@@ -289,7 +289,8 @@ def test_a_failing_model_shows_the_error_and_the_app_stays_usable(tmp_path: Path
         assert app.return_value == "failed"
         saved = read_run(tmp_path / "run")
         assert saved.status == "failed"
-        assert saved.summary["error"] == "RuntimeError: the model broke on its sixth batch"
+        assert saved.summary["error"] == ("RuntimeError: the model broke on its sixth batch"
+                                          " (test_tui.py:273)")
 
     asyncio.run(main())
 

@@ -2,6 +2,13 @@
 
 import sys
 
-from vgdiag.cli.app import main
+from vgdiag.engine.interrupts import interrupt_on_signals
+
+interrupt_on_signals()  # before the heavier imports: a SIGTERM now is an interruption too
+try:
+    from vgdiag.cli.app import main
+except KeyboardInterrupt:
+    print("vgdiag: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

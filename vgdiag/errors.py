@@ -17,3 +17,11 @@ class ExitCode(IntEnum):
 
 class UserError(Exception):
     """Something the user can fix: shown as one line on stderr, exit code 2."""
+
+
+class RunFolderError(Exception):
+    """The run folder could not be written (a full disk, a vanished folder): exit code 3.
+
+    The message is one line naming the cause and the path; the store has already
+    marked the folder `failed` where it still could.
+    """

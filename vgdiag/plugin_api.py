@@ -9,8 +9,12 @@ reported and skipped instead of taking the tool down.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -18,123 +22,174 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import Experiment
+from vgdiag.engine.records import Finding
 from vgdiag.errors import UserError
 
 ENTRY_POINT_GROUP = "vgdiag.plugins"
+THIRD_PARTY_RANK = 100  # listed after the built-ins (ranks 10-70), then by name
 
-# The reference experiment's order; "all" and `vgdiag plugins` list built-ins this way,
-# then third-party plugins by name.
-BUILTIN_ORDER = ("weight-init", "relu", "adam", "batchnorm", "skip", "layerwise", "gradnorm")
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a plugin that takes none."""
+
+
+def option(default: Any, help: str, *, parse: Callable[[str], Any] | None = None,
+           choices: tuple[str, ...] = ()) -> Any:
+    """A plugin option: a dataclass field with its help line and, optionally, a parser.
+
+    Without `parse` the field's type decides: float (finite, > 0), int (>= 1),
+    tuple[int, ...] (comma-separated, each >= 1), str (one of `choices` when given).
+    `parse` turns the text into the value and raises ValueError with what to write.
+    """
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices})
+
+
+def _positive_float(text: str) -> float:
+    value = float(text) if text.strip() else math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("give a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError("give an integer >= 1")
+    return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ValueError("give positive integers separated by commas")
+    return values
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "float": _positive_float,
+    "int": _positive_int,
+    "tuple[int, ...]": _int_list,
+}
+
+
+def _parser(name: str, hint: str, meta: Mapping[str, Any]) -> Callable[[str], Any]:
+    if meta.get("parse") is not None:
+        return meta["parse"]  # type: ignore[no-any-return]
+    choices: tuple[str, ...] = meta.get("choices", ())
+    if choices:
+        def choose(text: str) -> str:
+            value = text.strip().lower()
+            if value not in choices:
+                raise ValueError(f"choose one of {', '.join(choices)}")
+            return value
+
+        return choose
+    base = hint.replace(" | None", "").replace("None | ", "").strip()
+    return _PARSERS.get(base, str)
 
 
 class Plugin:
     """Base class of a mitigation: subclass it, set the class attributes, implement
-    `why_not` and `transform`, and register the class under `vgdiag.plugins`.
+    `applies` and `transform`, and register the class under `vgdiag.plugins`.
 
     Attributes:
         name: the name users type (`--plugins relu`); discovery sets it to the
             entry-point name.
         summary: one line for `vgdiag plugins`.
-        options: option name -> help text, including the default.
+        addresses: the finding ids (vgdiag.engine.diagnosis) this plugin fixes; the
+            diagnosis recommends it for those, built-in or not.
+        rank: listing and recommendation order (built-ins 10-70, others 100).
+        Options: a frozen dataclass of typed options made with `option(...)`; text
+            from the command line is parsed into it once, by `parse_options`.
         origin: where the plugin came from ("vgdiag 0.1.0 (built-in)"); set by discovery.
     """
 
     name: str = ""
     summary: str = ""
-    options: dict[str, str] = {}
+    addresses: tuple[str, ...] = ()
+    rank: int = THIRD_PARTY_RANK
+    Options: type = NoOptions
     origin: str = ""
 
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        """None if the plugin applies to `experiment`, otherwise a short reason.
+    @property
+    def options(self) -> dict[str, str]:
+        """Option name (as typed: `batch-size`) -> its help line."""
+        return {f.name.replace("_", "-"): f.metadata.get("help", "")
+                for f in dataclasses.fields(self.Options)}
+
+    def parse_options(self, given: Mapping[str, str] | Any = None) -> Any:
+        """The Options instance for `given` text options (an instance passes through).
 
         Raises:
             UserError: an option is unknown or has a bad value.
         """
-        self.check_options(options)
-        return None
-
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        """Return the transformed copy; called by `apply` once `why_not` said yes."""
-        raise NotImplementedError
-
-    def apply(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        """A NEW experiment with this mitigation applied; `experiment` is left unchanged.
-
-        Raises:
-            UserError: unknown option, bad option value, or the plugin does not apply.
-        """
-        self.check_options(options)
-        reason = self.why_not(experiment, options)
-        if reason is not None:
-            raise UserError(f"plugin {self.name!r} does not apply to {experiment.name!r}: {reason}")
-        return self.transform(experiment, options)
-
-    # -- helpers for subclasses -------------------------------------------------------
-
-    def check_options(self, options: dict[str, str]) -> None:
-        """UserError for any option key this plugin does not declare."""
-        unknown = sorted(set(options) - set(self.options))
+        if isinstance(given, self.Options):
+            return given
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.options))
         if unknown:
             valid = ", ".join(self.options) or "none"
             raise UserError(
                 f"plugin {self.name!r} has no option {', '.join(map(repr, unknown))}; "
                 f"valid options: {valid}"
             )
-
-    def _bad(self, key: str, value: str, wanted: str) -> UserError:
-        return UserError(f"plugin option {self.name}.{key}={value!r} is invalid: {wanted}")
-
-    def float_option(
-        self, options: dict[str, str], key: str, default: float, *, positive: bool = True
-    ) -> float:
-        """A finite float option (positive unless told otherwise)."""
-        if key not in options:
-            return default
+        hints = typing.get_type_hints(self.Options)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(self.Options):
+            key = f.name.replace("_", "-")
+            if key not in given:
+                continue
+            hint = str(hints[f.name]).replace("typing.", "").replace("<class '", "")
+            hint = hint.replace("'>", "")
+            try:
+                values[f.name] = _parser(f.name, hint, f.metadata)(str(given[key]))
+            except ValueError as exc:
+                raise UserError(
+                    f"plugin option {self.name}.{key}={given[key]!r} is invalid: {exc}"
+                ) from None
         try:
-            value = float(options[key])
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or (positive and value <= 0):
-            raise self._bad(key, options[key], "give a positive number" if positive else "a number")
-        return value
+            return self.Options(**values)
+        except ValueError as exc:  # a check across options (__post_init__)
+            raise UserError(f"plugin {self.name!r}: {exc}") from None
 
-    def int_option(
-        self, options: dict[str, str], key: str, default: int | None, *, minimum: int = 1
-    ) -> int | None:
-        """An integer option, at least `minimum`."""
-        if key not in options:
-            return default
-        try:
-            value = int(options[key])
-        except ValueError:
-            raise self._bad(key, options[key], f"give an integer >= {minimum}") from None
-        if value < minimum:
-            raise self._bad(key, options[key], f"give an integer >= {minimum}")
-        return value
+    def applies(self, experiment: Experiment, options: Any) -> str | None:
+        """None if the plugin applies to `experiment` with `options`, else a short reason."""
+        return None
 
-    def int_list_option(self, options: dict[str, str], key: str) -> list[int] | None:
-        """A comma-separated list of positive integers ("2,2,2,1"), None when absent."""
-        if key not in options:
-            return None
-        try:
-            values = [int(part) for part in options[key].split(",")]
-        except ValueError:
-            values = []
-        if not values or min(values) < 1:
-            raise self._bad(key, options[key], "give positive integers separated by commas")
-        return values
+    def transform(self, experiment: Experiment, options: Any) -> Experiment:
+        """Return the transformed copy; called by `apply` once `applies` said yes."""
+        raise NotImplementedError
 
-    def choice_option(
-        self, options: dict[str, str], key: str, choices: Iterable[str], default: str | None
-    ) -> str | None:
-        """One of `choices` (case-insensitive)."""
-        if key not in options:
-            return default
-        value = options[key].strip().lower()
-        allowed = list(choices)
-        if value not in allowed:
-            raise self._bad(key, options[key], f"choose one of {', '.join(allowed)}")
-        return value
+    def why_not(self, experiment: Experiment, options: Mapping[str, str] | Any = None
+                ) -> str | None:
+        """None if the plugin applies, otherwise a short reason (UserError: bad options)."""
+        return self.applies(experiment, self.parse_options(options))
+
+    def apply(self, experiment: Experiment, options: Mapping[str, str] | Any = None
+              ) -> Experiment:
+        """A NEW experiment with this mitigation applied; `experiment` is left unchanged.
+
+        Raises:
+            UserError: unknown option, bad option value, or the plugin does not apply.
+        """
+        parsed = self.parse_options(options)
+        reason = self.applies(experiment, parsed)
+        if reason is not None:
+            raise UserError(f"plugin {self.name!r} does not apply to {experiment.name!r}: {reason}")
+        return self.transform(experiment, parsed)
+
+    def check_options(self, options: Mapping[str, str]) -> None:
+        """UserError for any option this plugin does not declare or cannot parse."""
+        self.parse_options(options)
+
+    # -- helpers for subclasses -------------------------------------------------------
 
     def record(self, experiment: Experiment, note: dict[str, Any], **changes: Any) -> Experiment:
         """Copy of `experiment` with `changes`, this plugin's name and its note appended."""
@@ -184,12 +239,6 @@ def _instantiate(loaded: object) -> Plugin | None:
     return None
 
 
-def _sort_key(name: str) -> tuple[int, str]:
-    if name in BUILTIN_ORDER:
-        return BUILTIN_ORDER.index(name), name
-    return len(BUILTIN_ORDER), name
-
-
 def discover_plugins(
     entry_points: Iterable[metadata.EntryPoint] | None = None,
 ) -> tuple[dict[str, Plugin], list[str]]:
@@ -224,7 +273,7 @@ def discover_plugins(
         plugin.name = ep.name
         plugin.origin = _origin(ep)
         found[ep.name] = plugin
-    return {name: found[name] for name in sorted(found, key=_sort_key)}, errors
+    return {name: found[name] for name in sorted(found, key=lambda n: (found[n].rank, n))}, errors
 
 
 def get_plugin(name: str, plugins: dict[str, Plugin] | None = None) -> Plugin:
@@ -308,3 +357,24 @@ def apply_plugins(
     for name in names:
         experiment = get_plugin(name, plugins).apply(experiment, plugin_opts.get(name, {}))
     return experiment
+
+
+# -- recommendations ------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[Plugin, ...]:
+    return tuple(discover_plugins()[0].values())
+
+
+def recommend(findings: list[Finding], plugins: Iterable[Plugin] | None = None) -> list[Finding]:
+    """`findings` with each one's `recommend` set to the plugins that address its id.
+
+    The installed plugins (read once per process) decide, in their rank order, so a
+    third-party plugin that declares `addresses` is recommended like a built-in.
+    """
+    chosen = sorted(_installed() if plugins is None else plugins, key=lambda p: (p.rank, p.name))
+    return [
+        dataclasses.replace(f, recommend=[p.name for p in chosen if f.id in p.addresses])
+        for f in findings
+    ]

@@ -16,7 +16,13 @@ except ImportError:  # pragma: no cover - older typer with click installed
 
 from vgdiag._version import __version__
 from vgdiag.cli.commands import compare, export, inspect, plugins, report, run, view
-from vgdiag.errors import ExitCode, UserError
+from vgdiag.engine.interrupts import (
+    describe_exit,
+    interrupt_on_signals,
+    is_user_exit,
+    restore_signals,
+)
+from vgdiag.errors import ExitCode, RunFolderError, UserError
 from vgdiag.textfmt import one_line
 
 app = typer.Typer(
@@ -71,6 +77,14 @@ app.command("export")(export.export)
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors are one line on stderr and exit code 2."""
+    saved = interrupt_on_signals()
+    try:
+        return _main(argv)
+    finally:
+        restore_signals(saved)
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     STATE.debug = "--debug" in args or bool(os.environ.get("VGDIAG_DEBUG"))
     try:
@@ -88,18 +102,36 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vgdiag: error: {one_line(str(exc))}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
-    except typer.Abort:
-        print("vgdiag: aborted", file=sys.stderr)
-        return int(ExitCode.INTERRUPTED)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt) and is_user_exit(exc):
+            return _user_exit(exc)
         print("vgdiag: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except SystemExit as exc:  # never ours (Typer's exits are typer.Exit): the user's code
+        return _user_exit(exc)
+    except RunFolderError as exc:  # the folder says so too, where it still could
+        print(f"vgdiag: error: {exc}", file=sys.stderr)
+        return int(ExitCode.TRAINING_FAILED)
+    except BrokenPipeError:  # `vgdiag ... | head`: the reader left; say nothing more
+        from vgdiag.cli.headless import silence_stdout
+
+        silence_stdout()
+        return int(ExitCode.OK)
     except Exception as exc:  # the user's code (or ours) raised outside training
         if STATE.debug:
             raise
         print(f"vgdiag: error: {type(exc).__name__}: {one_line(str(exc))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return int(ExitCode.TRAINING_FAILED)
+
+
+def _user_exit(exc: BaseException) -> int:
+    """User code exited (or raised KeyboardInterrupt) where no boundary caught it."""
+    if STATE.debug:
+        raise exc
+    print(f"vgdiag: error: the model's or data's code raised {describe_exit(exc)}: "
+          "vgdiag counts that as a failure, not a success", file=sys.stderr)
+    return int(ExitCode.TRAINING_FAILED)
 
 
 if __name__ == "__main__":

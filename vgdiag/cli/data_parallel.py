@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from vgdiag.cli.signals import StopOnSignal
+from vgdiag.engine.status import RunStatus
 from vgdiag.errors import ExitCode, UserError
 
 # With NCCL a rank waiting for a lost peer is stuck in a device wait until the
@@ -69,12 +70,9 @@ def train_data_parallel(
     fsdp: bool,
     console: Console,
     dashboard_wanted: bool,
-) -> tuple[str, Any, Path | None]:
-    """Train on this rank; returns (status, store or None, run folder or None)."""
-    from vgdiag.cli.headless import HeadlessSink
+) -> tuple[RunStatus, list[Any] | None]:
+    """Train on this rank; returns how the run ended and, on rank 0, the findings."""
     from vgdiag.engine.distributed import DataParallel
-    from vgdiag.engine.events import RunFailed
-    from vgdiag.engine.trainer import run_training
     from vgdiag.runs.store import RunStore, default_run_dir
 
     parallel = DataParallel.from_torchrun(device, fsdp)
@@ -98,47 +96,47 @@ def train_data_parallel(
     parallel.check_all(None if parallel.is_main else set_up())
     assert experiment is not None and bundle is not None
 
-    status = "completed"
-    mode = "FSDP2" if fsdp else "DDP"
-    if parallel.is_main:
+    if not parallel.is_main:
+        status = _train_silently(experiment, bundle, parallel)
+        findings = None
+    else:
+        from vgdiag.cli.commands.run import _run_headless
+
         if dashboard_wanted:
             console.print("[dim]the dashboard runs in one process: progress is shown as text; "
                           "`vgdiag view RUN_DIR` follows the run live[/]")
-        console.print(f"[bold]vgdiag[/] training [cyan]{experiment.model_spec}[/] on "
-                      f"[cyan]{bundle.name}[/], {mode} over {parallel.world_size} processes "
-                      f"({parallel.device}); run folder {path}")
-    watch = PeerWatch(parallel, store) if store is not None else None
-    if watch is not None:
+        mode = "FSDP2" if parallel.fsdp else "DDP"
+        watch = PeerWatch(parallel, store)
         watch.start()
-    with StopOnSignal() as stopper:
         try:
-            sink = HeadlessSink(console) if parallel.is_main else None
-            if sink is not None:
-                sink.__enter__()
-            try:
-                for event in run_training(experiment, bundle, stopper.event, parallel):
-                    if store is not None:
-                        store.handle(event)
-                    if sink is not None:
-                        sink.handle(event)
-                    if isinstance(event, RunFailed):
-                        status = "failed"
-                        print(f"vgdiag: rank {parallel.rank}: training failed: {event.error}",
-                              file=sys.stderr)
-            finally:
-                if sink is not None:
-                    sink.__exit__(None, None, None)
-        except KeyboardInterrupt:
-            if store is not None:
-                store.mark_interrupted()
-            status = "interrupted"
+            status, findings = _run_headless(
+                experiment, bundle, store, console, parallel,
+                intro=f", {mode} over {parallel.world_size} processes")
         finally:
-            if watch is not None:
-                watch.done.set()
-            if store is not None:
-                store.close()
-    if status == "completed" and store is not None:
-        status = store.status
-    if status != "failed":
+            watch.done.set()
+    if status != RunStatus.FAILED:
         parallel.close()  # after a failure a peer may be gone: leaving would wait for it
-    return status, store, path
+    return status, findings
+
+
+def _train_silently(experiment: Any, bundle: Any, parallel: Any) -> RunStatus:
+    """A rank other than 0: it trains its slices and prints only its own failure."""
+    from vgdiag.engine.events import RunFailed, RunFinished
+    from vgdiag.engine.trainer import run_training
+
+    status = RunStatus.INTERRUPTED
+    with StopOnSignal() as stopper:
+        events = run_training(experiment, bundle, stopper.event, parallel)
+        try:
+            for event in events:
+                if isinstance(event, RunFailed):
+                    status = RunStatus.FAILED
+                    print(f"vgdiag: rank {parallel.rank}: training failed: {event.error}",
+                          file=sys.stderr)
+                elif isinstance(event, RunFinished):
+                    status = RunStatus(event.status)
+        except KeyboardInterrupt:
+            status = RunStatus.INTERRUPTED
+        finally:
+            events.close()
+    return status

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import shlex
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -30,6 +34,8 @@ from vgdiag.engine.events import (
 )
 from vgdiag.engine.gradflow import grad_ratios, health
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.engine.status import RunStatus
+from vgdiag.engine.summary import RunSummary
 from vgdiag.textfmt import fmt_num as fmt
 
 _HEALTH_STYLE = {"bad": "red", "weak": "yellow", "ok": "", "none": ""}
@@ -37,11 +43,50 @@ _HEALTH_STYLE = {"bad": "red", "weak": "yellow", "ok": "", "none": ""}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-class HeadlessSink:
-    """Consumes the event stream and shows a progress bar on `console`."""
+def safe(text: object) -> str:
+    """`text` for a terminal: markup escaped, control characters shown as escapes.
 
-    def __init__(self, console: Console) -> None:
+    Names come from the user (layer names, file paths): a stray escape sequence in
+    one must not repaint the terminal.
+    """
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return escape(shown)
+
+
+def silence_stdout() -> None:
+    """After a broken pipe (`vgdiag ... | head`): send the rest of stdout nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+class TerminalConsole(Console):
+    """A rich Console that a closed stdout silences instead of exiting.
+
+    Rich's default answer to a broken pipe is SystemExit(1), which would end a run
+    in the middle and claim an exit code the run did not earn.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        silence_stdout()
+
+
+class HeadlessSink:
+    """Consumes the event stream and shows a progress bar on `console`.
+
+    It folds the stream into its own `RunSummary` (`self.run`), so the tables at the
+    end show what the trainer reported even when the run folder could not be
+    written. A closed stdout (a broken pipe) silences the output, never the training.
+    """
+
+    def __init__(self, console: Console, name: str = "", num_classes: int = 0) -> None:
         self.console = console
+        self.run = RunSummary(name=name, num_classes=num_classes)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -54,15 +99,29 @@ class HeadlessSink:
         )
         self.task: Any = None
         self.steps_per_epoch = 1
+        self.quiet = False  # stdout went away: keep folding, stop drawing
 
     def __enter__(self) -> HeadlessSink:
-        self.progress.start()
+        self._draw(self.progress.start)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self._draw(self.progress.stop)
+
+    def _draw(self, action: Any) -> None:
+        if self.quiet:
+            return
+        try:
+            action()
+        except BrokenPipeError:
+            self.quiet = True
+            silence_stdout()
 
     def handle(self, event: Event) -> None:
+        self.run.apply(event)
+        self._draw(lambda: self._show(event))
+
+    def _show(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.steps_per_epoch = max(event.steps_per_epoch, 1)
             self.task = self.progress.add_task(
@@ -81,7 +140,25 @@ class HeadlessSink:
                 status=f"loss {fmt(r.train_loss, 4)}  val acc {fmt(r.val_acc, 3)}",
             )
         elif isinstance(event, (RunFinished, RunFailed)):
-            self.progress.update(self.task, status=getattr(event, "status", "failed"))
+            self.progress.update(self.task, status=str(self.run.status))
+        if isinstance(event, RunFailed):
+            self.console.print(f"[red]training failed:[/] {safe(self.run.error)}")
+
+    def print_outcome(self, path: Path) -> None:
+        """The epoch, layer and findings tables and how the run ended."""
+        self._draw(lambda: print_outcome(self.console, self.run, path))
+
+
+def print_outcome(console: Console, run: RunSummary, path: Path) -> None:
+    """The tables at the end of a headless run, from the fold of its events."""
+    console.print(epochs_table(run.epochs, run.test))
+    console.print(layer_table(run.layers, run.first, run.last))
+    console.print(findings_panel(run.findings, run.verdict))
+    color = "green" if run.status == RunStatus.COMPLETED else (
+        "red" if run.status == RunStatus.FAILED else "yellow")
+    hint = f"vgdiag report {shlex.quote(str(path))} --format html"
+    console.print(f"[{color}]{run.status}[/] in {run.seconds:.1f} s; run folder: "
+                  f"{safe(path)}  (report: {safe(hint)})")
 
 
 def layer_table(
@@ -106,7 +183,7 @@ def layer_table(
         frozen = "" if info.trainable else ", frozen"
         frozen += "" if info.used else ", unused"
         table.add_row(
-            f"{escape(info.name)} [dim]{escape(info.kind)}{frozen}[/]",
+            f"{safe(info.name)} [dim]{safe(info.kind)}{frozen}[/]",
             fmt(s0.grad_norm if s0 else None, 2),
             fmt(g1, 2),
             f"[{style}]{fmt(rel, 2)}[/]" if style else fmt(rel, 2),
@@ -119,20 +196,22 @@ def layer_table(
 
 
 def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
-    if not findings:
-        body: Any = "[green]No findings: gradients flow to every layer.[/]"
+    if not findings and verdict != "healthy":
+        body: Any = "No findings in what was measured before the run ended."
+    elif not findings:
+        body = "[green]No findings: gradients flow to every layer.[/]"
     else:
         rows = []
         for f in findings:
             style = SEVERITY_STYLE.get(f.severity, "")
-            where = f" [dim]layers: {escape(', '.join(f.layers[:8]))}" + (
+            where = f" [dim]layers: {safe(', '.join(f.layers[:8]))}" + (
                 " ..." if len(f.layers) > 8 else "") + "[/]" if f.layers else ""
             fixes = f"\n    [dim]try: {', '.join(f.recommend)}[/]" if f.recommend else ""
             rows.append(f"[{style}]{f.severity.upper():7}[/] [bold]{f.id}[/]  "
-                        f"{escape(f.message)}{where}{fixes}")
+                        f"{safe(f.message)}{where}{fixes}")
         body = Group(*rows)
     color = "green" if verdict == "healthy" else "red"
-    return Panel(body, title=f"Diagnosis: [{color}]{escape(verdict)}[/]", title_align="left")
+    return Panel(body, title=f"Diagnosis: [{color}]{safe(verdict)}[/]", title_align="left")
 
 
 def epochs_table(epochs: Sequence[Any], test: dict[str, float] | None) -> Table:

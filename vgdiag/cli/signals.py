@@ -7,6 +7,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from vgdiag.engine.interrupts import note_signal
+
 
 class StopOnSignal:
     """SIGINT/SIGTERM ask the trainer to stop; a second SIGINT aborts at once."""
@@ -16,6 +18,7 @@ class StopOnSignal:
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        note_signal()  # a real signal: tells it from user code raising KeyboardInterrupt
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.event.set()

@@ -45,7 +45,9 @@ def diagnose(
     findings += grads.unused_layers(layers)
     findings += per_layer.stalled_loss(records, epochs, num_classes, t)
     findings.sort(key=lambda f: -severity_rank(f.severity))
-    return findings
+    from vgdiag.plugin_api import recommend  # the installed plugins say what they fix
+
+    return recommend(findings)
 
 
 def verdict(findings: Sequence[Finding]) -> str:

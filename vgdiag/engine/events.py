@@ -2,7 +2,9 @@
 
 Sinks (run store, headless progress, the dashboard, compare) see the same sequence:
 RunStarted, then any number of StageStarted / StepSampled / EpochEnded, then exactly
-one of RunFinished or RunFailed (RunFinished also covers an interrupted run).
+one of RunFinished or RunFailed (RunFinished also covers an interrupted run). Once
+RunStarted was sent, anything the user's code raises ends the stream with RunFailed.
+`vgdiag.engine.summary.RunSummary` is the one fold of this stream.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.status import RunStatus
 
 
 @dataclass
@@ -53,7 +56,7 @@ class EpochEnded:
 
 @dataclass
 class RunFinished:
-    status: str  # "completed" | "interrupted"
+    status: RunStatus  # COMPLETED, or INTERRUPTED (a signal or the user stopped it)
     layers: list[LayerInfo]
     test: dict[str, float] | None  # {"loss": .., "acc": ..}; None when interrupted early
     findings: list[Finding]
@@ -64,7 +67,7 @@ class RunFinished:
 
 @dataclass
 class RunFailed:
-    error: str  # one line: exception type and message
+    error: str  # one line: exception type and message, and where in the user's code
     traceback: str
     layers: list[LayerInfo]
     findings: list[Finding]

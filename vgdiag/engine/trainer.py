@@ -8,10 +8,13 @@ steps. Cancellation is a threading.Event polled between steps, never a killed th
 from __future__ import annotations
 
 import math
+import os
+import sys
+import sysconfig
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import torch
@@ -32,9 +35,11 @@ from vgdiag.engine.events import (
 )
 from vgdiag.engine.experiment import Experiment, Stage, sampling_every
 from vgdiag.engine.history import History
+from vgdiag.engine.interrupts import describe_exit, is_user_exit
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
 from vgdiag.engine.splits import DataBundle, Split
+from vgdiag.engine.status import RunStatus
 from vgdiag.errors import UserError
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
@@ -331,45 +336,59 @@ def run_training(
     data: DataBundle,
     stop_event: threading.Event | None = None,
     parallel: DataParallel | None = None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """Train `experiment` on `data`, yielding events; ends with RunFinished or RunFailed.
 
     Errors in the recipe that the user can fix (UserError) propagate before any
-    training; an exception raised while training (the model's or data's code, or a
-    NaN without keep_going) ends the stream with RunFailed or RunFinished instead.
+    training. Once training started, anything the model's, data's or loss's code
+    raises (a UserError such as a forward returning None, `sys.exit()`, a
+    KeyboardInterrupt that no signal caused, the final test evaluation) ends the
+    stream with RunFailed. RunFinished is INTERRUPTED only when `stop_event` was set.
     With `parallel` (under torchrun) every rank calls this on the same data and each
     trains on its slice of every batch (vgdiag.engine.distributed).
     """
     stop = stop_event or threading.Event()
     run = _Run(experiment, data, stop, parallel)
+    started = False
+    failure: BaseException | None = None
+    status, test = RunStatus.COMPLETED, None
     try:
-        yield from run.events()
-    except UserError:
-        raise
+        for event in run.events():
+            started = started or isinstance(event, RunStarted)
+            yield event
+        status = RunStatus.INTERRUPTED if run.stop_requested() else RunStatus.COMPLETED
+        dev = run.data_dev
+        if status == RunStatus.COMPLETED and dev is not None and dev.test is not None and run.model:
+            loss, acc = run.evaluate(run.model, dev.test)
+            test = {"loss": loss, "acc": acc}
+    except UserError as exc:
+        if not started:
+            raise
+        failure = exc
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if not is_user_exit(exc):
+            raise  # a real interruption: the caller marks the folder interrupted
+        failure = exc
     except Exception as exc:  # the user's model or data code raised: report, don't crash
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        failure = exc
+    if failure is not None:
+        error = _failure_line(failure)
         if parallel is not None:
             # The rank that raised says why; the others fail in a collective and, on
             # rank 0, name the rank that started it.
             parallel.report_failure(error)
             cause = parallel.peer_failure()
             if cause:
-                error = f"{cause} (rank {parallel.rank}: {type(exc).__name__})"
+                error = f"{cause} (rank {parallel.rank}: {type(failure).__name__})"
         yield RunFailed(
             error=error,
-            traceback=traceback.format_exc(),
+            traceback="".join(traceback.format_exception(failure)),
             layers=run.layers,
             findings=run.findings(),
             seconds=time.perf_counter() - run.t0,
             steps_done=run.steps,
         )
         return
-    status = "interrupted" if run.stop_requested() else "completed"
-    test = None
-    dev = run.data_dev
-    if status == "completed" and dev is not None and dev.test is not None and run.model:
-        loss, acc = run.evaluate(run.model, dev.test)
-        test = {"loss": loss, "acc": acc}
     yield RunFinished(
         status=status,
         layers=run.layers,
@@ -379,3 +398,27 @@ def run_training(
         steps_done=run.steps,
         extra={"stopped_on_non_finite": run.non_finite},
     )
+
+
+# Frames in these folders are not the user's: the error names the deepest other one.
+_OWN_DIRS = (
+    *(os.path.dirname(m.__file__ or "") + os.sep
+      for m in (torch, sys.modules[__name__.partition(".")[0]])),
+    sysconfig.get_paths()["stdlib"] + os.sep,
+)
+
+
+def _failure_line(exc: BaseException) -> str:
+    """'Type: message (file.py:LINE)', the line being the deepest frame in the user's code."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        text = describe_exit(exc)
+    elif isinstance(exc, UserError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split()) or type(exc).__name__
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_OWN_DIRS) and not f.filename.startswith("<")]
+    if frames:
+        text += f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
+    return text

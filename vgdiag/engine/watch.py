@@ -27,7 +27,6 @@ from torch.optim import Optimizer
 
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
-from vgdiag.engine.environment import environment
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -38,9 +37,9 @@ from vgdiag.engine.events import (
 )
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
-from vgdiag.engine.probe_layers import unwrap
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
+from vgdiag.engine.status import RunStatus
 from vgdiag.engine.trainer import DIAGNOSIS_INTERVAL_S, LIVE_RECORDS
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -78,7 +77,6 @@ class Watch:
         self._sink = sink
         self._t0 = time.perf_counter()
         self._epoch_t0 = self._t0
-        self._epoch_steps = probe.step
         # Losses given to observe_loss since the last epoch, summed on the device so
         # a step never waits for it.
         self._loss_sum: torch.Tensor | None = None
@@ -222,7 +220,7 @@ class Watch:
             return
         findings = self.findings()
         seconds = time.perf_counter() - self._t0
-        if status == "failed":
+        if status == RunStatus.FAILED:
             assert error is not None
             self._emit(RunFailed(
                 error=f"{type(error).__name__}: {error}".splitlines()[0],
@@ -288,60 +286,15 @@ class Watch:
         return [s / c if c else None for s, c in zip(sums, counts)]
 
 
-def _status_for(error: BaseException | None, interrupted: bool) -> str:
+def _status_for(error: BaseException | None, interrupted: bool) -> RunStatus:
+    # The loop is the user's own program: its sys.exit(0) is a normal end of it.
     if isinstance(error, KeyboardInterrupt) or (interrupted and error is None):
-        return "interrupted"
+        return RunStatus.INTERRUPTED
     if isinstance(error, SystemExit) and error.code in (0, None):
-        return "interrupted" if interrupted else "completed"
+        return RunStatus.INTERRUPTED if interrupted else RunStatus.COMPLETED
     if error is not None:
-        return "interrupted" if interrupted else "failed"
-    return "completed"
-
-
-def run_config(
-    model: nn.Module,
-    optimizer: Optimizer | None,
-    *,
-    name: str,
-    every: int,
-    hist_every: int,
-    num_classes: int,
-    world_size: int,
-    source: str,
-    hparams: Mapping[str, Any] | None = None,
-    total_epochs: int = 0,
-    steps_per_epoch: int = 0,
-) -> dict[str, Any]:
-    """config.json for a watched loop: what can be known from the model and optimizer,
-    plus what the caller knows (`hparams`: lr, batch_size, epochs, seed...)."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    inner = unwrap(model)
-    train: dict[str, Any] = {"every": every, "hist_every": hist_every}
-    if optimizer is not None and optimizer.param_groups:
-        lr = optimizer.param_groups[0].get("lr")
-        if isinstance(lr, int | float):
-            train["lr"] = float(lr)
-    if total_epochs:
-        train["epochs"] = total_epochs
-    train.update(hparams or {})
-    return {
-        **environment(device),
-        "source": source,  # watch | lightning | transformers
-        "world_size": world_size,
-        "experiment": {
-            "name": name,
-            "model": type(inner).__name__,
-            "optimizer": type(optimizer).__name__ if optimizer is not None else None,
-            "plugins": [],
-            "staged": False,
-            "train": train,
-            "notes": {},
-        },
-        "data": {"num_classes": num_classes} if num_classes else {},
-        "stages": [{"name": "train", "epochs": total_epochs}] if total_epochs else [],
-        "steps_per_epoch": steps_per_epoch,
-    }
+        return RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
+    return RunStatus.COMPLETED
 
 
 def watch(
@@ -386,7 +339,7 @@ def watch(
             changes are concentrated in few coordinates (docs/PERFORMANCE.md).
         sink: receives the event stream (RunStarted first, RunFinished or RunFailed
             at close).
-        config: RunStarted's config (see `run_config`).
+        config: RunStarted's config (see `vgdiag.engine.environment.run_config`).
         total_epochs, steps_per_epoch: the plan, where the caller knows it (0: unknown).
         out: the folder the sink writes, for `w.out`.
     """

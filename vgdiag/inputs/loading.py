@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import ModelFactory
+from vgdiag.engine.interrupts import is_user_exit
 from vgdiag.errors import UserError
 from vgdiag.inputs.checkpoints import fit_state_dict, load_saved_model, load_state_dict_file
 from vgdiag.inputs.modelargs import parse_model_args
@@ -186,7 +187,9 @@ def load_model_factory(
             model = factory()
         except UserError:
             raise
-        except Exception as exc:  # the user's constructor failed: say where, in one line
+        except BaseException as exc:  # the user's constructor failed: say where, in one line
+            if not isinstance(exc, Exception) and not is_user_exit(exc):
+                raise  # a real Ctrl-C (or the interpreter leaving)
             raise UserError(
                 f"building {display} raised {describe_exception(exc)}{where_in(exc, error_path)}"
             ) from exc

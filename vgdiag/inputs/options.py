@@ -24,6 +24,7 @@ from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY, Activation
 from vgdiag.errors import UserError
 
 BUILTIN_MLP = "builtin:mlp"
+MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's is the narrowest)
 
 
 class FailOn(StrEnum):
@@ -113,6 +114,8 @@ class RunOptions:
             (self.depth >= 1, f"--depth must be at least 1, got {self.depth}"),
             (self.width >= 1, f"--width must be at least 1, got {self.width}"),
             (self.every >= 1, f"--every must be a positive integer, got {self.every}"),
+            (0 <= self.seed <= MAX_SEED,
+             f"--seed must be between 0 and {MAX_SEED} (2**32 - 1), got {self.seed}"),
             (self.hist_every >= 0, f"--hist-every must be 0 (off) or more, got {self.hist_every}"),
             (self.epochs is None or self.epochs >= 1,
              f"--epochs must be at least 1, got {self.epochs}"),
@@ -205,8 +208,11 @@ class CompareOptions:
     tui: bool = opt(False, "Watch the variants train in the dashboard and open each against "
                     "the baseline.", flags=("--tui",), default_text="off")
     fail_on: FailOn = _fail_on()
-    preset: str | None = opt(None, "A named preset of the comparison.", default_text="none")
-    seeds: int = opt(1, "Seeds each variant is trained with.")
+    preset: str | None = opt(None, "A named bundle of options and variants: reference (the "
+                             "experiment of docs/REFERENCE_RESULTS.md); options given here "
+                             "override it.", default_text="none")
+    seeds: int = opt(1, "Seeds per variant (init and data order; the split stays): mean ± "
+                     "std, a gain is clear only beyond the spread.")
 
     def __post_init__(self) -> None:
         coerce_choices(self)

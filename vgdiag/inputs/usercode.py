@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vgdiag.engine.interrupts import describe_exit, is_user_exit
 from vgdiag.errors import UserError
 from vgdiag.textfmt import MAX_DETAIL, one_line
 
@@ -39,6 +40,8 @@ def detail(exc: BaseException) -> str:
 
 def describe_exception(exc: BaseException) -> str:
     """'TypeError: message' on one line."""
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return describe_exit(exc)
     message = detail(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
@@ -124,8 +127,8 @@ def _import_file(path: Path, shown: str) -> types.ModuleType:
             spec.loader.exec_module(module)
     except BaseException as exc:
         sys.modules.pop(module_name, None)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        if isinstance(exc, KeyboardInterrupt) and not is_user_exit(exc):
+            raise  # a real Ctrl-C while importing
         raise UserError(_import_failure(exc, shown, path)) from exc
     return module
 
@@ -148,10 +151,11 @@ def _import_failure(exc: BaseException, shown: str, path: Path | None) -> str:
         )
     if isinstance(exc, ImportError):
         return f"{shown}{where}: {detail(exc)}"
-    if isinstance(exc, SystemExit):
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
         return (
-            f"{shown}{where} exited while being imported: put script code under "
-            f"'if __name__ == \"__main__\":'"
+            f"{shown}{where} "
+            + ("exited" if isinstance(exc, SystemExit) else "raised KeyboardInterrupt")
+            + " while being imported: put script code under 'if __name__ == \"__main__\":'"
         )
     return f"importing {shown} raised {describe_exception(exc)}{where}"
 
@@ -167,9 +171,9 @@ def _import_module(source: str) -> types.ModuleType:
                 f"or name a file instead (path/to/file.py:Name)"
             ) from exc
         raise UserError(_import_failure(exc, source, None)) from exc
-    except KeyboardInterrupt:
-        raise
     except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and not is_user_exit(exc):
+            raise  # a real Ctrl-C while importing
         raise UserError(_import_failure(exc, source, None)) from exc
 
 

@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import random
+import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
+from vgdiag.engine.interrupts import is_user_exit
 from vgdiag.engine.outputs import format_shape as _shape
 from vgdiag.engine.splits import DataBundle, Split, TensorSplit
 from vgdiag.errors import UserError
@@ -68,6 +72,12 @@ MAX_TENSOR_BYTES = 2 * 1024**3
 _SCAN_BATCH = 256
 # Samples in the shape check's forward: two, so BatchNorm in training mode still works.
 CHECK_SAMPLES = 2
+# A split read once before training (an IterableDataset or a DataLoader without a
+# length, to count it) that goes past this many samples is taken for an endless
+# stream; VGDIAG_MAX_STREAM_SAMPLES overrides it. Ten million 28x28 images is more
+# than any epoch vgdiag's probe is meant for.
+MAX_STREAM_SAMPLES = 10_000_000
+SCAN_PROGRESS_S = 2.0  # a long count says how far it got this often
 
 SplitSource = DataLoader | Dataset
 
@@ -214,17 +224,35 @@ class _Scan:
         self.integer_targets = True
 
 
+def max_stream_samples() -> int:
+    """How many samples one pass over a split may have before it counts as endless."""
+    text = os.environ.get("VGDIAG_MAX_STREAM_SAMPLES", "")
+    return int(text) if text.isdigit() and int(text) > 0 else MAX_STREAM_SAMPLES
+
+
 def _scan(split: LoaderSplit) -> _Scan:
     found = _Scan()
+    limit = max_stream_samples()
+    started = shown_at = time.monotonic()
     with preserved_rng():  # a shuffling DataLoader draws from the global random state
-        batches = list(_target_batches(split))
-    for y in batches:
-        found.size += int(y.shape[0]) if y.dim() else 1
-        found.batches += 1
-        if y.is_floating_point():
-            found.integer_targets = False
-        elif y.numel():
-            found.max_target = max(found.max_target, int(y.max()))
+        for y in _target_batches(split):
+            found.size += int(y.shape[0]) if y.dim() else 1
+            found.batches += 1
+            if y.is_floating_point():
+                found.integer_targets = False
+            elif y.numel():
+                found.max_target = max(found.max_target, int(y.max()))
+            if found.size > limit:
+                raise UserError(
+                    f"the data yielded more than {limit:,} samples in one pass and looks "
+                    "endless: give its __iter__ an end (one epoch), or set "
+                    "VGDIAG_MAX_STREAM_SAMPLES for a larger stream"
+                )
+            now = time.monotonic()
+            if now - shown_at >= SCAN_PROGRESS_S:
+                shown_at = now
+                print(f"vgdiag: reading the data to count it: {found.size:,} samples in "
+                      f"{now - started:.0f} s", file=sys.stderr, flush=True)
     split._size = found.size
     if isinstance(split.source, DataLoader):
         split._loader_batches = found.batches
@@ -433,15 +461,27 @@ def load_user_data(spec: str, *, seed: int, max_tensor_bytes: int = MAX_TENSOR_B
             f"function that returns (train, val) or (train, val, test)"
         )
     kwargs = _factory_kwargs(factory, shown, seed)
+    with _user_code(f"{shown} raised", found.path), _seeded(seed), user_code_path(found.folder):
+        result = factory(**kwargs)
+    # Reading the splits runs the user's Dataset code (__len__, __getitem__, __iter__).
+    with _user_code(f"reading the data of {shown} raised", found.path):
+        return _bundle(result, shown, found, max_tensor_bytes)
+
+
+@contextlib.contextmanager
+def _user_code(what: str, path: Path | None) -> Iterator[None]:
+    """Whatever the user's code raises here is bad input: one line with its file:line."""
     try:
-        with _seeded(seed), user_code_path(found.folder):
-            result = factory(**kwargs)
+        yield
     except UserError:
         raise
-    except Exception as exc:
-        where = where_in(exc, found.path)
-        raise UserError(f"{shown} raised {describe_exception(exc)}{where}") from exc
+    except BaseException as exc:
+        if not isinstance(exc, Exception) and not is_user_exit(exc):
+            raise  # a real Ctrl-C
+        raise UserError(f"{what} {describe_exception(exc)}{where_in(exc, path)}") from exc
 
+
+def _bundle(result: Any, shown: str, found: Any, max_tensor_bytes: int) -> DataBundle:
     raw_train, raw_val, raw_test = _unpack(result, shown)
     train = _to_split(raw_train, "train", max_tensor_bytes)
     val = _to_split(raw_val, "val", max_tensor_bytes)

@@ -1,195 +1,270 @@
-"""compare: the baseline and each mitigation, same seed, data order and budget.
+"""compare: the baseline and each mitigation, same data, data order and budget.
 
-Every variant is built from the same RunOptions (so the same data split, seed and
-epoch budget) and then transformed by one plugin. Variants run one after another in
-this process, or with jobs > 1 in separate processes: an Experiment holds closures,
-so a worker rebuilds it from the picklable options instead of receiving it.
+One engine drives every front end (the terminal table, the `compare --tui` board, the
+HTML page): variants are `VariantSpec`s, each built from the same RunOptions and then
+transformed by at most one plugin; progress comes back through a callback as
+`VariantProgress` values; a `threading.Event` stops the work. Variants run one after
+another in this process, or with jobs > 1 in worker processes (compare_workers): an
+Experiment holds closures, so a worker rebuilds it from the picklable spec.
 """
 
 from __future__ import annotations
 
-import math
-import os
+import dataclasses
+import enum
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from vgdiag.engine.events import RunFailed
-from vgdiag.engine.gradflow import first_last_ratio
+from vgdiag.engine.events import EpochEnded, RunFailed, RunFinished, RunStarted
 from vgdiag.errors import UserError
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
 
 BASELINE = "baseline"
-DEFAULT_TARGET_ACC = 0.8  # validation accuracy that counts as "learned" for the table
+DEFAULT_TARGET_ACC = 0.8  # validation accuracy whose first epoch the table reports
+
+
+class VariantState(str, enum.Enum):
+    """Where a variant is; the one spelling of these words for every front end."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"  # trained to the end of its budget
+    FAILED = "failed"  # the run raised, went non-finite, or its worker died
+    NOT_APPLICABLE = "not applicable"  # the plugin said why not; nothing trained
+    INTERRUPTED = "interrupted"  # stopped by a signal or the user
+    SKIPPED = "skipped"  # never started: the comparison was stopped first
+
+    @property
+    def finished(self) -> bool:
+        return self not in (VariantState.WAITING, VariantState.RUNNING)
+
+
+def variant_name(plugin: str | None, label: str | None = None, seed: int | None = None) -> str:
+    """The one naming rule: folder, table row and board row of a variant.
+
+    `label` (a preset's "weight-init-std10") or the plugin name or "baseline", then
+    "-seed<N>" when the comparison runs several seeds.
+    """
+    base = label or plugin or BASELINE
+    return base if seed is None else f"{base}-seed{seed}"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One variant to train: everything a worker process needs, all picklable."""
+
+    group: str  # the variant without its seed: what the table aggregates over seeds
+    plugin: str | None = None  # None: the baseline
+    options: dict[str, str] = field(default_factory=dict)  # the plugin's options, as text
+    overrides: dict[str, Any] = field(default_factory=dict)  # RunOptions fields to change
+    seed: int | None = None  # init and data-order seed; None: the options' seed
+    published: float | None = None  # a published test accuracy to show beside it
+
+    @property
+    def name(self) -> str:
+        return variant_name(None, self.group, self.seed)
+
+    def run_options(self, opts: RunOptions) -> RunOptions:
+        return dataclasses.replace(opts, **self.overrides) if self.overrides else opts
+
+
+def build_specs(
+    plugins: Iterable[str],
+    plugin_opts: dict[str, dict[str, str]] | None = None,
+    *,
+    seeds: Iterable[int] | None = None,
+    extra: Iterable[VariantSpec] = (),
+) -> list[VariantSpec]:
+    """The baseline, one variant per plugin (plus `extra`), each for every seed given."""
+    plugin_opts = plugin_opts or {}
+    base = [VariantSpec(BASELINE)]
+    base += [VariantSpec(p, p, dict(plugin_opts.get(p, {}))) for p in plugins]
+    base += list(extra)
+    seed_list = list(seeds) if seeds is not None else [None]
+    many = len(seed_list) > 1
+    return [dataclasses.replace(spec, seed=seed if many else spec.seed)
+            for spec in base for seed in seed_list]
+
+
+@dataclass
+class VariantProgress:
+    """A variant's state as it trains: what a progress row shows."""
+
+    name: str
+    state: VariantState
+    epoch: int = 0
+    total_epochs: int = 0
+    val_acc: float | None = None
+    val_loss: float | None = None
+    seconds: float = 0.0  # since the variant started
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace so far (None before the first epoch)."""
+        if self.epoch <= 0 or self.total_epochs <= 0 or self.state.finished:
+            return None
+        return self.seconds / self.epoch * max(self.total_epochs - self.epoch, 0)
 
 
 @dataclass
 class VariantOutcome:
     """One row of a comparison."""
 
-    name: str  # "baseline" or the plugin name
-    applied: bool  # False: the plugin does not apply (see reason) or the run failed
-    reason: str | None = None  # why not applied, or the failure's one line
+    spec: VariantSpec
+    state: VariantState
+    reason: str | None = None  # why not applicable, or the failure's one line
     run_dir: Path | None = None
     summary: dict[str, Any] | None = None  # summary.json of the variant's run
     seconds: float = 0.0  # wall time of the variant, loading and training
-    options: dict[str, str] = field(default_factory=dict)  # plugin options used
+    steps: int = 0  # optimizer steps taken
+    samples: int = 0  # training samples seen (epochs done x training-set size)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def options(self) -> dict[str, str]:
+        return self.spec.options
+
+    @property
+    def trained(self) -> bool:
+        """True when a run folder holds its training (done, failed or interrupted)."""
+        return self.run_dir is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "plugin": None if self.name == BASELINE else self.name,
-            "applied": self.applied,
+            "name": self.name,
+            "group": self.spec.group,
+            "plugin": self.spec.plugin,
+            "seed": self.spec.seed,
+            "state": self.state.value,
+            "applied": self.state is not VariantState.NOT_APPLICABLE,
             "reason": self.reason,
             "run_dir": str(self.run_dir) if self.run_dir else None,
-            "options": self.options,
+            "options": self.spec.options,
+            "overrides": {k: str(v) for k, v in self.spec.overrides.items()},
             "seconds": self.seconds,
+            "steps": self.steps,
+            "samples": self.samples,
             "summary": self.summary,
         }
 
 
+ProgressFn = Callable[[VariantProgress], None]
+
+
 def run_variant(
     opts: RunOptions,
-    plugin: str | None,
-    plugin_options: dict[str, str],
+    spec: VariantSpec,
     run_dir: Path,
-    threads: int = 0,
+    *,
     stop_event: threading.Event | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> VariantOutcome:
-    """Build the baseline from `opts`, apply `plugin` (None: baseline), train, store."""
-    import torch
-
+    """Build the baseline from `opts`, apply the spec's plugin, train, store."""
     from vgdiag.engine.trainer import run_training
     from vgdiag.runs.store import RunStore, read_run
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    name = plugin or BASELINE
+    stop = stop_event or threading.Event()
+    opts = spec.run_options(opts)
     data = load_data(opts)
     experiment = build_experiment(opts, data)
-    if plugin is not None:
+    if spec.seed is not None:  # the split stays the options' one: only init and order move
+        experiment = experiment.replace(train=dataclasses.replace(experiment.train,
+                                                                  seed=spec.seed))
+    if spec.plugin is not None:
         from vgdiag.plugin_api import get_plugin
 
-        chosen = get_plugin(plugin)
-        reason = chosen.why_not(experiment, plugin_options)
+        chosen = get_plugin(spec.plugin)
+        parsed = chosen.parse_options(spec.options)
+        reason = chosen.applies(experiment, parsed)
         if reason is not None:
-            return VariantOutcome(name, False, reason, None, None,
-                                  time.perf_counter() - t0, plugin_options)
-        experiment = chosen.apply(experiment, plugin_options)
-    experiment = experiment.replace(name=name)
-    error = None
-    with RunStore(run_dir, name, data.num_classes) as store:
-        for event in run_training(experiment, data, stop_event):
+            return VariantOutcome(spec, VariantState.NOT_APPLICABLE, reason,
+                                  seconds=time.perf_counter() - t0)
+        experiment = chosen.transform(experiment, parsed)
+    experiment = experiment.replace(name=spec.name)
+    progress = VariantProgress(spec.name, VariantState.RUNNING)
+    if on_progress:
+        on_progress(dataclasses.replace(progress))
+    error: str | None = None
+    status = "failed"
+    epochs = 0
+    steps = 0
+    non_finite = False
+    with RunStore(run_dir, spec.name, data.num_classes) as store:
+        for event in run_training(experiment, data, stop):
             store.handle(event)
-            if isinstance(event, RunFailed):
-                error = event.error
+            if isinstance(event, RunStarted):
+                progress.total_epochs = event.total_epochs
+            elif isinstance(event, EpochEnded):
+                epochs += 1
+                steps = event.record.steps
+                progress.epoch = event.record.epoch
+                progress.val_acc = event.record.val_acc
+                progress.val_loss = event.record.val_loss
+                progress.seconds = time.perf_counter() - t0
+                if on_progress:
+                    on_progress(dataclasses.replace(progress))
+            elif isinstance(event, RunFailed):
+                error, steps = event.error, event.steps_done
+            elif isinstance(event, RunFinished):
+                status, steps = event.status, event.steps_done
+                non_finite = bool(event.extra.get("stopped_on_non_finite"))
+    state = (VariantState.FAILED if error is not None else
+             VariantState.INTERRUPTED if status == "interrupted" else VariantState.DONE)
+    if error is None and non_finite and not experiment.train.keep_going:
+        state, error = VariantState.FAILED, "stopped on a non-finite loss or gradient"
     summary = read_run(run_dir).summary
-    return VariantOutcome(name, error is None, error, run_dir, summary,
-                          time.perf_counter() - t0, plugin_options)
+    return VariantOutcome(spec, state, error, run_dir, summary, time.perf_counter() - t0,
+                          steps, epochs * len(data.train))
 
 
 def compare_variants(
     opts: RunOptions,
-    plugins: list[str],
-    plugin_opts: dict[str, dict[str, str]],
+    specs: list[VariantSpec],
     out_dir: Path,
     *,
     jobs: int = 1,
+    on_progress: ProgressFn | None = None,
     on_done: Callable[[VariantOutcome], None] | None = None,
     stop_event: threading.Event | None = None,
+    no_new_event: threading.Event | None = None,
 ) -> list[VariantOutcome]:
-    """Run the baseline and one variant per plugin; results in that order.
+    """Train every spec; one outcome per spec, in the specs' order.
 
-    Setting `stop_event` stops the variant training in this process (its folder is
-    marked interrupted) and starts no further one; variants already handed to worker
-    processes run to their end. Only the variants that ran are returned.
+    `stop_event` interrupts the variants in training (their folders are marked
+    interrupted) and starts no other; `no_new_event` only starts no other, letting the
+    ones in training finish. Variants never started come back SKIPPED.
     """
     stop = stop_event or threading.Event()
+    no_new = no_new_event or threading.Event()
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
-    names: list[str | None] = [None, *plugins]
-    dirs = {name: out_dir / (name or BASELINE) for name in names}
-    results: dict[str | None, VariantOutcome] = {}
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise UserError(f"two variants have the same name: {', '.join(names)}")
+    results: dict[str, VariantOutcome] = {}
+
+    def finished(outcome: VariantOutcome) -> None:
+        results[outcome.name] = outcome
+        if on_done:
+            on_done(outcome)
+
     if jobs == 1:
-        for name in names:
-            if stop.is_set():
+        for spec in specs:
+            if stop.is_set() or no_new.is_set():
                 break
-            results[name] = run_variant(opts, name, plugin_opts.get(name or "", {}), dirs[name],
-                                        stop_event=stop)
-            if on_done:
-                on_done(results[name])
+            finished(run_variant(opts, spec, out_dir / spec.name, stop_event=stop,
+                                 on_progress=on_progress))
     else:
-        # Split the cores between the workers: oversubscribed BLAS threads only thrash.
-        threads = opts.threads or max(1, (os.cpu_count() or 1) // min(jobs, len(names)))
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {
-                pool.submit(run_variant, opts, name, plugin_opts.get(name or "", {}),
-                            dirs[name], threads): name
-                for name in names
-            }
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    if future.cancelled():
-                        continue
-                    name = futures[future]
-                    results[name] = future.result()
-                    if on_done:
-                        on_done(results[name])
-                if stop.is_set():
-                    for future in pending:
-                        future.cancel()
-    return [results[name] for name in names if name in results]
+        from vgdiag.runs.compare_workers import run_in_workers
 
-
-# ----- the comparison table -----------------------------------------------------------
-
-
-def _ratio(summary: dict[str, Any] | None, key: str) -> float:
-    """First/last grad_norm ratio of the layers a gradient reaches, from a summary."""
-    if not summary:
-        return math.nan
-    values = [layer.get(key) for layer in summary.get("layers", [])
-              if layer.get("trainable", True) and layer.get("used", True)]
-    return first_last_ratio([float(v) if isinstance(v, (int, float)) else math.nan
-                             for v in values])
-
-
-def _epoch_reaching(summary: dict[str, Any] | None, target: float) -> int | None:
-    for epoch in (summary or {}).get("epochs", []):
-        acc = epoch.get("val_acc")
-        if isinstance(acc, (int, float)) and acc >= target:
-            return int(epoch["epoch"])
-    return None
-
-
-def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[dict[str, Any]]:
-    """One flat dict per variant: what the table, compare.md and CI gates read."""
-    rows = []
-    for o in outcomes:
-        s = o.summary or {}
-        last = (s.get("epochs") or [{}])[-1]
-        test = s.get("test") or {}
-        rows.append({
-            "variant": o.name,
-            "applied": o.applied,
-            "reason": o.reason,
-            "train_acc": last.get("train_acc"),
-            "val_acc": last.get("val_acc"),
-            "test_acc": test.get("acc"),
-            "train_loss": last.get("train_loss"),
-            "val_loss": last.get("val_loss"),
-            "test_loss": test.get("loss"),
-            "ratio_init": _ratio(s, "grad_norm_first"),
-            "ratio_end": _ratio(s, "grad_norm_last"),
-            "verdict": s.get("verdict", "not applicable" if not o.applied else ""),
-            "epoch_to_target": _epoch_reaching(s, target_acc),
-            "seconds": o.seconds,
-        })
-    return rows
+        run_in_workers(opts, specs, out_dir, jobs, finished, on_progress, stop, no_new)
+    return [results.get(spec.name) or VariantOutcome(spec, VariantState.SKIPPED)
+            for spec in specs]

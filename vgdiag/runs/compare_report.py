@@ -2,147 +2,174 @@
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 from typing import Any
 
 from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from vgdiag.engine.records import _jsonable
-from vgdiag.runs.compare import VariantOutcome, comparison_rows
-from vgdiag.runs.store import read_run, write_json_atomic
+from vgdiag.runs.compare import VariantOutcome, VariantProgress, VariantState
+from vgdiag.runs.compare_table import comparison_rows, verdict_text
+from vgdiag.runs.store import write_json_atomic
 
 COLUMNS = (
     ("variant", "variant"),
-    ("train_acc", "train acc"),
-    ("val_acc", "val acc"),
+    ("seeds", "seeds"),
     ("test_acc", "test acc"),
+    ("published", "published"),
+    ("gain", "gain"),
+    ("val_acc", "val acc"),
+    ("train_acc", "train acc"),
     ("test_loss", "test loss"),
+    ("steps", "steps"),
+    ("samples", "samples"),
     ("ratio_init", "first/last @init"),
     ("ratio_end", "first/last @end"),
     ("epoch_to_target", "epoch ≥ target"),
     ("seconds", "wall s"),
     ("verdict", "verdict"),
 )
+# The terminal keeps every number (they never wrap); the verdict wraps instead.
+TERMINAL_COLUMNS = ("variant", "test_acc", "published", "gain", "steps", "samples",
+                    "ratio_init", "ratio_end", "seconds", "verdict")
+TERMINAL_LABELS = {"test_acc": "test acc", "published": "pub", "ratio_init": "@init",
+                   "ratio_end": "@end", "seconds": "s"}
+TEXT_KEYS = ("variant", "verdict")
 
 
-def _cell(key: str, value: Any) -> str:
+def _count(value: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def cell(row: dict[str, Any], key: str) -> str:
+    """A row's value as table text; '-' for what is unknown."""
+    if key == "verdict":
+        return verdict_text(row) or "-"
+    value = row.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if key in ("ratio_init", "ratio_end"):
         return f"{value:.2g}"
+    if key in ("steps", "samples"):
+        return _count(float(value))
     if key == "seconds":
         return f"{value:.1f}"
+    if key == "gain":
+        clear = {True: " clear", False: " within spread", None: ""}[row.get("clear_gain")]
+        return f"{value:+.3f}{clear}"
+    if key in ("test_acc", "val_acc", "train_acc") and row.get(f"{key}_std") is not None:
+        return f"{value:.3f}±{row[f'{key}_std']:.3f}"
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
 
 
-def _row_cells(row: dict[str, Any]) -> list[str]:
-    if not row["applied"] and row["reason"] and row["verdict"] in ("", "not applicable"):
-        reason = f"not applicable: {row['reason']}"
-        return [row["variant"], *["-"] * (len(COLUMNS) - 2), reason]
-    cells = [_cell(key, row[key]) for key, _ in COLUMNS]
-    if not row["applied"] and row["reason"]:
-        cells[-1] = f"failed: {row['reason']}"
-    return cells
-
-
-# The terminal table leaves out what compare.md has room for, to fit 80 columns.
-TERMINAL_COLUMNS = ("variant", "test_acc", "ratio_init", "ratio_end", "epoch_to_target",
-                    "seconds", "verdict")
-TERMINAL_LABELS = {"test_acc": "acc", "ratio_init": "@init", "ratio_end": "@end",
-                   "epoch_to_target": "epoch", "seconds": "s"}
-TERMINAL_WIDTHS = {"variant": 11, "test_acc": 5, "ratio_init": 7, "ratio_end": 7,
-                   "epoch_to_target": 5, "seconds": 5}
+def _shown(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[str]:
+    """`keys` less the columns no row has a value for (published: only with a preset)."""
+    optional = ("published", "seeds")
+    return [k for k in keys if k not in optional or any(
+        r.get(k) is not None and not (k == "seeds" and r[k] == 1) for r in rows)]
 
 
 def rich_table(rows: list[dict[str, Any]], target_acc: float) -> Table:
-    """The comparison for a terminal: one finding id a line in the verdict column."""
-    keys = [key for key, _ in COLUMNS]
+    """The comparison for a terminal: numbers never wrap or drop, the verdict wraps."""
+    keys = _shown(rows, TERMINAL_COLUMNS)
     table = Table(
         title="Baseline and mitigations",
-        caption=f"acc: test; @init/@end: first ÷ last layer grad norm; "
-        f"epoch: val acc ≥ {target_acc:g}",
+        caption="test acc: mean±std over seeds; gain: over the baseline, clear only beyond "
+        "both spreads; steps, samples: training each variant had; @init/@end: first ÷ last "
+        "layer grad norm; verdict: learned vs chance, then gradient health",
         title_justify="left",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for key in TERMINAL_COLUMNS:
+    for key in keys:
         label = TERMINAL_LABELS.get(key, dict(COLUMNS)[key])
-        text = key in ("variant", "verdict")
-        table.add_column(label, justify="left" if text else "right", no_wrap=True,
-                         min_width=TERMINAL_WIDTHS.get(key))
+        if key in TEXT_KEYS:
+            table.add_column(label, justify="left", overflow="fold",
+                             min_width=8 if key == "variant" else 12,
+                             ratio=1 if key == "verdict" else None)
+        else:
+            table.add_column(label, justify="right", no_wrap=True,
+                             min_width=max(len(label), 4))
     for row in rows:
-        cells = dict(zip(keys, _row_cells(row)))
-        cells["verdict"] = cells["verdict"].replace("unhealthy: ", "").replace(", ", "\n")
-        table.add_row(*(cells[key] for key in TERMINAL_COLUMNS))
+        cells = {key: cell(row, key) for key in keys}
+        cells["verdict"] = cells["verdict"].replace("unhealthy: ", "unhealthy:\n")
+        cells["verdict"] = cells["verdict"].replace(", ", "\n").replace(" · ", "\n")
+        table.add_row(*(Text(cells[key]) for key in keys))
+    return table
+
+
+def narrow_table(rows: list[dict[str, Any]]) -> RenderableType:
+    """The same rows for a terminal too narrow for columns: one block per variant."""
+    blocks: list[RenderableType] = [Text("Baseline and mitigations", style="bold")]
+    for row in rows:
+        numbers = "  ".join(f"{TERMINAL_LABELS.get(k, dict(COLUMNS)[k])} {cell(row, k)}"
+                            for k in _shown(rows, TERMINAL_COLUMNS) if k not in TEXT_KEYS)
+        blocks.append(Text.assemble((row["variant"], "bold"), "\n  ", numbers, "\n  ",
+                                    cell(row, "verdict")))
+    return Group(*blocks)
+
+
+NARROW_WIDTH = 100  # below this many columns the table would squeeze its numbers
+
+
+def terminal_view(rows: list[dict[str, Any]], target_acc: float, width: int) -> RenderableType:
+    return narrow_table(rows) if width < NARROW_WIDTH else rich_table(rows, target_acc)
+
+
+def progress_table(progress: list[VariantProgress]) -> Table:
+    """One row per variant while compare runs: epoch, val acc, ETA."""
+    table = Table(box=box.SIMPLE, pad_edge=False, title="compare", title_justify="left")
+    for label in ("variant", "state", "epoch", "val acc", "val loss", "ETA s"):
+        table.add_column(label, justify="left" if label in ("variant", "state") else "right",
+                         no_wrap=True)
+    for p in progress:
+        eta = p.eta_s
+        table.add_row(
+            p.name, p.state.value,
+            f"{p.epoch}/{p.total_epochs}" if p.total_epochs else "-",
+            "-" if p.val_acc is None or math.isnan(p.val_acc) else f"{p.val_acc:.3f}",
+            "-" if p.val_loss is None or math.isnan(p.val_loss) else f"{p.val_loss:.3f}",
+            "-" if eta is None else f"{eta:.0f}",
+        )
     return table
 
 
 def markdown(rows: list[dict[str, Any]], target_acc: float, command: str) -> str:
     def esc(text: str) -> str:
-        return text.replace("|", "\\|")
+        return text.replace("|", "\\|").replace("\n", " ")
 
+    keys = _shown(rows, tuple(k for k, _ in COLUMNS))
+    labels = dict(COLUMNS)
     lines = [
         "# vgdiag compare",
         "",
-        f"Same seed, data order and epoch budget for every variant. `{command}`",
+        f"Same data split, seeds and data budget for every variant. `{command}`",
         "",
-        "| " + " | ".join(label for _, label in COLUMNS) + " |",
-        "|" + "|".join("---" if k in ("variant", "verdict") else "---:" for k, _ in COLUMNS) + "|",
+        "| " + " | ".join(labels[k] for k in keys) + " |",
+        "|" + "|".join("---" if k in TEXT_KEYS else "---:" for k in keys) + "|",
     ]
-    lines += ["| " + " | ".join(esc(c) for c in _row_cells(row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(esc(cell(row, k)) for k in keys) + " |" for row in rows]
     lines += [
         "",
-        f"first/last: the first layer's gradient norm over the output layer's, at "
-        f"initialisation and at the end; epoch ≥ target: first epoch with validation "
-        f"accuracy ≥ {target_acc:g}.",
+        "test acc: mean±std over the seeds; gain: test accuracy over the baseline's, "
+        "clear only where it exceeds both spreads added; steps and samples: the "
+        "optimizer steps taken and training samples seen; first/last: the first layer's "
+        "gradient norm over the output layer's, at initialisation and at the end; "
+        f"epoch ≥ target: first epoch with validation accuracy ≥ {target_acc:g}; "
+        "verdict: learned (validation accuracy against chance), then gradient health.",
         "",
     ]
     return "\n".join(lines)
-
-
-def html_page(outcomes: list[VariantOutcome], rows: list[dict[str, Any]], target_acc: float,
-              command: str) -> str:
-    """One self-contained page: the table, then the gradient profiles side by side."""
-    from vgdiag.runs.report import gradient_profile_range, gradient_profile_svg
-
-    runs = [(o.name, read_run(o.run_dir)) for o in outcomes if o.run_dir is not None]
-    decades = gradient_profile_range(*[run for _, run in runs]) if runs else None
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row_cells(row)) + "</tr>"
-        for row in rows
-    )
-    plots = "".join(
-        f'<figure>{gradient_profile_svg(run, title=name, width=380, height=260, decades=decades)}'
-        "</figure>"
-        for name, run in runs
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>vgdiag compare</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.9rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
-td:first-child, td:last-child, th:first-child, th:last-child {{ text-align: left; }}
-.plots {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
-figure {{ margin: 0; }}
-code {{ background: #f3f3f3; padding: 0.1rem 0.3rem; }}
-</style></head><body>
-<h1>vgdiag compare</h1>
-<p>Same seed, data order and epoch budget for every variant: <code>{html.escape(command)}</code></p>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>first/last: the first layer's gradient norm over the output layer's. Target validation
-accuracy: {target_acc:g}.</p>
-<h2>Gradient profiles (log10 gradient norm per layer, at initialisation and at the end)</h2>
-<div class="plots">{plots}</div>
-</body></html>
-"""
 
 
 def write_outputs(
@@ -153,19 +180,25 @@ def write_outputs(
     options: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Write compare.json, compare.md and compare.html; return the table rows."""
+    from vgdiag.runs.compare_html import html_page
+
     rows = comparison_rows(outcomes, target_acc)
-    baseline, variants = outcomes[0], outcomes[1:]
+    baseline = next((o for o in outcomes if o.spec.plugin is None and o.summary), None)
     document = {
-        "schema_version": 1,
+        "schema_version": 2,
         "command": command,
         "options": options,
         "target_acc": target_acc,
-        "baseline": baseline.summary,
-        "variants": [o.to_json() for o in variants],
+        "baseline": baseline.summary if baseline else None,
+        "variants": [o.to_json() for o in outcomes
+                     if o is not baseline and o.state is not VariantState.SKIPPED],
+        "skipped": [o.name for o in outcomes if o.state is VariantState.SKIPPED],
         "table": rows,
     }
     write_json_atomic(out_dir / "compare.json", _jsonable(document))
     (out_dir / "compare.md").write_text(markdown(rows, target_acc, command), encoding="utf-8")
-    (out_dir / "compare.html").write_text(html_page(outcomes, rows, target_acc, command),
-                                          encoding="utf-8")
+    (out_dir / "compare.html").write_text(
+        html_page(outcomes, rows, target_acc, command, [labels for _, labels in COLUMNS],
+                  [[cell(row, k) for k, _ in COLUMNS] for row in rows]),
+        encoding="utf-8")
     return rows

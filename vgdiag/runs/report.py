@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vgdiag import textfmt
-from vgdiag.engine.diagnosis import verdict
 from vgdiag.engine.gradflow import eligible, ratios_to_output
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.engine.status import RunStatus
+from vgdiag.engine.summary import run_verdict, summary_json
 from vgdiag.errors import UserError
-from vgdiag.runs.store import RunData, build_summary
+from vgdiag.runs.store import RunData
 from vgdiag.runs.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
 
 FORMATS = ("md", "html", "json")
@@ -121,7 +122,7 @@ def prepare(run: RunData) -> ReportData:
         layers=layers,
         rows=layer_rows(run, layers),
         findings=findings,
-        verdict=verdict(findings),
+        verdict=run_verdict(run.status, str(error) if error else None, findings),
         notes=notes,
         num_classes=classes,
         error=str(error) if error else None,
@@ -219,14 +220,16 @@ def thin(records: Sequence[StepRecord], max_points: int) -> list[StepRecord]:
 
 def status_line(run: RunData, error: str | None) -> str:
     """One plain sentence on how the run ended."""
-    if run.status == "completed":
+    if run.status == RunStatus.COMPLETED:
         return "The run completed."
-    if run.status == "interrupted":
+    if run.status == RunStatus.INTERRUPTED:
         return ("The run was interrupted before its planned end: the numbers cover only "
                 "what was trained.")
-    if run.status == "failed":
+    if run.status == RunStatus.FAILED:
         return "The run failed: " + (error or "training raised an error") + "."
-    if run.status == "cut off":
+    if run.status == RunStatus.RUNNING:
+        return ("The run is still running: the numbers cover what it has written so far.")
+    if run.status == RunStatus.CUT_OFF:
         return ("The run was cut off: its process ended (killed or crashed) without "
                 "finishing the run folder; the numbers cover what it wrote.")
     return f"The run ended with status {run.status!r}."
@@ -412,7 +415,7 @@ def report_json(run: RunData) -> dict[str, Any]:
     steps = [int(run.summary.get("steps") or 0)]
     steps += [run.epochs[-1].steps] if run.epochs else []
     steps += [last.step + 1] if last else []
-    doc = build_summary(
+    doc = summary_json(
         name=run.name,
         status=run.status,
         layers=data.layers,

@@ -14,6 +14,7 @@ from typing import Any
 
 from vgdiag._version import __version__
 from vgdiag.engine.records import EpochRecord, Histogram
+from vgdiag.engine.status import RunStatus
 from vgdiag.runs.report import (
     DASH,
     EPOCH_TABLE_HEAD,
@@ -89,7 +90,8 @@ def _section(title: str, body: str) -> str:
 
 def _header(d: ReportData) -> str:
     run = d.run
-    status_cls = {"completed": "ok", "interrupted": "warn"}.get(run.status, "bad")
+    status_cls = {RunStatus.COMPLETED: "ok", RunStatus.INTERRUPTED: "warn",
+                  RunStatus.RUNNING: "warn"}.get(run.status, "bad")
     facts = [f'<span class="badge {status_cls}">{esc(run.status)}</span>']
     facts.append(f"{esc(run.summary.get('steps') or (d.last_step or 0))} steps")
     if run.summary.get("seconds"):
@@ -98,10 +100,10 @@ def _header(d: ReportData) -> str:
     out = [f"<header>\n<h1>vgdiag report: <span class=\"name\">{esc(run.name)}</span></h1>",
            f'<p class="facts">{" &middot; ".join(facts)}</p>',
            f'<p class="path">Run folder: <code>{esc(run.path)}</code></p>']
-    if run.status != "completed" or d.notes:
-        box = "bad" if run.status in ("failed", "cut off") else "warn"
+    if run.status != RunStatus.COMPLETED or d.notes:
+        box = "bad" if run.status in (RunStatus.FAILED, RunStatus.CUT_OFF) else "warn"
         out.append(f'<div class="banner {box}">')
-        if run.status != "completed":
+        if run.status != RunStatus.COMPLETED:
             out.append(f"<p><strong>{esc(d.status_line)}</strong></p>")
         if d.notes:
             out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in d.notes) + "</ul>")

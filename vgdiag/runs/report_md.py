@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from vgdiag.engine.status import RunStatus
 from vgdiag.runs.report import (
     DASH,
     EPOCH_TABLE_HEAD,
@@ -51,7 +52,7 @@ def render_markdown(run: RunData) -> str:
     planned = _get(run.config, "experiment", "train", "epochs")
     facts.append(f"{len(run.epochs)}" + (f" of {planned}" if planned else "") + " epochs")
     out += [" \u00b7 ".join(facts), "", f"Run folder: {md_escape(run.path)}", ""]
-    if run.status != "completed":
+    if run.status != RunStatus.COMPLETED:
         out += [f"> **{md_escape(d.status_line)}**"]
         out += [f"> - {md_escape(n)}" for n in d.notes]
         out.append("")
@@ -129,7 +130,7 @@ def render_markdown(run: RunData) -> str:
     if d.test:
         out += [f"**Test:** loss {fmt_num(d.test.get('loss'), 4)}, accuracy "
                 f"{fmt_pct(d.test.get('acc'))}", ""]
-    elif run.status == "completed":
+    elif run.status == RunStatus.COMPLETED:
         out += ["No test split was evaluated.", ""]
     if d.num_classes >= 2:
         out += [f"Chance level for {d.num_classes} classes: loss ln({d.num_classes}) = "

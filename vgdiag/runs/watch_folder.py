@@ -25,9 +25,10 @@ from torch import nn
 from torch.optim import Optimizer
 
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.environment import run_config
 from vgdiag.engine.events import Event
 from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
-from vgdiag.engine.watch import Watch, run_config
+from vgdiag.engine.watch import Watch
 from vgdiag.engine.watch import watch as engine_watch
 from vgdiag.runs.store import RunStore
 

@@ -1,14 +1,17 @@
-"""The comparison board: the baseline and each mitigation, filling in as they finish.
+"""The comparison board: the baseline and each mitigation, live as they train.
 
-`compare_variants` (vgdiag.compare) does the work in a thread worker, exactly as the
-headless `vgdiag compare` does; the board shows one row per variant, follows the
-run folders of the variants in training, and opens any finished variant against
-the baseline in the before/after view.
+The one compare engine (vgdiag.runs.compare.compare_variants) runs in a thread
+worker, exactly as the headless `vgdiag compare` runs it; its progress callback posts
+messages (coalesced per variant) and its outcomes post lifecycle messages (never
+coalesced). The board shows one row per variant, every variant's validation accuracy
+and loss on shared axes, and opens any finished variant against the baseline.
+Quitting once starts no new variant and lets those in training finish; quitting
+again interrupts them (their folders are marked interrupted).
 """
 
 from __future__ import annotations
 
-import json
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,36 +19,58 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
 from vgdiag.inputs.recipe import RunOptions
-from vgdiag.runs.compare import BASELINE, VariantOutcome, compare_variants, comparison_rows
-from vgdiag.runs.store import SUMMARY_FILE, read_run
+from vgdiag.runs.compare import (
+    BASELINE,
+    VariantOutcome,
+    VariantProgress,
+    VariantSpec,
+    VariantState,
+    build_specs,
+    compare_variants,
+)
+from vgdiag.runs.compare_table import variant_row, verdict_text
+from vgdiag.runs.store import read_run
 from vgdiag.tui.charts import fmt
 from vgdiag.tui.screens.compare import CompareScreen
 from vgdiag.tui.screens.help import HelpScreen
 from vgdiag.tui.state import view_from_run
+from vgdiag.tui.widgets.plot import LinePlot, Series
 
-POLL_S = 1.0  # how often the folders of variants in training are read for progress
 COLUMNS = (
     ("variant", "variant"),
     ("state", "state"),
+    ("epoch", "epoch"),
     ("val_acc", "val acc"),
     ("test_acc", "test acc"),
+    ("steps", "steps"),
     ("ratio_init", "first/last @init"),
     ("ratio_end", "first/last @end"),
-    ("seconds", "wall s"),
+    ("eta", "ETA s"),
     ("verdict", "verdict"),
 )
+SERIES_STYLES = 4  # series--0..3 in the stylesheet
 
 
-class _Stopped(Exception):
-    """Raised from the progress callback to skip the variants not started yet."""
+class VariantProgressed(Message):
+    """A variant's progress (an epoch ended); a newer one replaces an older one."""
+
+    def __init__(self, progress: VariantProgress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def can_replace(self, message: Message) -> bool:
+        return (isinstance(message, VariantProgressed)
+                and message.progress.name == self.progress.name
+                and message.progress.epoch == self.progress.epoch)
 
 
 class VariantDone(Message):
-    """A variant finished (trained, failed, or found not applicable). Never coalesced."""
+    """A variant finished (trained, failed, stopped or not applicable). Never coalesced."""
 
     def __init__(self, outcome: VariantOutcome) -> None:
         super().__init__()
@@ -53,35 +78,22 @@ class VariantDone(Message):
 
 
 class CompareFinished(Message):
-    """compare_variants returned (or was stopped); `error` when it raised."""
+    """The engine returned; `error` when it raised."""
 
-    def __init__(self, error: str | None) -> None:
+    def __init__(self, error: str | None, outcomes: list[VariantOutcome]) -> None:
         super().__init__()
         self.error = error
-
-
-def _progress(folder: Path) -> str:
-    """'epoch 3/30' from a variant's summary.json while it trains ('' before it starts)."""
-    try:
-        summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "starting" if folder.exists() else ""
-    total = sum(int(s.get("epochs", 0)) for s in config.get("stages", []) or [])
-    epochs = summary.get("epochs") or []
-    acc = epochs[-1].get("val_acc") if epochs else None
-    shown = f"  val acc {fmt(acc, 3)}" if isinstance(acc, (int, float)) else ""
-    return f"epoch {len(epochs)}/{total or '?'}{shown}"
+        self.outcomes = outcomes
 
 
 class CompareApp(App[list[VariantOutcome]]):
-    """Runs a comparison and shows it; returns the outcomes, in the baseline-first order."""
+    """Runs a comparison and shows it; returns the outcomes of the variants that ran."""
 
     CSS_PATH = "vgdiag.tcss"
     TITLE = "vgdiag compare"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit",
-                tooltip="Quit (variants in training finish first, the rest are skipped)"),
+                tooltip="Quit (once: start no new variant; twice: interrupt those training)"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("enter", "open", "Before/after",
                 tooltip="The selected variant against the baseline"),
@@ -91,9 +103,9 @@ class CompareApp(App[list[VariantOutcome]]):
     def __init__(
         self,
         opts: RunOptions,
-        plugins: list[str],
-        plugin_opts: dict[str, dict[str, str]],
-        out_dir: Path,
+        variants: list[str] | list[VariantSpec],
+        plugin_opts: dict[str, dict[str, str]] | None = None,
+        out_dir: Path = Path("runs/compare"),
         *,
         jobs: int = 1,
         title: str = "vgdiag compare",
@@ -101,18 +113,39 @@ class CompareApp(App[list[VariantOutcome]]):
         super().__init__()
         self.title = title
         self.opts = opts
-        self.names = [BASELINE, *plugins]
-        self.plugin_opts = plugin_opts
+        if variants and isinstance(variants[0], VariantSpec):
+            self.specs = [v for v in variants if isinstance(v, VariantSpec)]
+        else:
+            self.specs = build_specs([str(v) for v in variants], plugin_opts or {})
+        self.names = [s.name for s in self.specs]
         self.out_dir = Path(out_dir)
         self.jobs = jobs
         self.outcomes: dict[str, VariantOutcome] = {}
+        self.curves: dict[str, list[tuple[int, float, float]]] = {n: [] for n in self.names}
+        self.no_new = threading.Event()
+        self.stop = threading.Event()
         self.running = False
-        self.stop_requested = False
         self.error: str | None = None
+        self.exception: BaseException | None = None  # what the engine raised, if anything
+        if jobs > 1:
+            from vgdiag.runs.compare_workers import prepare_for_workers
+
+            prepare_for_workers()  # before Textual owns stderr (see its docstring)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.no_new.is_set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.no_new.is_set() or self.stop.is_set()
 
     def compose(self) -> ComposeResult:
         yield Static(id="board-title")
         yield DataTable(id="board", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="board-plots"):
+            yield LinePlot("val acc", x_label="epoch", y_range=(0.0, 1.0), id="board-acc")
+            yield LinePlot("val loss", x_label="epoch", id="board-loss")
         yield Static("", id="board-note", classes="muted")
         yield Footer(show_command_palette=False)
 
@@ -121,17 +154,17 @@ class CompareApp(App[list[VariantOutcome]]):
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         for name in self.names:
-            table.add_row(*([name, "waiting"] + ["-"] * (len(COLUMNS) - 2)), key=name)
+            table.add_row(*([name, VariantState.WAITING.value] + ["-"] * (len(COLUMNS) - 2)),
+                          key=name)
         table.focus()
         self.running = True
         self._title()
-        self.set_interval(POLL_S, self._poll)
         self._compare()
 
     def _title(self) -> None:
         done = len(self.outcomes)
-        state = "stopping" if self.stop_requested and self.running else (
-            "running" if self.running else "finished")
+        state = ("stopping" if self.interrupted and self.running else
+                 "running" if self.running else "finished")
         self.query_one("#board-title", Static).update(
             f"{self.title}  ·  {done}/{len(self.names)} done  ·  {self.jobs} job(s)  ·  "
             f"{state}  ·  {self.out_dir}")
@@ -140,77 +173,90 @@ class CompareApp(App[list[VariantOutcome]]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare")
     def _compare(self) -> None:
+        def progressed(progress: VariantProgress) -> None:
+            self.post_message(VariantProgressed(progress))
+
         def done(outcome: VariantOutcome) -> None:
             self.post_message(VariantDone(outcome))
-            # One process: the variants run one after another, so stopping here skips
-            # the rest and leaves every folder that was started complete.
-            if self.stop_requested and self.jobs == 1:
-                raise _Stopped
 
-        error = None
+        error, outcomes = None, list[VariantOutcome]()
         try:
-            compare_variants(self.opts, self.names[1:], self.plugin_opts, self.out_dir,
-                             jobs=self.jobs, on_done=done)
-        except _Stopped:
-            pass
+            outcomes = compare_variants(
+                self.opts, self.specs, self.out_dir, jobs=self.jobs,
+                on_progress=progressed, on_done=done,
+                stop_event=self.stop, no_new_event=self.no_new)
         except Exception as exc:  # shown on the board; the CLI reports what finished
             error = f"{type(exc).__name__}: {exc}"
-        self.post_message(CompareFinished(error))
+            self.exception = exc
+        self.post_message(CompareFinished(error, outcomes))
+
+    def on_variant_progressed(self, message: VariantProgressed) -> None:
+        p = message.progress
+        table = self.query_one("#board", DataTable)
+        eta = p.eta_s
+        cells = {"state": p.state.value,
+                 "epoch": f"{p.epoch}/{p.total_epochs}" if p.total_epochs else "-",
+                 "val_acc": fmt(p.val_acc, 3), "eta": "-" if eta is None else f"{eta:.0f}"}
+        for key, value in cells.items():
+            table.update_cell(p.name, key, value, update_width=True)
+        if p.epoch and p.val_acc is not None and p.val_loss is not None:
+            curve = self.curves.setdefault(p.name, [])
+            if not curve or curve[-1][0] != p.epoch:
+                curve.append((p.epoch, p.val_acc, p.val_loss))
+                self._plots()
+
+    def _plots(self) -> None:
+        for plot_id, index in (("#board-acc", 1), ("#board-loss", 2)):
+            self.query_one(plot_id, LinePlot).series = tuple(
+                Series(name, tuple(float(c[0]) for c in curve),
+                       tuple(float(c[index]) for c in curve),
+                       f"series--{i % SERIES_STYLES}")
+                for i, (name, curve) in enumerate(self.curves.items()) if curve)
 
     def on_variant_done(self, message: VariantDone) -> None:
         outcome = message.outcome
         self.outcomes[outcome.name] = outcome
-        row = comparison_rows([outcome], target_acc=1.0)[0]
-        if outcome.applied:
-            state = "done"
-        elif outcome.run_dir is None:
-            state = f"not applicable: {outcome.reason}"
-        else:
-            state = f"failed: {outcome.reason}"
+        row = variant_row(outcome, target_acc=1.0)
+        state = outcome.state.value
+        if outcome.reason and outcome.state in (VariantState.NOT_APPLICABLE,
+                                                VariantState.FAILED):
+            state = f"{state}: {outcome.reason}"
         cells = {
             "state": state,
             "val_acc": fmt(row["val_acc"], 3),
             "test_acc": fmt(row["test_acc"], 3),
+            "steps": str(row["steps"] or "-"),
             "ratio_init": fmt(row["ratio_init"]),
             "ratio_end": fmt(row["ratio_end"]),
-            "seconds": f"{outcome.seconds:.1f}",
-            "verdict": str(row["verdict"] or "-"),
+            "eta": "-",
+            "verdict": verdict_text(row) or "-",
         }
         table = self.query_one("#board", DataTable)
         for key, value in cells.items():
-            style = ""
-            if key == "verdict" and outcome.applied:
-                style = "bold" if value == "healthy" else ""
+            style = "bold" if key == "verdict" and value.startswith("learned") else ""
             table.update_cell(outcome.name, key, Text(value, style=style), update_width=True)
         self._title()
 
     def on_compare_finished(self, message: CompareFinished) -> None:
         self.running = False
         self.error = message.error
+        for outcome in message.outcomes:
+            if outcome.state is VariantState.SKIPPED:
+                self.query_one("#board", DataTable).update_cell(
+                    outcome.name, "state", VariantState.SKIPPED.value)
         note = self.query_one("#board-note", Static)
         if message.error:
             note.update(f"the comparison stopped: {message.error}")
-        elif self.stop_requested:
+        elif self.interrupted:
             note.update("stopped: the variants not started were skipped")
         else:
             note.update("finished: enter opens a variant against the baseline; q quits")
         self._title()
-        if self.stop_requested:
+        if self.interrupted:
             self.exit(self.result())
 
-    def _poll(self) -> None:
-        if not self.running:
-            return
-        table = self.query_one("#board", DataTable)
-        for name in self.names:
-            if name in self.outcomes:
-                continue
-            progress = _progress(self.out_dir / name)
-            if progress:
-                table.update_cell(name, "state", progress, update_width=True)
-
     def result(self) -> list[VariantOutcome]:
-        """The outcomes so far, baseline first, then the plugins in the order asked."""
+        """The outcomes so far, in the order of the variants."""
         return [self.outcomes[n] for n in self.names if n in self.outcomes]
 
     # -- actions -----------------------------------------------------------------------------
@@ -219,15 +265,14 @@ class CompareApp(App[list[VariantOutcome]]):
         if not self.running:
             self.exit(self.result())
             return
-        if self.stop_requested:
-            self.notify("still finishing the variants in training; their folders must be "
-                        "complete", timeout=6)
+        if self.no_new.is_set():
+            self.stop.set()
+            self.notify("interrupting the variants in training", timeout=6)
             return
-        self.stop_requested = True
+        self.no_new.set()
         self._title()
-        where = ("the variant in training finishes, the rest are skipped" if self.jobs == 1
-                 else "the variants already handed to the worker processes finish first")
-        self.notify(f"stopping: {where}", timeout=8)
+        self.notify("stopping: the variants in training finish, no other starts; "
+                    "q again interrupts them", timeout=8)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()  # the table takes enter before the app binding sees it
@@ -237,12 +282,12 @@ class CompareApp(App[list[VariantOutcome]]):
         if not table.row_count:
             return
         name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        base = self.outcomes.get(BASELINE)
+        base = next((o for o in self.outcomes.values() if o.spec.group == BASELINE), None)
         chosen = self.outcomes.get(name or "")
         if base is None or base.run_dir is None:
             self.notify("the baseline has not finished yet", severity="warning")
             return
-        if chosen is None or chosen.run_dir is None or name == BASELINE:
+        if chosen is None or chosen.run_dir is None or chosen.spec.group == BASELINE:
             self.notify("pick a variant that finished training", severity="warning")
             return
         try:
@@ -251,12 +296,27 @@ class CompareApp(App[list[VariantOutcome]]):
         except Exception as exc:  # a folder that cannot be read is shown, not fatal
             self.notify(f"cannot read the run folders: {exc}", severity="error")
             return
-        self.push_screen(CompareScreen(BASELINE, f"+ {name}", before, after))
+        self.push_screen(CompareScreen(base.name, f"+ {name}", before, after))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
         shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.key != "ctrl+c"]
         self.push_screen(HelpScreen(shown, ["Each variant is the baseline's recipe with one "
-                                            "plugin, same seed, data and budget."]))
+                                            "plugin, same split, seeds and data budget."]))
 
+
+def run_board(opts: RunOptions, specs: list[VariantSpec], out_dir: Path, *,
+              jobs: int = 1) -> tuple[list[VariantOutcome], bool]:
+    """Run the comparison with its board open: (outcomes, whether it was stopped).
+
+    Every spec gets an outcome (SKIPPED for those never started); an error the engine
+    raised is raised again here, after the board closed, so it keeps its traceback.
+    """
+    app = CompareApp(opts, specs, out_dir=out_dir, jobs=jobs)
+    app.run()
+    if app.exception is not None:
+        raise app.exception
+    by_name = {o.name: o for o in app.result()}
+    outcomes = [by_name.get(s.name) or VariantOutcome(s, VariantState.SKIPPED) for s in specs]
+    return outcomes, app.interrupted

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vgdiag.engine.experiment import Experiment, sgd
-from vgdiag.plugin_api import Plugin
+from vgdiag.plugin_api import Plugin, option
+
+
+def _beta(text: str) -> float:
+    value = float(text)  # a ValueError says what is wrong
+    if not 0 < value < 1:
+        raise ValueError("give a number between 0 and 1")
+    return value
+
+
+@dataclass(frozen=True)
+class MomentumOptions:
+    beta: float = option(0.9, "momentum factor in (0, 1) (default 0.9)", parse=_beta)
 
 
 class Momentum(Plugin):
     name = "momentum"
     summary = "add momentum to plain SGD (example third-party plugin)"
-    options = {"beta": "momentum factor in (0, 1) (default 0.9)"}
+    # The diagnosis recommends this plugin for these findings, like a built-in.
+    addresses = ("loss_stalled", "input_side_frozen")
+    Options = MomentumOptions
 
-    def _beta(self, options: dict[str, str]) -> float:
-        beta = self.float_option(options, "beta", 0.9)
-        if beta >= 1:
-            raise self._bad("beta", options["beta"], "give a number between 0 and 1")
-        return beta
-
-    def why_not(self, experiment: Experiment, options: dict[str, str]) -> str | None:
-        self.check_options(options)
-        self._beta(options)
+    def applies(self, experiment: Experiment, options: MomentumOptions) -> str | None:
         if experiment.optimizer_name != "sgd":
             return f"only changes plain SGD; this experiment uses {experiment.optimizer_name}"
         return None
 
-    def transform(self, experiment: Experiment, options: dict[str, str]) -> Experiment:
-        beta = self._beta(options)
+    def transform(self, experiment: Experiment, options: MomentumOptions) -> Experiment:
         return self.record(
             experiment,
-            {"beta": beta},
-            optimizer_factory=sgd(experiment.train.lr, momentum=beta),
+            {"beta": options.beta},
+            optimizer_factory=sgd(experiment.train.lr, momentum=options.beta),
             optimizer_name="sgd-momentum",
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from vgdiag.cli.exits import exit_code_for
+from vgdiag.cli.exits import report_exit_code
 from vgdiag.cli.options_typer import command
 from vgdiag.errors import UserError
 from vgdiag.inputs.options import ReportOptions
@@ -28,12 +28,19 @@ def report(cmd: ReportOptions) -> None:
         for note in run_data.notes:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote {cmd.out}", file=sys.stderr)
-    raise typer.Exit(exit_code_for(run_data.findings, cmd.fail_on))
+    raise typer.Exit(report_exit_code(run_data.status, run_data.findings, cmd.fail_on))
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write the report in one rename: a full disk leaves no partial or empty file."""
+    import errno
+
+    from vgdiag.runs.store import write_text_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on device: {path}") from None
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

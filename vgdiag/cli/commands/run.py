@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from vgdiag.cli.exits import exit_code_for
+from vgdiag.cli.exits import exit_code_for_run
 from vgdiag.cli.options_typer import command
 from vgdiag.cli.prepare import parse_plugin_options, preflight
 from vgdiag.cli.signals import StopOnSignal
-from vgdiag.errors import ExitCode, UserError
+from vgdiag.engine.status import RunStatus
+from vgdiag.errors import RunFolderError, UserError
 from vgdiag.inputs.options import RunCommandOptions, RunOptions
+
+if TYPE_CHECKING:  # records imports numpy, which `vgdiag --help` does without
+    from vgdiag.engine.records import Finding
 
 
 @command(RunOptions, RunCommandOptions, recipe=True)
@@ -41,17 +44,18 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
             experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(cmd.plugin)}")
         return experiment, bundle
 
-    console = Console(stderr=False)
+    from vgdiag.cli.headless import TerminalConsole
+
+    console = TerminalConsole(stderr=False)
     use_tui = not cmd.headless and sys.stdout.isatty() and sys.stdin.isatty()
     if launched_by_torchrun():
         from vgdiag.cli.data_parallel import train_data_parallel
 
-        status, store, path = train_data_parallel(prepare, cmd.out, opts.device, cmd.fsdp,
-                                                  console, dashboard_wanted=use_tui)
-        if store is None or path is None:  # not rank 0: rank 0 reports and applies --fail-on
-            raise typer.Exit(_status_exit(status) or ExitCode.OK)
-        _print_outcome(console, store, path)
-        raise typer.Exit(_status_exit(status) or exit_code_for(store.findings, cmd.fail_on))
+        status, found = train_data_parallel(prepare, cmd.out, opts.device, cmd.fsdp, console,
+                                            dashboard_wanted=use_tui)
+        # Rank 0 applies --fail-on; the other ranks exit by how the run ended.
+        raise typer.Exit(exit_code_for_run(status, found or [],
+                                           cmd.fail_on if found is not None else "none"))
     if cmd.fsdp:
         raise UserError("--fsdp shards the model across the processes torchrun starts: "
                         "run `torchrun --nproc_per_node N -m vgdiag run --fsdp ...`")
@@ -60,58 +64,50 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
     store = RunStore(path, experiment.name, bundle.num_classes)
     if use_tui:
         status = _run_tui(experiment, bundle, store)
+        findings = store.findings
     else:
-        status = _run_headless(experiment, bundle, store, console)
-    _print_outcome(console, store, path)
-    raise typer.Exit(_status_exit(status) or exit_code_for(store.findings, cmd.fail_on))
+        status, findings = _run_headless(experiment, bundle, store, console)
+    raise typer.Exit(exit_code_for_run(status, findings, cmd.fail_on))
 
 
-def _status_exit(status: str) -> ExitCode | None:
-    """The exit code of a run that did not complete; None for a completed one."""
-    return {"failed": ExitCode.TRAINING_FAILED,
-            "interrupted": ExitCode.INTERRUPTED}.get(status)
-
-
-def _run_headless(experiment: Any, bundle: Any, store: Any, console: Console) -> str:
-    from vgdiag.cli.headless import HeadlessSink
-    from vgdiag.engine.events import RunFailed
+def _run_headless(
+    experiment: Any, bundle: Any, store: Any, console: Console, parallel: Any = None,
+    intro: str = "",
+) -> tuple[RunStatus, list[Finding]]:
+    from vgdiag.cli.headless import HeadlessSink, safe
     from vgdiag.engine.trainer import run_training
 
-    console.print(f"[bold]vgdiag[/] training [cyan]{experiment.model_spec}[/] on "
-                  f"[cyan]{bundle.name}[/] ({experiment.train.device}); run folder {store.path}")
-    status = "completed"
+    sink = HeadlessSink(console, experiment.name, bundle.num_classes)
+    sink._draw(lambda: console.print(
+        f"[bold]vgdiag[/] training [cyan]{safe(experiment.model_spec)}[/] on "
+        f"[cyan]{safe(bundle.name)}[/]{intro} ({experiment.train.device}); run folder "
+        f"{safe(store.path)}"))
+    folder_error: str | None = None
     with StopOnSignal() as stopper, store:
+        events = run_training(experiment, bundle, stopper.event, parallel)
         try:
-            with HeadlessSink(console) as sink:
-                for event in run_training(experiment, bundle, stopper.event):
-                    store.handle(event)
+            with sink:
+                for event in events:
+                    store.handle(event)  # first: the folder decides how the run ended
                     sink.handle(event)
-                    if isinstance(event, RunFailed):
-                        status = "failed"
-                        console.print(f"[red]training failed:[/] {event.error}")
-        except KeyboardInterrupt:
+        except RunFolderError as exc:
+            folder_error = str(exc)
+            if not sink.run.finished:
+                sink.handle(sink.run.failure(folder_error))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the folder says so
             store.mark_interrupted()
-    return "failed" if status == "failed" else store.status
+            sink.run.interrupt()
+        finally:
+            events.close()  # the trainer's cleanup runs: the probe's hooks come off
+    sink.print_outcome(store.path)
+    if folder_error is not None:
+        print(f"vgdiag: error: {folder_error}", file=sys.stderr)
+    return sink.run.status, sink.run.findings
 
 
-def _run_tui(experiment: Any, bundle: Any, store: Any) -> str:
+def _run_tui(experiment: Any, bundle: Any, store: Any) -> RunStatus:
     from vgdiag.tui.app import run_dashboard  # Textual is loaded only here
 
     with store:
-        return run_dashboard(experiment, bundle, store, title="vgdiag run")
-
-
-def _print_outcome(console: Console, store: Any, path: Path) -> None:
-    from vgdiag.cli.headless import epochs_table, findings_panel, layer_table
-    from vgdiag.runs.store import read_run
-
-    run_data = read_run(path)
-    records = run_data.records
-    console.print(epochs_table(run_data.epochs, run_data.summary.get("test")))
-    console.print(layer_table(run_data.layers, records[0] if records else None,
-                              records[-1] if records else None))
-    console.print(findings_panel(run_data.findings, str(run_data.summary.get("verdict", ""))))
-    status = run_data.status
-    color = "green" if status == "completed" else "yellow"
-    console.print(f"[{color}]{status}[/] in {run_data.summary.get('seconds', 0):.1f} s; "
-                  f"run folder: {path}  (report: vgdiag report {path} --format html)")
+        status = run_dashboard(experiment, bundle, store, title="vgdiag run")
+    return RunStatus.parse(status) or RunStatus.INTERRUPTED

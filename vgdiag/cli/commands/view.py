@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
-from vgdiag.cli.options_typer import command
-from vgdiag.inputs.options import ViewOptions
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vgdiag.errors import UserError
 
 
-@command(ViewOptions)
-def view(cmd: ViewOptions) -> None:
+def view(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vgdiag run`.")],
+    check: Annotated[bool, typer.Option(
+        "--check", help="Load the folder as the dashboard would and say whether it can be "
+        "shown, without opening it.")] = False,
+) -> None:
     """Replay a saved run folder in the dashboard."""
     from vgdiag.engine.distributed import refuse_under_torchrun
     from vgdiag.runs.store import read_run
+    from vgdiag.tui.state import view_from_run  # plain data, no Textual
 
     refuse_under_torchrun("the dashboard (vgdiag view)")
 
-    run_data = read_run(cmd.run_dir)
+    run_data = read_run(run_dir)
+    try:
+        view_from_run(run_data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"{run_dir} cannot be shown: {type(exc).__name__}: {exc}") from None
+    if check:
+        print(f"{run_dir}: {run_data.status}, {len(run_data.epochs)} epoch(s), "
+              f"{len(run_data.records)} sampled step(s); verdict: {run_data.verdict}")
+        return
     from vgdiag.tui.app import view_run  # Textual is loaded only here
 
     view_run(run_data)
