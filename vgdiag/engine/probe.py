@@ -42,7 +42,6 @@ from vgdiag.engine.probe_kernels import (
     GRAD_LOG_RANGE,
     HIST_BINS,
     SATURATION_EPS,
-    WeightCopies,
     dense_grad,
     foreach_norm,
     histograms,
@@ -58,6 +57,7 @@ from vgdiag.engine.probe_layers import (
 from vgdiag.engine.probe_layout import LayerLayout
 from vgdiag.engine.probe_record import assemble
 from vgdiag.engine.records import LayerInfo, StepRecord
+from vgdiag.engine.snapshots import SAMPLE_THRESHOLD, Snapshots
 
 __all__ = ["DISTRIBUTED_MODES", "GRAD_LOG_RANGE", "HIST_BINS", "SATURATION_EPS", "Probe"]
 
@@ -83,6 +83,9 @@ class Probe:
         distributed: "auto" adds parameter statistics across ranks when parameters
             are sharded (FSDP, DTensor) and exchanges nothing otherwise (DDP, one
             process); "sharded" forces the exchange, "none" turns it off.
+        snapshot_threshold: parameters with more elements keep a seeded sample of
+            their coordinates for W0 and the pre-update copy, and their weight_change
+            and update_ratio are estimated from it (vgdiag.engine.snapshots).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class Probe:
         history: History | None = None,
         start_step: int = 0,
         distributed: str = "auto",
+        snapshot_threshold: int = SAMPLE_THRESHOLD,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
@@ -119,6 +123,7 @@ class Probe:
         # loop never does, so the queue is bounded like the history (oldest dropped).
         self._pending: deque[StepRecord] = deque(maxlen=self.history.max_records)
         self._distributed = distributed
+        self._snapshot_threshold = snapshot_threshold
         self._root = unwrap(model)
         # A backward hook inside a graph compiled with fullgraph=True cannot hand a
         # value back to Python (torch.compile refuses it), so that one statistic goes.
@@ -159,7 +164,7 @@ class Probe:
         self._sharded, self._replicas = sharding(self._root, self._tensors, self._distributed)
         self.rank, self.world_size = rank_and_world()
         self._dtensor = any(is_dtensor(p) for p in self._tensors)
-        self._copies = WeightCopies(self._values())
+        self._copies = Snapshots(self._values(), self._snapshot_threshold)
         self._ready = True
 
     def _materialised(self, module: nn.Module, inputs: Any, output: Any) -> None:
@@ -368,8 +373,8 @@ class Probe:
         vectors: dict[str, list[torch.Tensor]] = {"time": step["time"]}
         if self._sharded:
             numels = [local(p).numel() for p in self._tensors]
-            vectors["reduced"] = [reduce_across_ranks(self._copies.w0, numels, pieces, w_norm,
-                                                      change, update, hist_parts)]
+            vectors["reduced"] = [reduce_across_ranks(self._copies.w0_norms(), numels, pieces,
+                                                      w_norm, change, update, hist_parts)]
         else:
             scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change, up=update)
             if self._copies.w0_norm is None:  # constant: read once

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vgdiag.engine.probe_kernels import HIST_BINS, foreach_norm
+from vgdiag.engine.probe_kernels import HIST_BINS
 
 DISTRIBUTED_MODES = ("auto", "sharded", "none")
 
@@ -100,7 +100,7 @@ def _fsdp1_group_size(model: nn.Module) -> int | None:
 
 
 def reduce_across_ranks(
-    w0: list[torch.Tensor],
+    w0_norms: list[torch.Tensor],
     numels: list[int],
     pieces: dict[str, Any],
     w_norm: list[torch.Tensor],
@@ -119,7 +119,7 @@ def reduce_across_ranks(
         l2[idx] = torch.stack(pieces["l2"]).double().square()
         l1[idx] = torch.stack(pieces["l1"]).double()
     rows = [l2, l1]
-    for group in (w_norm, change, foreach_norm(w0), update):
+    for group in (w_norm, change, w0_norms, update):
         if group:
             rows.append(torch.stack(group).double().square())
     rows.append(torch.tensor(numels, device=device, dtype=torch.float64))

@@ -1,4 +1,4 @@
-"""The probe's device kernels: norms, activation statistics, histograms, W0 copies.
+"""The probe's device kernels: norms, activation statistics, histograms.
 
 Everything here returns device tensors (0-d or 1-d) and never reads one back to
 the host: the probe stacks them and copies the lot once per sampled step.
@@ -32,6 +32,9 @@ TINY = 2.0**-100
 # float64, which keeps 1e8 elements at ~1.5e-7 for the price of one extra tiny kernel.
 LONG_NORM = 1 << 16
 CHUNK = 1 << 14
+# Element-wise temporaries (|g|, log10|g|) of larger tensors are made a piece of this
+# size at a time, so the probe's extra memory stays far below the model's.
+TEMPORARY = 1 << 20
 
 
 def foreach_norm(tensors: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
@@ -74,8 +77,16 @@ def l1_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     # twice as fast as an ord=1 norm; on accelerators the fused kernel is one launch.
     if tensors and tensors[0].device.type != "cpu":
         return foreach_norm(tensors, 1.0)
-    return [t.abs().sum(dtype=torch.float32 if t.dtype in LOW_PRECISION else None)
-            for t in tensors]
+    return [_abs_sum(t) for t in tensors]
+
+
+def _abs_sum(t: torch.Tensor) -> torch.Tensor:
+    dtype = torch.float32 if t.dtype in LOW_PRECISION else None
+    if t.numel() <= TEMPORARY:
+        return t.abs().sum(dtype=dtype)
+    # |t| of a huge tensor is a temporary as large as the parameter: a piece at a time.
+    flat = t.reshape(-1)
+    return torch.stack([c.abs().sum(dtype=dtype) for c in flat.split(TEMPORARY)]).sum()
 
 
 def dense_grad(g: torch.Tensor) -> torch.Tensor:
@@ -187,10 +198,22 @@ def histograms(
         if not gs:  # a rank may hold no slice of a layer: it still adds zeros
             parts.append(torch.zeros(HIST_BINS, device=device))
         else:
-            g = torch.cat(gs).float().abs_().clamp_min_(1e-30).log10_().clamp_(lo, hi)
-            parts.append(torch.histc(g, HIST_BINS, lo, hi))
+            parts.append(_log_abs_histogram(gs, lo, hi))
         meta.append(("grad", li, lo, hi))
     return parts, meta
+
+
+def _log_abs_histogram(gs: list[torch.Tensor], lo: float, hi: float) -> torch.Tensor:
+    """Counts of log10|g| over the gradients `gs`, a bounded piece at a time."""
+    pieces = [c for g in gs for c in g.reshape(-1).split(TEMPORARY)]
+    if len(pieces) == 1 or sum(c.numel() for c in pieces) <= TEMPORARY:
+        g = torch.cat(pieces).float().abs_().clamp_min_(1e-30).log10_().clamp_(lo, hi)
+        return torch.histc(g, HIST_BINS, lo, hi)
+    counts = torch.zeros(HIST_BINS, device=pieces[0].device)
+    for c in pieces:
+        g = c.float().abs().clamp_min_(1e-30).log10_().clamp_(lo, hi)
+        counts += torch.histc(g, HIST_BINS, lo, hi)
+    return counts
 
 
 def stack(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -201,42 +224,3 @@ def stack(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         return torch.stack(scalars).to(torch.float64)
     except RuntimeError:  # a model split across devices
         return torch.stack([t.to(device) for t in scalars]).to(torch.float64)
-
-
-class WeightCopies:
-    """The copies of the weights the probe keeps: W0 (at attach) and W before a step.
-
-    One small class so another policy (sampled W0 snapshots of huge layers, copies
-    on another device) can replace it without touching the probe.
-    """
-
-    def __init__(self, values: list[torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.w0 = [p.clone() for p in values]
-        self.w0_norm: list[float] | None = None  # per parameter, on the host, read once
-        self._before: list[torch.Tensor] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.w0[0].device
-
-    def keep_before(self, values: list[torch.Tensor]) -> None:
-        self._before = [p.clone() for p in values]
-
-    def change_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """||W - W0|| per parameter."""
-        return foreach_norm(list(torch._foreach_sub(values, self.w0)))
-
-    def update_norms(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
-        """||W_before - W|| per parameter of the step just taken ([] without a copy)."""
-        before, self._before = self._before, None
-        if before is None:
-            return []
-        torch._foreach_sub_(before, values)  # our own copy: reuse it for the difference
-        return foreach_norm(before)
-
-    def w0_norms(self) -> list[torch.Tensor]:
-        return foreach_norm(self.w0)
-
-    def drop_before(self) -> None:
-        self._before = None

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine.diagnosis import diagnose
+from vgdiag.engine.distributed import DataParallel
 from vgdiag.engine.environment import environment
 from vgdiag.engine.events import (
     EpochEnded,
@@ -87,8 +88,12 @@ def _prediction(output: Any, key: str | None) -> torch.Tensor:
 class _Run:
     """State of one training run; `events()` drives it."""
 
-    def __init__(self, exp: Experiment, data: DataBundle, stop: threading.Event) -> None:
+    def __init__(self, exp: Experiment, data: DataBundle, stop: threading.Event,
+                 parallel: DataParallel | None = None) -> None:
         self.exp = exp
+        self.parallel = parallel
+        # Under torchrun the ranks stop together: `stopping` changes only where they agree.
+        self.stopping = False
         self.data = data
         self.stop = stop
         self.cfg = exp.train
@@ -106,6 +111,21 @@ class _Run:
         self.classify = data.num_classes > 0
         self.live_findings: list[Finding] | None = None
         self.diagnosed_at = 0.0
+
+    def stop_requested(self) -> bool:
+        return self.stopping if self.parallel else self.stop.is_set()
+
+    def agree(self, *sums: torch.Tensor) -> list[torch.Tensor]:
+        """Ranks agree on stopping (and on a NaN), and add up `sums`: one collective."""
+        if self.parallel is None:
+            return list(sums)
+        n = len(sums)
+        flags = torch.stack([torch.tensor(float(self.stop.is_set())),
+                             torch.tensor(float(self.non_finite))]).to(self.device)
+        total = self.parallel.all_sum([*sums, *flags.unbind()])
+        self.stopping = self.stopping or bool(total[n] > 0)
+        self.non_finite = bool(total[n + 1] > 0)
+        return total[:n]
 
     def findings(self, live: bool = False) -> list[Finding]:
         """The diagnosis; `live` (after each epoch) looks at the first record and the
@@ -137,6 +157,8 @@ class _Run:
         }
 
     def events(self) -> Iterator[Event]:
+        if self.parallel:
+            self.parallel.check(self.exp)
         torch.manual_seed(self.cfg.seed)
         model = self.exp.build_model().to(self.device)
         self.model = model
@@ -159,9 +181,11 @@ class _Run:
         )
         epoch = 0
         for index, stage in enumerate(stages):
-            if self.stop.is_set() or self.non_finite:
+            if self.stop_requested() or self.non_finite:
                 break
             stage.model.to(self.device)
+            # What the loop calls: DDP around the model, or the model sharded in place.
+            runner = self.parallel.wrap(stage.model) if self.parallel else stage.model
             params = stage.trainable or [p for p in stage.model.parameters() if p.requires_grad]
             optimizer = self.exp.optimizer_factory(params)
             probe = Probe(
@@ -182,11 +206,12 @@ class _Run:
                      if any(id(p) in trainable_ids for p in m.parameters(recurse=False))],
                 )
                 for _ in range(stage.epochs):
-                    if self.stop.is_set() or self.non_finite:
+                    if self.stop_requested() or self.non_finite:
                         break
                     epoch += 1
                     probe.epoch = epoch
-                    yield from self._epoch(epoch, stage, optimizer, probe, data, order)
+                    yield from self._epoch(epoch, stage, runner, optimizer, probe, data,
+                                           order)
             finally:
                 self.layers = probe.layers
                 probe.close()
@@ -196,6 +221,7 @@ class _Run:
         self,
         epoch: int,
         stage: Stage,
+        runner: nn.Module,
         optimizer: torch.optim.Optimizer,
         probe: Probe,
         data: DataBundle,
@@ -208,20 +234,24 @@ class _Run:
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
         key = self.exp.output_key
+        parallel = self.parallel
+        weight = 1.0
         for x, y in data.train.batches(stage.batch_size or self.cfg.batch_size, order):
-            if self.stop.is_set():
+            if self.stop_requested():
                 return  # the epoch is incomplete: it is not recorded
+            if parallel:
+                x, y, weight = parallel.shard(x, y)
             optimizer.zero_grad(set_to_none=True)
-            out = _prediction(model(x), key)
+            out = _prediction(runner(x), key)
             loss = self.exp.loss_fn(out, y)
             probe.observe_loss(loss)
-            loss.backward()
+            (loss * weight if parallel else loss).backward()
             optimizer.step()
             self.steps += 1
-            n = int(y.shape[0])
+            n = int(y.shape[0]) if weight else 0
             seen += n
             loss_sum += loss.detach().double() * n
-            if self.classify:
+            if self.classify and n:
                 correct += (out.detach().argmax(dim=1) == y).sum()
             records = probe.drain()
             now = time.perf_counter() - self.t0
@@ -235,11 +265,18 @@ class _Run:
                     if name in trainable
                 ):
                     self.non_finite = True
+            if records and parallel:
+                self.agree()  # the ranks sampled this step together: they stop together
+                if self.stopping:
+                    return
             if not records and now - self.last_progress > PROGRESS_INTERVAL_S:
                 self.last_progress = now
                 yield StepProgress(epoch, self.steps, now)
             if self.non_finite and not self.cfg.keep_going:
                 break
+        loss_sum, correct, total = self.agree(loss_sum, correct,
+                                              torch.tensor(float(seen), device=self.device))
+        seen = int(total)
         train_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(train_loss):
             self.non_finite = True
@@ -273,13 +310,21 @@ class _Run:
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
         for x, y in split.batches(max(EVAL_BATCH, self.cfg.batch_size)):
+            weight = 1.0
+            if self.parallel:  # each rank its slice; the sums are added below
+                x, y, weight = self.parallel.shard(x, y)
             out = _prediction(model(x), self.exp.output_key)
-            n = int(y.shape[0])
-            loss_sum += self.exp.loss_fn(out, y).double() * n
-            if self.classify:
-                correct += (out.argmax(dim=1) == y).sum()
+            n = int(y.shape[0]) if weight else 0
+            if n:
+                loss_sum += self.exp.loss_fn(out, y).double() * n
+                if self.classify:
+                    correct += (out.argmax(dim=1) == y).sum()
             seen += n
         model.train(was_training)
+        if self.parallel:
+            loss_sum, correct, total = self.parallel.all_sum(
+                [loss_sum, correct, torch.tensor(float(seen), device=self.device)])
+            seen = int(total)
         if seen == 0:
             return math.nan, math.nan
         acc = float(correct) / seen if self.classify else math.nan
@@ -290,6 +335,7 @@ def run_training(
     experiment: Experiment,
     data: DataBundle,
     stop_event: threading.Event | None = None,
+    parallel: DataParallel | None = None,
 ) -> Generator[Event, None, None]:
     """Train `experiment` on `data`, yielding events; ends with RunFinished or RunFailed.
 
@@ -298,9 +344,11 @@ def run_training(
     raises (a UserError such as a forward returning None, `sys.exit()`, a
     KeyboardInterrupt that no signal caused, the final test evaluation) ends the
     stream with RunFailed. RunFinished is INTERRUPTED only when `stop_event` was set.
+    With `parallel` (under torchrun) every rank calls this on the same data and each
+    trains on its slice of every batch (vgdiag.engine.distributed).
     """
     stop = stop_event or threading.Event()
-    run = _Run(experiment, data, stop)
+    run = _Run(experiment, data, stop, parallel)
     started = False
     failure: BaseException | None = None
     status, test = RunStatus.COMPLETED, None
@@ -308,7 +356,7 @@ def run_training(
         for event in run.events():
             started = started or isinstance(event, RunStarted)
             yield event
-        status = RunStatus.INTERRUPTED if stop.is_set() else RunStatus.COMPLETED
+        status = RunStatus.INTERRUPTED if run.stop_requested() else RunStatus.COMPLETED
         dev = run.data_dev
         if status == RunStatus.COMPLETED and dev is not None and dev.test is not None and run.model:
             loss, acc = run.evaluate(run.model, dev.test)
@@ -324,8 +372,16 @@ def run_training(
     except Exception as exc:  # the user's model or data code raised: report, don't crash
         failure = exc
     if failure is not None:
+        error = _failure_line(failure)
+        if parallel is not None:
+            # The rank that raised says why; the others fail in a collective and, on
+            # rank 0, name the rank that started it.
+            parallel.report_failure(error)
+            cause = parallel.peer_failure()
+            if cause:
+                error = f"{cause} (rank {parallel.rank}: {type(failure).__name__})"
         yield RunFailed(
-            error=_failure_line(failure),
+            error=error,
             traceback="".join(traceback.format_exception(failure)),
             layers=run.layers,
             findings=run.findings(),

@@ -38,6 +38,7 @@ from vgdiag.engine.events import (
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
+from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.trainer import DIAGNOSIS_INTERVAL_S, LIVE_RECORDS
 
@@ -305,6 +306,7 @@ def watch(
     num_classes: int = 0,
     max_records: int = 4096,
     distributed: str = "auto",
+    snapshot_threshold: int = SAMPLE_THRESHOLD,
     sink: EventSink | None = None,
     config: Mapping[str, Any] | None = None,
     total_epochs: int = 0,
@@ -331,6 +333,10 @@ def watch(
             (DDP has averaged the gradients already); "sharded" forces it, "none"
             turns it off. Every rank must call optimizer.step() the same number of
             times, as data-parallel training does anyway.
+        snapshot_threshold: a parameter with more elements than this keeps a fixed
+            sample of its coordinates instead of whole copies (bounded memory), and its
+            weight_change and update_ratio are estimates; raise it for a model whose
+            changes are concentrated in few coordinates (docs/PERFORMANCE.md).
         sink: receives the event stream (RunStarted first, RunFinished or RunFailed
             at close).
         config: RunStarted's config (see `vgdiag.engine.environment.run_config`).
@@ -338,6 +344,6 @@ def watch(
         out: the folder the sink writes, for `w.out`.
     """
     probe = Probe(model, optimizer, every=every, hist_every=hist_every, max_records=max_records,
-                  distributed=distributed)
+                  distributed=distributed, snapshot_threshold=snapshot_threshold)
     return Watch(probe, num_classes, sink=sink, config=config, total_epochs=total_epochs,
                  steps_per_epoch=steps_per_epoch, out=out)

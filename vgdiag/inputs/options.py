@@ -175,6 +175,8 @@ class RunCommandOptions:
                             "applied in order; see `vgdiag plugins`).", flags=("--plugin", "-p"),
                             factory=list, default_text="none")
     plugin_opt: list[str] = _plugin_opt()
+    fsdp: bool = opt(False, "Under torchrun: shard the parameters with FSDP2 (fully_shard) "
+                     "instead of replicating them with DDP.", default_text="off")
 
     def __post_init__(self) -> None:
         coerce_choices(self)

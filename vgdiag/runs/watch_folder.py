@@ -27,6 +27,7 @@ from torch.optim import Optimizer
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.environment import run_config
 from vgdiag.engine.events import Event
+from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
 from vgdiag.engine.watch import Watch
 from vgdiag.engine.watch import watch as engine_watch
 from vgdiag.runs.store import RunStore
@@ -104,6 +105,7 @@ def watch(
     steps_per_epoch: int = 0,
     source: str = "watch",
     hook_optimizer: bool = True,
+    snapshot_threshold: int = SAMPLE_THRESHOLD,
 ) -> Watch:
     """Attach a probe to `model`; with `out`, record into a run folder there.
 
@@ -138,6 +140,9 @@ def watch(
             updates the parameters (a closure, a framework): the optimizer is then only
             described in config.json, and `w.before_update()` / `w.after_update()`
             mark each update.
+        snapshot_threshold: parameters with more elements keep a sample of their
+            coordinates for W0 and the pre-update copy (estimated weight_change and
+            update_ratio): see `vgdiag.engine.watch.watch`.
 
     Returns:
         the Watch; `w.out` is the folder this process writes (None on ranks other
@@ -145,7 +150,7 @@ def watch(
     """
     w = engine_watch(model, optimizer if hook_optimizer else None, every=every,
                      hist_every=hist_every, num_classes=num_classes, max_records=max_records,
-                     distributed=distributed)
+                     distributed=distributed, snapshot_threshold=snapshot_threshold)
     if out is None or w.rank != 0:
         return w
     path = Path(out)

@@ -48,12 +48,14 @@ def compare(opts: RunOptions, cmd: CompareOptions) -> None:
     """Train the baseline and each mitigation with the same split, seeds and data budget."""
     import shlex
 
+    from vgdiag.engine.distributed import refuse_under_torchrun
     from vgdiag.engine.records import Finding
     from vgdiag.plugin_api import discover_plugins
     from vgdiag.runs import compare_cli
     from vgdiag.runs.compare import VariantState
     from vgdiag.runs.store import default_run_dir, prepare_run_dir
 
+    refuse_under_torchrun("vgdiag compare")
     if not 0 < cmd.target_acc <= 1:
         raise UserError(f"--target-acc must be in (0, 1], got {cmd.target_acc}")
     typed = _given(["plugins", "jobs"])

@@ -13,7 +13,7 @@ from vgdiag.cli.options_typer import command
 from vgdiag.cli.prepare import parse_plugin_options, preflight
 from vgdiag.cli.signals import StopOnSignal
 from vgdiag.engine.status import RunStatus
-from vgdiag.errors import RunFolderError
+from vgdiag.errors import RunFolderError, UserError
 from vgdiag.inputs.options import RunCommandOptions, RunOptions
 
 if TYPE_CHECKING:  # records imports numpy, which `vgdiag --help` does without
@@ -22,26 +22,46 @@ if TYPE_CHECKING:  # records imports numpy, which `vgdiag --help` does without
 
 @command(RunOptions, RunCommandOptions, recipe=True)
 def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
-    """Train a model with the probe attached and diagnose its gradient flow."""
+    """Train a model with the probe attached and diagnose its gradient flow.
+
+    Under `torchrun --nproc_per_node N -m vgdiag run ...` it trains data-parallel.
+    """
+    from vgdiag.engine.distributed import launched_by_torchrun
     from vgdiag.inputs.recipe import build_experiment, load_data
     from vgdiag.runs.store import RunStore, default_run_dir
 
     opts.validate()
     plugin_opts = parse_plugin_options(cmd.plugin_opt)
-    bundle = load_data(opts)
-    experiment = build_experiment(opts, bundle)
-    preflight(experiment, bundle)
-    if cmd.plugin:
-        from vgdiag.plugin_api import apply_plugins
 
-        experiment = apply_plugins(experiment, cmd.plugin, plugin_opts)
-        experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(cmd.plugin)}")
-    path = cmd.out or default_run_dir(experiment.name)
-    store = RunStore(path, experiment.name, bundle.num_classes)
+    def prepare() -> tuple[Any, Any]:
+        bundle = load_data(opts)
+        experiment = build_experiment(opts, bundle)
+        preflight(experiment, bundle)
+        if cmd.plugin:
+            from vgdiag.plugin_api import apply_plugins
+
+            experiment = apply_plugins(experiment, cmd.plugin, plugin_opts)
+            experiment = experiment.replace(name=f"{experiment.name}+{'+'.join(cmd.plugin)}")
+        return experiment, bundle
+
     from vgdiag.cli.headless import TerminalConsole
 
     console = TerminalConsole(stderr=False)
     use_tui = not cmd.headless and sys.stdout.isatty() and sys.stdin.isatty()
+    if launched_by_torchrun():
+        from vgdiag.cli.data_parallel import train_data_parallel
+
+        status, found = train_data_parallel(prepare, cmd.out, opts.device, cmd.fsdp, console,
+                                            dashboard_wanted=use_tui)
+        # Rank 0 applies --fail-on; the other ranks exit by how the run ended.
+        raise typer.Exit(exit_code_for_run(status, found or [],
+                                           cmd.fail_on if found is not None else "none"))
+    if cmd.fsdp:
+        raise UserError("--fsdp shards the model across the processes torchrun starts: "
+                        "run `torchrun --nproc_per_node N -m vgdiag run --fsdp ...`")
+    experiment, bundle = prepare()
+    path = cmd.out or default_run_dir(experiment.name)
+    store = RunStore(path, experiment.name, bundle.num_classes)
     if use_tui:
         status = _run_tui(experiment, bundle, store)
         findings = store.findings
@@ -51,7 +71,8 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
 
 
 def _run_headless(
-    experiment: Any, bundle: Any, store: Any, console: Console
+    experiment: Any, bundle: Any, store: Any, console: Console, parallel: Any = None,
+    intro: str = "",
 ) -> tuple[RunStatus, list[Finding]]:
     from vgdiag.cli.headless import HeadlessSink, safe
     from vgdiag.engine.trainer import run_training
@@ -59,11 +80,11 @@ def _run_headless(
     sink = HeadlessSink(console, experiment.name, bundle.num_classes)
     sink._draw(lambda: console.print(
         f"[bold]vgdiag[/] training [cyan]{safe(experiment.model_spec)}[/] on "
-        f"[cyan]{safe(bundle.name)}[/] ({experiment.train.device}); run folder "
+        f"[cyan]{safe(bundle.name)}[/]{intro} ({experiment.train.device}); run folder "
         f"{safe(store.path)}"))
     folder_error: str | None = None
     with StopOnSignal() as stopper, store:
-        events = run_training(experiment, bundle, stopper.event)
+        events = run_training(experiment, bundle, stopper.event, parallel)
         try:
             with sink:
                 for event in events:

@@ -18,9 +18,11 @@ def view(
         "shown, without opening it.")] = False,
 ) -> None:
     """Show a run folder in the dashboard: replayed, or followed live while it is written."""
+    from vgdiag.engine.distributed import refuse_under_torchrun
     from vgdiag.runs.store import read_run
     from vgdiag.tui.state import view_from_run  # plain data, no Textual
 
+    refuse_under_torchrun("the dashboard (vgdiag view)")
     run_data = read_run(run_dir)  # a folder that cannot be read is one line, exit 2
     try:
         view_from_run(run_data)
