@@ -18,6 +18,7 @@ from vgdiag._version import __version__
 from vgdiag.cli.commands import compare, export, inspect, plugins, report, run, view
 from vgdiag.engine.interrupts import (
     describe_exit,
+    ignore_signals,
     interrupt_on_signals,
     is_user_exit,
     restore_signals,
@@ -76,12 +77,28 @@ app.command("export")(export.export)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors are one line on stderr and exit code 2."""
+    """Run one command: user errors are one line on stderr and exit code 2."""
     saved = interrupt_on_signals()
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # a signal that landed while the outcome was being told
+        print("vgdiag: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     finally:
         restore_signals(saved)
+
+
+def entry() -> None:
+    """The `vgdiag` program: main(), then an exit that a late signal cannot turn into a
+    death by that signal (the run's outcome is already told and its folder written)."""
+    code = int(ExitCode.INTERRUPTED)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("vgdiag: interrupted", file=sys.stderr)
+    finally:
+        ignore_signals()
+    sys.exit(code)
 
 
 def _main(argv: list[str] | None) -> int:

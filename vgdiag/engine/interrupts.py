@@ -76,3 +76,10 @@ def restore_signals(saved: dict[int, object]) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig, handler in saved.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def ignore_signals() -> None:
+    """SIGINT and SIGTERM do nothing from now on: for a program that is only exiting."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
