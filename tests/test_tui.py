@@ -291,8 +291,10 @@ def test_a_failing_model_shows_the_error_and_the_app_stays_usable(tmp_path: Path
         assert app.return_value == "failed"
         saved = read_run(tmp_path / "run")
         assert saved.status == "failed"
+        raised_at = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1)
+                         if 'raise RuntimeError("the model broke on its sixth batch")' in line)
         assert saved.summary["error"] == ("RuntimeError: the model broke on its sixth batch"
-                                          " (test_tui.py:273)")
+                                          f" (test_tui.py:{raised_at})")
 
     asyncio.run(main())
 
