@@ -295,3 +295,33 @@ def test_nan_in_activations_is_non_finite_not_a_crash():
     found = {f.id: f for f in w.findings()}
     assert found["non_finite"].evidence["first_step"] == 1
     assert verdict(w.findings()) != "healthy"
+
+
+def test_a_layer_that_does_not_run_at_a_step_is_not_non_finite():
+    # A branch taken on some steps only records no activation statistics on the others:
+    # that is "not measured", not a divergence.
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk, self.side = nn.Linear(10, 8), nn.Linear(8, 8)
+            self.act, self.head = nn.Sigmoid(), nn.Linear(8, 3)
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            h = self.trunk(x)
+            if self.calls % 2:
+                h = self.act(self.side(h))
+            return self.head(h)
+
+    torch.manual_seed(0)
+    model = Branchy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, every=1) as w:
+        for step in range(6):
+            x, y = batch("vec", step)
+            opt.zero_grad()
+            loss_of(model(x), y).backward()
+            opt.step()
+    assert math.isnan(w.history[1].layers["side"].act_mean)  # the branch did not run
+    assert "non_finite" not in {f.id for f in w.findings()}

@@ -194,16 +194,16 @@ def non_finite(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], epochs: Sequence[EpochRecord]
 ) -> list[Finding]:
     # A trainable layer's grad_norm is never NaN unless its gradient is (absent
-    # gradients count as 0), so NaN here means the numbers blew up; so does a NaN
-    # statistic of an activation that is measured on every sampled step after the first.
+    # gradients count as 0), so NaN here means the numbers blew up; a NaN anywhere in
+    # the forward pass reaches the gradients too. A NaN activation statistic alone is
+    # no evidence: it is also what a layer that did not run at that step records (a
+    # branch not taken, a stage of layer-wise training that does not use it).
     trainable = set(trainable_names(layers))
-    with_activation = {i.name for i in layers if i.activation is not None}
     bad_layers: list[str] = []
     first_step: int | None = None
     for r in records:
         bad = [n for n, s in r.layers.items()
-               if (n in trainable and not math.isfinite(s.grad_norm)) or math.isinf(s.act_mean)
-               or (n in with_activation and math.isnan(s.act_mean) and r.step > 0)]
+               if (n in trainable and not math.isfinite(s.grad_norm)) or math.isinf(s.act_mean)]
         if bad or math.isinf(r.loss):
             first_step = r.step if first_step is None else first_step
         bad_layers += [n for n in bad if n not in bad_layers]
