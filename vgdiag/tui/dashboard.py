@@ -52,8 +52,17 @@ from vgdiag.tui.widgets import (
 TICK_S = 0.25  # how often the pacer is asked whether a redraw is due
 WIDE_WIDTH = 120  # from here panels stand side by side
 TALL_HEIGHT = 40
-TABS = ("gradients", "layers", "distributions", "updates", "activations", "training",
-        "findings")
+# The tabs in key order (1, 2, ...): id, title, what the key's tooltip says.
+TABS: dict[str, tuple[str, str]] = {
+    "gradients": ("Gradients", "Gradient flow: per-layer bars and the map over time"),
+    "layers": ("Layers", "Layer table and the selected layer's histograms"),
+    "distributions": ("Distributions", "The selected layer's weights and log10|grad| over time"),
+    "updates": ("Updates", "Update ÷ weight over time, against the 1e-3 rule of thumb"),
+    "activations": ("Activations",
+                    "Saturated activations per layer; the selected one's mean and std"),
+    "training": ("Training", "Loss and accuracy curves, train and validation"),
+    "findings": ("Findings", "The diagnosis and the fixes it recommends"),
+}
 BASELINE = "baseline"
 
 
@@ -76,20 +85,8 @@ class VgdiagApp(App[str]):
         Binding("s", "save_svg", "SVG",
                 tooltip="Save an SVG screenshot into the run folder"),
         Binding("r", "export_report", "Report", tooltip="Write report.html into the run folder"),
-        Binding("1", "show_tab('gradients')", "Gradients", show=False,
-                tooltip="Gradient flow: per-layer bars and the map over time"),
-        Binding("2", "show_tab('layers')", "Layers", show=False,
-                tooltip="Layer table and the selected layer's histograms"),
-        Binding("3", "show_tab('distributions')", "Distributions", show=False,
-                tooltip="The selected layer's weights and log10|grad| over time"),
-        Binding("4", "show_tab('updates')", "Updates", show=False,
-                tooltip="Update ÷ weight over time, against the 1e-3 rule of thumb"),
-        Binding("5", "show_tab('activations')", "Activations", show=False,
-                tooltip="Saturated activations per layer; the selected one's mean and std"),
-        Binding("6", "show_tab('training')", "Training", show=False,
-                tooltip="Loss and accuracy curves, train and validation"),
-        Binding("7", "show_tab('findings')", "Findings", show=False,
-                tooltip="The diagnosis and the fixes it recommends"),
+        *(Binding(str(key), f"show_tab('{tab}')", title, show=False, tooltip=tip)
+          for key, (tab, (title, tip)) in enumerate(TABS.items(), 1)),
         Binding("left_square_bracket", "step_layer(-1)", "Previous layer", show=False,
                 tooltip="Select the previous layer (toward the input)"),
         Binding("right_square_bracket", "step_layer(1)", "Next layer", show=False,
@@ -137,7 +134,7 @@ class VgdiagApp(App[str]):
         header.caption = self.title
         yield header
         with TabbedContent(initial="gradients", id="tabs"):
-            with TabPane("Gradients", id="gradients"), Container(id="gradients-body"):
+            with TabPane(TABS["gradients"][0], id="gradients"), Container(id="gradients-body"):
                 with Container(id="flow-row"):
                     with VerticalScroll(id="bars-scroll"):
                         yield GradientBars(id="bars")
@@ -148,18 +145,18 @@ class VgdiagApp(App[str]):
                     yield TrainingCurves(id="overview-curves")
                     with VerticalScroll(id="overview-findings"):
                         yield FindingsView()
-            with TabPane("Layers", id="layers"), Container(id="layers-body"):
+            with TabPane(TABS["layers"][0], id="layers"), Container(id="layers-body"):
                 yield LayerTable(id="layer-table")
                 yield LayerHistogramsPanel(id="histograms")
-            with TabPane("Distributions", id="distributions"):
+            with TabPane(TABS["distributions"][0], id="distributions"):
                 yield DistributionMaps(id="distribution-maps")
-            with TabPane("Updates", id="updates"):
+            with TabPane(TABS["updates"][0], id="updates"):
                 yield UpdatesPanel(id="updates-panel")
-            with TabPane("Activations", id="activations"):
+            with TabPane(TABS["activations"][0], id="activations"):
                 yield ActivationsPanel(id="activations-panel")
-            with TabPane("Training", id="training"):
+            with TabPane(TABS["training"][0], id="training"):
                 yield TrainingCurves(id="curves")
-            with TabPane("Findings", id="findings"), VerticalScroll(id="findings-scroll"):
+            with TabPane(TABS["findings"][0], id="findings"), VerticalScroll(id="findings-scroll"):
                 yield FindingsView(id="findings-view")
         yield Footer(show_command_palette=False)
 
