@@ -139,24 +139,35 @@ def _series(view: RunView, layer: str, key: str, label: str, style: str,
     return Series(label, tuple(xs), tuple(ys), style)
 
 
-class UpdatesPanel(Widget):
-    """Every layer's update/weight ratio over time, and the selected layer's against 1e-3."""
+class _LayerOverTime(Widget):
+    """A map of every layer over time above a plot of the selected layer: redrawn
+    whenever the run or the selection changes."""
 
     view: reactive[RunView | None] = reactive(None)
     """The run shown."""
     selected: reactive[str | None] = reactive(None)
-    """The layer whose line is drawn."""
-
-    def compose(self) -> ComposeResult:
-        yield LayerMap("update_ratio", f"update ÷ weight over time (≈{fmt(UPDATE_RATIO_GUIDE)} "
-                       "is healthy)", log=True, colour=update_health, classes="over-time-map")
-        yield LinePlot("log10 update ÷ weight", classes="over-time-plot")
+    """The layer whose lines are drawn."""
 
     def watch_view(self) -> None:
         self._show()
 
     def watch_selected(self) -> None:
         self._show()
+
+    def on_mount(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        raise NotImplementedError
+
+
+class UpdatesPanel(_LayerOverTime):
+    """Every layer's update/weight ratio over time, and the selected layer's against 1e-3."""
+
+    def compose(self) -> ComposeResult:
+        yield LayerMap("update_ratio", f"update ÷ weight over time (≈{fmt(UPDATE_RATIO_GUIDE)} "
+                       "is healthy)", log=True, colour=update_health, classes="over-time-map")
+        yield LinePlot("log10 update ÷ weight", classes="over-time-plot")
 
     def _show(self) -> None:
         view, layer = self.view, self.selected
@@ -174,32 +185,15 @@ class UpdatesPanel(Widget):
         plot.series = (line, Series(f"{fmt(UPDATE_RATIO_GUIDE)} rule of thumb", span,
                                     (guide, guide), "series--3"))
 
-    def on_mount(self) -> None:
-        self._show()
 
-
-class ActivationsPanel(Widget):
+class ActivationsPanel(_LayerOverTime):
     """Every layer's saturated fraction over time; the selected one's mean, std, saturation."""
-
-    view: reactive[RunView | None] = reactive(None)
-    """The run shown."""
-    selected: reactive[str | None] = reactive(None)
-    """The layer whose lines are drawn."""
 
     def compose(self) -> ComposeResult:
         limit = DEFAULT_THRESHOLDS.saturated_fraction
         yield LayerMap("act_saturated", "saturated activations over time", log=False,
                        colour=lambda f: saturation_health(f, limit), classes="over-time-map")
         yield LinePlot("activation", classes="over-time-plot")
-
-    def watch_view(self) -> None:
-        self._show()
-
-    def watch_selected(self) -> None:
-        self._show()
-
-    def on_mount(self) -> None:
-        self._show()
 
     def _show(self) -> None:
         view, layer = self.view, self.selected
