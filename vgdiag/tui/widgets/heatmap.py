@@ -85,15 +85,9 @@ class GradientHeatmap(Chart):
         if not names:
             return Text("no layers measured", style=muted)
         width = self.size.width or 80
-        height = self.size.height or (len(names) + 2)
-        rows = max(height - 2, 1)
-        # More layers than rows: neighbouring layers share a row (their geometric mean),
-        # and the row says so. No layer is ever left out.
-        groups = bucket(len(names), min(rows, len(names)))
-        labels = [group_label(names, a, b) for a, b in groups]
-        label_w = min(max((len(x) for x in labels), default=4), NAME_WIDTH + 3)
-        columns = max(width - label_w - 1, 1)
-        spans = bucket(len(steps), columns)
+        # Layers sharing a row are shown by their geometric mean, and the row says so.
+        groups, labels, label_w, spans = map_rows(names, len(steps), width,
+                                                  self.size.height or (len(names) + 2))
         finite = logs[np.isfinite(logs)]
         lo, hi = log_span((10.0 ** finite).tolist()) if finite.size else (-4.0, 0.0)
         layer_spans = [(a, b) for a, b in groups]
@@ -120,3 +114,15 @@ def group_label(names: list[str], start: int, stop: int) -> str:
     """A row's label: the layer's short name, or the first one's and how many more share it."""
     first = short_name(names[start])
     return first if stop - start == 1 else f"{first} +{stop - start - 1}"
+
+
+def map_rows(names: list[str], steps: int, width: int, height: int
+             ) -> tuple[list[tuple[int, int]], list[str], int, list[tuple[int, int]]]:
+    """How a layers x time map fills width x height: the layers of each row (more layers
+    than rows: neighbours share one, and no layer is ever left out), the row labels, the
+    label width, and the steps of each column."""
+    rows = max(height - 2, 1)  # the legend and the axis take a line each
+    groups = bucket(len(names), min(rows, len(names)))
+    labels = [group_label(names, a, b) for a, b in groups]
+    label_w = min(max((len(x) for x in labels), default=4), NAME_WIDTH + 3)
+    return groups, labels, label_w, bucket(steps, max(width - label_w - 1, 1))

@@ -16,11 +16,10 @@ from textual.geometry import Size
 from textual.reactive import reactive
 
 from vgdiag.runs.report_time import UPDATE_RATIO_GUIDE
-from vgdiag.tui.charts import SHADES, TextBuilder, bucket, log_span, shade
+from vgdiag.tui.charts import SHADES, TextBuilder, log_span, shade
 from vgdiag.tui.state import RunView
 from vgdiag.tui.widgets.chart import Chart
-from vgdiag.tui.widgets.gradient_bars import NAME_WIDTH
-from vgdiag.tui.widgets.heatmap import group_label, span_means
+from vgdiag.tui.widgets.heatmap import map_rows, span_means
 
 UPDATE_RATIO_OK_DECADES = 1.0  # within 10x of the guide: ok; within 100x: weak
 
@@ -92,11 +91,8 @@ class LayerMap(Chart):
         if not names or not np.isfinite(values).any():
             return Text(f"{self.title}: not measured in this run", style=muted)
         width = self.size.width or 80
-        rows = max((self.size.height or len(names) + 2) - 2, 1)
-        groups = bucket(len(names), min(rows, len(names)))
-        labels = [group_label(names, a, b) for a, b in groups]
-        label_w = min(max((len(x) for x in labels), default=4), NAME_WIDTH + 3)
-        spans = bucket(len(steps), max(width - label_w - 1, 1))
+        groups, labels, label_w, spans = map_rows(names, len(steps), width,
+                                                  self.size.height or len(names) + 2)
         with np.errstate(all="ignore"):
             shown = np.where(values > 0, np.log10(values), np.nan) if self.log_scale else values
         cells = span_means(span_means(shown, spans).T, groups).T  # [spans x groups]
