@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 try:
     import lightning.pytorch as pl
 except ImportError as exc:  # pragma: no cover - the extra is absent
@@ -30,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - the extra is absent
 
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
-from vgdiag.integrations.common import first_metric, plain_hparams, scalar
+from vgdiag.integrations.common import first_metric, plain_hparams
 from vgdiag.runs.store import default_run_dir
 from vgdiag.runs.watch_folder import watch
 
@@ -104,7 +106,7 @@ class VgdiagCallback(pl.Callback):
         if self.watch is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if loss is not None and scalar(loss) is not None:
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:  # stays on the device
             # Lightning hands back the loss divided for gradient accumulation.
             self.watch.observe_loss(loss * max(trainer.accumulate_grad_batches, 1))
         if self._updating:  # the batch ended an accumulation: an update happened
