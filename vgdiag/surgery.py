@@ -10,7 +10,6 @@ custom forward() actually runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -253,13 +252,6 @@ def sequential_units(seq: nn.Sequential) -> tuple[list[int], list[list[int]]]:
         else:
             prefix.append(i)
     return prefix, units
-
-
-def iter_sequentials(root: nn.Module) -> Iterator[tuple[str, nn.Sequential]]:
-    """Every nn.Sequential in the tree (root included), registration order."""
-    for name, module in root.named_modules():
-        if isinstance(module, nn.Sequential):
-            yield name, module
 
 
 def set_children(seq: nn.Sequential, children: list[nn.Module]) -> None:

@@ -231,13 +231,6 @@ class ReportOptions:
         coerce_choices(self)
 
 
-@dataclass
-class ViewOptions:
-    """What `vgdiag view` takes."""
-
-    run_dir: Path = _run_dir()
-
-
 def field_types(cls: type) -> dict[str, Any]:
     """The fields' resolved types (this module uses postponed annotations)."""
     return typing.get_type_hints(cls)

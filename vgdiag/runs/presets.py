@@ -100,15 +100,4 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def preset_table() -> list[dict[str, Any]]:
-    """Every preset's variants as plain rows (for docs and `--help`)."""
-    rows: list[dict[str, Any]] = []
-    for preset in PRESETS.values():
-        for spec in preset.variants:
-            rows.append({"preset": preset.name, "variant": spec.name, "plugin": spec.plugin,
-                         "options": spec.options, "overrides": spec.overrides,
-                         "published": spec.published})
-    return rows
-
-
 __all__ = ["PRESETS", "REFERENCE", "Preset", "get_preset"]

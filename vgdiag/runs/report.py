@@ -302,10 +302,6 @@ def _fmt_any(value: Any) -> str:
     return str(value)
 
 
-def _positive(x: float) -> bool:
-    return math.isfinite(x) and x > 0
-
-
 def _get(obj: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(obj, dict):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from vgdiag.errors import UserError
-from vgdiag.runs.store import free_path, read_run
+from vgdiag.runs.store import free_path, read_run, write_text_atomic
 
 
 def screenshot_name(folder: Path) -> str:
@@ -19,17 +19,11 @@ def screenshot_name(folder: Path) -> str:
 
 def write_report(folder: Path) -> tuple[str, str]:
     """Write report.html into `folder`; returns (message, severity) for a notification."""
+    from vgdiag.runs.report import render_report
+
+    target = folder / "report.html"
     try:
-        from vgdiag.runs.report import render_report  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return "the HTML report is not part of this installation", "warning"
-    try:
-        content = render_report(read_run(folder), "html")
-        target = folder / "report.html"
-        if isinstance(content, bytes):
-            target.write_bytes(content)
-        else:
-            target.write_text(str(content), encoding="utf-8")
+        write_text_atomic(target, render_report(read_run(folder), "html"))
     except UserError as exc:
         return str(exc), "error"
     except OSError as exc:
