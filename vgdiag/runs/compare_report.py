@@ -14,7 +14,7 @@ from rich.text import Text
 from vgdiag.engine.records import _jsonable
 from vgdiag.runs.compare import VariantOutcome, VariantProgress, VariantState
 from vgdiag.runs.compare_table import comparison_rows, verdict_text
-from vgdiag.runs.store import write_json_atomic
+from vgdiag.runs.store import write_json_atomic, write_text_atomic
 
 COLUMNS = (
     ("variant", "variant"),
@@ -196,9 +196,8 @@ def write_outputs(
         "table": rows,
     }
     write_json_atomic(out_dir / "compare.json", _jsonable(document))
-    (out_dir / "compare.md").write_text(markdown(rows, target_acc, command), encoding="utf-8")
-    (out_dir / "compare.html").write_text(
-        html_page(outcomes, rows, target_acc, command, [labels for _, labels in COLUMNS],
-                  [[cell(row, k) for k, _ in COLUMNS] for row in rows]),
-        encoding="utf-8")
+    write_text_atomic(out_dir / "compare.md", markdown(rows, target_acc, command))
+    write_text_atomic(out_dir / "compare.html", html_page(
+        outcomes, rows, target_acc, command, [labels for _, labels in COLUMNS],
+        [[cell(row, k) for k, _ in COLUMNS] for row in rows]))
     return rows

@@ -83,32 +83,22 @@ def write_json_atomic(path: Path, obj: Any, *, durable: bool = True,
     """Replace `path` in one rename, so a reader never sees half a file.
 
     `durable` also fsyncs, so the content survives a power cut, not only a killed
-    process; the per-epoch summaries skip it (the final one does not). A write that
-    fails leaves no temporary file behind.
+    process; the per-epoch summaries skip it (the final one does not).
     """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, default=_json_default)
-            f.write("\n")
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    text = json.dumps(obj, indent=indent, default=_json_default) + "\n"
+    write_text_atomic(path, text, durable=durable)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a whole text file in one rename: never a partial or empty file."""
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+    """Write a whole text file in one rename: never a partial or empty file. A write
+    that fails leaves no temporary file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
