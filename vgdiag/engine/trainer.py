@@ -255,10 +255,11 @@ class _Run:
                 correct += (out.detach().argmax(dim=1) == y).sum()
             records = probe.drain()
             now = time.perf_counter() - self.t0
-            for record in records:
+            if records:
                 self.layers = probe.layers
-                yield StepSampled(record, self.layers, self.steps, now)
                 trainable = {i.name for i in self.layers if i.trainable}
+            for record in records:
+                yield StepSampled(record, self.layers, self.steps, now)
                 if not math.isfinite(record.loss) or any(
                     not math.isfinite(s.grad_norm)
                     for name, s in record.layers.items()
