@@ -72,6 +72,10 @@ def test_healthy_model_exits_zero_with_fail_on(capsys, tmp_path):
         (["run", "--fail-on", "sometimes"], "--fail-on"),
         (["report", "/nonexistent/run"], "not a folder"),
         (["inspect", "--depth", "0"], "--depth"),
+        # The built-in model is checked before training too: an element-wise loss on
+        # class labels is a bad choice of --loss, not a training failure.
+        (["run", "--epochs", "1", "--loss", "mse"], "use --loss cross-entropy"),
+        (["compare", "--epochs", "1", "--loss", "l1"], "use --loss cross-entropy"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, args, words):

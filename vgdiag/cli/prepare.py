@@ -16,9 +16,8 @@ def parse_plugin_options(items: list[str] | None) -> dict[str, dict[str, str]]:
 
 
 def preflight(experiment: Any, bundle: Any) -> None:
-    """One batch forward before training: shape errors become one clear line."""
-    if experiment.model_spec.startswith("builtin:"):
-        return
+    """One batch forward before training: shape errors become one clear line. The
+    built-in model is checked too: its shapes are right, but a --loss may not fit."""
     from vgdiag.inputs.shapecheck import check_shapes
 
     check_shapes(experiment.build_model(), bundle, experiment.notes.get("loss", ""),
