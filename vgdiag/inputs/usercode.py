@@ -250,7 +250,8 @@ def resolve_spec(
             found = _candidates(module, accept)
             close = difflib.get_close_matches(name, found, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            listing = f"it defines {', '.join(found)}" if found else f"it defines no {what}"
+            listing = (f"it defines {', '.join(found)}" if found
+                       else f"it defines nothing that is {what}")
             raise UserError(f"no {name!r} in {source}{hint}: {listing}")
         obj = getattr(obj, part)
     return UserObject(obj=obj, name=name, origin=source, folder=folder, path=path)

@@ -37,7 +37,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static("Keys", classes="box-title")
             yield Static(table)
             if self.notes:
-                yield Static("\n".join(self.notes), classes="muted")
+                yield Static("\n".join(self.notes), classes="muted", markup=False)
             yield Static("escape closes this", classes="muted")
 
     def action_close(self) -> None:
