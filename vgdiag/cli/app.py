@@ -117,7 +117,10 @@ def _main(argv: list[str] | None) -> int:
     except click_exc.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-        print(f"vgdiag: error: {one_line(exc.format_message())}{hint}", file=sys.stderr)
+        # The option parser words a bad choice "Value error, ..."; the help it printed
+        # for a bare `vgdiag` comes with an empty message.
+        message = one_line(exc.format_message()).replace("Value error, ", "")
+        print(f"vgdiag: error: {message or 'no command given'}{hint}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except UserError as exc:
         if STATE.debug:
