@@ -154,10 +154,17 @@ def print_outcome(console: Console, run: RunSummary, path: Path) -> None:
     console.print(epochs_table(run.epochs, run.test))
     console.print(layer_table(run.layers, run.first, run.last))
     console.print(findings_panel(run.findings, run.verdict))
+    print_ending(console, run, path)
+
+
+def print_ending(console: Console, run: RunSummary, path: Path, verdict: bool = False) -> None:
+    """How the run ended and where its folder is (with its verdict after the dashboard,
+    which leaves nothing else on the terminal)."""
     color = "green" if run.status == RunStatus.COMPLETED else (
         "red" if run.status == RunStatus.FAILED else "yellow")
     hint = f"vgdiag report {shlex.quote(str(path))} --format html"
-    console.print(f"[{color}]{run.status}[/] in {run.seconds:.1f} s; run folder: "
+    said = f"; {safe(run.verdict)}" if verdict else ""
+    console.print(f"[{color}]{run.status}[/] in {run.seconds:.1f} s{said}; run folder: "
                   f"{safe(path)}  (report: {safe(hint)})")
 
 

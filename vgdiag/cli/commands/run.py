@@ -63,8 +63,11 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
     path = cmd.out or default_run_dir(experiment.name)
     store = RunStore(path, experiment.name, bundle.num_classes)
     if use_tui:
+        from vgdiag.cli.headless import print_ending
+
         status = _run_tui(experiment, bundle, store)
         findings = store.findings
+        print_ending(console, store.run, store.path, verdict=True)
     else:
         status, findings = _run_headless(experiment, bundle, store, console)
     raise typer.Exit(exit_code_for_run(status, findings, cmd.fail_on))
