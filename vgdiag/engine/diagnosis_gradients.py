@@ -92,7 +92,9 @@ def zero_gradient(
     if not names:
         return []
     g = np.stack([values(r, "grad_norm", names) for r in window])
-    zero = [n for n, col in zip(names, g.T) if (col == 0.0).all()]
+    # NaN: the layer did not run at that step; it must be 0 on every step it ran.
+    zero = [n for n, col in zip(names, g.T)
+            if (col[~np.isnan(col)] == 0.0).all() and not np.isnan(col).all()]
     if not zero:
         return []
     last = window[-1]
@@ -193,17 +195,17 @@ def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
 def non_finite(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], epochs: Sequence[EpochRecord]
 ) -> list[Finding]:
-    # A trainable layer's grad_norm is never NaN unless its gradient is (absent
-    # gradients count as 0), so NaN here means the numbers blew up; a NaN anywhere in
-    # the forward pass reaches the gradients too. A NaN activation statistic alone is
-    # no evidence: it is also what a layer that did not run at that step records (a
-    # branch not taken, a stage of layer-wise training that does not use it).
+    # A trainable layer's measured gradient is never NaN unless it blew up (absent
+    # gradients of a layer that ran count as 0); a NaN anywhere in the forward pass
+    # reaches the gradients too. A layer that did not run at that step (a branch not
+    # taken, a stage of layer-wise training that does not use it) records NaN
+    # gradient and activation statistics, "not measured": no evidence.
     trainable = set(trainable_names(layers))
     bad_layers: list[str] = []
     first_step: int | None = None
     for r in records:
         bad = [n for n, s in r.layers.items()
-               if (n in trainable and not math.isfinite(s.grad_norm)) or math.isinf(s.act_mean)]
+               if (n in trainable and s.grad_non_finite) or math.isinf(s.act_mean)]
         if bad or math.isinf(r.loss):
             first_step = r.step if first_step is None else first_step
         bad_layers += [n for n in bad if n not in bad_layers]

@@ -88,6 +88,7 @@ class LayerLayout:
         self.act: dict[int, tuple[int, int, float, list[torch.Tensor]]] = {}
         self.time: dict[str, list[torch.Tensor]] = {}
         self.last_layer: int | None = None
+        self.ran: set[int] = set()  # layers whose forward ran in this step's training pass
         self._fired: list[int] = []
         self._fired_set: set[int] = set()
         if self._need_order and not self._bwd_handles:
@@ -169,6 +170,7 @@ class LayerLayout:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if not torch.is_grad_enabled():
                 return  # evaluation passes are not training steps
+            self.ran.update(indices)
             for i in indices:
                 if i not in self._forward_seen:
                     self._forward_seen.add(i)

@@ -13,6 +13,7 @@ from vgdiag.engine.records import Histogram, LayerStats, StepRecord
 
 if TYPE_CHECKING:
     from vgdiag.engine.probe import Probe
+    from vgdiag.engine.probe_layout import LayerLayout
 
 
 def assemble(
@@ -29,10 +30,13 @@ def assemble(
     tensors = probe._tensors
     n_params = len(tensors)
     requires = [p.requires_grad for p in tensors]
-    # Gradient norms per parameter: absent grads count as 0 for trainable
-    # parameters (unused this step) and as unmeasured for frozen ones.
+    # Gradient norms per parameter: absent grads count as 0 for trainable parameters
+    # of a layer that ran (no gradient reached it), as unmeasured for frozen ones and
+    # for layers that did not run at this step (see not_run). Under sharding the ranks
+    # may disagree on what ran, and their parameter numbers must not: 0 there.
     g2 = [0.0 if r else nan for r in requires]
     g1 = list(g2)
+    skipped = set() if probe._sharded else not_run(layout, present)
     if probe._sharded:
         for k, (l2, l1) in enumerate(zip(chunks["l2"].tolist(), chunks["l1"].tolist())):
             if requires[k]:
@@ -42,6 +46,9 @@ def assemble(
     else:
         for k, l2, l1 in zip(present, chunks["l2"].tolist(), chunks["l1"].tolist()):
             g2[k], g1[k] = l2, l1
+        for i in skipped:
+            for k in layout.slices[i]:
+                g2[k] = g1[k] = nan
         numel = [float(math.prod(s)) for s in layout.shapes]
         assert probe._copies.w0_norm is not None
         w0n = probe._copies.w0_norm
@@ -91,7 +98,7 @@ def assemble(
             act_std=a[1],
             act_saturated=a[2],
             act_dead=a[3],
-            param_grad_norms={pn: g2[k] for k, pn in layout.own[i]},
+            param_grad_norms={} if i in skipped else {pn: g2[k] for k, pn in layout.own[i]},
         )
     loss = float(chunks["loss"][0])
     record = StepRecord(step=probe.step, epoch=probe.epoch, loss=loss, layers=layers)
@@ -108,3 +115,19 @@ def assemble(
         name = clean_name(layout.owners[li][0])
         (record.weight_hist if kind == "weight" else record.grad_hist)[name] = hist
     return record
+
+
+def not_run(layout: LayerLayout, present: list[int]) -> set[int]:
+    """Layers whose forward did not run at this step and that got no gradient.
+
+    Their gradient was not measured (a branch not taken, a stage of layer-wise
+    training that does not use them): NaN, with no per-parameter norms, where a layer
+    that ran and got no gradient records 0. A layer used functionally (attention's
+    `out_proj`) gets a gradient without running its own forward: it is measured. A
+    step whose forward the hooks did not see at all (a lazy model's first step)
+    counts every layer as run.
+    """
+    if not layout.ran:
+        return set()
+    with_grad = {layout.owner_of[k] for k in present}
+    return {i for i in range(len(layout.owners)) if i not in layout.ran and i not in with_grad}

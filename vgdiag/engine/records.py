@@ -82,7 +82,13 @@ class LayerStats:
     act_std: float = math.nan
     act_saturated: float = math.nan
     act_dead: float = math.nan
-    param_grad_norms: dict[str, float] = field(default_factory=dict)  # "weight" -> norm
+    # "weight" -> norm; empty when the layer did not run at that step (not measured)
+    param_grad_norms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def grad_non_finite(self) -> bool:
+        """The gradient was measured and is NaN or inf (a layer that did not run is NaN too)."""
+        return bool(self.param_grad_norms) and not math.isfinite(self.grad_norm)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: _finite_or_none(getattr(self, k)) for k in LAYER_STAT_KEYS}

@@ -261,7 +261,7 @@ class _Run:
             for record in records:
                 yield StepSampled(record, self.layers, self.steps, now)
                 if not math.isfinite(record.loss) or any(
-                    not math.isfinite(s.grad_norm)
+                    s.grad_non_finite
                     for name, s in record.layers.items()
                     if name in trainable
                 ):
