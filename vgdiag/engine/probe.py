@@ -38,6 +38,7 @@ from vgdiag.engine.probe_distributed import (
     sharding,
     split_reduced,
 )
+from vgdiag.engine.probe_flat import FlatStats, fits, unpack
 from vgdiag.engine.probe_kernels import (
     GRAD_LOG_RANGE,
     HIST_BINS,
@@ -46,7 +47,6 @@ from vgdiag.engine.probe_kernels import (
     foreach_norm,
     histograms,
     l1_norms,
-    stack,
 )
 from vgdiag.engine.probe_layers import (
     compiled_fullgraph,
@@ -55,6 +55,7 @@ from vgdiag.engine.probe_layers import (
     unwrap,
 )
 from vgdiag.engine.probe_layout import LayerLayout
+from vgdiag.engine.probe_pack import host_copy
 from vgdiag.engine.probe_record import assemble
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.engine.snapshots import SAMPLE_THRESHOLD, Snapshots
@@ -164,7 +165,14 @@ class Probe:
         self._sharded, self._replicas = sharding(self._root, self._tensors, self._distributed)
         self.rank, self.world_size = rank_and_world()
         self._dtensor = any(is_dtensor(p) for p in self._tensors)
-        self._copies = Snapshots(self._values(), self._snapshot_threshold)
+        values = self._values()
+        # Parameters held whole in one dtype: every statistic from flat buffers in a
+        # few kernels (probe_flat); otherwise per tensor, large ones sampled (snapshots).
+        self._flat = (FlatStats(values) if not self._sharded and not self._dtensor
+                      and fits(values, self._snapshot_threshold) else None)
+        self._copies = Snapshots(values if self._flat is None else [], self._snapshot_threshold)
+        self._device = values[0].device
+        self._w0_norm: list[float] | None = None  # per parameter, on the host, read once
         self._ready = True
 
     def _materialised(self, module: nn.Module, inputs: Any, output: Any) -> None:
@@ -254,6 +262,8 @@ class Probe:
         self._grad_pieces = None
         if self._ready:
             self._copies.drop_before()
+            if self._flat is not None:
+                self._flat.drop_before()
 
     def observe_loss(self, loss: torch.Tensor) -> None:
         """Give the probe the step's loss, recorded with the step if it is sampled."""
@@ -269,7 +279,10 @@ class Probe:
             with torch.no_grad():
                 self._grad_pieces = self._measure_grads()
                 # The weights before the update; the post-step hook subtracts in place.
-                self._copies.keep_before(self._values())
+                if self._flat is not None:
+                    self._flat.keep_before(self._values())
+                else:
+                    self._copies.keep_before(self._values())
         except Exception as exc:
             self._drop_sample(exc)
 
@@ -332,10 +345,12 @@ class Probe:
             grads = [local(g) for g in grads]
         grads = [dense_grad(g) for g in grads]
         self._layout.gradients_seen(present)
+        sums = self._flat.grad_sums(present, grads) if self._flat is not None else None
         return {
             "present": present,
-            "l2": foreach_norm(grads, 2.0),
-            "l1": l1_norms(grads),
+            "sums": sums,
+            "l2": foreach_norm(grads, 2.0) if sums is None else [],
+            "l1": l1_norms(grads) if sums is None else [],
             "grads": grads if self._hist_due() else None,
         }
 
@@ -353,46 +368,50 @@ class Probe:
         pieces = self._grad_pieces
         layout = self._layout
         params = self._values()
-        w_norm = foreach_norm(params)
-        change = self._copies.change_norms(params)
-        update = self._copies.update_norms(params) if with_update else []
+        flat = self._flat
         hist_parts, hist_meta = (self._histograms(pieces["present"], pieces["grads"])
                                  if pieces["grads"] is not None else ([], []))
         step = layout.step_tensors()
-        device = self._copies.device
+        device = self._device
         loss = self._loss
         if loss is None:
             loss = torch.full((), math.nan, device=device)
         elif loss.dim():
             loss = loss.float().mean()
 
-        # Everything goes into one vector that is copied to the host once: the
-        # device scalars stacked in one kernel, then the 1-D pieces.
+        # Everything goes into one vector that is copied to the host once.
         scalars: dict[str, list[torch.Tensor]] = {
             "gout": step["gout"], "act": step["act"], "loss": [loss]}
-        vectors: dict[str, list[torch.Tensor]] = {"time": step["time"]}
-        if self._sharded:
-            numels = [local(p).numel() for p in self._tensors]
-            vectors["reduced"] = [reduce_across_ranks(self._copies.w0_norms(), numels, pieces,
-                                                      w_norm, change, update, hist_parts)]
+        vectors: dict[str, list[torch.Tensor]] = {"time": step["time"], "hist": hist_parts}
+        first = self._w0_norm is None  # ||W0|| is constant: read once
+        if flat is not None:
+            scalars.update(l2=pieces["l2"], l1=pieces["l1"])
+            if pieces["sums"] is not None:
+                vectors["flat_grads"] = [pieces["sums"]]
+            vectors["flat_weights"] = [flat.weight_sums(params, with_update)]
+            if first:
+                vectors["w0n"] = [flat.w0_sq.sqrt()]
         else:
-            scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change, up=update)
-            if self._copies.w0_norm is None:  # constant: read once
-                scalars["w0n"] = self._copies.w0_norms()
-            vectors["hist"] = hist_parts
-        flat = [stack(sum(scalars.values(), []), device)]
-        flat += [v.reshape(-1).to(device, torch.float64) for vs in vectors.values() for v in vs]
-        host = torch.cat(flat).cpu().numpy()  # the one host copy of a sampled step
-        chunks: dict[str, np.ndarray] = {}
-        offset = 0
-        for key, group in [*scalars.items(), *vectors.items()]:
-            n = len(group) if key in scalars else sum(v.numel() for v in group)
-            chunks[key] = host[offset : offset + n]
-            offset += n
+            w_norm = foreach_norm(params)
+            change = self._copies.change_norms(params)
+            update = self._copies.update_norms(params) if with_update else []
+            n_update = len(update)
+            if self._sharded:
+                numels = [local(p).numel() for p in self._tensors]
+                vectors["reduced"] = [reduce_across_ranks(
+                    self._copies.w0_norms(), numels, pieces, w_norm, change, update, hist_parts)]
+                vectors["hist"] = []
+            else:
+                scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change, up=update)
+                if first:
+                    scalars["w0n"] = self._copies.w0_norms()
+        chunks = host_copy(scalars, vectors, device)
+        if flat is not None:
+            unpack(chunks, pieces["present"], flat.count)
         if self._sharded:
-            chunks.update(self._split_reduced(chunks.pop("reduced"), len(update), hist_meta))
-        elif self._copies.w0_norm is None:
-            self._copies.w0_norm = chunks["w0n"].tolist()
+            chunks.update(self._split_reduced(chunks.pop("reduced"), n_update, hist_meta))
+        elif first:
+            self._w0_norm = chunks["w0n"].tolist()
         layout.backward_done()
         record = assemble(self, pieces["present"], chunks, step, hist_meta)
         self._samples += 1
@@ -412,7 +431,7 @@ class Probe:
         for k, g in zip(present, grads):
             per_layer.setdefault(self._layout.owner_of[k], []).append(g.reshape(-1))
         layers = range(len(self._layout.owners)) if self._sharded else sorted(per_layer)
-        return histograms(weights, per_layer, layers, self._sharded, self._copies.device)
+        return histograms(weights, per_layer, layers, self._sharded, self._device)
 
     # ----- results -------------------------------------------------------------
     def drain(self) -> list[StepRecord]:

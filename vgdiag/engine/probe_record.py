@@ -50,8 +50,8 @@ def assemble(
             for k in layout.slices[i]:
                 g2[k] = g1[k] = nan
         numel = [float(math.prod(s)) for s in layout.shapes]
-        assert probe._copies.w0_norm is not None
-        w0n = probe._copies.w0_norm
+        assert probe._w0_norm is not None
+        w0n = probe._w0_norm
     wn, ch = chunks["wn"].tolist(), chunks["ch"].tolist()
     up = chunks["up"].tolist() if len(chunks["up"]) == n_params else [nan] * n_params
     gout = chunks["gout"].tolist()

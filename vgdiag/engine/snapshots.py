@@ -70,7 +70,6 @@ class Snapshots:
     def __init__(self, values: list[torch.Tensor], threshold: int = SAMPLE_THRESHOLD,
                  seed: int = SAMPLE_SEED) -> None:
         self.threshold = threshold
-        self.w0_norm: list[float] | None = None  # per parameter, on the host, read once
         self._index: list[torch.Tensor | None] = []
         self._scale: list[float] = []  # sqrt(n / k) per sampled parameter, 1.0 exact
         self._w0: list[torch.Tensor] = []
