@@ -301,7 +301,7 @@ def memory(sizes: Sizes, device: torch.device) -> Iterator[Row]:
             torch.cuda.reset_peak_memory_stats(device)
         loop.run(3, device)
         probed = peak_bytes(device)
-        snapshot = loop.watch.probe._copies.extra_bytes()
+        snapshot = loop.watch.probe.snapshot_bytes()
         loop.watch.close()
         extra = probed - plain
         share = extra / params

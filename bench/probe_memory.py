@@ -82,7 +82,7 @@ def child(variant: str, steps: int, device: torch.device) -> dict[str, float]:
     seconds = train(steps)
     end = peak(device)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    snapshot = w.probe._copies.extra_bytes() if w is not None else 0
+    snapshot = w.probe.snapshot_bytes() if w is not None else 0
     return {"extra": end - start, "params": params, "numel": sum(p.numel() for p in
                                                                  model.parameters()),
             "snapshot": snapshot, "s_per_step": seconds,

@@ -9,8 +9,11 @@ once. Nothing here changes an output or a gradient: hooks only read, and a failu
 inside the probe is reported as a warning and never reaches the user's training.
 
 Where things live: probe_layers (what a layer is, depth from the backward graph),
-probe_kernels (norms, activation statistics, weight copies), probe_distributed
-(sharded parameters across ranks), probe_record (the host-side StepRecord).
+probe_layout (the hooks of a sampled step), probe_kernels (norms, activation
+statistics, histograms), probe_flat (every parameter statistic from flat buffers)
+or snapshots (W0 and pre-update copies, sampled for large parameters),
+probe_distributed (sharded parameters across ranks), probe_pack (the one host copy),
+probe_record (the host-side StepRecord).
 """
 
 from __future__ import annotations
@@ -34,28 +37,25 @@ from vgdiag.engine.probe_distributed import (
     local,
     original_shapes,
     rank_and_world,
-    reduce_across_ranks,
     sharding,
     split_reduced,
 )
-from vgdiag.engine.probe_flat import FlatStats, fits, unpack
-from vgdiag.engine.probe_kernels import (
+from vgdiag.engine.probe_flat import FlatStats, fits
+from vgdiag.engine.probe_kernels import (  # re-exported
     GRAD_LOG_RANGE,
     HIST_BINS,
     SATURATION_EPS,
     dense_grad,
-    foreach_norm,
-    histograms,
-    l1_norms,
 )
-from vgdiag.engine.probe_layers import (
-    compiled_fullgraph,
-    find_layers,
-    has_lazy_parameters,
-    unwrap,
-)
+from vgdiag.engine.probe_layers import compiled_fullgraph, find_layers, has_lazy_parameters, unwrap
 from vgdiag.engine.probe_layout import LayerLayout
-from vgdiag.engine.probe_pack import host_copy
+from vgdiag.engine.probe_pack import (
+    gradient_pieces,
+    host_copy,
+    layer_histograms,
+    parameter_groups,
+    read_back,
+)
 from vgdiag.engine.probe_record import assemble
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.engine.snapshots import SAMPLE_THRESHOLD, Snapshots
@@ -108,9 +108,8 @@ class Probe:
         if hist_every < 0:
             raise ValueError(f"hist_every must be >= 0, got {hist_every}")
         if distributed not in DISTRIBUTED_MODES:
-            raise ValueError(
-                f"distributed must be one of {', '.join(DISTRIBUTED_MODES)}, got {distributed!r}"
-            )
+            modes = ", ".join(DISTRIBUTED_MODES)
+            raise ValueError(f"distributed must be one of {modes}, got {distributed!r}")
         self.model = model
         self.optimizer = optimizer
         self.every = every
@@ -186,11 +185,15 @@ class Probe:
         if self._is_sampled(self.step):
             self._arm()
 
-    # kept for callers that read the reduced vector layout (tests of hybrid sharding)
     def _split_reduced(self, vector: np.ndarray, n_update: int,
                        hist_meta: list[tuple[str, int, float, float]]) -> dict[str, np.ndarray]:
         return split_reduced(vector, len(self._tensors), self._replicas,
                              self._layout.weight_param, n_update, hist_meta)
+
+    def snapshot_bytes(self) -> int:
+        """Bytes the probe holds in weight copies (W0, pre-update, scratch; samples)."""
+        flat = self._flat.extra_bytes() if self._ready and self._flat is not None else 0
+        return (self._copies.extra_bytes() if self._ready else 0) + flat
 
     @property
     def layers(self) -> list[LayerInfo]:
@@ -345,14 +348,7 @@ class Probe:
             grads = [local(g) for g in grads]
         grads = [dense_grad(g) for g in grads]
         self._layout.gradients_seen(present)
-        sums = self._flat.grad_sums(present, grads) if self._flat is not None else None
-        return {
-            "present": present,
-            "sums": sums,
-            "l2": foreach_norm(grads, 2.0) if sums is None else [],
-            "l1": l1_norms(grads) if sums is None else [],
-            "grads": grads if self._hist_due() else None,
-        }
+        return gradient_pieces(self._flat, present, grads, self._hist_due())
 
     def _values(self) -> list[torch.Tensor]:
         """The parameters as plain tensors (this rank's slice of a DTensor)."""
@@ -367,9 +363,7 @@ class Probe:
         assert self._grad_pieces is not None
         pieces = self._grad_pieces
         layout = self._layout
-        params = self._values()
-        flat = self._flat
-        hist_parts, hist_meta = (self._histograms(pieces["present"], pieces["grads"])
+        hist_parts, hist_meta = (layer_histograms(self, pieces["present"], pieces["grads"])
                                  if pieces["grads"] is not None else ([], []))
         step = layout.step_tensors()
         device = self._device
@@ -383,35 +377,9 @@ class Probe:
         scalars: dict[str, list[torch.Tensor]] = {
             "gout": step["gout"], "act": step["act"], "loss": [loss]}
         vectors: dict[str, list[torch.Tensor]] = {"time": step["time"], "hist": hist_parts}
-        first = self._w0_norm is None  # ||W0|| is constant: read once
-        if flat is not None:
-            scalars.update(l2=pieces["l2"], l1=pieces["l1"])
-            if pieces["sums"] is not None:
-                vectors["flat_grads"] = [pieces["sums"]]
-            vectors["flat_weights"] = [flat.weight_sums(params, with_update)]
-            if first:
-                vectors["w0n"] = [flat.w0_sq.sqrt()]
-        else:
-            w_norm = foreach_norm(params)
-            change = self._copies.change_norms(params)
-            update = self._copies.update_norms(params) if with_update else []
-            n_update = len(update)
-            if self._sharded:
-                numels = [local(p).numel() for p in self._tensors]
-                vectors["reduced"] = [reduce_across_ranks(
-                    self._copies.w0_norms(), numels, pieces, w_norm, change, update, hist_parts)]
-                vectors["hist"] = []
-            else:
-                scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change, up=update)
-                if first:
-                    scalars["w0n"] = self._copies.w0_norms()
+        n_update = parameter_groups(self, pieces, with_update, scalars, vectors)
         chunks = host_copy(scalars, vectors, device)
-        if flat is not None:
-            unpack(chunks, pieces["present"], flat.count)
-        if self._sharded:
-            chunks.update(self._split_reduced(chunks.pop("reduced"), n_update, hist_meta))
-        elif first:
-            self._w0_norm = chunks["w0n"].tolist()
+        read_back(self, chunks, pieces["present"], n_update, hist_meta)
         layout.backward_done()
         record = assemble(self, pieces["present"], chunks, step, hist_meta)
         self._samples += 1
@@ -421,17 +389,6 @@ class Probe:
         self._pending.append(record)
         if self.on_record is not None:
             self.on_record(record)
-
-    def _histograms(
-        self, present: list[int], grads: list[torch.Tensor]
-    ) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
-        weights = [(i, local(self._tensors[k]).detach().reshape(-1))
-                   for i, k in enumerate(self._layout.weight_param)]
-        per_layer: dict[int, list[torch.Tensor]] = {}
-        for k, g in zip(present, grads):
-            per_layer.setdefault(self._layout.owner_of[k], []).append(g.reshape(-1))
-        layers = range(len(self._layout.owners)) if self._sharded else sorted(per_layer)
-        return histograms(weights, per_layer, layers, self._sharded, self._device)
 
     # ----- results -------------------------------------------------------------
     def drain(self) -> list[StepRecord]:

@@ -1,11 +1,18 @@
-"""The one host copy of a sampled step: device numbers packed into one vector."""
+"""The one host copy of a sampled step: what goes into it and how it is read back."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from vgdiag.engine.probe_kernels import stack
+from vgdiag.engine.probe_distributed import local, reduce_across_ranks
+from vgdiag.engine.probe_flat import FlatStats, unpack
+from vgdiag.engine.probe_kernels import foreach_norm, histograms, l1_norms, stack
+
+if TYPE_CHECKING:
+    from vgdiag.engine.probe import Probe
 
 
 def host_copy(scalars: dict[str, list[torch.Tensor]], vectors: dict[str, list[torch.Tensor]],
@@ -26,3 +33,81 @@ def host_copy(scalars: dict[str, list[torch.Tensor]], vectors: dict[str, list[to
         chunks[key] = host[offset : offset + n]
         offset += n
     return chunks
+
+
+def gradient_pieces(flat: FlatStats | None, present: list[int], grads: list[torch.Tensor],
+                    keep: bool) -> dict[str, Any]:
+    """The gradients' statistics (on the device) for the parameters in `present`.
+
+    From the flat buffers where the gradients fit them ("sums"), else per tensor ("l2",
+    "l1"); the gradients themselves are kept when `keep` (histogram steps).
+    """
+    sums = flat.grad_sums(present, grads) if flat is not None else None
+    return {
+        "present": present,
+        "sums": sums,
+        "l2": foreach_norm(grads, 2.0) if sums is None else [],
+        "l1": l1_norms(grads) if sums is None else [],
+        "grads": grads if keep else None,
+    }
+
+
+def parameter_groups(probe: Probe, pieces: dict[str, Any], with_update: bool,
+                     scalars: dict[str, list[torch.Tensor]],
+                     vectors: dict[str, list[torch.Tensor]]) -> int:
+    """Add the step's parameter statistics to what is copied; returns the update count.
+
+    Flat buffers (probe_flat) give per-parameter sums in two vectors; otherwise one
+    0-d tensor per parameter and statistic, or under sharding one vector of squares
+    already added across ranks (probe_distributed).
+    """
+    params = probe._values()
+    first = probe._w0_norm is None  # ||W0|| is constant: read once
+    flat = probe._flat
+    if flat is not None:
+        scalars.update(l2=pieces["l2"], l1=pieces["l1"])  # empty unless a gradient did not fit
+        if pieces["sums"] is not None:
+            vectors["flat_grads"] = [pieces["sums"]]
+        vectors["flat_weights"] = [flat.weight_sums(params, with_update)]
+        if first:
+            vectors["w0n"] = [flat.w0_sq.sqrt()]
+        return flat.count if with_update else 0
+    copies = probe._copies
+    w_norm = foreach_norm(params)
+    change = copies.change_norms(params)
+    update = copies.update_norms(params) if with_update else []
+    if probe._sharded:
+        numels = [local(p).numel() for p in probe._tensors]
+        vectors["reduced"] = [reduce_across_ranks(copies.w0_norms(), numels, pieces, w_norm,
+                                                  change, update, vectors["hist"])]
+        vectors["hist"] = []  # added across ranks inside "reduced"
+    else:
+        scalars.update(l2=pieces["l2"], l1=pieces["l1"], wn=w_norm, ch=change, up=update)
+        if first:
+            scalars["w0n"] = copies.w0_norms()
+    return len(update)
+
+
+def read_back(probe: Probe, chunks: dict[str, np.ndarray], present: list[int], n_update: int,
+              hist_meta: list[tuple[str, int, float, float]]) -> None:
+    """Turn the host copy into per-parameter norms under the keys assemble() reads."""
+    if probe._flat is not None:
+        unpack(chunks, present, probe._flat.count)
+    if probe._sharded:
+        chunks.update(probe._split_reduced(chunks.pop("reduced"), n_update, hist_meta))
+    elif probe._w0_norm is None:
+        probe._w0_norm = chunks["w0n"].tolist()
+
+
+def layer_histograms(
+    probe: Probe, present: list[int], grads: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
+    """Weight and log10|grad| histograms per layer (probe_kernels.histograms)."""
+    layout = probe._layout
+    weights = [(i, local(probe._tensors[k]).detach().reshape(-1))
+               for i, k in enumerate(layout.weight_param)]
+    per_layer: dict[int, list[torch.Tensor]] = {}
+    for k, g in zip(present, grads):
+        per_layer.setdefault(layout.owner_of[k], []).append(g.reshape(-1))
+    layers = range(len(layout.owners)) if probe._sharded else sorted(per_layer)
+    return histograms(weights, per_layer, layers, probe._sharded, probe._device)
