@@ -5,7 +5,7 @@ events (RunStarted, StageStarted, StepSampled, EpochEnded, then RunFinished or
 RunFailed) and hands each to a plain callable, so a front end folds a followed run
 exactly like one it trains itself; a second callable hears how the writer is doing.
 
-metrics.jsonl only grows and summary.json is replaced in one rename (store.py), so
+metrics.jsonl only grows and summary.json is replaced in one rename (folder.py), so
 reading is safe at any moment: a half-written last line is kept back until its end
 arrives. The writer is gone when summary.json says how it ended, or when it still
 says "running" and the process named in it no longer exists (this machine), or,
@@ -38,7 +38,7 @@ from vgdiag.engine.events import (
 from vgdiag.engine.history import History
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
-from vgdiag.runs.store import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from vgdiag.runs.folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 
 POLL_INTERVAL_S = 0.5  # a redraw's worth: the dashboard cannot show news faster
 QUIET_AFTER_S = 15.0  # no new line for this long is worth saying (a long epoch, a stall)

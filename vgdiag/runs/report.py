@@ -23,7 +23,7 @@ from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import run_verdict, summary_json
 from vgdiag.errors import UserError
-from vgdiag.runs.store import RunData
+from vgdiag.runs.reader import RunData
 from vgdiag.runs.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
 
 FORMATS = ("md", "html", "json")

@@ -16,6 +16,7 @@ from vgdiag._version import __version__
 from vgdiag.engine.records import EpochRecord, Histogram
 from vgdiag.engine.status import RunStatus
 from vgdiag.runs.hist_range import occupied_range
+from vgdiag.runs.reader import RunData
 from vgdiag.runs.report import (
     DASH,
     EPOCH_TABLE_HEAD,
@@ -32,7 +33,6 @@ from vgdiag.runs.report import (
 )
 from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
 from vgdiag.runs.report_time import over_time_html
-from vgdiag.runs.store import RunData
 from vgdiag.runs.svgplot import (
     Frame,
     axes,

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 
 from vgdiag.engine.status import RunStatus
+from vgdiag.runs.reader import RunData
 from vgdiag.runs.report import (
     DASH,
     EPOCH_TABLE_HEAD,
@@ -20,7 +21,6 @@ from vgdiag.runs.report import (
     prepare,
 )
 from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
-from vgdiag.runs.store import RunData
 from vgdiag.textfmt import one_line
 
 # ----- Markdown ---------------------------------------------------------------------
