@@ -24,7 +24,8 @@ from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import run_verdict, summary_json
 from vgdiag.errors import UserError
 from vgdiag.runs.reader import RunData
-from vgdiag.runs.svgplot import decade_range, empty_plot, log10_or_none, log_category_plot
+from vgdiag.runs.svgcharts import log_category_plot
+from vgdiag.runs.svgplot import decade_range, empty_plot, log10_or_none
 
 FORMATS = ("md", "html", "json")
 # A million-step run samples 100k steps; a report needs its shape, not every point.

@@ -33,6 +33,7 @@ from vgdiag.runs.report import (
 )
 from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
 from vgdiag.runs.report_time import over_time_html
+from vgdiag.runs.svgcharts import curves_svg
 from vgdiag.runs.svgplot import (
     Frame,
     axes,
@@ -40,9 +41,7 @@ from vgdiag.runs.svgplot import (
     decade_range,
     empty_plot,
     esc,
-    hline,
     legend,
-    legend_row,
     line,
     log10_or_none,
     log_ticks,
@@ -232,53 +231,6 @@ def _training(d: ReportData) -> str:
                      f'</strong>, accuracy <strong>{fmt_pct(d.test.get("acc"))}</strong></p>')
     parts.append(_epoch_table(run.epochs))
     return "\n".join(parts)
-
-
-def curves_svg(
-    title: str,
-    xs: Sequence[float],
-    curves: Sequence[tuple[str, Sequence[float], str, str]],
-    *,
-    x_label: str,
-    y_label: str,
-    reference: tuple[float | None, str] = (None, ""),
-    y_range: tuple[float, float] | None = None,
-    width: int = 380,
-    height: int = 260,
-    empty_message: str = "no finite value to plot",
-) -> str:
-    """Linear curves (label, ys, colour, dash) over shared xs, with a dashed reference line."""
-    ys_all = [y for _, ys, _, _ in curves for y in ys if math.isfinite(y)]
-    if not xs or not ys_all:
-        return empty_plot(width, height, title, empty_message)
-    ref, ref_label = reference
-    if y_range is None:
-        lo, hi = min(ys_all), max(ys_all)
-        if ref is not None and math.isfinite(ref):
-            lo, hi = min(lo, ref), max(hi, ref)
-        pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 0.1)
-        y_range = (lo - pad, hi + pad)
-    x_lo, x_hi = min(xs), max(xs)
-    if x_hi <= x_lo:
-        x_lo, x_hi = x_lo - 1, x_hi + 1
-    frame = Frame(width, height, (x_lo, x_hi), y_range, left=52, top=44)
-    x_ticks = [t for t in nice_ticks(x_lo, x_hi, 6) if t.is_integer()]  # epochs and steps
-    parts = [
-        svg_open(width, height, title=title, css_class="plot curves"),
-        axes(frame, x_ticks=[(t, tick_label(t)) for t in x_ticks],
-             y_ticks=[(t, tick_label(t)) for t in nice_ticks(*y_range, 5)],
-             x_label=x_label, y_label=y_label, title=title),
-    ]
-    if ref is not None:
-        parts.append(hline(frame, ref, label=f"{ref_label} {ref:.4g}"))
-    for _, ys, color, dash in curves:
-        clean = [y if math.isfinite(y) else None for y in ys]
-        parts.append(line(frame, xs, clean, color=color, dash=dash, css_class="curve"))
-        if len(xs) <= 30:
-            parts.append(markers(frame, xs, clean, color=color, radius=2.4, hollow=bool(dash)))
-    parts.append(legend_row([(lbl, c, dash) for lbl, _, c, dash in curves], frame.plot_left, 33))
-    parts.append(svg_close())
-    return "".join(parts)
 
 
 def _epoch_table(epochs: Sequence[EpochRecord]) -> str:
