@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 # Plasma, cut before its pale yellow end so the output-side lines stay readable on white.
@@ -203,6 +203,14 @@ def axes(
     return "".join(parts)
 
 
+def _drawable(
+    xs: Sequence[float], ys: Sequence[float | None]
+) -> Iterator[tuple[int, float, float] | None]:
+    """(index, x, y) of each point a plot can show; None where one cannot be (a gap)."""
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        yield (i, x, y) if y is not None and math.isfinite(y) and math.isfinite(x) else None
+
+
 def line(
     frame: Frame,
     xs: Sequence[float],
@@ -217,10 +225,11 @@ def line(
     """One <path> through the points, broken where y is None or not finite."""
     commands: list[str] = []
     pen_down = False
-    for x, y in zip(xs, ys):
-        if y is None or not math.isfinite(y) or not math.isfinite(x):
+    for point in _drawable(xs, ys):
+        if point is None:
             pen_down = False
             continue
+        _, x, y = point
         commands.append(f"{'L' if pen_down else 'M'}{frame.x(x):.1f},{frame.y(y):.1f}")
         pen_down = True
     dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
@@ -245,9 +254,10 @@ def markers(
 ) -> str:
     parts = []
     fill = "#fff" if hollow else color
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        if y is None or not math.isfinite(y):
+    for point in _drawable(xs, ys):
+        if point is None:
             continue
+        i, x, y = point
         tip = f"<title>{esc(tooltips[i])}</title>" if tooltips else ""
         parts.append(
             f'<circle cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="{radius:g}" '
