@@ -12,13 +12,15 @@ they all show is prepared once (`report_data.py`); each format is a module of it
 from __future__ import annotations
 
 from vgdiag.errors import UserError
+from vgdiag.inputs.options import ReportFormat
 from vgdiag.runs.reader import RunData
 from vgdiag.runs.report_html import render_html
 from vgdiag.runs.report_json import render_json
 from vgdiag.runs.report_md import render_markdown
 
-FORMATS = ("md", "html", "json")
-_RENDERERS = {"md": render_markdown, "html": render_html, "json": render_json}
+_RENDERERS = {ReportFormat.md: render_markdown, ReportFormat.html: render_html,
+              ReportFormat.json: render_json}
+FORMATS = tuple(f.value for f in ReportFormat)
 
 
 def render_report(run: RunData, fmt: str) -> str:
@@ -27,7 +29,9 @@ def render_report(run: RunData, fmt: str) -> str:
     Raises:
         UserError: for any other format.
     """
-    render = _RENDERERS.get(fmt.strip().lower())
-    if render is None:
-        raise UserError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
-    return render(run)
+    try:
+        kind = ReportFormat(fmt.strip().lower())
+    except ValueError:
+        raise UserError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}") \
+            from None
+    return _RENDERERS[kind](run)
