@@ -20,7 +20,7 @@ import pytest
 from fault_cases.cases import CASES, MODELS, Outcome, run_all, vgdiag, wait_for_torch
 
 from vgdiag.cli.app import main
-from vgdiag.runs.store import read_run
+from vgdiag.runs.reader import read_run
 
 pytestmark = [
     pytest.mark.faults,

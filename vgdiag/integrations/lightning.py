@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - the extra is absent
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
 from vgdiag.integrations.common import first_metric, plain_hparams
-from vgdiag.runs.store import default_run_dir
+from vgdiag.runs.folder import default_run_dir
 from vgdiag.runs.watch_folder import watch
 
 # Names under which modules commonly log their epoch numbers; `metrics=` overrides.

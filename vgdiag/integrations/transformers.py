@@ -36,7 +36,7 @@ from torch.utils.hooks import RemovableHandle
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
 from vgdiag.integrations.common import first_metric, scalar
-from vgdiag.runs.store import default_run_dir
+from vgdiag.runs.folder import default_run_dir
 from vgdiag.runs.watch_folder import watch
 
 # The Trainer prefixes evaluation metrics with "eval_"; compute_metrics names the rest.
