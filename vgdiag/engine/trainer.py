@@ -20,9 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from vgdiag.engine.devices import set_cpu_threads
 from vgdiag.engine.diagnosis import diagnose
 from vgdiag.engine.distributed import DataParallel
 from vgdiag.engine.environment import environment
+from vgdiag.engine.evaluation import Evaluator, prediction
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -38,51 +40,15 @@ from vgdiag.engine.history import History
 from vgdiag.engine.interrupts import describe_exit, is_user_exit
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
-from vgdiag.engine.splits import DataBundle, Split
+from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.status import RunStatus
 from vgdiag.errors import UserError
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
-# Below this many parameters a CPU step's kernels are too small for intra-op threads
-# to pay for their synchronisation: on 2-core machines one thread trained the reference
-# MLP 8-14x faster than two (bench in docs/PERFORMANCE.md). Larger models keep
-# PyTorch's default; --threads overrides both.
-SMALL_MODEL_PARAMS = 10_000_000
-EVAL_BATCH = 2048  # evaluation has no backward: larger batches are cheaper
 LIVE_RECORDS = 16  # recent records the per-epoch diagnosis reads (it uses at most 5)
 # Short epochs reuse the last live diagnosis for this long: the findings of a run do
 # not change faster than a person can read them. The final diagnosis is always fresh.
 DIAGNOSIS_INTERVAL_S = 2.0
-
-
-def resolve_device(spec: str) -> str:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a device string, or UserError."""
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cpu":
-        return "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(
-                "--device cuda was asked for but CUDA is not available here "
-                "(no GPU or a CPU-only PyTorch build): use --device cpu or --device auto"
-            )
-        index = spec.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise UserError(
-                f"--device {spec}: there are {torch.cuda.device_count()} CUDA device(s)"
-            )
-        return spec
-    raise UserError(f"unknown --device {spec!r}: use auto, cpu or cuda")
-
-
-def _prediction(output: Any, key: str | None) -> torch.Tensor:
-    if isinstance(output, torch.Tensor) and key is None:
-        return output
-    from vgdiag.engine.outputs import select_output
-
-    return select_output(output, key)
 
 
 class _Run:
@@ -111,6 +77,8 @@ class _Run:
         self.classify = data.num_classes > 0
         self.live_findings: list[Finding] | None = None
         self.diagnosed_at = 0.0
+        self.evaluate = Evaluator(exp.loss_fn, exp.output_key, self.classify,
+                                  self.cfg.batch_size, self.device, parallel)
 
     def stop_requested(self) -> bool:
         return self.stopping if self.parallel else self.stop.is_set()
@@ -136,16 +104,6 @@ class _Run:
             records = [records[0], *records[-LIVE_RECORDS:]]
         return diagnose(records, self.layers, self.epochs, self.data.num_classes)
 
-    def _set_threads(self, model: nn.Module) -> None:
-        if self.device.type != "cpu":
-            return
-        threads = self.cfg.threads
-        if threads == 0 and sum(p.numel() for p in model.parameters()
-                                   if not nn.parameter.is_lazy(p)) < SMALL_MODEL_PARAMS:
-            threads = 1
-        if threads > 0:
-            torch.set_num_threads(threads)
-
     def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
         return {
             **environment(self.device),
@@ -162,7 +120,7 @@ class _Run:
         torch.manual_seed(self.cfg.seed)
         model = self.exp.build_model().to(self.device)
         self.model = model
-        self._set_threads(model)
+        set_cpu_threads(model, self.device, self.cfg.threads)
         stages = self.exp.stage_plan(model) if self.exp.stage_plan else [
             Stage("train", self.cfg.epochs, model)
         ]
@@ -242,7 +200,7 @@ class _Run:
             if parallel:
                 x, y, weight = parallel.shard(x, y)
             optimizer.zero_grad(set_to_none=True)
-            out = _prediction(runner(x), key)
+            out = prediction(runner(x), key)
             loss = self.exp.loss_fn(out, y)
             probe.observe_loss(loss)
             (loss * weight if parallel else loss).backward()
@@ -301,36 +259,6 @@ class _Run:
         yield EpochEnded(summary, self.live_findings)
         if self.cfg.keep_going:
             self.non_finite = False
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: Split) -> tuple[float, float]:
-        """Per-sample mean loss and accuracy over a whole split."""
-        was_training = model.training
-        model.eval()
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        seen = 0
-        for x, y in split.batches(max(EVAL_BATCH, self.cfg.batch_size)):
-            weight = 1.0
-            if self.parallel:  # each rank its slice; the sums are added below
-                x, y, weight = self.parallel.shard(x, y)
-            out = _prediction(model(x), self.exp.output_key)
-            n = int(y.shape[0]) if weight else 0
-            if n:
-                loss_sum += self.exp.loss_fn(out, y).double() * n
-                if self.classify:
-                    correct += (out.argmax(dim=1) == y).sum()
-            seen += n
-        model.train(was_training)
-        if self.parallel:
-            loss_sum, correct, total = self.parallel.all_sum(
-                [loss_sum, correct, torch.tensor(float(seen), device=self.device)])
-            seen = int(total)
-        if seen == 0:
-            return math.nan, math.nan
-        acc = float(correct) / seen if self.classify else math.nan
-        return float(loss_sum) / seen, acc
-
 
 def run_training(
     experiment: Experiment,
