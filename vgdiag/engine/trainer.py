@@ -20,21 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from vgdiag.engine import events as ev
 from vgdiag.engine.devices import set_cpu_threads
-from vgdiag.engine.diagnosis import diagnose
+from vgdiag.engine.diagnosis import LiveDiagnosis, diagnose
 from vgdiag.engine.distributed import DataParallel
 from vgdiag.engine.environment import environment
 from vgdiag.engine.evaluation import Evaluator, prediction
-from vgdiag.engine.events import (
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    StageStarted,
-    StepProgress,
-    StepSampled,
-)
 from vgdiag.engine.experiment import Experiment, Stage, sampling_every
 from vgdiag.engine.history import History
 from vgdiag.engine.interrupts import describe_exit, is_user_exit
@@ -45,10 +36,6 @@ from vgdiag.engine.status import RunStatus
 from vgdiag.errors import UserError
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
-LIVE_RECORDS = 16  # recent records the per-epoch diagnosis reads (it uses at most 5)
-# Short epochs reuse the last live diagnosis for this long: the findings of a run do
-# not change faster than a person can read them. The final diagnosis is always fresh.
-DIAGNOSIS_INTERVAL_S = 2.0
 
 
 class _Run:
@@ -75,8 +62,7 @@ class _Run:
         self.data_dev: DataBundle | None = None
         self.non_finite = False
         self.classify = data.num_classes > 0
-        self.live_findings: list[Finding] | None = None
-        self.diagnosed_at = 0.0
+        self.live = LiveDiagnosis()
         self.evaluate = Evaluator(exp.loss_fn, exp.output_key, self.classify,
                                   self.cfg.batch_size, self.device, parallel)
 
@@ -95,14 +81,10 @@ class _Run:
         self.non_finite = bool(total[n + 1] > 0)
         return total[:n]
 
-    def findings(self, live: bool = False) -> list[Finding]:
-        """The diagnosis; `live` (after each epoch) looks at the first record and the
-        recent ones only, which is all the findings need except the step at which
-        values turned non-finite, so an epoch's cost does not grow with the run."""
-        records = self.history.records()
-        if live and len(records) > LIVE_RECORDS + 1:
-            records = [records[0], *records[-LIVE_RECORDS:]]
-        return diagnose(records, self.layers, self.epochs, self.data.num_classes)
+    def findings(self) -> list[Finding]:
+        """The diagnosis of everything recorded (the end of a run)."""
+        return diagnose(self.history.records(), self.layers, self.epochs,
+                        self.data.num_classes)
 
     def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
         return {
@@ -114,7 +96,7 @@ class _Run:
             "sampled_every": self.every,
         }
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Iterator[ev.Event]:
         if self.parallel:
             self.parallel.check(self.exp)
         torch.manual_seed(self.cfg.seed)
@@ -132,7 +114,7 @@ class _Run:
         self.every = sampling_every(self.cfg.every, sum(
             s.epochs * data.train.num_batches(s.batch_size or self.cfg.batch_size) for s in stages),
             self.cfg.min_samples)
-        yield RunStarted(
+        yield ev.RunStarted(
             self.config(stages, data.train.num_batches(first_bs)),
             data.train.num_batches(first_bs),
             total_epochs,
@@ -156,7 +138,7 @@ class _Run:
             )
             try:
                 trainable_ids = {id(p) for p in params}
-                yield StageStarted(
+                yield ev.StageStarted(
                     index,
                     stage.name,
                     stage.epochs,
@@ -184,7 +166,7 @@ class _Run:
         probe: Probe,
         data: DataBundle,
         order: torch.Generator,
-    ) -> Iterator[Event]:
+    ) -> Iterator[ev.Event]:
         t_start = time.perf_counter()
         model = stage.model
         model.train()
@@ -217,7 +199,7 @@ class _Run:
                 self.layers = probe.layers
                 trainable = {i.name for i in self.layers if i.trainable}
             for record in records:
-                yield StepSampled(record, self.layers, self.steps, now)
+                yield ev.StepSampled(record, self.layers, self.steps, now)
                 if not math.isfinite(record.loss) or any(
                     not math.isfinite(s.grad_norm)
                     for name, s in record.layers.items()
@@ -230,7 +212,7 @@ class _Run:
                     return
             if not records and now - self.last_progress > PROGRESS_INTERVAL_S:
                 self.last_progress = now
-                yield StepProgress(epoch, self.steps, now)
+                yield ev.StepProgress(epoch, self.steps, now)
             if self.non_finite and not self.cfg.keep_going:
                 break
         loss_sum, correct, total = self.agree(loss_sum, correct,
@@ -252,11 +234,8 @@ class _Run:
         )
         self.epochs.append(summary)
         self.layers = probe.layers
-        now = time.perf_counter()
-        if self.live_findings is None or now - self.diagnosed_at >= DIAGNOSIS_INTERVAL_S:
-            self.live_findings = self.findings(live=True)
-            self.diagnosed_at = now
-        yield EpochEnded(summary, self.live_findings)
+        yield ev.EpochEnded(summary, self.live.findings(self.history, self.layers, self.epochs,
+                                                         self.data.num_classes))
         if self.cfg.keep_going:
             self.non_finite = False
 
@@ -265,7 +244,7 @@ def run_training(
     data: DataBundle,
     stop_event: threading.Event | None = None,
     parallel: DataParallel | None = None,
-) -> Generator[Event, None, None]:
+) -> Generator[ev.Event, None, None]:
     """Train `experiment` on `data`, yielding events; ends with RunFinished or RunFailed.
 
     Errors in the recipe that the user can fix (UserError) propagate before any
@@ -283,7 +262,7 @@ def run_training(
     status, test = RunStatus.COMPLETED, None
     try:
         for event in run.events():
-            started = started or isinstance(event, RunStarted)
+            started = started or isinstance(event, ev.RunStarted)
             yield event
         status = RunStatus.INTERRUPTED if run.stop_requested() else RunStatus.COMPLETED
         dev = run.data_dev
@@ -309,7 +288,7 @@ def run_training(
             cause = parallel.peer_failure()
             if cause:
                 error = f"{cause} (rank {parallel.rank}: {type(failure).__name__})"
-        yield RunFailed(
+        yield ev.RunFailed(
             error=error,
             traceback="".join(traceback.format_exception(failure)),
             layers=run.layers,
@@ -318,7 +297,7 @@ def run_training(
             steps_done=run.steps,
         )
         return
-    yield RunFinished(
+    yield ev.RunFinished(
         status=status,
         layers=run.layers,
         test=test,
