@@ -196,7 +196,8 @@ def time_workload(work: Workload, device: torch.device, reps: int, warmup: int) 
 
 def trainer_vs_plain(device: torch.device, reps: int, epochs: int, batch_size: int,
                      size: int, threads: int) -> Table:
-    from vgdiag.engine.trainer import EVAL_BATCH, run_training
+    from vgdiag.engine.evaluation import EVAL_BATCH
+    from vgdiag.engine.trainer import run_training
     from vgdiag.inputs.recipe import RunOptions, build_experiment
     from vgdiag.runs.store import RunStore
 

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vgdiag.cli.app import main
+from vgdiag.engine.devices import resolve_device
 from vgdiag.engine.models import parse_init
-from vgdiag.engine.trainer import resolve_device
 from vgdiag.errors import ExitCode, UserError
 from vgdiag.inputs.recipe import RunOptions
 

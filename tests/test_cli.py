@@ -195,6 +195,18 @@ def test_help_shows_every_default(capsys, monkeypatch):
         assert "sigmoid|tanh|relu|leaky-relu|gelu" in lines["--activation"]
 
 
+def test_help_fits_80_columns_without_cutting_a_word(capsys, monkeypatch):
+    """At 80 columns Rich crops a word longer than the help column with '…'."""
+    monkeypatch.setenv("COLUMNS", "80")
+    for command in ("run", "compare", "inspect", "report", "view", "export"):
+        code, out, _ = cli(capsys, command, "--help")
+        assert code == 0
+        assert "…" not in out, (command, [line for line in out.splitlines() if "…" in line])
+        assert all(len(line) <= 80 for line in out.splitlines()), command
+    code, out, _ = cli(capsys, "run", "--help")
+    assert "--no-headless" not in out and "--headless" in out  # a switch, not a pair
+
+
 def test_recipe_file_with_command_line_override(capsys, tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('activation = "relu"\ninit = "he"\ndepth = 3\nwidth = 8\n'

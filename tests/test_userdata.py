@@ -15,10 +15,11 @@ from vgdiag.engine.outputs import select_output
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import load_dataset
+from vgdiag.inputs.loader_split import LoaderSplit
 from vgdiag.inputs.loading import load_model_factory
 from vgdiag.inputs.losses import bce_with_logits, resolve_loss
 from vgdiag.inputs.shapecheck import check_shapes
-from vgdiag.inputs.userdata import LoaderSplit, load_user_data
+from vgdiag.inputs.userdata import load_user_data
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 

@@ -51,7 +51,13 @@ def _parameter(f: dataclasses.Field[Any], annotation: Any) -> inspect.Parameter:
         default = f.default_factory()  # type: ignore[misc,operator]
     else:
         default = f.default
-    info = typer.Option(*meta.get("flags", ()), help=help_text, show_default=show)
+    flags = tuple(meta.get("flags", ()))
+    if annotation is bool and not flags and default is False:
+        # A plain switch: without it Typer adds a "--no-NAME" twin, whose column takes
+        # a fifth of an 80-column `--help` and cuts the help texts short.
+        flags = ("--" + f.name.replace("_", "-"),)
+        show = meta.get("default_text") or "off"  # Typer shows no default for a switch
+    info = typer.Option(*flags, help=help_text, show_default=show)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=typing.Annotated[annotation, info])
 

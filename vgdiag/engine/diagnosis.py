@@ -5,21 +5,29 @@ read back from a run folder), so a diagnosis can be recomputed from files. The
 findings themselves live in diagnosis_gradients (across layers, through time, zero
 and unused gradients, non-finite numbers) and diagnosis_layers (weights,
 activations, the loss); gradient ratios come from gradflow, limits from thresholds.
+`LiveDiagnosis` is what a run in progress shows after each epoch, kept cheap.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from vgdiag.engine import diagnosis_gradients as grads
 from vgdiag.engine import diagnosis_layers as per_layer
 from vgdiag.engine.diagnosis_gradients import ALL_FIXES
 from vgdiag.engine.gradflow import gradient_profile
+from vgdiag.engine.history import History
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord, severity_rank
 from vgdiag.engine.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
-__all__ = ["ALL_FIXES", "DEFAULT_THRESHOLDS", "Thresholds", "diagnose", "gradient_profile",
-           "verdict", "worst_severity"]
+__all__ = ["ALL_FIXES", "DEFAULT_THRESHOLDS", "LiveDiagnosis", "Thresholds", "diagnose",
+           "gradient_profile", "verdict", "worst_severity"]
+
+LIVE_RECORDS = 16  # recent records the per-epoch diagnosis reads (it uses at most 5)
+# Short epochs reuse the last live diagnosis for this long: the findings of a run do
+# not change faster than a person can read them. The final diagnosis is always fresh.
+DIAGNOSIS_INTERVAL_S = 2.0
 
 
 def diagnose(
@@ -40,8 +48,7 @@ def diagnose(
         findings += grads.input_side_frozen(records, layers, t)
         findings += per_layer.weights_shrinking(records, layers, t)
         findings += per_layer.weights_concentrated(records, layers, t)
-        findings += per_layer.saturated(records, layers, t)
-        findings += per_layer.dead_units(records, layers, t)
+        findings += per_layer.unit_fractions(records, layers, t)
     findings += grads.unused_layers(layers)
     findings += per_layer.stalled_loss(records, epochs, num_classes, t)
     findings.sort(key=lambda f: -severity_rank(f.severity))
@@ -60,3 +67,27 @@ def worst_severity(findings: Sequence[Finding]) -> str | None:
     if not findings:
         return None
     return max(findings, key=lambda f: severity_rank(f.severity)).severity
+
+
+class LiveDiagnosis:
+    """The findings of a run in progress, as the trainer and a Watch send them per epoch.
+
+    The first record and the recent ones are all these findings need (all but the
+    step at which values turned non-finite), so an epoch's cost does not grow with the
+    run; within DIAGNOSIS_INTERVAL_S of the last one the same findings are returned.
+    """
+
+    def __init__(self) -> None:
+        self._findings: list[Finding] | None = None
+        self._at = 0.0
+
+    def findings(self, history: History, layers: Sequence[LayerInfo],
+                 epochs: Sequence[EpochRecord], num_classes: int) -> list[Finding]:
+        now = time.perf_counter()
+        if self._findings is None or now - self._at >= DIAGNOSIS_INTERVAL_S:
+            records = history.records()
+            if len(records) > LIVE_RECORDS + 1:
+                records = [records[0], *records[-LIVE_RECORDS:]]
+            self._findings = diagnose(records, layers, epochs, num_classes)
+            self._at = now
+        return self._findings

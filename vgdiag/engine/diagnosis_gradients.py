@@ -7,15 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vgdiag.engine.diagnosis_common import (
-    fmt,
-    median_over,
-    reached_names,
-    recent,
-    rests_on,
-    trainable_names,
-    values,
-)
+from vgdiag.engine import diagnosis_common as common
 from vgdiag.engine.gradflow import first_last_ratio, gradient_profile, slope
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
@@ -26,7 +18,7 @@ ALL_FIXES = ["weight-init", "relu", "batchnorm", "adam", "skip", "layerwise", "g
 def gradient_ratio(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
 ) -> list[Finding]:
-    window = recent(records, t)
+    window = common.recent(records, t)
     init = gradient_profile(records[0], layers)
     profiles = [gradient_profile(r, layers) for r in window]
     ratios = np.array([p["ratio"] for p in profiles])
@@ -36,14 +28,14 @@ def gradient_ratio(
     slopes = [p["slope"] for p in profiles if math.isfinite(p["slope"])]
     slope = float(np.median(slopes)) if slopes else math.nan
     names = init["names"]
-    g_now = median_over(window, "grad_norm", names)
+    g_now = common.median_over(window, "grad_norm", names)
     evidence = {
         "ratio_first_last": ratio,
         "ratio_first_last_init": init["ratio"],
         "log10_slope_per_layer": slope,
         "grad_norm": {n: float(v) for n, v in zip(names, g_now)},
         "output_layer": profiles[-1]["output"],
-        **rests_on(window),
+        **common.rests_on(window),
     }
     finite = g_now[np.isfinite(g_now) & (g_now > 0)]
     if ratio < t.vanishing_warning and len(finite):
@@ -58,7 +50,7 @@ def gradient_ratio(
                 severity,
                 starving,
                 evidence,
-                f"The gradient vanishes toward the input: the first layer gets {fmt(ratio)} "
+                f"The gradient vanishes toward the input: the first layer gets {common.fmt(ratio)} "
                 f"of the output layer's gradient norm{per_layer}; {len(starving)} layer(s) "
                 f"barely learn ({', '.join(starving[:3])}{', ...' if len(starving) > 3 else ''}).",
                 ALL_FIXES,
@@ -74,7 +66,7 @@ def gradient_ratio(
                 severity,
                 growing,
                 evidence,
-                f"The gradient grows toward the input: the first layer gets {fmt(ratio)}x "
+                f"The gradient grows toward the input: the first layer gets {common.fmt(ratio)}x "
                 f"the output layer's gradient norm, growing about "
                 f"{10 ** max(-slope, 0) if math.isfinite(slope) else math.nan:.1f}x per layer.",
                 ["weight-init", "batchnorm", "gradnorm"],
@@ -87,11 +79,11 @@ def zero_gradient(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
 ) -> list[Finding]:
     """Layers on the loss path whose gradient is exactly 0 on every recent sampled step."""
-    window = recent(records, t)
-    names = reached_names(layers)
+    window = common.recent(records, t)
+    names = common.reached_names(layers)
     if not names:
         return []
-    g = np.stack([values(r, "grad_norm", names) for r in window])
+    g = np.stack([common.values(r, "grad_norm", names) for r in window])
     # NaN: the layer did not run at that step; it must be 0 on every step it ran.
     zero = [n for n, col in zip(names, g.T)
             if (col[~np.isnan(col)] == 0.0).all() and not np.isnan(col).all()]
@@ -120,7 +112,7 @@ def zero_gradient(
             "zero_gradient",
             "error",
             zero,
-            {"output_layer": out, "cause": cause, **rests_on(window)},
+            {"output_layer": out, "cause": cause, **common.rests_on(window)},
             f"{len(zero)} layer(s) get a gradient of exactly 0 ({', '.join(zero[:3])}"
             f"{', ...' if len(zero) > 3 else ''}): {cause}.",
             ["weight-init", "batchnorm"],
@@ -148,7 +140,7 @@ def unused_layers(layers: Sequence[LayerInfo]) -> list[Finding]:
 
 def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
     """dLoss/dx at the first time step against the last, per recurrent module."""
-    window = [r for r in recent(records, t) if r.time_grad]
+    window = [r for r in common.recent(records, t) if r.time_grad]
     if not window:
         return []
     modules = list(dict.fromkeys(n for r in window for n in r.time_grad))
@@ -182,10 +174,10 @@ def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
                 "decay_per_step": decays,
                 "time_steps": steps,
                 "grad_per_step": profile,
-                **rests_on(window),
+                **common.rests_on(window),
             },
             f"The gradient vanishes through time in {worst}: the first of {steps[worst]} "
-            f"time steps gets {fmt(ratio)} of the last one's gradient (x{decay:.2f} per "
+            f"time steps gets {common.fmt(ratio)} of the last one's gradient (x{decay:.2f} per "
             "step backward in time), so early inputs barely influence learning.",
             ["weight-init"],
         )
@@ -200,7 +192,7 @@ def non_finite(
     # reaches the gradients too. A layer that did not run at that step (a branch not
     # taken, a stage of layer-wise training that does not use it) records NaN
     # gradient and activation statistics, "not measured": no evidence.
-    trainable = set(trainable_names(layers))
+    trainable = set(common.trainable_names(layers))
     bad_layers: list[str] = []
     first_step: int | None = None
     for r in records:
@@ -218,7 +210,7 @@ def non_finite(
             "error",
             bad_layers,
             {"first_step": first_step, "epochs_with_non_finite_loss": loss_bad,
-             **rests_on(records)},
+             **common.rests_on(records)},
             "The loss, gradients or activations became NaN or infinite: training diverged.",
             ["gradnorm", "batchnorm", "weight-init"],
         )
@@ -230,8 +222,8 @@ def input_side_frozen(
 ) -> list[Finding]:
     if records[-1].step == 0:
         return []
-    names = reached_names(layers)
-    change = values(records[-1], "weight_change", names)
+    names = common.reached_names(layers)
+    change = common.values(records[-1], "weight_change", names)
     ok = np.flatnonzero(np.isfinite(change))
     if len(ok) < 2 or change[ok[-1]] <= 0:
         return []
@@ -248,10 +240,10 @@ def input_side_frozen(
             {
                 "weight_change": {names[i]: float(change[i]) for i in ok},
                 "ratio_first_last": ratio,
-                **rests_on(records[-1:]),
+                **common.rests_on(records[-1:]),
             },
-            f"Input-side weights barely change: the first layer moved {fmt(float(first))} "
-            f"of its initial norm against {fmt(float(last))} for the output layer.",
+            f"Input-side weights barely change: the first layer moved {common.fmt(float(first))} "
+            f"of its initial norm against {common.fmt(float(last))} for the output layer.",
             ["adam", "skip", "layerwise", "gradnorm", "batchnorm"],
         )
     ]

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from vgdiag.engine.diagnosis_common import (
-    median_over,
-    reached_names,
-    recent,
-    rests_on,
-    trainable_names,
-    values,
-)
+from vgdiag.engine import diagnosis_common as common
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
 
@@ -37,7 +30,7 @@ def stalled_loss(
         losses = [e.train_loss for e in epochs]
         loss_now = epochs[-1].train_loss
     else:
-        latest = [r.loss for r in recent(records, t) if math.isfinite(r.loss)]
+        latest = [r.loss for r in common.recent(records, t) if math.isfinite(r.loss)]
         if not latest or records[-1].step == 0:
             return []
         losses = latest
@@ -83,9 +76,9 @@ def weights_shrinking(
 ) -> list[Finding]:
     if records[-1].step == 0:
         return []
-    names = trainable_names(layers)
-    w0 = values(records[0], "weight_norm", names)
-    w1 = values(records[-1], "weight_norm", names)
+    names = common.trainable_names(layers)
+    w0 = common.values(records[0], "weight_norm", names)
+    w1 = common.values(records[-1], "weight_norm", names)
     with np.errstate(all="ignore"):
         ratio = w1 / w0
     shrunk = [n for n, r in zip(names, ratio) if math.isfinite(r) and r < t.shrink_ratio]
@@ -97,7 +90,7 @@ def weights_shrinking(
             "warning",
             shrunk,
             {"weight_norm_ratio": {n: float(r) for n, r in zip(names, ratio) if n in shrunk},
-             **rests_on([records[0], records[-1]])},
+             **common.rests_on([records[0], records[-1]])},
             f"Weights drift toward 0: {len(shrunk)} layer(s) lost more than "
             f"{1 - t.shrink_ratio:.0%} of their initial norm.",
             ["weight-init", "adam", "batchnorm"],
@@ -112,7 +105,7 @@ def weights_concentrated(
     # output a normalisation layer rescales later does not set the signal's scale,
     # and a recurrent layer's scale acts through time (vanishing_through_time): only
     # chains of plain layers, up to (not including) the output layer, are judged.
-    reached = reached_names(layers)
+    reached = common.reached_names(layers)
     output = reached[-1] if reached else None
     scaled: dict[str, float] = {}
     for info in sorted(layers, key=lambda i: i.depth):
@@ -135,7 +128,7 @@ def weights_concentrated(
             "weights_concentrated",
             severity,
             low,
-            {"rms_times_sqrt_fan_in": scaled, "median": median, **rests_on(records[-1:])},
+            {"rms_times_sqrt_fan_in": scaled, "median": median, **common.rests_on(records[-1:])},
             f"Weights are concentrated around 0: a typical hidden layer scales its input by "
             f"{median:.2f} (Xavier gives ~1, He ~1.4), so little signal passes through.",
             ["weight-init"],
@@ -143,54 +136,52 @@ def weights_concentrated(
     ]
 
 
-def _activation_fraction(
-    records: Sequence[StepRecord],
-    layers: Sequence[LayerInfo],
-    t: Thresholds,
-    key: str,
-    limit: float,
-) -> dict[str, float]:
-    """Layers whose recent median `key` (a fraction of units) is above `limit`."""
+class _UnitFraction(NamedTuple):
+    """A finding about a fraction of units: those above a limit in some layers."""
+
+    stat: str  # the LayerStats key, a fraction of units
+    id: str  # the finding's id
+    limit: str  # the Thresholds field, also the evidence key of the fractions
+    message: str  # formatted with n (layers) and limit
+    fixes: list[str]
+
+
+UNIT_FRACTIONS = (
+    _UnitFraction(
+        "act_saturated", "saturated_activations", "saturated_fraction",
+        "Saturated activations: in {n} layer(s) more than {limit:.0%} of sigmoid/tanh "
+        "outputs sit at a bound, where their derivative is near 0.",
+        ["relu", "batchnorm", "weight-init"],
+    ),
+    _UnitFraction(
+        "act_dead", "dead_units", "dead_fraction",
+        "Dead units: in {n} layer(s) more than {limit:.0%} of ReLU units (channels, after "
+        "a convolution) output 0 for every sample of a batch, so they pass back no "
+        "gradient.",
+        ["weight-init", "batchnorm", "adam"],
+    ),
+)
+
+
+def unit_fractions(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    """Saturated activations and dead units: a warning for each of UNIT_FRACTIONS whose
+    recent median is above its limit in some layer."""
     names = [info.name for info in sorted(layers, key=lambda i: i.depth)]
-    frac = median_over(recent(records, t), key, names)
-    return {n: float(v) for n, v in zip(names, frac) if np.isfinite(v) and v > limit}
-
-
-def saturated(
-    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
-) -> list[Finding]:
-    hits = _activation_fraction(records, layers, t, "act_saturated", t.saturated_fraction)
-    if not hits:
-        return []
-    return [
-        Finding(
-            "saturated_activations",
-            "warning",
-            list(hits),
-            {"saturated_fraction": hits, **rests_on(recent(records, t))},
-            f"Saturated activations: in {len(hits)} layer(s) more than "
-            f"{t.saturated_fraction:.0%} of sigmoid/tanh outputs sit at a bound, where "
-            "their derivative is near 0.",
-            ["relu", "batchnorm", "weight-init"],
-        )
-    ]
-
-
-def dead_units(
-    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
-) -> list[Finding]:
-    hits = _activation_fraction(records, layers, t, "act_dead", t.dead_fraction)
-    if not hits:
-        return []
-    return [
-        Finding(
-            "dead_units",
-            "warning",
-            list(hits),
-            {"dead_fraction": hits, **rests_on(recent(records, t))},
-            f"Dead units: in {len(hits)} layer(s) more than {t.dead_fraction:.0%} of ReLU "
-            "units (channels, after a convolution) output 0 for every sample of a batch, "
-            "so they pass back no gradient.",
-            ["weight-init", "batchnorm", "adam"],
-        )
-    ]
+    window = common.recent(records, t)
+    findings = []
+    for kind in UNIT_FRACTIONS:
+        limit = getattr(t, kind.limit)
+        frac = common.median_over(window, kind.stat, names)
+        hits = {n: float(v) for n, v in zip(names, frac) if np.isfinite(v) and v > limit}
+        if hits:
+            findings.append(Finding(
+                kind.id,
+                "warning",
+                list(hits),
+                {kind.limit: hits, **common.rests_on(window)},
+                kind.message.format(n=len(hits), limit=limit),
+                list(kind.fixes),
+            ))
+    return findings

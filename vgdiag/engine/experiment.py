@@ -48,7 +48,7 @@ class TrainConfig:
     min_samples: int = MIN_SAMPLED_STEPS  # at the default every, a short run samples this many
     hist_every: int = DEFAULT_HIST_EVERY  # histograms on every N-th *sampled* step
     keep_going: bool = False  # go on training after a non-finite loss or gradient
-    threads: int = 0  # PyTorch CPU threads; 0 = automatic (see trainer.SMALL_MODEL_PARAMS)
+    threads: int = 0  # PyTorch CPU threads; 0 = automatic (see devices.SMALL_MODEL_PARAMS)
 
 
 @dataclass

@@ -121,6 +121,9 @@ class Histogram:
         return cls(float(data["lo"]), float(data["hi"]), np.asarray(data["counts"], np.int64))
 
 
+HIST_KINDS = ("weight", "grad")  # StepRecord.hists(kind): weights, log10|grad|
+
+
 @dataclass
 class StepRecord:
     """Everything the probe measured on one sampled optimizer step."""
@@ -137,6 +140,15 @@ class StepRecord:
     def series(self, key: str) -> np.ndarray:
         """One stat across layers, in depth order."""
         return np.array([getattr(s, key) for s in self.layers.values()], dtype=np.float64)
+
+    def hists(self, kind: str) -> dict[str, Histogram]:
+        """The histograms of one of HIST_KINDS by layer: "weight" (weights) or "grad"
+        (log10|grad|); the record's own dict, so adding to it adds to the record."""
+        if kind == "weight":
+            return self.weight_hist
+        if kind == "grad":
+            return self.grad_hist
+        raise ValueError(f"unknown histogram kind {kind!r}: use one of {', '.join(HIST_KINDS)}")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

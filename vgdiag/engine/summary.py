@@ -3,7 +3,7 @@
 Every consumer of the trainer's events that needs the run's state (the run store,
 the headless front end, the dashboard) feeds the same `RunSummary`, so a status,
 a verdict or "the last sampled step" is decided in one place. A saved run read back
-(`vgdiag.runs.store.replay_folder`) is this fold over the folder's events.
+(`vgdiag.runs.reader.replay_folder`) is this fold over the folder's events.
 
     summary = RunSummary(name, num_classes)
     for event in run_training(...):
@@ -21,17 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vgdiag.engine import events as ev
 from vgdiag.engine.diagnosis import verdict as findings_verdict
-from vgdiag.engine.events import (
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    StageStarted,
-    StepProgress,
-    StepSampled,
-)
 from vgdiag.engine.gradflow import block_summary
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord, jsonable
 from vgdiag.engine.status import RunStatus
@@ -88,40 +79,40 @@ class RunSummary:
 
     # -- the fold -------------------------------------------------------------------------
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: ev.Event) -> None:
         """Fold one event in. Events after the run ended are ignored."""
         if self.status.final:
             return
-        if isinstance(event, RunStarted):
+        if isinstance(event, ev.RunStarted):
             self.config = dict(event.config)
             self.steps_per_epoch = event.steps_per_epoch
             self.total_epochs = event.total_epochs
             self.epoch = max(self.epoch, 1)
-        elif isinstance(event, StageStarted):
+        elif isinstance(event, ev.StageStarted):
             self.stage = event.name
-        elif isinstance(event, StepSampled):
+        elif isinstance(event, ev.StepSampled):
             self.first = self.first or event.record
             self.last = event.record
             self.layers = list(event.layers)
             self.epoch = max(self.epoch, event.record.epoch)
             self.steps = event.steps_done
             self.seconds = event.seconds
-        elif isinstance(event, StepProgress):
+        elif isinstance(event, ev.StepProgress):
             self.epoch = max(self.epoch, event.epoch)
             self.steps = event.steps_done
             self.seconds = event.seconds
-        elif isinstance(event, EpochEnded):
+        elif isinstance(event, ev.EpochEnded):
             self.epochs.append(event.record)
             self.findings = list(event.findings)
             self.steps = max(self.steps, event.record.steps)
             if event.record.epoch < self.total_epochs:
                 self.epoch = event.record.epoch + 1
-        elif isinstance(event, RunFinished):
+        elif isinstance(event, ev.RunFinished):
             self._end(RunStatus(event.status), event.layers, event.findings, event.seconds,
                       event.steps_done)
             self.test = event.test
             self.extra = dict(event.extra)
-        elif isinstance(event, RunFailed):
+        elif isinstance(event, ev.RunFailed):
             self._end(RunStatus.FAILED, event.layers, event.findings, event.seconds,
                       event.steps_done)
             self.error = one_line(event.error) or "training raised an error"
@@ -135,14 +126,14 @@ class RunSummary:
         self.seconds = seconds or self.seconds
         self.steps = max(steps, self.steps)
 
-    def failure(self, error: str, traceback: str = "") -> RunFailed:
+    def failure(self, error: str, traceback: str = "") -> ev.RunFailed:
         """The RunFailed event that ends this run from outside the stream (the disk, a
         front end's own error), with what is known so far; `apply` it to every sink."""
-        return RunFailed(error=one_line(error) or "the run failed", traceback=traceback,
+        return ev.RunFailed(error=one_line(error) or "the run failed", traceback=traceback,
                          layers=list(self.layers), findings=list(self.findings),
                          seconds=self.seconds, steps_done=self.steps)
 
-    def fail(self, error: str, traceback: str = "") -> RunFailed:
+    def fail(self, error: str, traceback: str = "") -> ev.RunFailed:
         """End the run as failed, even one that had ended: a run whose folder could
         not record its end did not end well. Returns the event for the other sinks."""
         event = self.failure(error, traceback)
@@ -167,7 +158,7 @@ class RunSummary:
         return True
 
     @classmethod
-    def replay(cls, events: Iterable[Event], name: str = "", num_classes: int = 0) -> RunSummary:
+    def replay(cls, events: Iterable[ev.Event], name: str = "", num_classes: int = 0) -> RunSummary:
         """The fold of a whole stream."""
         summary = cls(name=name, num_classes=num_classes)
         for event in events:

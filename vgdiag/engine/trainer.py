@@ -20,69 +20,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgdiag.engine.diagnosis import diagnose
+from vgdiag.engine import events as ev
+from vgdiag.engine.devices import set_cpu_threads
+from vgdiag.engine.diagnosis import LiveDiagnosis, diagnose
 from vgdiag.engine.distributed import DataParallel
 from vgdiag.engine.environment import environment
-from vgdiag.engine.events import (
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    StageStarted,
-    StepProgress,
-    StepSampled,
-)
+from vgdiag.engine.evaluation import Evaluator, prediction
 from vgdiag.engine.experiment import Experiment, Stage, sampling_every
 from vgdiag.engine.history import History
 from vgdiag.engine.interrupts import describe_exit, is_user_exit
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
-from vgdiag.engine.splits import DataBundle, Split
+from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.status import RunStatus
 from vgdiag.errors import UserError
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
-# Below this many parameters a CPU step's kernels are too small for intra-op threads
-# to pay for their synchronisation: on 2-core machines one thread trained the reference
-# MLP 8-14x faster than two (bench in docs/PERFORMANCE.md). Larger models keep
-# PyTorch's default; --threads overrides both.
-SMALL_MODEL_PARAMS = 10_000_000
-EVAL_BATCH = 2048  # evaluation has no backward: larger batches are cheaper
-LIVE_RECORDS = 16  # recent records the per-epoch diagnosis reads (it uses at most 5)
-# Short epochs reuse the last live diagnosis for this long: the findings of a run do
-# not change faster than a person can read them. The final diagnosis is always fresh.
-DIAGNOSIS_INTERVAL_S = 2.0
-
-
-def resolve_device(spec: str) -> str:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a device string, or UserError."""
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cpu":
-        return "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(
-                "--device cuda was asked for but CUDA is not available here "
-                "(no GPU or a CPU-only PyTorch build): use --device cpu or --device auto"
-            )
-        index = spec.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise UserError(
-                f"--device {spec}: there are {torch.cuda.device_count()} CUDA device(s)"
-            )
-        return spec
-    raise UserError(f"unknown --device {spec!r}: use auto, cpu or cuda")
-
-
-def _prediction(output: Any, key: str | None) -> torch.Tensor:
-    if isinstance(output, torch.Tensor) and key is None:
-        return output
-    from vgdiag.engine.outputs import select_output
-
-    return select_output(output, key)
 
 
 class _Run:
@@ -109,8 +62,9 @@ class _Run:
         self.data_dev: DataBundle | None = None
         self.non_finite = False
         self.classify = data.num_classes > 0
-        self.live_findings: list[Finding] | None = None
-        self.diagnosed_at = 0.0
+        self.live = LiveDiagnosis()
+        self.evaluate = Evaluator(exp.loss_fn, exp.output_key, self.classify,
+                                  self.cfg.batch_size, self.device, parallel)
 
     def stop_requested(self) -> bool:
         return self.stopping if self.parallel else self.stop.is_set()
@@ -127,24 +81,10 @@ class _Run:
         self.non_finite = bool(total[n + 1] > 0)
         return total[:n]
 
-    def findings(self, live: bool = False) -> list[Finding]:
-        """The diagnosis; `live` (after each epoch) looks at the first record and the
-        recent ones only, which is all the findings need except the step at which
-        values turned non-finite, so an epoch's cost does not grow with the run."""
-        records = self.history.records()
-        if live and len(records) > LIVE_RECORDS + 1:
-            records = [records[0], *records[-LIVE_RECORDS:]]
-        return diagnose(records, self.layers, self.epochs, self.data.num_classes)
-
-    def _set_threads(self, model: nn.Module) -> None:
-        if self.device.type != "cpu":
-            return
-        threads = self.cfg.threads
-        if threads == 0 and sum(p.numel() for p in model.parameters()
-                                   if not nn.parameter.is_lazy(p)) < SMALL_MODEL_PARAMS:
-            threads = 1
-        if threads > 0:
-            torch.set_num_threads(threads)
+    def findings(self) -> list[Finding]:
+        """The diagnosis of everything recorded (the end of a run)."""
+        return diagnose(self.history.records(), self.layers, self.epochs,
+                        self.data.num_classes)
 
     def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
         return {
@@ -156,13 +96,13 @@ class _Run:
             "sampled_every": self.every,
         }
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Iterator[ev.Event]:
         if self.parallel:
             self.parallel.check(self.exp)
         torch.manual_seed(self.cfg.seed)
         model = self.exp.build_model().to(self.device)
         self.model = model
-        self._set_threads(model)
+        set_cpu_threads(model, self.device, self.cfg.threads)
         stages = self.exp.stage_plan(model) if self.exp.stage_plan else [
             Stage("train", self.cfg.epochs, model)
         ]
@@ -174,7 +114,7 @@ class _Run:
         self.every = sampling_every(self.cfg.every, sum(
             s.epochs * data.train.num_batches(s.batch_size or self.cfg.batch_size) for s in stages),
             self.cfg.min_samples)
-        yield RunStarted(
+        yield ev.RunStarted(
             self.config(stages, data.train.num_batches(first_bs)),
             data.train.num_batches(first_bs),
             total_epochs,
@@ -198,7 +138,7 @@ class _Run:
             )
             try:
                 trainable_ids = {id(p) for p in params}
-                yield StageStarted(
+                yield ev.StageStarted(
                     index,
                     stage.name,
                     stage.epochs,
@@ -226,7 +166,7 @@ class _Run:
         probe: Probe,
         data: DataBundle,
         order: torch.Generator,
-    ) -> Iterator[Event]:
+    ) -> Iterator[ev.Event]:
         t_start = time.perf_counter()
         model = stage.model
         model.train()
@@ -242,7 +182,7 @@ class _Run:
             if parallel:
                 x, y, weight = parallel.shard(x, y)
             optimizer.zero_grad(set_to_none=True)
-            out = _prediction(runner(x), key)
+            out = prediction(runner(x), key)
             loss = self.exp.loss_fn(out, y)
             probe.observe_loss(loss)
             (loss * weight if parallel else loss).backward()
@@ -259,7 +199,7 @@ class _Run:
                 self.layers = probe.layers
                 trainable = {i.name for i in self.layers if i.trainable}
             for record in records:
-                yield StepSampled(record, self.layers, self.steps, now)
+                yield ev.StepSampled(record, self.layers, self.steps, now)
                 if not math.isfinite(record.loss) or any(
                     s.grad_non_finite
                     for name, s in record.layers.items()
@@ -272,7 +212,7 @@ class _Run:
                     return
             if not records and now - self.last_progress > PROGRESS_INTERVAL_S:
                 self.last_progress = now
-                yield StepProgress(epoch, self.steps, now)
+                yield ev.StepProgress(epoch, self.steps, now)
             if self.non_finite and not self.cfg.keep_going:
                 break
         loss_sum, correct, total = self.agree(loss_sum, correct,
@@ -294,50 +234,17 @@ class _Run:
         )
         self.epochs.append(summary)
         self.layers = probe.layers
-        now = time.perf_counter()
-        if self.live_findings is None or now - self.diagnosed_at >= DIAGNOSIS_INTERVAL_S:
-            self.live_findings = self.findings(live=True)
-            self.diagnosed_at = now
-        yield EpochEnded(summary, self.live_findings)
+        yield ev.EpochEnded(summary, self.live.findings(self.history, self.layers, self.epochs,
+                                                         self.data.num_classes))
         if self.cfg.keep_going:
             self.non_finite = False
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: Split) -> tuple[float, float]:
-        """Per-sample mean loss and accuracy over a whole split."""
-        was_training = model.training
-        model.eval()
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        seen = 0
-        for x, y in split.batches(max(EVAL_BATCH, self.cfg.batch_size)):
-            weight = 1.0
-            if self.parallel:  # each rank its slice; the sums are added below
-                x, y, weight = self.parallel.shard(x, y)
-            out = _prediction(model(x), self.exp.output_key)
-            n = int(y.shape[0]) if weight else 0
-            if n:
-                loss_sum += self.exp.loss_fn(out, y).double() * n
-                if self.classify:
-                    correct += (out.argmax(dim=1) == y).sum()
-            seen += n
-        model.train(was_training)
-        if self.parallel:
-            loss_sum, correct, total = self.parallel.all_sum(
-                [loss_sum, correct, torch.tensor(float(seen), device=self.device)])
-            seen = int(total)
-        if seen == 0:
-            return math.nan, math.nan
-        acc = float(correct) / seen if self.classify else math.nan
-        return float(loss_sum) / seen, acc
-
 
 def run_training(
     experiment: Experiment,
     data: DataBundle,
     stop_event: threading.Event | None = None,
     parallel: DataParallel | None = None,
-) -> Generator[Event, None, None]:
+) -> Generator[ev.Event, None, None]:
     """Train `experiment` on `data`, yielding events; ends with RunFinished or RunFailed.
 
     Errors in the recipe that the user can fix (UserError) propagate before any
@@ -355,7 +262,7 @@ def run_training(
     status, test = RunStatus.COMPLETED, None
     try:
         for event in run.events():
-            started = started or isinstance(event, RunStarted)
+            started = started or isinstance(event, ev.RunStarted)
             yield event
         status = RunStatus.INTERRUPTED if run.stop_requested() else RunStatus.COMPLETED
         dev = run.data_dev
@@ -381,7 +288,7 @@ def run_training(
             cause = parallel.peer_failure()
             if cause:
                 error = f"{cause} (rank {parallel.rank}: {type(failure).__name__})"
-        yield RunFailed(
+        yield ev.RunFailed(
             error=error,
             traceback="".join(traceback.format_exception(failure)),
             layers=run.layers,
@@ -390,7 +297,7 @@ def run_training(
             steps_done=run.steps,
         )
         return
-    yield RunFinished(
+    yield ev.RunFinished(
         status=status,
         layers=run.layers,
         test=test,

@@ -19,28 +19,21 @@ import traceback
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
-from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, Thresholds, diagnose
-from vgdiag.engine.events import (
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    StepSampled,
-)
+from vgdiag.engine import events as ev
+from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, LiveDiagnosis, Thresholds, diagnose
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
-from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
 from vgdiag.engine.status import RunStatus
-from vgdiag.engine.trainer import DIAGNOSIS_INTERVAL_S, LIVE_RECORDS
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # in typing from Python 3.11
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -48,7 +41,7 @@ EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 class EventSink(Protocol):
     """Where a Watch sends its events (a run store); closed when the Watch ends."""
 
-    def handle(self, event: Event) -> None: ...
+    def handle(self, event: ev.Event) -> None: ...
 
     def close(self) -> None: ...
 
@@ -56,36 +49,24 @@ class EventSink(Protocol):
 class Watch:
     """A probe on a user's model; its history and diagnosis outlive the `with` block."""
 
-    def __init__(
-        self,
-        probe: Probe,
-        num_classes: int = 0,
-        *,
-        sink: EventSink | None = None,
-        config: Mapping[str, Any] | None = None,
-        total_epochs: int = 0,
-        steps_per_epoch: int = 0,
-        out: Path | None = None,
-    ) -> None:
+    def __init__(self, probe: Probe, num_classes: int = 0) -> None:
+        """Follow `probe`; events go nowhere until `attach` gives them a sink."""
         self.probe = probe
         self.num_classes = num_classes
-        self.out = out  # the run folder this process writes (None: memory only)
+        self.out: Path | None = None  # the run folder this process writes (None: memory only)
         self.epochs: list[EpochRecord] = []
         self.status: RunStatus | None = None  # how the watch ended; None while open
         self.interrupted = False  # set on a signal: close() then says "interrupted"
         self._layers: list[LayerInfo] = []
-        self._sink = sink
+        self._sink: EventSink | None = None
         self._t0 = time.perf_counter()
         self._epoch_t0 = self._t0
         # Losses given to observe_loss since the last epoch, summed on the device so
         # a step never waits for it.
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
-        self._live: list[Finding] | None = None
-        self._diagnosed_at = 0.0
+        self._live = LiveDiagnosis()
         probe.epoch = 1  # the epoch in progress: one more than observe_epoch() calls
-        if sink is not None:
-            self.attach(sink, config, total_epochs, steps_per_epoch, out)
 
     def attach(
         self,
@@ -95,10 +76,17 @@ class Watch:
         steps_per_epoch: int = 0,
         out: Path | None = None,
     ) -> None:
-        """Send the event stream to `sink` from now on, starting with RunStarted."""
+        """Send the event stream to `sink` from now on, starting with RunStarted.
+
+        Args:
+            sink: receives the events; closed when the Watch ends.
+            config: RunStarted's config (see `vgdiag.engine.environment.run_config`).
+            total_epochs, steps_per_epoch: the plan, where the caller knows it (0: unknown).
+            out: the folder the sink writes, for `w.out`.
+        """
         self._sink = sink
         self.out = out
-        self._emit(RunStarted(dict(config or {}), steps_per_epoch, total_epochs))
+        self._emit(ev.RunStarted(dict(config or {}), steps_per_epoch, total_epochs))
         self.probe.on_record = self._on_record
 
     # ----- what was recorded ---------------------------------------------------
@@ -185,10 +173,9 @@ class Watch:
         self._loss_sum, self._loss_count = None, 0
         self.probe.epoch = len(self.epochs) + 1
         if self._sink is not None:
-            if self._live is None or now - self._diagnosed_at >= DIAGNOSIS_INTERVAL_S:
-                self._live = self._live_findings()
-                self._diagnosed_at = now
-            self._emit(EpochEnded(record, self._live))
+            findings = self._live.findings(self.history, self.layers, self.epochs,
+                                           self.num_classes)
+            self._emit(ev.EpochEnded(record, findings))
         return record
 
     def step(self) -> None:
@@ -222,7 +209,7 @@ class Watch:
         seconds = time.perf_counter() - self._t0
         if status == RunStatus.FAILED:
             assert error is not None
-            self._emit(RunFailed(
+            self._emit(ev.RunFailed(
                 error=f"{type(error).__name__}: {error}".splitlines()[0],
                 traceback="".join(traceback.format_exception(type(error), error,
                                                              error.__traceback__)),
@@ -230,7 +217,7 @@ class Watch:
                 steps_done=self.probe.step,
             ))
         else:
-            self._emit(RunFinished(status=status, layers=self._layers, test=None,
+            self._emit(ev.RunFinished(status=status, layers=self._layers, test=None,
                                    findings=findings, seconds=seconds,
                                    steps_done=self.probe.step))
         sink, self._sink = self._sink, None
@@ -248,10 +235,10 @@ class Watch:
     # ----- internals ----------------------------------------------------------------
     def _on_record(self, record: StepRecord) -> None:
         # Called in the optimizer's post-step hook, before the probe counts the step.
-        self._emit(StepSampled(record, self.probe.layers, self.probe.step + 1,
+        self._emit(ev.StepSampled(record, self.probe.layers, self.probe.step + 1,
                                time.perf_counter() - self._t0))
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, event: ev.Event) -> None:
         if self._sink is None:
             return
         try:
@@ -261,14 +248,6 @@ class Watch:
             sink, self._sink = self._sink, None
             with contextlib.suppress(Exception):  # reported; the folder reads as cut off
                 sink.close()
-
-    def _live_findings(self) -> list[Finding]:
-        # The first record and the recent ones are all the per-epoch findings need, so
-        # an epoch's cost does not grow with the run (the final diagnosis reads all).
-        records = self.history.records()
-        if len(records) > LIVE_RECORDS + 1:
-            records = [records[0], *records[-LIVE_RECORDS:]]
-        return diagnose(records, self.layers, self.epochs, self.num_classes)
 
     def _mean_over_ranks(self, values: list[float | None]) -> list[float | None]:
         dist = torch.distributed
@@ -297,53 +276,44 @@ def _status_for(error: BaseException | None, interrupted: bool) -> RunStatus:
     return RunStatus.COMPLETED
 
 
+class ProbeOptions(TypedDict, total=False):
+    """What a watched loop's probe is given, besides the model and optimizer."""
+
+    every: int  # sample every N-th step (step 0 always)
+    hist_every: int  # weight and gradient histograms on every N-th sampled step
+    max_records: int  # in-memory history bound; older records are decimated
+    # "auto" sums per-layer squared norms across ranks when the parameters are sharded
+    # (FSDP, DTensor) and exchanges nothing otherwise (DDP has averaged the gradients
+    # already); "sharded" forces it, "none" turns it off. Every rank must call
+    # optimizer.step() the same number of times, as data-parallel training does anyway.
+    distributed: str
+    # A parameter with more elements than this keeps a fixed sample of its coordinates
+    # instead of whole copies (bounded memory), and its weight_change and update_ratio
+    # are estimates; raise it for a model whose changes are concentrated in few
+    # coordinates (docs/PERFORMANCE.md).
+    snapshot_threshold: int
+
+
 def watch(
     model: nn.Module,
     optimizer: Optimizer | None = None,
     *,
-    every: int = DEFAULT_EVERY,
-    hist_every: int = DEFAULT_HIST_EVERY,
     num_classes: int = 0,
-    max_records: int = 4096,
-    distributed: str = "auto",
-    snapshot_threshold: int = SAMPLE_THRESHOLD,
-    sink: EventSink | None = None,
-    config: Mapping[str, Any] | None = None,
-    total_epochs: int = 0,
-    steps_per_epoch: int = 0,
-    out: Path | None = None,
+    **options: Unpack[ProbeOptions],
 ) -> Watch:
     """Attach a probe to `model` and follow `optimizer.step()` as the step boundary.
 
-    This is the engine's watch: its events go to `sink` if one is given. Users call
-    `vgdiag.watch`, which adds `out=` (a run folder) on top of it.
+    This is the engine's watch: its events go to a sink once `Watch.attach` gives it
+    one. Users call `vgdiag.watch`, which adds `out=` (a run folder) on top of it.
 
     Args:
         model: any nn.Module, already on its device; DDP, FSDP and torch.compile
             wrappers are fine (layers keep the names of the module inside).
         optimizer: steps mark sampled-step boundaries; without one call `w.step()`
             (or `w.before_update()` and `w.after_update()` around the update).
-        every: sample every N-th step (step 0 always).
-        hist_every: weight and gradient histograms on every N-th sampled step.
         num_classes: for classification, lets the diagnosis spot a loss stuck at
             ln(num_classes); give the loss with `w.observe_loss(loss)`.
-        max_records: in-memory history bound; older records are decimated.
-        distributed: "auto" sums per-layer squared norms across ranks when the
-            parameters are sharded (FSDP, DTensor) and exchanges nothing otherwise
-            (DDP has averaged the gradients already); "sharded" forces it, "none"
-            turns it off. Every rank must call optimizer.step() the same number of
-            times, as data-parallel training does anyway.
-        snapshot_threshold: a parameter with more elements than this keeps a fixed
-            sample of its coordinates instead of whole copies (bounded memory), and its
-            weight_change and update_ratio are estimates; raise it for a model whose
-            changes are concentrated in few coordinates (docs/PERFORMANCE.md).
-        sink: receives the event stream (RunStarted first, RunFinished or RunFailed
-            at close).
-        config: RunStarted's config (see `vgdiag.engine.environment.run_config`).
-        total_epochs, steps_per_epoch: the plan, where the caller knows it (0: unknown).
-        out: the folder the sink writes, for `w.out`.
+        **options: the probe's (`ProbeOptions`: every, hist_every, max_records,
+            distributed, snapshot_threshold), with the Probe's defaults.
     """
-    probe = Probe(model, optimizer, every=every, hist_every=hist_every, max_records=max_records,
-                  distributed=distributed, snapshot_threshold=snapshot_threshold)
-    return Watch(probe, num_classes, sink=sink, config=config, total_epochs=total_epochs,
-                 steps_per_epoch=steps_per_epoch, out=out)
+    return Watch(Probe(model, optimizer, **options), num_classes)

@@ -1,4 +1,10 @@
-"""--loss and --output-key: the loss a run uses, and which output it reads."""
+"""--loss and --output-key: the loss a run uses, and which output it reads.
+
+``--loss`` is ``cross-entropy``, ``mse``, ``l1``, ``bce-with-logits``, or
+``file.py:function`` taking ``(output, target)`` and returning a scalar tensor (an
+``nn.Module`` loss class is instantiated without arguments). ``--output-key`` picks the
+tensor the loss uses from a model that returns a dict or a tuple.
+"""
 
 from __future__ import annotations
 

@@ -167,7 +167,8 @@ def _plugin_opt() -> Any:
 class RunCommandOptions:
     """What `vgdiag run` takes besides RunOptions."""
 
-    out: Path | None = opt(None, "Run folder.", default_text="runs/<timestamp>-<name>")
+    out: Path | None = opt(None, "Run folder.",
+                           default_text="runs/<timestamp>-<name> (a new folder)")
     headless: bool = opt(False, "No dashboard: progress bar and tables (the default off a "
                          "terminal).")
     fail_on: FailOn = _fail_on()
@@ -204,12 +205,12 @@ class CompareOptions:
     jobs: int = opt(1, "Variants trained in parallel processes (they share the GPU if any).")
     target_acc: float = opt(0.8, "Validation accuracy whose first epoch the table reports.")
     out: Path | None = opt(None, "Folder for compare.json/md/html and one run folder per "
-                           "variant.", default_text="runs/<timestamp>-compare")
+                           "variant.", default_text="runs/<timestamp>-compare (a new folder)")
     tui: bool = opt(False, "Watch the variants train in the dashboard and open each against "
                     "the baseline.", flags=("--tui",), default_text="off")
     fail_on: FailOn = _fail_on()
     preset: str | None = opt(None, "A named bundle of options and variants: reference (the "
-                             "experiment of docs/REFERENCE_RESULTS.md); options given here "
+                             "experiment in the docs, REFERENCE_RESULTS.md); options given here "
                              "override it.", default_text="none")
     seeds: int = opt(1, "Seeds per variant (init and data order; the split stays): mean ± "
                      "std, a gain is clear only beyond the spread.")

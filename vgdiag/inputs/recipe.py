@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch.nn import functional
 
+from vgdiag.engine.devices import resolve_device
 from vgdiag.engine.experiment import OPTIMIZERS, Experiment, TrainConfig
 from vgdiag.engine.models import build_mlp, init_weights, parse_init
 from vgdiag.engine.splits import DataBundle
-from vgdiag.engine.trainer import resolve_device
 from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import DATA_DEFAULTS, DATASETS, load_dataset
 from vgdiag.inputs.options import BUILTIN_MLP, RunOptions

@@ -16,10 +16,13 @@ from vgdiag.engine.outputs import format_shape as _shape
 from vgdiag.engine.outputs import select_output
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
+from vgdiag.inputs.loader_split import first_batch
 from vgdiag.inputs.losses import _ELEMENTWISE, LOSSES
 from vgdiag.inputs.usercode import describe_exception, preserved_rng
-from vgdiag.inputs.userdata import CHECK_SAMPLES, _first_batch
 from vgdiag.textfmt import one_line
+
+# Samples in the shape check's forward: two, so BatchNorm in training mode still works.
+CHECK_SAMPLES = 2
 
 # --------------------------------------------------------------------- shape check
 
@@ -291,7 +294,7 @@ def check_shapes(
     if isinstance(bundle.train, TensorSplit):
         x, y = bundle.train.x[:CHECK_SAMPLES], bundle.train.y[:CHECK_SAMPLES]
     else:
-        x, y = _first_batch(bundle.train, "train")
+        x, y = first_batch(bundle.train, "train")
         x, y = x[:CHECK_SAMPLES], y[:CHECK_SAMPLES]
     device = _model_device(model)
     if device is not None:

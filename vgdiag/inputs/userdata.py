@@ -1,4 +1,4 @@
-"""The user's own data and loss, and a shape check before training.
+"""The user's own data: ``--data file.py:factory`` -> a DataBundle.
 
 ``--data file.py:factory`` (or ``package.module:factory``) names a function that
 takes no required arguments -- it may take a ``seed`` keyword, which receives the run's
@@ -28,34 +28,36 @@ for a DataLoader it comes from the dataset's ``num_classes``, ``classes`` or
 A DataLoader with ``num_workers > 0`` under the "spawn" start method (macOS, Windows)
 pickles the dataset by its class's module name: put such a dataset class in an
 importable package and use the ``package.module:factory`` form.
-
-``--loss`` is ``cross-entropy``, ``mse``, ``l1``, ``bce-with-logits``, or
-``file.py:function`` taking ``(output, target)`` and returning a scalar tensor (an
-``nn.Module`` loss class is instantiated without arguments). ``--output-key`` picks the
-tensor the loss uses from a model that returns a dict or a tuple.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 import random
-import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from vgdiag.engine.interrupts import is_user_exit
 from vgdiag.engine.outputs import format_shape as _shape
 from vgdiag.engine.splits import DataBundle, Split, TensorSplit
 from vgdiag.errors import UserError
 from vgdiag.inputs.datasets import DATASETS
+from vgdiag.inputs.loader_split import (
+    LoaderSplit,
+    as_pair,
+    as_tensor,
+    declared_classes,
+    first_batch,
+    normalise_input,
+    normalise_target,
+    scan,
+)
 from vgdiag.inputs.usercode import (
     describe_exception,
     preserved_rng,
@@ -67,225 +69,14 @@ from vgdiag.inputs.usercode import (
 # Data up to this size is stacked into tensors held on the device; 2 GiB fits any
 # current GPU beside a model, and beyond it host memory for the copy becomes a concern.
 MAX_TENSOR_BYTES = 2 * 1024**3
-# Batch size of the DataLoader made here for large map-style or iterable datasets
-# when only a scan is needed (counting samples, finding the largest class index).
-_SCAN_BATCH = 256
-# Samples in the shape check's forward: two, so BatchNorm in training mode still works.
-CHECK_SAMPLES = 2
-# A split read once before training (an IterableDataset or a DataLoader without a
-# length, to count it) that goes past this many samples is taken for an endless
-# stream; VGDIAG_MAX_STREAM_SAMPLES overrides it. Ten million 28x28 images is more
-# than any epoch vgdiag's probe is meant for.
-MAX_STREAM_SAMPLES = 10_000_000
-SCAN_PROGRESS_S = 2.0  # a long count says how far it got this often
-
-SplitSource = DataLoader | Dataset
-
-
-# ---------------------------------------------------------------------------- tensors
-
-
-def _normalise_input(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype == torch.float64 else x
-
-
-def _normalise_target(y: torch.Tensor) -> torch.Tensor:
-    if y.dtype == torch.bool or y.is_floating_point():
-        return y.float() if y.dtype in (torch.float64, torch.bool) else y
-    return y.long()
-
-
-def _as_tensor(value: Any, where: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    try:
-        return torch.as_tensor(np.asarray(value) if not np.isscalar(value) else value)
-    except (TypeError, ValueError, RuntimeError):
-        raise UserError(
-            f"{where} is a {type(value).__name__}, not a tensor, array or number: convert it "
-            f"in the dataset (e.g. torchvision's transforms.ToTensor())"
-        ) from None
-
-
-def _pair(item: Any, where: str) -> tuple[Any, Any]:
-    if isinstance(item, (tuple, list)) and len(item) == 2:
-        return item[0], item[1]
-    size = f" of {len(item)} items" if isinstance(item, (tuple, list)) else ""
-    raise UserError(
-        f"{where} is a {type(item).__name__}{size}: each item must be an (input, target) pair"
-    )
-
-
-
-
-# ----------------------------------------------------------------------- LoaderSplit
-
-
-class LoaderSplit:
-    """A split read batch by batch: a user's DataLoader, or a dataset too big to stack.
-
-    Implements :class:`vgdiag.data.Split`. A DataLoader keeps its own batch size,
-    sampler and shuffling; `batches` ignores `batch_size` and `generator` for it. A
-    dataset is read through a DataLoader made per epoch with the trainer's batch size,
-    shuffled with the trainer's generator when given (map-style datasets only).
-    """
-
-    def __init__(
-        self,
-        source: SplitSource,
-        *,
-        device: torch.device | str | None = None,
-        size: int | None = None,
-        loader_batches: int | None = None,
-    ) -> None:
-        """Wrap `source`.
-
-        Args:
-            source: a DataLoader, or a Dataset (map-style or iterable).
-            device: where batches are moved (None: left where they are).
-            size: number of samples, when the source cannot tell (an iterable dataset).
-            loader_batches: batches per epoch of a DataLoader that cannot tell.
-        """
-        self.source = source
-        self.device = None if device is None else torch.device(device)
-        self._size = size
-        self._loader_batches = loader_batches
-
-    @property
-    def dataset(self) -> Any:
-        """The underlying dataset (the DataLoader's, or the source itself)."""
-        return self.source.dataset if isinstance(self.source, DataLoader) else self.source
-
-    def __len__(self) -> int:
-        dataset = self.dataset
-        if isinstance(dataset, Sized) and not isinstance(dataset, IterableDataset):
-            return len(dataset)
-        if self._size is None:
-            self._size = _scan(self).size
-        return self._size
-
-    def to(self, device: torch.device | str) -> LoaderSplit:
-        return LoaderSplit(
-            self.source, device=device, size=self._size, loader_batches=self._loader_batches
-        )
-
-    def _loader(self, batch_size: int, generator: torch.Generator | None) -> DataLoader:
-        if isinstance(self.source, DataLoader):
-            return self.source
-        order: list[int] | None = None
-        if generator is not None and not isinstance(self.source, IterableDataset):
-            # The same permutation TensorSplit draws, so a dataset gives the same batches
-            # whether it was stacked or streamed.
-            order = torch.randperm(len(self), generator=generator).tolist()
-        # A generator of its own: a DataLoader draws a worker seed per epoch, which must
-        # come from neither the trainer's generator nor the global random state.
-        return DataLoader(
-            self.source, batch_size=batch_size, sampler=order, generator=torch.Generator()
-        )
-
-    def batches(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (inputs, targets) batches on this split's device."""
-        loader = self._loader(batch_size, generator)
-        non_blocking = bool(getattr(loader, "pin_memory", False))
-        for index, batch in enumerate(loader):
-            x, y = _pair(batch, f"batch {index} of the data")
-            x = _normalise_input(_as_tensor(x, f"the inputs of batch {index}"))
-            y = _normalise_target(_as_tensor(y, f"the targets of batch {index}"))
-            if self.device is not None:
-                x = x.to(self.device, non_blocking=non_blocking)
-                y = y.to(self.device, non_blocking=non_blocking)
-            yield x, y
-
-    def num_batches(self, batch_size: int) -> int:
-        if isinstance(self.source, DataLoader):
-            try:
-                return len(self.source)
-            except TypeError:  # an iterable dataset without __len__
-                if self._loader_batches is None:
-                    self._loader_batches = _scan(self).batches
-                return self._loader_batches
-        return -(-len(self) // batch_size)
-
-
-def _target_batches(split: LoaderSplit) -> Iterator[torch.Tensor]:
-    for _, y in split.batches(_SCAN_BATCH):
-        yield y
-
-
-class _Scan:
-    """What one pass over a LoaderSplit found."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.batches = 0
-        self.max_target = -1
-        self.integer_targets = True
-
-
-def max_stream_samples() -> int:
-    """How many samples one pass over a split may have before it counts as endless."""
-    text = os.environ.get("VGDIAG_MAX_STREAM_SAMPLES", "")
-    return int(text) if text.isdigit() and int(text) > 0 else MAX_STREAM_SAMPLES
-
-
-def _scan(split: LoaderSplit) -> _Scan:
-    found = _Scan()
-    limit = max_stream_samples()
-    started = shown_at = time.monotonic()
-    with preserved_rng():  # a shuffling DataLoader draws from the global random state
-        for y in _target_batches(split):
-            found.size += int(y.shape[0]) if y.dim() else 1
-            found.batches += 1
-            if y.is_floating_point():
-                found.integer_targets = False
-            elif y.numel():
-                found.max_target = max(found.max_target, int(y.max()))
-            if found.size > limit:
-                raise UserError(
-                    f"the data yielded more than {limit:,} samples in one pass and looks "
-                    "endless: give its __iter__ an end (one epoch), or set "
-                    "VGDIAG_MAX_STREAM_SAMPLES for a larger stream"
-                )
-            now = time.monotonic()
-            if now - shown_at >= SCAN_PROGRESS_S:
-                shown_at = now
-                print(f"vgdiag: reading the data to count it: {found.size:,} samples in "
-                      f"{now - started:.0f} s", file=sys.stderr, flush=True)
-    split._size = found.size
-    if isinstance(split.source, DataLoader):
-        split._loader_batches = found.batches
-    return found
-
-
-def _declared_classes(dataset: Any) -> int | None:
-    """num_classes, len(classes) or max(targets) + 1 of a dataset or what it wraps."""
-    for _ in range(4):  # Subset of Subset of ...: follow .dataset a few levels
-        if dataset is None:
-            return None
-        declared = getattr(dataset, "num_classes", None)
-        if isinstance(declared, int) and declared > 0:
-            return declared
-        classes = getattr(dataset, "classes", None)
-        if isinstance(classes, Sized) and not isinstance(classes, str) and len(classes) > 0:
-            return len(classes)
-        targets = getattr(dataset, "targets", None)
-        if targets is not None and not isinstance(targets, str):
-            with contextlib.suppress(TypeError, ValueError, RuntimeError, UserError):
-                t = _as_tensor(targets, "targets")
-                if t.numel() and not t.is_floating_point():
-                    return int(t.max()) + 1
-        dataset = getattr(dataset, "dataset", None)
-    return None
 
 
 # -------------------------------------------------------------------- materialising
 
 
 def _tensor_pair_split(pair: Sequence[Any], which: str) -> TensorSplit:
-    x = _normalise_input(_as_tensor(pair[0], f"the {which} inputs"))
-    y = _normalise_target(_as_tensor(pair[1], f"the {which} targets"))
+    x = normalise_input(as_tensor(pair[0], f"the {which} inputs"))
+    y = normalise_target(as_tensor(pair[1], f"the {which} targets"))
     if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
         raise UserError(
             f"the {which} inputs {_shape(x)} and targets {_shape(y)} must have the same "
@@ -296,17 +87,17 @@ def _tensor_pair_split(pair: Sequence[Any], which: str) -> TensorSplit:
 
 def _stack_dataset(dataset: Any, which: str, max_bytes: int) -> TensorSplit | LoaderSplit:
     n = len(dataset)
-    x0, y0 = _pair(dataset[0], f"{which}[0]")
-    tx0 = _as_tensor(x0, f"the input of {which}[0]")
-    ty0 = _as_tensor(y0, f"the target of {which}[0]")
+    x0, y0 = as_pair(dataset[0], f"{which}[0]")
+    tx0 = as_tensor(x0, f"the input of {which}[0]")
+    ty0 = as_tensor(y0, f"the target of {which}[0]")
     per_sample = tx0.numel() * tx0.element_size() + ty0.numel() * ty0.element_size()
     if per_sample * n > max_bytes:
         return LoaderSplit(dataset)
     xs, ys = [tx0], [ty0]
     for i in range(1, n):
-        xi, yi = _pair(dataset[i], f"{which}[{i}]")
-        tx = _as_tensor(xi, f"the input of {which}[{i}]")
-        ty = _as_tensor(yi, f"the target of {which}[{i}]")
+        xi, yi = as_pair(dataset[i], f"{which}[{i}]")
+        tx = as_tensor(xi, f"the input of {which}[{i}]")
+        ty = as_tensor(yi, f"the target of {which}[{i}]")
         for got, first, part in ((tx, tx0, "input"), (ty, ty0, "target")):
             if got.shape != first.shape:
                 raise UserError(
@@ -316,7 +107,7 @@ def _stack_dataset(dataset: Any, which: str, max_bytes: int) -> TensorSplit | Lo
                 )
         xs.append(tx)
         ys.append(ty)
-    return TensorSplit(_normalise_input(torch.stack(xs)), _normalise_target(torch.stack(ys)))
+    return TensorSplit(normalise_input(torch.stack(xs)), normalise_target(torch.stack(ys)))
 
 
 def _to_split(obj: Any, which: str, max_bytes: int) -> Split:
@@ -398,29 +189,15 @@ def _factory_kwargs(factory: Any, shown: str, seed: int) -> dict[str, Any]:
     return {"seed": seed} if "seed" in names else {}
 
 
-def _first_batch(split: Split, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(split, TensorSplit):
-        return split.x[:1], split.y[:1]
-    batches = split.batches(_SCAN_BATCH)
-    try:
-        for x, y in batches:
-            return x, y
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-    raise UserError(f"the {which} split yields no batches")
-
-
 def _num_classes(splits: list[Split], train: Split, first_targets: torch.Tensor) -> int:
     tensor_targets = [s.y for s in splits if isinstance(s, TensorSplit)]
     if first_targets.is_floating_point() or any(y.is_floating_point() for y in tensor_targets):
         return 0
     largest = max((int(y.max()) for y in tensor_targets if y.numel()), default=-1)
     if isinstance(train, LoaderSplit):
-        declared = _declared_classes(train.dataset)
+        declared = declared_classes(train.dataset)
         if declared is None:
-            found = _scan(train)
+            found = scan(train)
             if not found.integer_targets:
                 return 0
             declared = found.max_target + 1
@@ -489,7 +266,7 @@ def _bundle(result: Any, shown: str, found: Any, max_tensor_bytes: int) -> DataB
     splits = [s for s in (train, val, test) if s is not None]
     name = f"{Path(found.origin).stem if found.path else found.origin}:{found.name}"
     with preserved_rng():  # reading a shuffling DataLoader draws from the global state
-        first_x, first_y = _first_batch(train, "train")
+        first_x, first_y = first_batch(train, "train")
         num_classes = _num_classes(splits, train, first_y)
     return DataBundle(
         name=name,

@@ -1,12 +1,20 @@
-"""What both trainer integrations need: numbers out of their metrics, plain hparams."""
+"""What both trainer integrations need: the watch a callback drives, numbers out of
+their metrics, plain hparams."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
+from torch import nn
+
+from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.watch import Watch
+from vgdiag.runs.folder import default_run_dir
+from vgdiag.runs.watch_folder import watch
 
 
 def scalar(value: Any) -> float | None:
@@ -34,3 +42,55 @@ def plain_hparams(values: Mapping[str, Any]) -> dict[str, Any]:
     """The entries config.json can hold as they are (numbers, strings, booleans)."""
     return {str(k): v for k, v in values.items()
             if isinstance(v, bool | int | float | str) or v is None}
+
+
+class WatchSettings(TypedDict, total=False):
+    """What either callback takes besides its folder and the run's classes."""
+
+    name: str | None  # the run's name [default: the model's class name]
+    every: int  # sample every N-th optimizer step (step 0 always)
+    hist_every: int  # histograms on every N-th sampled step (0 turns them off)
+
+
+class CallbackWatch:
+    """What both callbacks do: one `vgdiag.watch` writing a run folder, with each update
+    marked from the framework's own events (its optimizer step is not hookable: a
+    closure, an accelerate wrapper)."""
+
+    def __init__(self, out: str | Path | None = None, *, name: str | None = None,
+                 every: int = DEFAULT_EVERY, hist_every: int = DEFAULT_HIST_EVERY) -> None:
+        self.out = Path(out) if out is not None else None
+        self.name = name
+        self.every = every
+        self.hist_every = hist_every
+        self.watch: Watch | None = None
+        self._updating = False
+
+    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, *,
+              num_classes: int, hparams: Mapping[str, Any], total_epochs: int,
+              steps_per_epoch: int, source: str) -> Watch:
+        """Start watching `model` (the optimizer is only described in config.json)."""
+        name = self.name or type(model).__name__
+        self.watch = watch(
+            model, optimizer, out=self.out or default_run_dir(name), name=name,
+            every=self.every, hist_every=self.hist_every, num_classes=num_classes,
+            hparams=hparams, total_epochs=total_epochs, steps_per_epoch=steps_per_epoch,
+            source=source, hook_optimizer=False,
+        )
+        return self.watch
+
+    def before_update(self) -> None:
+        """The gradients are complete; the parameters are about to change."""
+        if self.watch is not None:
+            self.watch.before_update()
+            self._updating = True
+
+    def after_update(self) -> None:
+        """An update happened, if `before_update` said one was coming."""
+        if self.watch is not None and self._updating:
+            self._updating = False
+            self.watch.after_update()
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self.watch is not None:
+            self.watch.close(error)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,11 +30,11 @@ except ImportError as exc:  # pragma: no cover - the extra is absent
         "vgdiag.integrations.lightning needs Lightning: pip install 'vgdiag[lightning]'"
     ) from exc
 
-from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
-from vgdiag.integrations.common import first_metric, plain_hparams
-from vgdiag.runs.store import default_run_dir
-from vgdiag.runs.watch_folder import watch
+from vgdiag.integrations.common import CallbackWatch, WatchSettings, first_metric, plain_hparams
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # in typing from Python 3.11
 
 # Names under which modules commonly log their epoch numbers; `metrics=` overrides.
 METRIC_NAMES: dict[str, tuple[str, ...]] = {
@@ -49,57 +49,45 @@ class VgdiagCallback(pl.Callback):
 
     Args:
         out: the run folder [default: runs/<timestamp>-<name>]; must be new or empty.
-        name: the run's name [default: the module's class name].
-        every: sample every N-th optimizer step (step 0 always).
-        hist_every: histograms on every N-th sampled step (0 turns them off).
         num_classes: for classification, lets the diagnosis spot a loss stuck at
             ln(num_classes).
         metrics: logged metric names to read per epoch, e.g. {"val_acc": "val/top1"};
             keys are train_acc, val_loss, val_acc (train_loss is the mean of the
             losses training_step returned unless given here too).
+        **settings: name [default: the module's class name], every (sample every N-th
+            optimizer step), hist_every (histograms on every N-th sampled step, 0: none):
+            see `vgdiag.integrations.common.WatchSettings`.
     """
 
-    def __init__(
-        self,
-        out: str | Path | None = None,
-        *,
-        name: str | None = None,
-        every: int = DEFAULT_EVERY,
-        hist_every: int = DEFAULT_HIST_EVERY,
-        num_classes: int = 0,
-        metrics: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, out: str | Path | None = None, *, num_classes: int = 0,
+                 metrics: Mapping[str, str] | None = None,
+                 **settings: Unpack[WatchSettings]) -> None:
         super().__init__()
-        self.out = Path(out) if out is not None else None
-        self.name = name
-        self.every = every
-        self.hist_every = hist_every
+        self._run = CallbackWatch(out, **settings)
         self.num_classes = num_classes
         self.metrics = dict(metrics or {})
-        self.watch: Watch | None = None
-        self._updating = False
+
+    @property
+    def watch(self) -> Watch | None:
+        """The Watch of the run in progress (None before training starts)."""
+        return self._run.watch
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        name = self.name or type(pl_module).__name__
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         batches = trainer.num_training_batches
         steps = (int(batches) // max(trainer.accumulate_grad_batches, 1)
                  if math.isfinite(batches) else 0)
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 0
-        self.watch = watch(
-            pl_module, optimizer, out=self.out or default_run_dir(name), name=name,
-            every=self.every, hist_every=self.hist_every, num_classes=self.num_classes,
+        self._run.start(
+            pl_module, optimizer, num_classes=self.num_classes,
             hparams={**plain_hparams(pl_module.hparams),
                      "accumulate_grad_batches": trainer.accumulate_grad_batches},
             total_epochs=epochs, steps_per_epoch=steps, source="lightning",
-            hook_optimizer=False,
         )
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Any) -> None:
-        if self.watch is not None:
-            self.watch.before_update()
-            self._updating = True
+        self._run.before_update()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -109,9 +97,7 @@ class VgdiagCallback(pl.Callback):
         if isinstance(loss, torch.Tensor) and loss.numel() == 1:  # stays on the device
             # Lightning hands back the loss divided for gradient accumulation.
             self.watch.observe_loss(loss * max(trainer.accumulate_grad_batches, 1))
-        if self._updating:  # the batch ended an accumulation: an update happened
-            self._updating = False
-            self.watch.after_update()
+        self._run.after_update()  # when the batch ended an accumulation
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.watch is None:
@@ -125,14 +111,10 @@ class VgdiagCallback(pl.Callback):
         self.watch.observe_epoch(train_loss=train_loss, **values)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close(None)
+        self._run.close(None)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
         # Lightning turns SIGTERM into an exception after the folder's signal handler
         # has marked the run interrupted.
-        self._close(exception)
-
-    def _close(self, error: BaseException | None) -> None:
-        if self.watch is not None:
-            self.watch.close(error)
+        self._run.close(exception)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -33,11 +33,11 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
-from vgdiag.integrations.common import first_metric, scalar
-from vgdiag.runs.store import default_run_dir
-from vgdiag.runs.watch_folder import watch
+from vgdiag.integrations.common import CallbackWatch, WatchSettings, first_metric, scalar
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # in typing from Python 3.11
 
 # The Trainer prefixes evaluation metrics with "eval_"; compute_metrics names the rest.
 EVAL_LOSS = ("eval_loss",)
@@ -49,56 +49,46 @@ class VgdiagCallback(TrainerCallback):
 
     Args:
         out: the run folder [default: runs/<timestamp>-<name>]; must be new or empty.
-        name: the run's name [default: the model's class name].
-        every: sample every N-th optimizer step (step 0 always).
-        hist_every: histograms on every N-th sampled step (0 turns them off).
         num_classes: for classification, lets the diagnosis spot a loss stuck at
             ln(num_classes) [default: the model config's num_labels, if any].
+        **settings: name [default: the model's class name], every (sample every N-th
+            optimizer step), hist_every (histograms on every N-th sampled step, 0: none):
+            see `vgdiag.integrations.common.WatchSettings`.
     """
 
-    def __init__(
-        self,
-        out: str | Path | None = None,
-        *,
-        name: str | None = None,
-        every: int = DEFAULT_EVERY,
-        hist_every: int = DEFAULT_HIST_EVERY,
-        num_classes: int | None = None,
-    ) -> None:
-        self.out = Path(out) if out is not None else None
-        self.name = name
-        self.every = every
-        self.hist_every = hist_every
+    def __init__(self, out: str | Path | None = None, *, num_classes: int | None = None,
+                 **settings: Unpack[WatchSettings]) -> None:
+        self._run = CallbackWatch(out, **settings)
         self.num_classes = num_classes
-        self.watch: Watch | None = None
         self._hook: RemovableHandle | None = None
         self._logged: list[float] = []  # "loss" log entries of the epoch in progress
         self._pending = False  # an epoch ended; its evaluation may still come
         self._eval: dict[str, float] = {}
-        self._updating = False
+
+    @property
+    def watch(self) -> Watch | None:
+        """The Watch of the run in progress (None before training starts)."""
+        return self._run.watch
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
                        control: TrainerControl, model: nn.Module | None = None,
                        optimizer: Any = None, **kwargs: Any) -> None:
         if model is None:
             return
-        name = self.name or type(model).__name__
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
         classes = self.num_classes
         if classes is None:
             classes = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
         epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 0
         steps = state.max_steps // epochs if epochs and state.max_steps > 0 else 0
-        self.watch = watch(
+        self._run.start(
             model, inner if isinstance(inner, torch.optim.Optimizer) else None,
-            out=self.out or default_run_dir(name), name=name, every=self.every,
-            hist_every=self.hist_every, num_classes=classes,
+            num_classes=classes,
             hparams={"lr": args.learning_rate, "batch_size": args.per_device_train_batch_size,
                      "seed": args.seed,
                      "gradient_accumulation_steps": args.gradient_accumulation_steps,
                      "max_grad_norm": args.max_grad_norm},
             total_epochs=epochs, steps_per_epoch=steps, source="transformers",
-            hook_optimizer=False,
         )
         self._hook = model.register_forward_hook(self._loss_of)
 
@@ -112,15 +102,11 @@ class VgdiagCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
                               control: TrainerControl, **kwargs: Any) -> None:
-        if self.watch is not None:
-            self.watch.before_update()
-            self._updating = True
+        self._run.before_update()
 
     def on_optimizer_step(self, args: TrainingArguments, state: TrainerState,
                           control: TrainerControl, **kwargs: Any) -> None:
-        if self.watch is not None and self._updating:
-            self._updating = False
-            self.watch.after_update()
+        self._run.after_update()
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -151,8 +137,7 @@ class VgdiagCallback(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if self.watch is not None:
-            self.watch.close(error)
+        self._run.close(error)
 
     def _end_epoch(self) -> None:
         if not self._pending or self.watch is None:

@@ -1,0 +1,66 @@
+"""A model's per-sample mean loss and accuracy over a whole split (no backward)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vgdiag.engine.distributed import DataParallel
+from vgdiag.engine.experiment import LossFn
+from vgdiag.engine.splits import Split
+
+EVAL_BATCH = 2048  # evaluation has no backward: larger batches are cheaper
+
+
+def prediction(output: Any, key: str | None) -> torch.Tensor:
+    """The tensor the loss reads from a model's output (`--output-key`)."""
+    if isinstance(output, torch.Tensor) and key is None:
+        return output
+    from vgdiag.engine.outputs import select_output
+
+    return select_output(output, key)
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """How a run evaluates: its loss, output key, batch size, device and ranks."""
+
+    loss_fn: LossFn
+    output_key: str | None
+    classify: bool  # accuracy is NaN for a regression
+    batch_size: int  # the training batch size; evaluation uses at least EVAL_BATCH
+    device: torch.device
+    parallel: DataParallel | None = None  # under torchrun: each rank its slice
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, split: Split) -> tuple[float, float]:
+        """Per-sample mean loss and accuracy of `model` over `split` (NaN if empty)."""
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        for x, y in split.batches(max(EVAL_BATCH, self.batch_size)):
+            weight = 1.0
+            if self.parallel:  # each rank its slice; the sums are added below
+                x, y, weight = self.parallel.shard(x, y)
+            out = prediction(model(x), self.output_key)
+            n = int(y.shape[0]) if weight else 0
+            if n:
+                loss_sum += self.loss_fn(out, y).double() * n
+                if self.classify:
+                    correct += (out.argmax(dim=1) == y).sum()
+            seen += n
+        model.train(was_training)
+        if self.parallel:
+            loss_sum, correct, total = self.parallel.all_sum(
+                [loss_sum, correct, torch.tensor(float(seen), device=self.device)])
+            seen = int(total)
+        if seen == 0:
+            return math.nan, math.nan
+        acc = float(correct) / seen if self.classify else math.nan
+        return float(loss_sum) / seen, acc
