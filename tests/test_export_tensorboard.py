@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E4
 import vgdiag  # noqa: E402
 from vgdiag.errors import UserError  # noqa: E402
 from vgdiag.runs.export_tb import export_tensorboard  # noqa: E402
-from vgdiag.runs.store import read_run  # noqa: E402
+from vgdiag.runs.reader import read_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ from pathlib import Path
 from fake_runs import run_events, write_run
 
 from vgdiag.engine.events import EpochEnded, Event, RunFinished, RunStarted, StepSampled
+from vgdiag.runs.folder import METRICS_FILE, SUMMARY_FILE
 from vgdiag.runs.follow import CUT_OFF, ENDED, QUIET, WRITING, FolderFollower, WriterState
-from vgdiag.runs.store import METRICS_FILE, SUMMARY_FILE, RunStore, read_run
+from vgdiag.runs.reader import read_run
+from vgdiag.runs.store import RunStore
 
 TESTS = Path(__file__).parent
 

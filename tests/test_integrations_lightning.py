@@ -19,7 +19,7 @@ pl = pytest.importorskip("lightning.pytorch", reason="the lightning extra is not
                          "(pip install 'vgdiag[lightning]')")
 
 from vgdiag.integrations.lightning import VgdiagCallback  # noqa: E402
-from vgdiag.runs.store import read_run  # noqa: E402
+from vgdiag.runs.reader import read_run  # noqa: E402
 
 EPOCHS = 2
 BATCHES = 5

@@ -21,7 +21,7 @@ pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate
                     "(pip install 'vgdiag[transformers]')")
 
 from vgdiag.integrations.transformers import VgdiagCallback  # noqa: E402
-from vgdiag.runs.store import read_run  # noqa: E402
+from vgdiag.runs.reader import read_run  # noqa: E402
 
 EPOCHS = 2
 TRAIN = 32

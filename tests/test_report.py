@@ -18,14 +18,12 @@ from vgdiag.engine.records import LayerInfo, LayerStats, StepRecord
 from vgdiag.engine.trainer import run_training
 from vgdiag.errors import UserError
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
-from vgdiag.runs.report import (
-    gradient_profile_range,
-    gradient_profile_svg,
-    render_report,
-    thin,
-)
+from vgdiag.runs.reader import read_run
+from vgdiag.runs.report import render_report
+from vgdiag.runs.report_data import thin
 from vgdiag.runs.report_md import md_escape
-from vgdiag.runs.store import RunStore, read_run
+from vgdiag.runs.report_plots import gradient_profile_range, gradient_profile_svg
+from vgdiag.runs.store import RunStore
 from vgdiag.runs.svgplot import decade_range, log_ticks, nice_ticks, ramp_color, shorten
 
 EVIL = "<script>alert(1)</script> & \"dq\" 'sq' | pipe"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vgdiag.runs.store import read_run
+from vgdiag.runs.reader import read_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

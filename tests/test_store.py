@@ -11,7 +11,8 @@ from vgdiag.engine.events import EpochEnded
 from vgdiag.engine.trainer import run_training
 from vgdiag.errors import UserError
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
-from vgdiag.runs.store import RunStore, read_run
+from vgdiag.runs.reader import read_run
+from vgdiag.runs.store import RunStore
 
 
 def small_run(path, stop_after_epochs: int | None = None, epochs: int = 3):
@@ -75,7 +76,7 @@ def test_foreign_and_newer_folders_are_refused(tmp_path):
 
 def test_reading_a_folder_replays_the_same_fold(tmp_path):
     from vgdiag.engine.summary import RunSummary
-    from vgdiag.runs.store import replay_folder
+    from vgdiag.runs.reader import replay_folder
 
     opts = RunOptions(epochs=2, depth=3, width=16, every=5)
     data = load_data(opts)

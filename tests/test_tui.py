@@ -18,7 +18,8 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.records import Histogram, LayerInfo, LayerStats, StepRecord
 from vgdiag.engine.splits import DataBundle
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
-from vgdiag.runs.store import RunStore, read_run
+from vgdiag.runs.reader import read_run
+from vgdiag.runs.store import RunStore
 from vgdiag.tui.app import build_app
 from vgdiag.tui.charts import BrailleCanvas, hbar, log_fraction, rebin
 from vgdiag.tui.dashboard import VgdiagApp

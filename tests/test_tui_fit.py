@@ -18,7 +18,7 @@ from test_tui_snapshots import followed_app, in_progress, until_followed
 
 from vgdiag.cli.headless import layer_table
 from vgdiag.engine.records import LayerStats, StepRecord
-from vgdiag.runs.store import read_run
+from vgdiag.runs.reader import read_run
 from vgdiag.tui.app import build_app
 from vgdiag.tui.charts import fmt
 from vgdiag.tui.dashboard import VgdiagApp

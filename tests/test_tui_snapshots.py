@@ -20,8 +20,10 @@ import pytest
 from fake_runs import run_events, write_run
 
 from vgdiag.engine.events import RunFinished
+from vgdiag.runs.folder import CONFIG_FILE, SUMMARY_FILE
 from vgdiag.runs.follow import FolderFollower
-from vgdiag.runs.store import CONFIG_FILE, SUMMARY_FILE, RunStore, read_run
+from vgdiag.runs.reader import read_run
+from vgdiag.runs.store import RunStore
 from vgdiag.tui.app import build_app
 from vgdiag.tui.dashboard import VgdiagApp
 from vgdiag.tui.following import FollowedRun

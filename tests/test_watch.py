@@ -23,7 +23,7 @@ from torch import nn
 
 import vgdiag
 from vgdiag.errors import UserError
-from vgdiag.runs.store import read_run
+from vgdiag.runs.reader import read_run
 
 STEPS_PER_EPOCH = 20  # 3 epochs pass the diagnosis' minimum steps for a stalled loss
 BATCH = 16

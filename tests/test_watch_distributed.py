@@ -90,7 +90,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str
 
 
 def test_rank_0_writes_the_folder_and_rank_1_only_measures(ranks) -> None:
-    from vgdiag.runs.store import read_run
+    from vgdiag.runs.reader import read_run
 
     tmp, (r0, r1) = ranks
     assert r0["out"] == str(tmp / "run") and r0["is_main"]
@@ -111,7 +111,7 @@ def test_rank_0_writes_the_folder_and_rank_1_only_measures(ranks) -> None:
 
 
 def test_the_epoch_numbers_are_averaged_over_the_ranks(ranks) -> None:
-    from vgdiag.runs.store import read_run
+    from vgdiag.runs.reader import read_run
 
     tmp, (r0, r1) = ranks
     run = read_run(tmp / "run")

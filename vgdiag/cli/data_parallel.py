@@ -73,7 +73,8 @@ def train_data_parallel(
 ) -> tuple[RunStatus, list[Any] | None]:
     """Train on this rank; returns how the run ended and, on rank 0, the findings."""
     from vgdiag.engine.distributed import DataParallel
-    from vgdiag.runs.store import RunStore, default_run_dir
+    from vgdiag.runs.folder import default_run_dir
+    from vgdiag.runs.store import RunStore
 
     parallel = DataParallel.from_torchrun(device, fsdp)
     experiment = bundle = store = path = None

@@ -49,8 +49,12 @@ def safe(text: object) -> str:
     Names come from the user (layer names, file paths): a stray escape sequence in
     one must not repaint the terminal.
     """
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-    return escape(shown)
+    return escape(printable(text))
+
+
+def printable(text: object) -> str:
+    """`text` with control characters shown as escapes (plain text, no markup)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def silence_stdout() -> None:
@@ -142,7 +146,10 @@ class HeadlessSink:
         elif isinstance(event, (RunFinished, RunFailed)):
             self.progress.update(self.task, status=str(self.run.status))
         if isinstance(event, RunFailed):
-            self.console.print(f"[red]training failed:[/] {safe(self.run.error)}")
+            # The error goes to stderr, where a CI log or a user piping the tables
+            # looks for it; Rich's live display prints it above the progress bar.
+            print(f"vgdiag: training failed: {printable(self.run.error)}", file=sys.stderr,
+                  flush=True)
 
     def print_outcome(self, path: Path) -> None:
         """The epoch, layer and findings tables and how the run ended."""

@@ -3,7 +3,7 @@
 Every consumer of the trainer's events that needs the run's state (the run store,
 the headless front end, the dashboard) feeds the same `RunSummary`, so a status,
 a verdict or "the last sampled step" is decided in one place. A saved run read back
-(`vgdiag.runs.store.replay_folder`) is this fold over the folder's events.
+(`vgdiag.runs.reader.replay_folder`) is this fold over the folder's events.
 
     summary = RunSummary(name, num_classes)
     for event in run_training(...):

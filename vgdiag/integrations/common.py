@@ -13,7 +13,7 @@ from torch import nn
 
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
-from vgdiag.runs.store import default_run_dir
+from vgdiag.runs.folder import default_run_dir
 from vgdiag.runs.watch_folder import watch
 
 

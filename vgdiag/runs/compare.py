@@ -168,7 +168,8 @@ def run_variant(
 ) -> VariantOutcome:
     """Build the baseline from `opts`, apply the spec's plugin, train, store."""
     from vgdiag.engine.trainer import run_training
-    from vgdiag.runs.store import RunStore, read_run
+    from vgdiag.runs.reader import read_run
+    from vgdiag.runs.store import RunStore
 
     t0 = time.perf_counter()
     stop = stop_event or threading.Event()

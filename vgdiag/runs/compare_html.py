@@ -18,7 +18,7 @@ from typing import Any
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.runs import svgplot as svg
 from vgdiag.runs.compare import VariantOutcome
-from vgdiag.runs.store import RunData, read_run
+from vgdiag.runs.reader import RunData, read_run
 
 WIDTH, HEIGHT = 560, 300
 

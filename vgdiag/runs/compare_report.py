@@ -14,7 +14,7 @@ from rich.text import Text
 from vgdiag.engine.records import _jsonable
 from vgdiag.runs.compare import VariantOutcome, VariantProgress, VariantState
 from vgdiag.runs.compare_table import comparison_rows, verdict_text
-from vgdiag.runs.store import write_json_atomic, write_text_atomic
+from vgdiag.runs.folder import write_json_atomic, write_text_atomic
 
 COLUMNS = (
     ("variant", "variant"),

@@ -114,7 +114,8 @@ def _death(exitcode: int | None) -> str:
 
 def mark_failed(run_dir: Path, reason: str) -> dict[str, Any] | None:
     """Record `reason` in a folder whose writer died; its summary as it now reads."""
-    from vgdiag.runs.store import SUMMARY_FILE, read_run, write_json_atomic
+    from vgdiag.runs.folder import SUMMARY_FILE, write_json_atomic
+    from vgdiag.runs.reader import read_run
 
     if not (run_dir / SUMMARY_FILE).exists():
         return None

@@ -23,7 +23,7 @@ import numpy as np
 
 from vgdiag.engine.records import LAYER_STAT_KEYS, Histogram
 from vgdiag.errors import UserError
-from vgdiag.runs.store import RunData
+from vgdiag.runs.reader import RunData
 
 EVENT_FILE_PREFIX = "events.out.tfevents."
 EPOCH_TAGS = (("train_loss", "loss/train"), ("val_loss", "loss/val"),

@@ -5,7 +5,7 @@ events (RunStarted, StageStarted, StepSampled, EpochEnded, then RunFinished or
 RunFailed) and hands each to a plain callable, so a front end folds a followed run
 exactly like one it trains itself; a second callable hears how the writer is doing.
 
-metrics.jsonl only grows and summary.json is replaced in one rename (store.py), so
+metrics.jsonl only grows and summary.json is replaced in one rename (folder.py), so
 reading is safe at any moment: a half-written last line is kept back until its end
 arrives. The writer is gone when summary.json says how it ended, or when it still
 says "running" and the process named in it no longer exists (this machine), or,
@@ -16,8 +16,6 @@ changed for `cut_off_after_s`.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,20 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vgdiag.engine import events as ev
 from vgdiag.engine.diagnosis import diagnose
-from vgdiag.engine.events import (
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    StageStarted,
-    StepSampled,
-)
 from vgdiag.engine.history import History
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
-from vgdiag.runs.store import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from vgdiag.runs.folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, pid_alive, writer_gone
 
 POLL_INTERVAL_S = 0.5  # a redraw's worth: the dashboard cannot show news faster
 QUIET_AFTER_S = 15.0  # no new line for this long is worth saying (a long epoch, a stall)
@@ -68,30 +58,6 @@ class WriterState:
         return self.state in (ENDED, CUT_OFF)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def writer_gone(summary: dict[str, Any], alive: Callable[[int], bool] = pid_alive) -> bool | None:
-    """True/False when the summary names a writer on this machine, None when it cannot tell."""
-    writer = summary.get("writer")
-    if not isinstance(writer, dict):
-        return None
-    pid, host = writer.get("pid"), writer.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return None
-    return not alive(pid)
-
-
 def _ago(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
@@ -114,7 +80,7 @@ class FolderFollower:
     def __init__(
         self,
         path: Path,
-        on_event: Callable[[Event], None],
+        on_event: Callable[[ev.Event], None],
         on_writer: Callable[[WriterState], None] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -240,7 +206,7 @@ class FolderFollower:
         config = self._config or {}
         total = sum(int(s.get("epochs", 0) or 0) for s in config.get("stages", []) or []
                     if isinstance(s, dict))
-        self._emit(RunStarted(config, int(config.get("steps_per_epoch", 0) or 0), total))
+        self._emit(ev.RunStarted(config, int(config.get("steps_per_epoch", 0) or 0), total))
 
     def _read_metrics(self) -> bool:
         path = self.path / METRICS_FILE
@@ -285,19 +251,19 @@ class FolderFollower:
                 if not self._layers or any(n not in {i.name for i in self._layers}
                                            for n in record.layers):
                     self._layers = self._layers_from(record)
-                self._emit(StepSampled(record, list(self._layers), self._steps,
-                                       self._read_at))
+                self._emit(ev.StepSampled(record, list(self._layers), self._steps,
+                                          self._read_at))
             elif kind == "epoch":
                 epoch = EpochRecord.from_json(obj)
                 self._epochs.append(epoch)
                 self._steps = max(self._steps, epoch.steps)
                 if diagnose_now:  # a backlog of epochs is diagnosed once, at its end
                     self._findings = self._diagnose()
-                self._emit(EpochEnded(epoch, list(self._findings)))
+                self._emit(ev.EpochEnded(epoch, list(self._findings)))
             elif kind == "stage":
-                self._emit(StageStarted(int(obj.get("index", 0)), str(obj.get("name", "")),
-                                        int(obj.get("epochs", 0)),
-                                        list(obj.get("trainable", []) or [])))
+                self._emit(ev.StageStarted(int(obj.get("index", 0)), str(obj.get("name", "")),
+                                           int(obj.get("epochs", 0)),
+                                           list(obj.get("trainable", []) or [])))
             elif kind == "error":
                 self._traceback = str(obj.get("traceback") or "")
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -327,18 +293,19 @@ class FolderFollower:
         seconds = float(summary.get("seconds", 0.0) or 0.0)
         steps = int(summary.get("steps", 0) or 0) or self._steps
         if status == "failed":
-            self._emit(RunFailed(str(summary.get("error") or "training failed"),
-                                 self._traceback, list(self._layers), findings, seconds, steps))
+            self._emit(ev.RunFailed(str(summary.get("error") or "training failed"),
+                                    self._traceback, list(self._layers), findings, seconds,
+                                    steps))
         else:
             final = RunStatus.parse(status) or RunStatus.INTERRUPTED  # not ours: stopped
-            self._emit(RunFinished(final, list(self._layers), summary.get("test"), findings,
-                                   seconds, steps))
+            self._emit(ev.RunFinished(final, list(self._layers), summary.get("test"), findings,
+                                      seconds, steps))
 
     def _cut_off(self) -> None:
         self._announce()
         findings = self._diagnose() if len(self._history) else list(self._findings)
-        self._emit(RunFinished(RunStatus.CUT_OFF, list(self._layers), None, findings,
-                               self._elapsed(), self._steps))
+        self._emit(ev.RunFinished(RunStatus.CUT_OFF, list(self._layers), None, findings,
+                                  self._elapsed(), self._steps))
 
     def _set(self, state: str, quiet: float, detail: str) -> WriterState:
         new = WriterState(state, quiet, detail)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from vgdiag.engine.gradflow import block_summary, first_last_ratio
-from vgdiag.runs.report import fmt_num
-from vgdiag.runs.store import RunData
+from vgdiag.runs.reader import RunData
+from vgdiag.runs.report_data import fmt_num
 
 BLOCK_HEAD = ["block", "layers", "grad_norm init", "grad_norm last", "last \u00f7 output"]
 TIME_HEAD = ["recurrent module", "time steps", "first step", "last step", "first \u00f7 last",

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from vgdiag._version import __version__
-from vgdiag.engine.records import EpochRecord, Histogram
+from vgdiag.engine.records import EpochRecord
 from vgdiag.engine.status import RunStatus
-from vgdiag.runs.hist_range import occupied_range
-from vgdiag.runs.report import (
+from vgdiag.runs.reader import RunData
+from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
+from vgdiag.runs.report_data import (
     DASH,
     EPOCH_TABLE_HEAD,
     UPDATE_RATIO,
@@ -26,40 +27,20 @@ from vgdiag.runs.report import (
     evidence_items,
     fmt_num,
     fmt_pct,
-    grad_norm_series,
-    gradient_profile_svg,
     prepare,
 )
-from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
-from vgdiag.runs.report_time import over_time_html
-from vgdiag.runs.store import RunData
-from vgdiag.runs.svgplot import (
-    Frame,
-    axes,
-    decade_label,
-    decade_range,
-    empty_plot,
-    esc,
-    hline,
-    legend,
-    legend_row,
-    line,
-    log10_or_none,
-    log_ticks,
-    markers,
-    nice_ticks,
-    ramp_color,
-    shorten,
-    step_histogram,
-    svg_close,
-    svg_open,
-    text,
-    tick_label,
+from vgdiag.runs.report_plots import (
+    INIT_COLOR,
+    LAST_COLOR,
+    grad_norm_time_svg,
+    gradient_profile_svg,
+    histogram_svg,
 )
+from vgdiag.runs.report_time import over_time_html
+from vgdiag.runs.svgcharts import curves_svg
+from vgdiag.runs.svgplot import empty_plot, esc
 
 TRAIN_COLOR, VAL_COLOR = "#1f5fa8", "#d9480f"
-INIT_COLOR, LAST_COLOR = "#8a8a8a", "#c0392b"
-LEGEND_ROWS = 18  # more layers than this: the legend names a spread of them
 MAX_HIST_LAYERS = 64  # small multiples past this are unreadable; the rest are counted
 
 
@@ -158,48 +139,6 @@ def _gradient_plots(d: ReportData) -> str:
     )
 
 
-def grad_norm_time_svg(d: ReportData, width: int = 760, height: int = 340) -> str:
-    """grad_norm of every layer against the step, log scale, one path per layer."""
-    title = "Gradient norm per layer"
-    steps, series = grad_norm_series(d.run, max_points=width)  # a point per pixel at most
-    logs = {n: [log10_or_none(v) for v in vs] for n, vs in series.items()}
-    span = decade_range(v for vs in logs.values() for v in vs)
-    if not steps or span is None:
-        return empty_plot(width, height, title, "no positive, finite gradient norm was recorded")
-    x_lo, x_hi = float(steps[0]), float(max(steps[-1], steps[0] + 1))
-    frame = Frame(width, height, (x_lo, x_hi), (float(span[0]), float(span[1])), right=180)
-    parts = [
-        svg_open(width, height, title=title, css_class="plot grad-time"),
-        axes(frame,
-             x_ticks=[(t, tick_label(t)) for t in nice_ticks(x_lo, x_hi, 6) if t.is_integer()],
-             y_ticks=log_ticks(*span),
-             x_label="optimizer step", y_label="grad norm (log)", title=title),
-    ]
-    names = list(series)
-    xs = [float(s) for s in steps]
-    entries = []
-    for i, name in enumerate(names):
-        color = ramp_color(i, len(names))
-        label = name or "<root>"
-        if any(v is not None for v in logs[name]):
-            parts.append(line(frame, xs, logs[name], color=color, css_class="layer-line",
-                              tooltip=label))
-            if len(xs) == 1:
-                parts.append(markers(frame, xs, logs[name], color=color))
-        else:
-            label += " (no data)"
-        entries.append((label, color, ""))
-    if len(entries) > LEGEND_ROWS:
-        pick = sorted({round(k * (len(entries) - 1) / (LEGEND_ROWS - 2))
-                       for k in range(LEGEND_ROWS - 1)})
-        entries = [entries[k] for k in pick]
-        parts.append(text(frame.plot_right + 12, height - 8,
-                          f"{len(names)} layers; {len(entries)} named", size=10, fill="#777"))
-    parts.append(legend(entries, frame.plot_right + 12, frame.plot_top + 6, max_label=22))
-    parts.append(svg_close())
-    return "".join(parts)
-
-
 # ----- training curves --------------------------------------------------------------
 
 
@@ -232,53 +171,6 @@ def _training(d: ReportData) -> str:
                      f'</strong>, accuracy <strong>{fmt_pct(d.test.get("acc"))}</strong></p>')
     parts.append(_epoch_table(run.epochs))
     return "\n".join(parts)
-
-
-def curves_svg(
-    title: str,
-    xs: Sequence[float],
-    curves: Sequence[tuple[str, Sequence[float], str, str]],
-    *,
-    x_label: str,
-    y_label: str,
-    reference: tuple[float | None, str] = (None, ""),
-    y_range: tuple[float, float] | None = None,
-    width: int = 380,
-    height: int = 260,
-    empty_message: str = "no finite value to plot",
-) -> str:
-    """Linear curves (label, ys, colour, dash) over shared xs, with a dashed reference line."""
-    ys_all = [y for _, ys, _, _ in curves for y in ys if math.isfinite(y)]
-    if not xs or not ys_all:
-        return empty_plot(width, height, title, empty_message)
-    ref, ref_label = reference
-    if y_range is None:
-        lo, hi = min(ys_all), max(ys_all)
-        if ref is not None and math.isfinite(ref):
-            lo, hi = min(lo, ref), max(hi, ref)
-        pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 0.1)
-        y_range = (lo - pad, hi + pad)
-    x_lo, x_hi = min(xs), max(xs)
-    if x_hi <= x_lo:
-        x_lo, x_hi = x_lo - 1, x_hi + 1
-    frame = Frame(width, height, (x_lo, x_hi), y_range, left=52, top=44)
-    x_ticks = [t for t in nice_ticks(x_lo, x_hi, 6) if t.is_integer()]  # epochs and steps
-    parts = [
-        svg_open(width, height, title=title, css_class="plot curves"),
-        axes(frame, x_ticks=[(t, tick_label(t)) for t in x_ticks],
-             y_ticks=[(t, tick_label(t)) for t in nice_ticks(*y_range, 5)],
-             x_label=x_label, y_label=y_label, title=title),
-    ]
-    if ref is not None:
-        parts.append(hline(frame, ref, label=f"{ref_label} {ref:.4g}"))
-    for _, ys, color, dash in curves:
-        clean = [y if math.isfinite(y) else None for y in ys]
-        parts.append(line(frame, xs, clean, color=color, dash=dash, css_class="curve"))
-        if len(xs) <= 30:
-            parts.append(markers(frame, xs, clean, color=color, radius=2.4, hollow=bool(dash)))
-    parts.append(legend_row([(lbl, c, dash) for lbl, _, c, dash in curves], frame.plot_left, 33))
-    parts.append(svg_close())
-    return "".join(parts)
 
 
 def _epoch_table(epochs: Sequence[EpochRecord]) -> str:
@@ -335,50 +227,6 @@ def _histograms(d: ReportData) -> str:
                      f'<div class="multiples {kind}-hist">{"".join(cells)}</div>'
                      + (f"<p>{more} more layers are not shown.</p>" if more > 0 else ""))
     return "\n".join(parts)
-
-
-def histogram_svg(
-    name: str, hists: Sequence[Histogram | None], *, log_axis: bool = False,
-    width: int = 220, height: int = 120,
-) -> str:
-    """One layer's histograms overlaid (first grey, last red), as densities on a shared x range."""
-    label = name or "<root>"
-    present = [(h, c) for h, c in zip(hists, (INIT_COLOR, LAST_COLOR))
-               if h is not None and int(h.counts.sum()) > 0]
-    short = shorten(label, 30)
-    if not present:
-        return empty_plot(width, height, short, "not recorded", title_size=11)
-    # The axis the data needs, not the probe's fixed log10|grad| range.
-    lo, hi = occupied_range(*(h for h, _ in present), skip_floor=log_axis)
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return empty_plot(width, height, short, "no range", title_size=11)
-    shapes = []
-    for h, color in present:
-        all_edges = h.edges()
-        width_bin = (h.hi - h.lo) / len(h.counts) or 1.0
-        inside = [i for i in range(len(h.counts))
-                  if all_edges[i + 1] > lo + 1e-12 and all_edges[i] < hi - 1e-12]
-        if not inside:
-            continue
-        edges = [float(all_edges[i]) for i in inside] + [float(all_edges[inside[-1] + 1])]
-        # Densities, so histograms over different ranges (weights grow) compare.
-        shapes.append((edges, [float(h.counts[i]) / h.counts.sum() / width_bin for i in inside],
-                       color))
-    if not shapes:
-        return empty_plot(width, height, short, "no range", title_size=11)
-    top = max(max(hs) for _, hs, _ in shapes) * 1.05 or 1.0
-    frame = Frame(width, height, (lo, hi), (0.0, top), left=8, right=8, top=22, bottom=20)
-    parts = [svg_open(width, height, title=label, css_class="plot hist"),
-             axes(frame), text(8, 15, short, size=11, weight="600", tooltip=label)]
-    for k, (edges, heights, color) in enumerate(shapes):
-        parts.append(step_histogram(frame, edges, heights, color=color,
-                                    opacity=0.18 if k == 0 else 0.3))
-    ticks = [lo, 0.0, hi] if lo < 0 < hi and not log_axis else [lo, (lo + hi) / 2, hi]
-    for t, anchor in zip(ticks, ("start", "middle", "end")):
-        label_t = decade_label(t) if log_axis else f"{t:.2g}"
-        parts.append(text(frame.x(t), height - 6, label_t, anchor=anchor, size=9, fill="#666"))
-    parts.append(svg_close())
-    return "".join(parts)
 
 
 # ----- tables -----------------------------------------------------------------------

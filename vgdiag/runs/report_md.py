@@ -7,20 +7,20 @@ import re
 from collections.abc import Sequence
 
 from vgdiag.engine.status import RunStatus
-from vgdiag.runs.report import (
+from vgdiag.runs.reader import RunData
+from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
+from vgdiag.runs.report_data import (
     DASH,
     EPOCH_TABLE_HEAD,
     UPDATE_RATIO,
     WEIGHT_CHANGE,
-    _get,
+    config_value,
     epoch_rows_shown,
     evidence_items,
     fmt_num,
     fmt_pct,
     prepare,
 )
-from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
-from vgdiag.runs.store import RunData
 from vgdiag.textfmt import one_line
 
 # ----- Markdown ---------------------------------------------------------------------
@@ -49,7 +49,7 @@ def render_markdown(run: RunData) -> str:
     facts.append(f"{run.summary.get('steps') or (d.last_step or 0)} steps")
     if run.summary.get("seconds"):
         facts.append(f"{float(run.summary['seconds']):.1f} s")
-    planned = _get(run.config, "experiment", "train", "epochs")
+    planned = config_value(run.config, "experiment", "train", "epochs")
     facts.append(f"{len(run.epochs)}" + (f" of {planned}" if planned else "") + " epochs")
     out += [" \u00b7 ".join(facts), "", f"Run folder: {md_escape(run.path)}", ""]
     if run.status != RunStatus.COMPLETED:

@@ -12,7 +12,7 @@ import numpy as np
 
 from vgdiag.engine.records import Histogram, LayerInfo
 from vgdiag.runs.hist_range import occupied_range
-from vgdiag.runs.store import RunData
+from vgdiag.runs.reader import RunData
 from vgdiag.runs.svgplot import (
     Frame,
     axes,

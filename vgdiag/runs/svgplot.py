@@ -1,4 +1,4 @@
-"""Small, dependency-free SVG plotting: frames, axes, lines, step histograms, legends.
+"""Dependency-free SVG plot primitives: frames, scales, axes, lines, histograms, legends.
 
 Every function returns SVG markup as a string. Every piece of text that reaches the
 markup goes through `esc`, so labels may come straight from a user's model or files.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 # Plasma, cut before its pale yellow end so the output-side lines stay readable on white.
 _RAMP = ("#0d0887", "#5302a3", "#8b0aa5", "#b83289", "#db5c68", "#f48849", "#e8a317")
@@ -108,33 +108,27 @@ class Frame:
     top: int = 28
     bottom: int = 42
 
+    # The plot area's edges in pixels, fixed at construction.
+    plot_left: float = field(init=False)
+    plot_right: float = field(init=False)
+    plot_top: float = field(init=False)
+    plot_bottom: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plot_left, self.plot_top = self.left, self.top
+        self.plot_right, self.plot_bottom = self.width - self.right, self.height - self.bottom
+
     def x(self, value: float) -> float:
-        lo, hi = self.x_range
-        span = hi - lo or 1.0
-        return self.left + (value - lo) / span * (self.width - self.left - self.right)
+        return self.plot_left + _share(value, self.x_range) * (self.plot_right - self.plot_left)
 
     def y(self, value: float) -> float:
-        lo, hi = self.y_range
-        span = hi - lo or 1.0
-        return self.height - self.bottom - (value - lo) / span * (
-            self.height - self.top - self.bottom
-        )
+        return self.plot_bottom - _share(value, self.y_range) * (self.plot_bottom - self.plot_top)
 
-    @property
-    def plot_left(self) -> float:
-        return self.left
 
-    @property
-    def plot_right(self) -> float:
-        return self.width - self.right
-
-    @property
-    def plot_top(self) -> float:
-        return self.top
-
-    @property
-    def plot_bottom(self) -> float:
-        return self.height - self.bottom
+def _share(value: float, bounds: tuple[float, float]) -> float:
+    """How far `value` lies from the low end of `bounds` to the high end (0 to 1 inside)."""
+    lo, hi = bounds
+    return (value - lo) / (hi - lo or 1.0)
 
 
 def svg_open(width: int, height: int, *, title: str = "", css_class: str = "plot") -> str:
@@ -209,6 +203,14 @@ def axes(
     return "".join(parts)
 
 
+def _drawable(
+    xs: Sequence[float], ys: Sequence[float | None]
+) -> Iterator[tuple[int, float, float] | None]:
+    """(index, x, y) of each point a plot can show; None where one cannot be (a gap)."""
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        yield (i, x, y) if y is not None and math.isfinite(y) and math.isfinite(x) else None
+
+
 def line(
     frame: Frame,
     xs: Sequence[float],
@@ -223,10 +225,11 @@ def line(
     """One <path> through the points, broken where y is None or not finite."""
     commands: list[str] = []
     pen_down = False
-    for x, y in zip(xs, ys):
-        if y is None or not math.isfinite(y) or not math.isfinite(x):
+    for point in _drawable(xs, ys):
+        if point is None:
             pen_down = False
             continue
+        _, x, y = point
         commands.append(f"{'L' if pen_down else 'M'}{frame.x(x):.1f},{frame.y(y):.1f}")
         pen_down = True
     dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
@@ -251,9 +254,10 @@ def markers(
 ) -> str:
     parts = []
     fill = "#fff" if hollow else color
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        if y is None or not math.isfinite(y):
+    for point in _drawable(xs, ys):
+        if point is None:
             continue
+        i, x, y = point
         tip = f"<title>{esc(tooltips[i])}</title>" if tooltips else ""
         parts.append(
             f'<circle cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="{radius:g}" '
@@ -312,16 +316,8 @@ def legend(
     max_label: int = 28,
 ) -> str:
     """Legend rows (label, colour, dash) from (x, y) downward; long labels are shortened."""
-    parts = []
-    for i, (label, color, dash) in enumerate(entries):
-        cy = y + i * row_height
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x + 18:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" '
-            f'stroke="{color}" stroke-width="2.2"{dash_attr}/>'
-        )
-        parts.append(text(x + 23, cy + 3.5, shorten(label, max_label), tooltip=label))
-    return "".join(parts)
+    return "".join(_legend_entry(x, y + i * row_height, label, color, dash, max_label)[0]
+                   for i, (label, color, dash) in enumerate(entries))
 
 
 def legend_row(
@@ -330,15 +326,22 @@ def legend_row(
     """Legend entries (label, colour, dash) side by side from (x, y), e.g. under a title."""
     parts = []
     for label, color, dash in entries:
-        short = shorten(label, max_label)
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x + 18:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'stroke="{color}" stroke-width="2.2"{dash_attr}/>'
-        )
-        parts.append(text(x + 23, y + 3.5, short, tooltip=label))
+        entry, short = _legend_entry(x, y, label, color, dash, max_label)
+        parts.append(entry)
         x += 23 + 6.3 * len(short) + 14  # ~6.3 px per character at 11 px
     return "".join(parts)
+
+
+def _legend_entry(x: float, y: float, label: str, color: str, dash: str,
+                  max_label: int) -> tuple[str, str]:
+    """A line sample and its label at (x, y); the label as shown, for the next entry's place."""
+    short = shorten(label, max_label)
+    dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+    return (
+        f'<line x1="{x:.1f}" x2="{x + 18:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+        f'stroke="{color}" stroke-width="2.2"{dash_attr}/>'
+        + text(x + 23, y + 3.5, short, tooltip=label)
+    ), short
 
 
 def shorten(label: str, limit: int) -> str:
@@ -347,58 +350,6 @@ def shorten(label: str, limit: int) -> str:
         return label
     keep = max(limit - 1, 2)
     return label[: keep // 2] + "\u2026" + label[len(label) - (keep - keep // 2) :]
-
-
-def log_category_plot(
-    categories: Sequence[str],
-    series: Sequence[tuple[str, Sequence[float], str, str]],
-    *,
-    title: str = "",
-    x_label: str = "",
-    y_label: str = "",
-    width: int = 480,
-    height: int = 280,
-    decades: tuple[int, int] | None = None,
-    css_class: str = "plot",
-    line_class: str = "series",
-) -> str:
-    """Values per category (x, in order) on a log10 y axis, one marked line per series.
-
-    Args:
-        categories: x-axis labels, in order (long ones are shortened, full text in a tooltip).
-        series: (label, one value per category, colour, dash); a dashed series has
-            hollow markers. Values that are not positive and finite are left out.
-        decades: (lo, hi) powers of ten for the y axis, so several plots can share it;
-            values outside are drawn on the frame's edge. Default: fitted to the data.
-
-    Returns:
-        A standalone `<svg>` element, or a placeholder when nothing can be drawn.
-    """
-    logs = [[log10_or_none(v) for v in values] for _, values, _, _ in series]
-    span = decades or decade_range(v for vs in logs for v in vs)
-    if not categories or span is None:
-        return empty_plot(width, height, title, "no positive, finite value to plot")
-    n = len(categories)
-    frame = Frame(width, height, (-0.5, n - 0.5), (float(span[0]), float(span[1])),
-                  top=44, bottom=58 if n > 1 else 42)
-    step = max(1, math.ceil(n / 16))
-    parts = [
-        svg_open(width, height, title=title or y_label, css_class=css_class),
-        axes(frame,
-             x_ticks=[(float(i), shorten(categories[i], 10)) for i in range(0, n, step)],
-             y_ticks=log_ticks(*span), x_label=x_label, y_label=y_label, title=title,
-             x_tick_rotate=-35 if n > 1 else 0),
-    ]
-    xs = [float(i) for i in range(n)]
-    for (label, values, color, dash), ys in zip(series, logs):
-        clamped = [v if v is None else min(max(v, span[0]), span[1]) for v in ys]
-        tips = [f"{label} \u00b7 {c}: {v:.3g}" for c, v in zip(categories, values)]
-        parts.append(line(frame, xs, clamped, color=color, dash=dash, css_class=line_class,
-                          tooltip=label))
-        parts.append(markers(frame, xs, clamped, color=color, hollow=bool(dash), tooltips=tips))
-    parts.append(legend_row([(lbl, c, d) for lbl, _, c, d in series], frame.plot_left, 33))
-    parts.append(svg_close())
-    return "".join(parts)
 
 
 def empty_plot(width: int, height: int, title: str, message: str, *, title_size: int = 13) -> str:

@@ -19,18 +19,31 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from torch import nn
 from torch.optim import Optimizer
 
-from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.environment import run_config
 from vgdiag.engine.events import Event
-from vgdiag.engine.snapshots import SAMPLE_THRESHOLD
 from vgdiag.engine.watch import Watch
 from vgdiag.engine.watch import watch as engine_watch
 from vgdiag.runs.store import RunStore
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are not evaluated
+    from typing_extensions import Unpack
+
+
+class ProbeSettings(TypedDict, total=False):
+    """The engine watch's own keyword arguments, passed through as they are: their
+    defaults and meaning are written once, at `vgdiag.engine.watch.watch`."""
+
+    every: int
+    hist_every: int
+    num_classes: int
+    max_records: int
+    distributed: str
+    snapshot_threshold: int
 
 
 class _FolderSink:
@@ -95,17 +108,12 @@ def watch(
     *,
     out: str | os.PathLike[str] | None = None,
     name: str | None = None,
-    every: int = DEFAULT_EVERY,
-    hist_every: int = DEFAULT_HIST_EVERY,
-    num_classes: int = 0,
-    max_records: int = 4096,
-    distributed: str = "auto",
     hparams: Mapping[str, Any] | None = None,
     total_epochs: int = 0,
     steps_per_epoch: int = 0,
     source: str = "watch",
     hook_optimizer: bool = True,
-    snapshot_threshold: int = SAMPLE_THRESHOLD,
+    **probe: Unpack[ProbeSettings],
 ) -> Watch:
     """Attach a probe to `model`; with `out`, record into a run folder there.
 
@@ -125,12 +133,6 @@ def watch(
         out: the run folder to write (created; it must be new or empty). None keeps
             the records in memory only (`w.history`).
         name: the run's name in reports [default: the folder's name].
-        every: sample every N-th step (step 0 always).
-        hist_every: weight and gradient histograms on every N-th sampled step.
-        num_classes: for classification, lets the diagnosis spot a loss stuck at
-            ln(num_classes).
-        max_records: in-memory history bound (the folder keeps every record).
-        distributed: "auto" | "sharded" | "none": see `vgdiag.engine.watch.watch`.
         hparams: what else you know about the run, for config.json and the report
             (lr, batch_size, epochs, seed...).
         total_epochs, steps_per_epoch: the plan where known, for the dashboard's
@@ -140,28 +142,28 @@ def watch(
             updates the parameters (a closure, a framework): the optimizer is then only
             described in config.json, and `w.before_update()` / `w.after_update()`
             mark each update.
-        snapshot_threshold: parameters with more elements keep a sample of their
-            coordinates for W0 and the pre-update copy (estimated weight_change and
-            update_ratio): see `vgdiag.engine.watch.watch`.
+        **probe: what the probe samples and keeps (`ProbeSettings`): every,
+            hist_every, num_classes, max_records (in memory; the folder keeps every
+            record), distributed, snapshot_threshold; their defaults and meaning are
+            those of `vgdiag.engine.watch.watch`.
 
     Returns:
         the Watch; `w.out` is the folder this process writes (None on ranks other
         than 0, and without `out`).
     """
-    w = engine_watch(model, optimizer if hook_optimizer else None, every=every,
-                     hist_every=hist_every, num_classes=num_classes, max_records=max_records,
-                     distributed=distributed, snapshot_threshold=snapshot_threshold)
+    w = engine_watch(model, optimizer if hook_optimizer else None, **probe)
     if out is None or w.rank != 0:
         return w
     path = Path(out)
     run_name = name or path.name
     try:
-        sink = _FolderSink(RunStore(path, run_name, num_classes))
+        sink = _FolderSink(RunStore(path, run_name, w.num_classes))
     except BaseException:
         w.close()  # the probe is off again: a bad folder leaves the model as it was
         raise
-    config = run_config(model, optimizer, name=run_name, every=every, hist_every=hist_every,
-                        num_classes=num_classes, world_size=w.world_size, source=source,
+    config = run_config(model, optimizer, name=run_name, every=w.probe.every,
+                        hist_every=w.probe.hist_every, num_classes=w.num_classes,
+                        world_size=w.world_size, source=source,
                         hparams=hparams, total_epochs=total_epochs,
                         steps_per_epoch=steps_per_epoch)
     w.attach(sink, config, total_epochs, steps_per_epoch, path)

@@ -16,7 +16,8 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.splits import DataBundle
 from vgdiag.inputs.recipe import RunOptions
 from vgdiag.runs.compare import VariantOutcome
-from vgdiag.runs.store import RunData, RunStore
+from vgdiag.runs.reader import RunData
+from vgdiag.runs.store import RunStore
 from vgdiag.tui.dashboard import BASELINE, VgdiagApp
 from vgdiag.tui.following import FollowedRun
 from vgdiag.tui.session import TrainingSession

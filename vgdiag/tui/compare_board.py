@@ -34,7 +34,7 @@ from vgdiag.runs.compare import (
     compare_variants,
 )
 from vgdiag.runs.compare_table import variant_row, verdict_text
-from vgdiag.runs.store import read_run
+from vgdiag.runs.reader import read_run
 from vgdiag.tui.charts import fmt
 from vgdiag.tui.screens.compare import CompareScreen
 from vgdiag.tui.screens.help import HelpScreen

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from vgdiag.errors import UserError
-from vgdiag.runs.store import free_path, read_run, write_text_atomic
+from vgdiag.runs.folder import free_path, write_text_atomic
+from vgdiag.runs.reader import read_run
 
 
 def screenshot_name(folder: Path) -> str:

@@ -30,7 +30,7 @@ from vgdiag.engine.events import (
 )
 from vgdiag.engine.history import History
 from vgdiag.engine.records import EpochRecord, Finding, Histogram, LayerInfo, StepRecord
-from vgdiag.runs.store import RunData
+from vgdiag.runs.reader import RunData
 
 # A few hundred columns is more than any terminal is wide; older samples are
 # decimated (the first, at initialisation, is always kept).

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vgdiag.engine.records import Finding
-from vgdiag.runs.store import RunStore, free_path
+from vgdiag.runs.folder import free_path
+from vgdiag.runs.store import RunStore
 from vgdiag.tui.screens.fix_picker import FixChoice
 from vgdiag.tui.session import TrainingSession
 

@@ -53,7 +53,7 @@ def compare(opts: RunOptions, cmd: CompareOptions) -> None:
     from vgdiag.plugin_api import discover_plugins
     from vgdiag.runs import compare_cli
     from vgdiag.runs.compare import VariantState
-    from vgdiag.runs.store import default_run_dir, prepare_run_dir
+    from vgdiag.runs.folder import default_run_dir, prepare_run_dir
 
     refuse_under_torchrun("vgdiag compare")
     if not 0 < cmd.target_acc <= 1:

@@ -22,7 +22,7 @@ def export(
     if tensorboard is None:
         raise UserError("say where to export: vgdiag export RUN_DIR --tensorboard FOLDER")
     from vgdiag.runs.export_tb import export_tensorboard
-    from vgdiag.runs.store import read_run
+    from vgdiag.runs.reader import read_run
 
     run_data = read_run(run_dir)
     done = export_tensorboard(run_data, tensorboard)

@@ -16,8 +16,8 @@ from vgdiag.inputs.options import ReportOptions
 @command(ReportOptions)
 def report(cmd: ReportOptions) -> None:
     """Render a run folder as Markdown, a self-contained HTML page, or JSON."""
+    from vgdiag.runs.reader import read_run
     from vgdiag.runs.report import render_report
-    from vgdiag.runs.store import read_run
 
     run_data = read_run(cmd.run_dir)
     text = render_report(run_data, cmd.format)
@@ -35,7 +35,7 @@ def _write_text(path: Path, text: str) -> None:
     """Write the report in one rename: a full disk leaves no partial or empty file."""
     import errno
 
-    from vgdiag.runs.store import write_text_atomic
+    from vgdiag.runs.folder import write_text_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

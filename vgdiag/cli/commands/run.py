@@ -28,7 +28,8 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
     """
     from vgdiag.engine.distributed import launched_by_torchrun
     from vgdiag.inputs.recipe import build_experiment, load_data
-    from vgdiag.runs.store import RunStore, default_run_dir
+    from vgdiag.runs.folder import default_run_dir
+    from vgdiag.runs.store import RunStore
 
     opts.validate()
     plugin_opts = parse_plugin_options(cmd.plugin_opt)

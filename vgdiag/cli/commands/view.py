@@ -19,7 +19,7 @@ def view(
 ) -> None:
     """Show a run folder in the dashboard: replayed, or followed live while it is written."""
     from vgdiag.engine.distributed import refuse_under_torchrun
-    from vgdiag.runs.store import read_run
+    from vgdiag.runs.reader import read_run
     from vgdiag.tui.state import view_from_run  # plain data, no Textual
 
     refuse_under_torchrun("the dashboard (vgdiag view)")

@@ -1,0 +1,130 @@
+"""A run folder's files, its name, its safe writes, and who is writing it.
+
+- metrics.jsonl is appended and flushed per record, never rewritten, so a killed run
+  leaves every complete line readable.
+- summary.json is replaced atomically (write a temp file, then rename) at the start,
+  after every epoch and at the end; its `status` says how the run ended. A summary
+  still saying "running" means the process died without a word (kill -9, power),
+  unless the process it names (`writer`) still runs on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vgdiag.errors import UserError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    """runs/<timestamp>-<name>, made unique if two runs start in the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    return free_path(root, f"{stamp}-{safe}")
+
+
+def free_path(folder: Path, stem: str, suffix: str = "",
+              taken: Callable[[Path], bool] = Path.exists) -> Path:
+    """`folder/stem+suffix`, or `stem-2`, `stem-3`... while `taken` says that one is."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while taken(path):
+        n += 1
+        path = folder / f"{stem}-{n}{suffix}"
+    return path
+
+
+def prepare_run_dir(path: Path) -> Path:
+    """Create the run folder (or accept an empty one); UserError when that cannot be."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file: give a folder path for the run")
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"--out {path} already holds files: give a new or empty folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to --out {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def json_default(obj: Any) -> Any:
+    """numpy arrays and scalars as plain JSON; anything else by its str()."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def write_json_atomic(path: Path, obj: Any, *, durable: bool = True,
+                      indent: int | None = 2) -> None:
+    """Replace `path` in one rename, so a reader never sees half a file.
+
+    `durable` also fsyncs, so the content survives a power cut, not only a killed
+    process; the per-epoch summaries skip it (the final one does not).
+    """
+    text = json.dumps(obj, indent=indent, default=json_default) + "\n"
+    write_text_atomic(path, text, durable=durable)
+
+
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+    """Write a whole text file in one rename: never a partial or empty file. A write
+    that fails leaves no temporary file behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+# ----- who is writing ----------------------------------------------------------------
+
+
+def writer_stamp() -> dict[str, Any]:
+    """summary.json's `writer` while a run is in progress: this process, this machine."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def writer_gone(summary: dict[str, Any], alive: Callable[[int], bool] = pid_alive) -> bool | None:
+    """True/False when the summary names a writer on this machine, None when it cannot tell."""
+    writer = summary.get("writer")
+    if not isinstance(writer, dict):
+        return None
+    pid, host = writer.get("pid"), writer.get("host")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 \
+            or host != socket.gethostname():
+        return None
+    return not alive(pid)
