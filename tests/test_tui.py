@@ -129,6 +129,28 @@ def test_state_rate_time_left_and_pause() -> None:
     assert math.isnan(paused.steps_per_second)  # the window restarts after a pause
 
 
+def test_state_reads_the_run_from_the_one_fold_of_its_events() -> None:
+    from vgdiag.engine.summary import RunSummary
+    from vgdiag.engine.trainer import run_training
+
+    experiment, data = tiny(epochs=2)
+    state, summary = RunState(experiment.name, data.num_classes), RunSummary(experiment.name)
+    assert state.view().status == "starting"
+    for event in run_training(experiment, data):
+        state.apply(event)
+        summary.apply(event)
+        view = state.view()
+        assert (view.status, view.steps_done, view.epoch) == (
+            summary.status, summary.steps, summary.epoch)
+    assert view.finished and view.status == "completed"
+    assert [e.epoch for e in view.epochs] == [e.epoch for e in summary.epochs] == [1, 2]
+    assert list(view.findings) == summary.findings
+    assert view.layers == tuple(sorted(summary.layers, key=lambda i: i.depth))
+    assert view.test == summary.test and view.seconds == summary.seconds
+    assert view.last is not None and summary.last is not None
+    assert view.last.step == summary.last.step
+
+
 def test_state_keeps_init_and_latest_histograms() -> None:
     state = RunState("r")
     layer = [LayerInfo("0", "Linear", 0, 4, ("weight",))]
