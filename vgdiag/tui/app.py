@@ -47,15 +47,14 @@ def build_app(
         plugins: the mitigations the fix picker offers; None discovers the installed ones.
     """
     if run is not None:
-        return VgdiagApp(saved=view_from_run(run),
-                         saved_after=[view_from_run(r) for r in compare_with],
+        return VgdiagApp(view_from_run(run), saved_after=[view_from_run(r) for r in compare_with],
                          title=title, plugins=plugins)
     if follow is not None:
-        return VgdiagApp(followed=follow, title=title, plugins=plugins)
+        return VgdiagApp(follow, title=title, plugins=plugins)
     if experiment is None or data is None or store is None:
         raise ValueError("build_app needs experiment, data and store, or run, or follow")
     session = TrainingSession(experiment, data, store, label=BASELINE)
-    return VgdiagApp(session=session, title=title, plugins=plugins)
+    return VgdiagApp(session, title=title, plugins=plugins)
 
 
 def run_dashboard(
