@@ -18,6 +18,7 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.records import Histogram, LayerInfo, LayerStats, StepRecord
 from vgdiag.engine.splits import DataBundle
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.runs.compare import build_specs
 from vgdiag.runs.store import RunStore, read_run
 from vgdiag.tui.app import build_app
 from vgdiag.tui.charts import BrailleCanvas, hbar, log_fraction, rebin
@@ -440,7 +441,7 @@ def test_compare_board_runs_the_variants_and_opens_before_after(tmp_path: Path) 
     opts = RunOptions(epochs=1, depth=3, width=16, data="digits", device="cpu", every=4)
 
     async def main() -> None:
-        app = CompareApp(opts, ["adam", "relu"], {}, tmp_path / "cmp")
+        app = CompareApp(opts, build_specs(["adam", "relu"], {}), tmp_path / "cmp")
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: not app.running, timeout=60)
             table = app.query_one("#board", DataTable)
@@ -465,7 +466,7 @@ def test_compare_board_quit_skips_the_variants_not_started(tmp_path: Path) -> No
     opts = RunOptions(epochs=2, depth=3, width=16, data="digits", device="cpu", every=4)
 
     async def main() -> None:
-        app = CompareApp(opts, ["adam", "relu"], {}, tmp_path / "cmp")
+        app = CompareApp(opts, build_specs(["adam", "relu"], {}), tmp_path / "cmp")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("q")  # while the baseline trains
             assert app.stop_requested
