@@ -18,6 +18,7 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.records import Histogram, LayerInfo, LayerStats, StepRecord
 from vgdiag.engine.splits import DataBundle
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.runs.compare import build_specs
 from vgdiag.runs.reader import read_run
 from vgdiag.runs.store import RunStore
 from vgdiag.tui.app import build_app
@@ -128,6 +129,28 @@ def test_state_rate_time_left_and_pause() -> None:
     paused = state.view()
     assert paused.status == "paused"
     assert math.isnan(paused.steps_per_second)  # the window restarts after a pause
+
+
+def test_state_reads_the_run_from_the_one_fold_of_its_events() -> None:
+    from vgdiag.engine.summary import RunSummary
+    from vgdiag.engine.trainer import run_training
+
+    experiment, data = tiny(epochs=2)
+    state, summary = RunState(experiment.name, data.num_classes), RunSummary(experiment.name)
+    assert state.view().status == "starting"
+    for event in run_training(experiment, data):
+        state.apply(event)
+        summary.apply(event)
+        view = state.view()
+        assert (view.status, view.steps_done, view.epoch) == (
+            summary.status, summary.steps, summary.epoch)
+    assert view.finished and view.status == "completed"
+    assert [e.epoch for e in view.epochs] == [e.epoch for e in summary.epochs] == [1, 2]
+    assert list(view.findings) == summary.findings
+    assert view.layers == tuple(sorted(summary.layers, key=lambda i: i.depth))
+    assert view.test == summary.test and view.seconds == summary.seconds
+    assert view.last is not None and summary.last is not None
+    assert view.last.step == summary.last.step
 
 
 def test_state_keeps_init_and_latest_histograms() -> None:
@@ -419,7 +442,7 @@ def test_compare_board_runs_the_variants_and_opens_before_after(tmp_path: Path) 
     opts = RunOptions(epochs=1, depth=3, width=16, data="digits", device="cpu", every=4)
 
     async def main() -> None:
-        app = CompareApp(opts, ["adam", "relu"], {}, tmp_path / "cmp")
+        app = CompareApp(opts, build_specs(["adam", "relu"], {}), tmp_path / "cmp")
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: not app.running, timeout=60)
             table = app.query_one("#board", DataTable)
@@ -444,7 +467,7 @@ def test_compare_board_quit_skips_the_variants_not_started(tmp_path: Path) -> No
     opts = RunOptions(epochs=2, depth=3, width=16, data="digits", device="cpu", every=4)
 
     async def main() -> None:
-        app = CompareApp(opts, ["adam", "relu"], {}, tmp_path / "cmp")
+        app = CompareApp(opts, build_specs(["adam", "relu"], {}), tmp_path / "cmp")
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("q")  # while the baseline trains
             assert app.stop_requested

@@ -2,8 +2,8 @@
 
 `build_app` makes the app for a run trained here, a folder another process writes,
 or a saved folder; the snapshot tests build it the same way. `run_dashboard` trains
-with it open, `view_folder` follows or replays a folder (`vgdiag view`), and
-`run_compare_board` runs `vgdiag compare` with its board (compare_board.py).
+with it open, `view_folder` follows or replays a folder (`vgdiag view`). The board
+of `vgdiag compare` is compare_board.py.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from typing import Any
 
 from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.splits import DataBundle
-from vgdiag.inputs.recipe import RunOptions
-from vgdiag.runs.compare import VariantOutcome
+from vgdiag.runs.compare import BASELINE
 from vgdiag.runs.reader import RunData
 from vgdiag.runs.store import RunStore
-from vgdiag.tui.dashboard import BASELINE, VgdiagApp
+from vgdiag.tui.dashboard import VgdiagApp
 from vgdiag.tui.following import FollowedRun
 from vgdiag.tui.session import TrainingSession
 from vgdiag.tui.state import view_from_run
@@ -48,15 +47,14 @@ def build_app(
         plugins: the mitigations the fix picker offers; None discovers the installed ones.
     """
     if run is not None:
-        return VgdiagApp(saved=view_from_run(run),
-                         saved_after=[view_from_run(r) for r in compare_with],
+        return VgdiagApp(view_from_run(run), saved_after=[view_from_run(r) for r in compare_with],
                          title=title, plugins=plugins)
     if follow is not None:
-        return VgdiagApp(followed=follow, title=title, plugins=plugins)
+        return VgdiagApp(follow, title=title, plugins=plugins)
     if experiment is None or data is None or store is None:
         raise ValueError("build_app needs experiment, data and store, or run, or follow")
     session = TrainingSession(experiment, data, store, label=BASELINE)
-    return VgdiagApp(session=session, title=title, plugins=plugins)
+    return VgdiagApp(session, title=title, plugins=plugins)
 
 
 def run_dashboard(
@@ -101,25 +99,3 @@ def view_folder(path: Path, run: RunData) -> None:
     else:
         build_app(run=run, title="vgdiag view").run()
 
-
-def run_compare_board(
-    opts: RunOptions,
-    plugins: list[str],
-    plugin_opts: dict[str, dict[str, str]],
-    out_dir: Path,
-    *,
-    jobs: int = 1,
-) -> list[VariantOutcome]:
-    """Run `vgdiag compare` with its board open; returns the outcomes, baseline first.
-
-    The same work as the headless path (vgdiag.compare.compare_variants), shown live:
-    one row per variant, filled in as it finishes; enter opens a finished variant
-    against the baseline. Quitting before the end lets the variants in training
-    finish (their folders stay complete) and skips the rest, so the list may be
-    shorter than asked; it always starts with the baseline when there is one.
-    """
-    from vgdiag.tui.compare_board import CompareApp
-
-    app = CompareApp(opts, plugins, plugin_opts, out_dir, jobs=jobs)
-    app.run()
-    return app.result()

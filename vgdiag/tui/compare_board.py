@@ -30,14 +30,13 @@ from vgdiag.runs.compare import (
     VariantProgress,
     VariantSpec,
     VariantState,
-    build_specs,
     compare_variants,
 )
 from vgdiag.runs.compare_table import variant_row, verdict_text
 from vgdiag.runs.reader import read_run
 from vgdiag.tui.charts import fmt
+from vgdiag.tui.keys import HELP_KEY, quit_keys, show_help
 from vgdiag.tui.screens.compare import CompareScreen
-from vgdiag.tui.screens.help import HelpScreen
 from vgdiag.tui.state import view_from_run
 from vgdiag.tui.widgets.plot import LinePlot, Series
 
@@ -92,19 +91,16 @@ class CompareApp(App[list[VariantOutcome]]):
     CSS_PATH = "vgdiag.tcss"
     TITLE = "vgdiag compare"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit",
-                tooltip="Quit (once: start no new variant; twice: interrupt those training)"),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        *quit_keys("Quit (once: start no new variant; twice: interrupt those training)"),
         Binding("enter", "open", "Before/after",
                 tooltip="The selected variant against the baseline"),
-        Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
+        HELP_KEY,
     ]
 
     def __init__(
         self,
         opts: RunOptions,
-        variants: list[str] | list[VariantSpec],
-        plugin_opts: dict[str, dict[str, str]] | None = None,
+        specs: list[VariantSpec],
         out_dir: Path = Path("runs/compare"),
         *,
         jobs: int = 1,
@@ -113,10 +109,7 @@ class CompareApp(App[list[VariantOutcome]]):
         super().__init__()
         self.title = title
         self.opts = opts
-        if variants and isinstance(variants[0], VariantSpec):
-            self.specs = [v for v in variants if isinstance(v, VariantSpec)]
-        else:
-            self.specs = build_specs([str(v) for v in variants], plugin_opts or {})
+        self.specs = list(specs)
         self.names = [s.name for s in self.specs]
         self.out_dir = Path(out_dir)
         self.jobs = jobs
@@ -299,11 +292,8 @@ class CompareApp(App[list[VariantOutcome]]):
         self.push_screen(CompareScreen(base.name, f"+ {name}", before, after))
 
     def action_help(self) -> None:
-        if isinstance(self.screen, HelpScreen):
-            return
-        shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.key != "ctrl+c"]
-        self.push_screen(HelpScreen(shown, ["Each variant is the baseline's recipe with one "
-                                            "plugin, same split, seeds and data budget."]))
+        show_help(self, ["Each variant is the baseline's recipe with one plugin, same split, "
+                         "seeds and data budget."])
 
 
 def run_board(opts: RunOptions, specs: list[VariantSpec], out_dir: Path, *,

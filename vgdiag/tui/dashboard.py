@@ -9,61 +9,35 @@ training little whatever the step rate.
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
-from textual.containers import Container, VerticalScroll
+from textual.binding import BindingType
 from textual.events import Resize
 from textual.reactive import reactive
-from textual.widgets import DataTable, Footer, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, TabbedContent
 from textual.worker import get_current_worker
 
+from vgdiag.engine.status import FINAL_STATUSES, RunStatus
 from vgdiag.errors import UserError
+from vgdiag.runs.compare import BASELINE
 from vgdiag.tui.exports import screenshot_name, write_report
 from vgdiag.tui.following import FollowedRun
+from vgdiag.tui.keys import DASHBOARD_KEYS, dashboard_notes, show_help
+from vgdiag.tui.layout import LAYER_PANELS, RUN_PANELS, TABS, compose_tabs, size_classes
 from vgdiag.tui.messages import RunEnded, RunUpdated
-from vgdiag.tui.pacing import RedrawPacer
+from vgdiag.tui.pacing import RedrawQueue
 from vgdiag.tui.screens.compare import CompareScreen
 from vgdiag.tui.screens.fix_picker import FixPicker
-from vgdiag.tui.screens.help import HelpScreen
 from vgdiag.tui.session import TrainingSession
 from vgdiag.tui.state import RunView
 from vgdiag.tui.variant import fix_choices, load_plugins, start_variant
-from vgdiag.tui.widgets import (
-    ActivationsPanel,
-    DistributionMaps,
-    FindingsView,
-    GradientBars,
-    GradientHeatmap,
-    LayerHistogramsPanel,
-    LayerTable,
-    RunHeader,
-    TimeGradPlot,
-    TrainingCurves,
-    UpdatesPanel,
-)
+from vgdiag.tui.widgets import FindingsView, LayerTable, RunHeader
 
 TICK_S = 0.25  # how often the pacer is asked whether a redraw is due
-WIDE_WIDTH = 120  # from here panels stand side by side
-TALL_HEIGHT = 40
-# The tabs in key order (1, 2, ...): id, title, what the key's tooltip says.
-TABS: dict[str, tuple[str, str]] = {
-    "gradients": ("Gradients", "Gradient flow: per-layer bars and the map over time"),
-    "layers": ("Layers", "Layer table and the selected layer's histograms"),
-    "distributions": ("Distributions", "The selected layer's weights and log10|grad| over time"),
-    "updates": ("Updates", "Update ÷ weight over time, against the 1e-3 rule of thumb"),
-    "activations": ("Activations",
-                    "Saturated activations per layer; the selected one's mean and std"),
-    "training": ("Training", "Loss and accuracy curves, train and validation"),
-    "findings": ("Findings", "The diagnosis and the fixes it recommends"),
-}
-BASELINE = "baseline"
 
 
 class VgdiagApp(App[str]):
@@ -71,28 +45,7 @@ class VgdiagApp(App[str]):
 
     CSS_PATH = "vgdiag.tcss"
     TITLE = "vgdiag"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit",
-                tooltip="Quit (training stops first and completes its folder)"),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
-        Binding("p,space", "toggle_pause", "Pause", tooltip="Pause or resume training"),
-        Binding("f", "pick_fix", "Fix",
-                tooltip="Train this run again with a mitigation plugin, beside it"),
-        Binding("c", "compare", "Before/after",
-                tooltip="The run and its fixed variant side by side"),
-        Binding("n", "next_variant", "Next variant",
-                tooltip="Before/after with the next of the saved variants"),
-        Binding("s", "save_svg", "SVG",
-                tooltip="Save an SVG screenshot into the run folder"),
-        Binding("r", "export_report", "Report", tooltip="Write report.html into the run folder"),
-        *(Binding(str(key), f"show_tab('{tab}')", title, show=False, tooltip=tip)
-          for key, (tab, (title, tip)) in enumerate(TABS.items(), 1)),
-        Binding("left_square_bracket", "step_layer(-1)", "Previous layer", show=False,
-                tooltip="Select the previous layer (toward the input)"),
-        Binding("right_square_bracket", "step_layer(1)", "Next layer", show=False,
-                tooltip="Select the next layer (toward the output)"),
-        Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = DASHBOARD_KEYS
 
     view: reactive[RunView | None] = reactive(None)
     """The latest snapshot of the main run."""
@@ -103,26 +56,23 @@ class VgdiagApp(App[str]):
 
     def __init__(
         self,
+        main: TrainingSession | FollowedRun | RunView,
         *,
-        session: TrainingSession | None = None,
-        followed: FollowedRun | None = None,
-        saved: RunView | None = None,
         saved_after: Sequence[RunView] = (),
         title: str = "vgdiag",
         plugins: Mapping[str, Any] | None = None,
     ) -> None:
+        """`main` is a run to train here, a folder another process writes, or a saved
+        run; `saved_after` are saved variants shown beside a saved run."""
         super().__init__()
         self.title = title
-        self.session = session
-        self.followed = followed
-        self.saved = saved
+        self.session = main if isinstance(main, TrainingSession) else None
+        self.followed = main if isinstance(main, FollowedRun) else None
+        self.saved = main if isinstance(main, RunView) else None
         self.saved_after = list(saved_after)
         self.variant: TrainingSession | None = None
         self._plugins = plugins
-        self._dirty: set[str] = set()  # runs with news since the last redraw
-        # Per run: set by its worker when it posted RunUpdated, cleared by the redraw.
-        self._unseen: dict[str, threading.Event] = defaultdict(threading.Event)
-        self.pacer = RedrawPacer()
+        self.redraws = RedrawQueue()
         self._quitting = False
         self._compare: CompareScreen | None = None
         self._after_index = 0
@@ -133,31 +83,7 @@ class VgdiagApp(App[str]):
         header = RunHeader(id="header")
         header.caption = self.title
         yield header
-        with TabbedContent(initial="gradients", id="tabs"):
-            with TabPane(TABS["gradients"][0], id="gradients"), Container(id="gradients-body"):
-                with Container(id="flow-row"):
-                    with VerticalScroll(id="bars-scroll"):
-                        yield GradientBars(id="bars")
-                    yield GradientHeatmap(id="heatmap")
-                yield TimeGradPlot(id="time-grad")  # recurrent models only
-                # Shown on a tall terminal: the whole story on one screen.
-                with Container(id="overview-row"):
-                    yield TrainingCurves(id="overview-curves")
-                    with VerticalScroll(id="overview-findings"):
-                        yield FindingsView()
-            with TabPane(TABS["layers"][0], id="layers"), Container(id="layers-body"):
-                yield LayerTable(id="layer-table")
-                yield LayerHistogramsPanel(id="histograms")
-            with TabPane(TABS["distributions"][0], id="distributions"):
-                yield DistributionMaps(id="distribution-maps")
-            with TabPane(TABS["updates"][0], id="updates"):
-                yield UpdatesPanel(id="updates-panel")
-            with TabPane(TABS["activations"][0], id="activations"):
-                yield ActivationsPanel(id="activations-panel")
-            with TabPane(TABS["training"][0], id="training"):
-                yield TrainingCurves(id="curves")
-            with TabPane(TABS["findings"][0], id="findings"), VerticalScroll(id="findings-scroll"):
-                yield FindingsView(id="findings-view")
+        yield from compose_tabs()
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -167,11 +93,11 @@ class VgdiagApp(App[str]):
         self.set_interval(TICK_S, self._redraw)
         if self.session is not None:
             self.view = self.session.state.view()
-            self._unseen[BASELINE].clear()  # created here, in the UI thread
+            self.redraws.add(BASELINE)
             self._train(self.session)
         elif self.followed is not None:
             self.view = self.followed.state.view()
-            self._unseen[BASELINE].clear()
+            self.redraws.add(BASELINE)
             self._follow(self.followed)
         elif self.saved is not None:
             self.view = self.saved
@@ -183,8 +109,8 @@ class VgdiagApp(App[str]):
         self._size_classes(event.size.width, event.size.height)
 
     def _size_classes(self, width: int, height: int) -> None:
-        self.set_class(width >= WIDE_WIDTH, "-wide")
-        self.set_class(height >= TALL_HEIGHT, "-tall")
+        for name, on in size_classes(width, height).items():
+            self.set_class(on, name)
 
     def on_unmount(self) -> None:
         # However the app ends, the workers must finish their folders, not train on.
@@ -203,18 +129,20 @@ class VgdiagApp(App[str]):
 
     # -- the workers -----------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="train")
-    def _train(self, session: TrainingSession) -> str:
-        return self._drive(session.label, session.run, session.stop,
-                           lambda: session.state.view().error)
+    def _train(self, session: TrainingSession, *, owns_store: bool = False) -> None:
+        """Train `session` in a thread worker; `owns_store`: the dashboard opened its
+        store, so it closes it."""
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="variant")
-    def _train_variant(self, session: TrainingSession) -> str:
-        try:
-            return self._drive(session.label, session.run, session.stop,
-                               lambda: session.state.view().error)
-        finally:
-            session.store.close()  # the dashboard opened this store, so it closes it
+        def train() -> str:
+            try:
+                return self._drive(session.label, session.run, session.stop,
+                                   lambda: session.state.view().error)
+            finally:
+                if owns_store:
+                    session.store.close()
+
+        self.run_worker(train, thread=True, exclusive=True, exit_on_error=False,
+                        group="train" if session is self.session else "variant")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="follow")
     def _follow(self, followed: FollowedRun) -> str:
@@ -224,37 +152,32 @@ class VgdiagApp(App[str]):
     def _drive(self, label: str, run: Callable[[Callable[..., None]], str],
                stop: Callable[[], None], error: Callable[[], str | None]) -> str:
         worker = get_current_worker()
-        unseen = self._unseen[label]
+        updated = self.redraws.notifier(label, lambda: self.post_message(RunUpdated(label)))
 
         def notify(*_: object) -> None:
             if worker.is_cancelled:  # the app is closing: finish the folder, then stop
                 stop()
-            # At most one message per redraw: each wakes the UI thread, which then holds
-            # the GIL. The redraw clears the flag before it reads the state, so no change
-            # is left unseen.
-            if not unseen.is_set():
-                unseen.set()
-                self.post_message(RunUpdated(label))
+            updated()
 
         status = run(notify)
         self.post_message(RunEnded(label, status, error()))
         return status
 
     def on_run_updated(self, message: RunUpdated) -> None:
-        self._dirty.add(message.label)
+        self.redraws.mark(message.label)
 
     def on_run_ended(self, message: RunEnded) -> None:
-        self._dirty.add(message.label)
+        self.redraws.mark(message.label)
         self._redraw(force=True)
         if self.followed is not None and message.label == BASELINE:
-            if message.status == "cut off":
+            if message.status == RunStatus.CUT_OFF:
                 self.notify(f"the writer was cut off: {message.error}", severity="warning",
                             timeout=10)
-            elif message.status in ("completed", "interrupted", "failed"):
+            elif message.status in FINAL_STATUSES:
                 self.notify(f"the run ended: {message.status}", timeout=6)
             return
         name = "training" if message.label == BASELINE else f"the {message.label} variant"
-        if message.status == "failed":
+        if message.status == RunStatus.FAILED:
             self.notify(f"{name} failed: {message.error}", severity="error", timeout=10)
         elif not self._quitting:
             self.notify(f"{name} {message.status}", timeout=4)
@@ -263,18 +186,14 @@ class VgdiagApp(App[str]):
 
     def _result(self) -> str:
         if self.session is not None:
-            return self.session.status or "interrupted"
+            return self.session.status or RunStatus.INTERRUPTED
         if self.view is not None:
             return self.view.status
-        return self.saved.status if self.saved else "completed"
+        return self.saved.status if self.saved else RunStatus.COMPLETED
 
     def _redraw(self, force: bool = False) -> None:
         """Take fresh snapshots of the runs that changed, when the pacer allows."""
-        if not self._dirty or not (force or self.pacer.due()):
-            return
-        dirty, self._dirty = self._dirty, set()
-        for label in dirty:
-            self._unseen[label].clear()
+        dirty = self.redraws.take(force)
         main = self.session or self.followed
         if main is not None and BASELINE in dirty:
             self.view = main.state.view()
@@ -289,11 +208,7 @@ class VgdiagApp(App[str]):
         main = self.screen_stack[0]
         if not main.query(LayerTable):  # the app is closing: its screen has gone
             return
-        # Some panels appear twice (a tall terminal shows an overview on the first tab).
-        for widget in main.query("RunHeader, GradientBars, GradientHeatmap, "
-                                 "LayerHistogramsPanel, TrainingCurves, FindingsView, "
-                                 "DistributionMaps, UpdatesPanel, ActivationsPanel, "
-                                 "TimeGradPlot"):
+        for widget in main.query(RUN_PANELS):
             widget.view = view  # type: ignore[attr-defined]
         table = main.query_one(LayerTable)
         if main.query_one(TabbedContent).active == "layers":  # hidden: filled when shown
@@ -310,8 +225,7 @@ class VgdiagApp(App[str]):
 
     def watch_selected_layer(self, layer: str | None) -> None:
         main = self.screen_stack[0]
-        for widget in main.query("GradientBars, LayerHistogramsPanel, DistributionMaps, "
-                                 "UpdatesPanel, ActivationsPanel"):
+        for widget in main.query(LAYER_PANELS):
             widget.selected = layer  # type: ignore[attr-defined]
 
     def action_step_layer(self, step: int) -> None:
@@ -354,7 +268,7 @@ class VgdiagApp(App[str]):
             return
         self._quitting = True
         self.stop_training()
-        self._dirty.update(s.label for s in running)
+        self.redraws.mark(*(s.label for s in running))
         self._redraw(force=True)
         self.notify("stopping: completing the run folder… (q again to leave at once)",
                     timeout=10)
@@ -369,7 +283,7 @@ class VgdiagApp(App[str]):
                 session.pause()
             else:
                 session.resume()
-        self._dirty.update(s.label for s in running)
+        self.redraws.mark(*(s.label for s in running))
         self._redraw(force=True)
 
     def action_show_tab(self, tab: str) -> None:
@@ -377,31 +291,12 @@ class VgdiagApp(App[str]):
             self.query_one(TabbedContent).active = tab
 
     def action_help(self) -> None:
-        if isinstance(self.screen, HelpScreen):
-            return
-        shown = [b for b in self.BINDINGS if isinstance(b, Binding) and b.key != "ctrl+c"
-                 and self.check_action(b.action.partition("(")[0], ()) is not False]
-        notes = ["ctrl+c also quits.",
-                 "In the layer table, arrows or the mouse pick a layer; [ and ] anywhere.",
-                 "Layer columns: grad norm, ÷ out (grad over the output layer's), update "
-                 "(update ÷ weight), Δ init (weight change since init), sat (saturated "
-                 "activations), dead (dead units)."]
-        if self.followed is not None:
-            notes.append("This run is written by another process: pausing and fixes "
-                         "belong to it.")
-        elif self.session is None:
-            notes.append("This is a saved run: pausing and fixes need a live one (vgdiag run).")
-        self.push_screen(HelpScreen(shown, notes))
+        show_help(self, dashboard_notes(followed=self.followed is not None,
+                                        live=self.session is not None))
 
     def run_folder(self) -> Path | None:
         """The main run's folder (live, followed or saved)."""
-        if self.session is not None:
-            return Path(self.session.store.path)
-        if self.followed is not None:
-            return self.followed.path
-        if self.saved is not None and self.saved.path:
-            return Path(self.saved.path)
-        return None
+        return Path(self.view.path) if self.view is not None and self.view.path else None
 
     def action_save_svg(self) -> None:
         folder = self.run_folder()
@@ -459,8 +354,8 @@ class VgdiagApp(App[str]):
                         timeout=8)
             return
         self.variant_view = self.variant.state.view()
-        self._unseen[name].clear()  # created here, in the UI thread
-        self._train_variant(self.variant)
+        self.redraws.add(name)
+        self._train(self.variant, owns_store=True)
         self.refresh_bindings()
         self.action_compare()
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vgdiag.engine.events import Event
+from vgdiag.runs.compare import BASELINE
 from vgdiag.runs.follow import ENDED, FolderFollower, WriterState
 from vgdiag.tui.state import RunState
 
@@ -29,7 +30,7 @@ class FollowedRun:
         self,
         path: Path,
         *,
-        label: str = "baseline",
+        label: str = BASELINE,
         follower: Callable[..., FolderFollower] = FolderFollower,
     ) -> None:
         self.path = Path(path)

@@ -10,6 +10,7 @@ drawing gets cheap again (a smaller terminal, a quieter tab).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -66,3 +67,48 @@ class RedrawPacer:
         self._last = now
         self._cpu_mark = cpu
         return True
+
+
+class RedrawQueue:
+    """Which runs have news since the last redraw, and whether a redraw is due.
+
+    A run's worker says "look again" through `notifier`, which posts at most one
+    message per redraw: each wakes the UI thread, which then holds the GIL. A redraw
+    (`take`) clears the run's flag before it reads the run's state, so no change is
+    left unseen.
+    """
+
+    def __init__(self, pacer: RedrawPacer | None = None) -> None:
+        self.pacer = pacer or RedrawPacer()
+        self._dirty: set[str] = set()
+        self._unseen: dict[str, threading.Event] = {}
+
+    def add(self, label: str) -> None:
+        """Start watching run `label` (from the UI thread, before its worker starts)."""
+        self._unseen[label] = threading.Event()
+
+    def notifier(self, label: str, post: Callable[[], object]) -> Callable[[], None]:
+        """What run `label`'s worker calls after each event: `post` unless one is pending."""
+        unseen = self._unseen.setdefault(label, threading.Event())
+
+        def notify() -> None:
+            if not unseen.is_set():
+                unseen.set()
+                post()
+
+        return notify
+
+    def mark(self, *labels: str) -> None:
+        """Runs with news (their message came, or the UI changed them itself)."""
+        self._dirty.update(labels)
+
+    def take(self, force: bool = False) -> set[str]:
+        """The runs to redraw now: none unless there is news and the pacer allows (or
+        `force`)."""
+        if not self._dirty or not (force or self.pacer.due()):
+            return set()
+        dirty, self._dirty = self._dirty, set()
+        for label in dirty:
+            if label in self._unseen:
+                self._unseen[label].clear()
+        return dirty

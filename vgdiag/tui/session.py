@@ -20,6 +20,7 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.trainer import run_training
 from vgdiag.errors import UserError
+from vgdiag.runs.compare import BASELINE
 from vgdiag.runs.store import RunStore
 from vgdiag.tui.state import RunState
 
@@ -35,11 +36,12 @@ class TrainingSession:
         experiment: the recipe to train.
         data: the data to train it on.
         store: receives every event, from the worker thread, before anyone else.
-        label: how the dashboard names this run ("baseline" or a plugin name).
+        label: how the dashboard names this run (BASELINE or a plugin name).
     """
 
     def __init__(
-        self, experiment: Experiment, data: DataBundle, store: RunStore, *, label: str = "baseline"
+        self, experiment: Experiment, data: DataBundle, store: RunStore, *,
+        label: str = BASELINE
     ) -> None:
         self.experiment = experiment
         self.data = data

@@ -1,5 +1,12 @@
 """What the dashboard knows about one run: fed by events, read as immutable snapshots.
 
+The run's own state (status, verdict, epochs, findings, layers...) is the one fold
+of the event stream, `vgdiag.engine.summary.RunSummary`, the same the store and the
+headless front end keep. This module adds only what the dashboard draws from and
+the run does not know: the sampled steps kept for the charts, the histograms at
+initialisation and now, the steps/s window, pausing, and findings estimated before
+the first epoch ends.
+
 A training worker thread writes (`RunState.apply`), the UI thread reads
 (`RunState.view`); a lock keeps the two apart and every view is a fresh, frozen
 object, so the UI can hold one as long as it likes. No Textual here: this module
@@ -12,24 +19,17 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vgdiag.engine import events as ev
 from vgdiag.engine import gradflow
 from vgdiag.engine.diagnosis import diagnose
-from vgdiag.engine.events import (
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    StageStarted,
-    StepProgress,
-    StepSampled,
-)
 from vgdiag.engine.history import History
 from vgdiag.engine.records import EpochRecord, Finding, Histogram, LayerInfo, StepRecord
+from vgdiag.engine.status import FINAL_STATUSES, RunStatus
+from vgdiag.engine.summary import RunSummary
 from vgdiag.runs.reader import RunData
 
 # A few hundred columns is more than any terminal is wide; older samples are
@@ -39,8 +39,6 @@ THROUGHPUT_WINDOW_S = 5.0  # steps/s over the last few seconds: responsive, not 
 # Findings come with every epoch; before the first one ends (long epochs) they are
 # recomputed from the samples at most this often, off the UI thread.
 LIVE_DIAGNOSIS_INTERVAL_S = 3.0
-
-FINAL_STATUSES = ("completed", "interrupted", "failed", "cut off")
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,14 @@ class RunView:
 
 
 class RunState:
-    """The accumulated state of one run, safe to feed from one thread and read from another."""
+    """One run as the dashboard holds it, safe to feed from one thread and read from another.
+
+    Args:
+        name: the run's name until its RunStarted names it.
+        num_classes: 0 for regression (or unknown until the RunStarted says).
+        clock: paces the live diagnosis (tests pass their own).
+        live_diagnosis: estimate findings before the first epoch ends.
+    """
 
     def __init__(
         self, name: str = "", num_classes: int = 0, *,
@@ -129,89 +134,61 @@ class RunState:
         self._lock = threading.Lock()
         self._clock = clock
         self._live_diagnosis = live_diagnosis  # off for a replay: its findings are known
-        self._name = name
-        self._num_classes = num_classes
-        self._config: dict[str, Any] = {}
-        self._status = "starting"
+        self._run = RunSummary(name=name, num_classes=num_classes)
+        self._started = False  # a RunStarted came: "starting" until then
         self._paused = False
         self._stopping = False
-        self._layers: list[LayerInfo] = []
         self._history = History(MAX_RECORDS)
-        self._epochs: list[EpochRecord] = []
-        self._findings: list[Finding] = []
         self._weight_hists: dict[str, LayerHistograms] = {}
         self._grad_hists: dict[str, LayerHistograms] = {}
-        self._epoch = 0
-        self._total_epochs = 0
-        self._steps_per_epoch = 0
-        self._steps = 0
-        self._seconds = 0.0
-        self._stage = ""
-        self._test: dict[str, float] | None = None
-        self._error: str | None = None
-        self._traceback: str | None = None
+        self._live_findings: list[Finding] = []  # estimated before the first epoch ends
         self._rate_window: deque[tuple[float, int]] = deque()
         self._last_diagnosis = -math.inf
         self._path = ""
         self._following = ""
 
+    @classmethod
+    def saved(cls, run: RunData) -> RunState:
+        """The state of a run folder read back: its fold (`run.state`) and its samples."""
+        state = cls(live_diagnosis=False)
+        state._run = run.state
+        state._started = True
+        state._path = str(run.path)
+        for record in run.records:
+            state._sampled(record)
+        return state
+
     # -- writing (the worker thread) ----------------------------------------------------
 
-    def apply(self, event: Event) -> None:
-        """Fold one event into the state."""
+    def apply(self, event: ev.Event) -> None:
+        """Fold one event into the run, and keep what the charts draw."""
         with self._lock:
-            self._apply(event)
+            run = self._run
+            if run.finished:
+                return
+            run.apply(event)
+            if isinstance(event, ev.RunStarted):
+                self._started = True
+            elif isinstance(event, ev.StepSampled):
+                self._sampled(event.record)
+                self._progress(event.steps_done, event.seconds)
+                if self._live_diagnosis and not run.epochs and self._due_for_diagnosis():
+                    self._live_findings = diagnose(self._history.records(), run.layers, (),
+                                                   self._num_classes())
+            elif isinstance(event, ev.StepProgress):
+                self._progress(event.steps_done, event.seconds)
+            elif isinstance(event, ev.EpochEnded):
+                self._last_diagnosis = self._clock()
 
-    def _apply(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self._config = dict(event.config)
-            data = self._config.get("data", {}) or {}
-            self._num_classes = self._num_classes or int(data.get("num_classes", 0) or 0)
-            self._steps_per_epoch = event.steps_per_epoch
-            self._total_epochs = event.total_epochs
-            self._status = "running"
-            self._epoch = 1
-        elif isinstance(event, StageStarted):
-            self._stage = event.name
-        elif isinstance(event, StepSampled):
-            record = event.record
-            self._history.append(record)
-            self._layers = list(event.layers)
-            self._epoch = max(self._epoch, record.epoch)
-            self._keep_histograms(record)
-            self._progress(event.steps_done, event.seconds)
-            if self._live_diagnosis and not self._epochs and self._due_for_diagnosis():
-                self._findings = diagnose(
-                    self._history.records(), self._layers, (), self._num_classes
-                )
-        elif isinstance(event, StepProgress):
-            self._epoch = max(self._epoch, event.epoch)
-            self._progress(event.steps_done, event.seconds)
-        elif isinstance(event, EpochEnded):
-            self._epochs.append(event.record)
-            self._findings = list(event.findings)
-            self._last_diagnosis = self._clock()
-            self._steps = max(self._steps, event.record.steps)
-            if event.record.epoch < self._total_epochs:
-                self._epoch = event.record.epoch + 1
-        elif isinstance(event, RunFinished):
-            self._status = event.status
-            self._finish(event.layers, event.findings, event.seconds, event.steps_done)
-            self._test = event.test
-        elif isinstance(event, RunFailed):
-            self._status = "failed"
-            self._finish(event.layers, event.findings, event.seconds, event.steps_done)
-            self._error = event.error
-            self._traceback = event.traceback
+    def _sampled(self, record: StepRecord) -> None:
+        self._history.append(record)
+        self._weight_hists = merge_histograms(self._weight_hists, record.weight_hist, record.step)
+        self._grad_hists = merge_histograms(self._grad_hists, record.grad_hist, record.step)
 
-    def _finish(self, layers: list[LayerInfo], findings: list[Finding], seconds: float,
-                steps: int) -> None:
-        self._layers = list(layers) or self._layers
-        self._findings = list(findings)
-        self._seconds = seconds
-        self._steps = steps
-        self._paused = False
-        self._stopping = False
+    def _num_classes(self) -> int:
+        # A followed folder's reader learns it from the config the RunStarted carries.
+        data = self._run.config.get("data", {}) or {}
+        return self._run.num_classes or int(data.get("num_classes", 0) or 0)
 
     def _due_for_diagnosis(self) -> bool:
         now = self._clock()
@@ -221,8 +198,6 @@ class RunState:
         return True
 
     def _progress(self, steps: int, seconds: float) -> None:
-        self._steps = steps
-        self._seconds = seconds
         window = self._rate_window
         if window and window[-1][0] >= seconds:
             # Samples of one instant (a followed folder's backlog, read at once) count
@@ -232,10 +207,6 @@ class RunState:
         window.append((seconds, steps))
         while len(window) > 2 and seconds - window[0][0] > THROUGHPUT_WINDOW_S:
             window.popleft()
-
-    def _keep_histograms(self, record: StepRecord) -> None:
-        self._weight_hists = merge_histograms(self._weight_hists, record.weight_hist, record.step)
-        self._grad_hists = merge_histograms(self._grad_hists, record.grad_hist, record.step)
 
     def set_paused(self, paused: bool) -> None:
         """Mark the run paused (the worker blocks) or running again."""
@@ -247,7 +218,7 @@ class RunState:
     def set_stopping(self) -> None:
         """The user asked to stop: the run finishes its folder, then ends."""
         with self._lock:
-            if self._status not in FINAL_STATUSES:
+            if not self._run.finished:
                 self._stopping = True
 
     def set_path(self, path: str) -> None:
@@ -264,37 +235,38 @@ class RunState:
     def view(self) -> RunView:
         """A frozen snapshot of everything known now."""
         with self._lock:
-            status = self._status
-            if status not in FINAL_STATUSES:
-                if self._stopping:
-                    status = "stopping"
-                elif self._paused:
-                    status = "paused"
-            experiment = self._config.get("experiment", {}) or {}
-            data = self._config.get("data", {}) or {}
+            run = self._run
+            status = run.status
+            if not run.finished:
+                status = (RunStatus.STOPPING if self._stopping else
+                          RunStatus.PAUSED if self._paused else
+                          RunStatus.RUNNING if self._started else RunStatus.STARTING)
+            estimated = self._live_diagnosis and not run.epochs and not run.finished
+            experiment = run.config.get("experiment", {}) or {}
+            data = run.config.get("data", {}) or {}
             return RunView(
-                name=str(experiment.get("name") or self._name),
+                name=str(experiment.get("name") or run.name),
                 model=str(experiment.get("model", "")),
                 dataset=str(data.get("name", "")),
-                device=str(self._config.get("device", "")),
-                status=status,
-                layers=tuple(sorted(self._layers, key=lambda i: i.depth)),
+                device=str(run.config.get("device", "")),
+                status=str(status),
+                layers=tuple(sorted(run.layers, key=lambda i: i.depth)),
                 records=tuple(self._history),
-                epochs=tuple(self._epochs),
-                findings=tuple(self._findings),
+                epochs=tuple(run.epochs),
+                findings=tuple(self._live_findings if estimated else run.findings),
                 weight_hists=self._weight_hists,
                 grad_hists=self._grad_hists,
-                epoch=self._epoch,
-                total_epochs=self._total_epochs,
-                steps_done=self._steps,
-                total_steps=self._steps_per_epoch * self._total_epochs,
-                seconds=self._seconds,
+                epoch=run.epoch,
+                total_epochs=run.total_epochs,
+                steps_done=run.steps,
+                total_steps=run.steps_per_epoch * run.total_epochs,
+                seconds=run.seconds,
                 steps_per_second=self._rate(),
-                stage=self._stage,
-                test=self._test,
-                error=self._error,
-                traceback=self._traceback,
-                num_classes=self._num_classes,
+                stage=run.stage,
+                test=run.test,
+                error=run.error,
+                traceback=run.traceback,
+                num_classes=self._num_classes(),
                 plugins=tuple(experiment.get("plugins", ()) or ()),
                 path=self._path,
                 following=self._following,
@@ -307,56 +279,21 @@ class RunState:
         return (s1 - s0) / (t1 - t0) if t1 > t0 else math.nan
 
 
-def replay_events(run: RunData) -> Iterator[Event]:
-    """A saved run folder as the event stream that wrote it (as far as the folder keeps it)."""
-    config = run.config
+def planned_epochs(config: dict[str, Any]) -> tuple[int, int]:
+    """(steps per epoch, epochs over all stages) as a run's config.json plans them."""
     stages = config.get("stages", []) or []
-    yield RunStarted(config, int(config.get("steps_per_epoch", 0) or 0),
-                     sum(int(s.get("epochs", 0) or 0) for s in stages))
-    layers = sorted(run.layers, key=lambda i: i.depth)
-    epochs = iter(run.epochs)
-    pending = next(epochs, None)
-    stage, stage_index = "", -1
-
-    def epoch_events(epoch: EpochRecord) -> Iterator[Event]:
-        nonlocal stage, stage_index
-        if epoch.stage and epoch.stage != stage:
-            stage, stage_index = epoch.stage, stage_index + 1
-            yield StageStarted(stage_index, stage, 0, [])
-        yield EpochEnded(epoch, [])  # the findings of the end are the ones kept
-
-    for record in run.records:
-        while pending is not None and pending.steps <= record.step:
-            yield from epoch_events(pending)
-            pending = next(epochs, None)
-        yield StepSampled(record, layers, record.step + 1, 0.0)
-    while pending is not None:
-        yield from epoch_events(pending)
-        pending = next(epochs, None)
-    summary = run.summary
-    steps = int(summary.get("steps", 0) or 0) or (
-        run.epochs[-1].steps if run.epochs else (run.records[-1].step + 1 if run.records else 0))
-    seconds = float(summary.get("seconds", 0.0) or 0.0)
-    if run.status == "failed":
-        yield RunFailed(str(summary.get("error") or "training failed"), "", layers,
-                        list(run.findings), seconds, steps)
-    else:
-        yield RunFinished(run.status, layers, summary.get("test"), list(run.findings), seconds,
-                          steps)
+    return (int(config.get("steps_per_epoch", 0) or 0),
+            sum(int(s.get("epochs", 0) or 0) for s in stages if isinstance(s, dict)))
 
 
 def view_from_run(run: RunData) -> RunView:
-    """The snapshot of a saved run folder (what `vgdiag view` shows): its events, folded."""
-    state = RunState(run.name, int(run.summary.get("num_classes", 0) or 0),
-                     live_diagnosis=False)
-    state.set_path(str(run.path))
-    for event in replay_events(run):
-        state.apply(event)
-    view = state.view()
+    """The snapshot of a saved run folder (what `vgdiag view` shows)."""
+    view = RunState.saved(run).view()
+    per_epoch, planned = planned_epochs(run.config)
     last_epoch = run.epochs[-1].epoch if run.epochs else 0
-    return replace(view, name=run.name, epoch=last_epoch,
-                   total_epochs=view.total_epochs or last_epoch,
-                   steps_per_second=math.nan, notes=tuple(run.notes), live=False)
+    return replace(view, name=run.name, epoch=last_epoch, total_epochs=planned or last_epoch,
+                   total_steps=per_epoch * planned, steps_per_second=math.nan,
+                   notes=tuple(run.notes), live=False)
 
 
 # -- derived numbers the panels share -------------------------------------------------------

@@ -6,13 +6,12 @@ import math
 
 import numpy as np
 from rich.text import Text
-from textual.reactive import reactive
 
 from vgdiag.engine.records import Histogram
 from vgdiag.runs.hist_range import floor_share, occupied_range
 from vgdiag.tui.charts import column_chart, fmt, rebin
 from vgdiag.tui.state import LayerHistograms, RunView
-from vgdiag.tui.widgets.chart import Chart
+from vgdiag.tui.widgets.chart import LayerChart
 
 LABEL_WIDTH = 6
 
@@ -32,23 +31,17 @@ def hist_std(hist: Histogram) -> float:
 SIDE_BY_SIDE_WIDTH = 70  # from here the weights and log10|grad| stand side by side
 
 
-class LayerHistogramsPanel(Chart):
+class LayerHistogramsPanel(LayerChart):
     """Two pairs of block charts on shared axes: weights (init vs now) and log10|grad|.
 
     Heights are comparable within a pair: both are fractions of their own total, so
     a distribution that narrowed stands taller.
     """
 
-    view: reactive[RunView | None] = reactive(None)
-    """The run shown."""
-    selected: reactive[str | None] = reactive(None)
-    """The layer whose histograms are drawn."""
+    EMPTY = "select a layer in the table"
 
-    def render(self) -> Text:
-        view, layer = self.view, self.selected
+    def draw(self, view: RunView, layer: str) -> Text:
         muted = self.style_of("chart--muted")
-        if view is None or layer is None:
-            return Text("select a layer in the table", style=muted)
         info = view.layer(layer)
         kind = f" · {info.kind} · {info.num_params:,} params" if info and info.kind else ""
         out = Text(no_wrap=True, overflow="crop")

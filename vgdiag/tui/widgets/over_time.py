@@ -22,7 +22,7 @@ from vgdiag.runs.hist_range import occupied_range
 from vgdiag.runs.report_time import UPDATE_RATIO_GUIDE
 from vgdiag.tui.charts import TextBuilder, bucket, fmt, rebin, shade
 from vgdiag.tui.state import RunView
-from vgdiag.tui.widgets.chart import Chart
+from vgdiag.tui.widgets.chart import LayerChart
 from vgdiag.tui.widgets.layer_maps import (
     LayerMap,
     saturation_health,
@@ -66,19 +66,12 @@ def distribution_map(hists: list[tuple[int, Histogram]], width: int, rows: int,
     return lines, lo, hi, spans
 
 
-class DistributionMaps(Chart):
+class DistributionMaps(LayerChart):
     """The selected layer's weight and log10|grad| histograms over time, time x value."""
 
-    view: reactive[RunView | None] = reactive(None)
-    """The run shown."""
-    selected: reactive[str | None] = reactive(None)
-    """The layer drawn."""
+    EMPTY = "select a layer (the Layers tab, or [ and ])"
 
-    def render(self) -> Text:
-        view, layer = self.view, self.selected
-        muted = self.style_of("chart--muted")
-        if view is None or layer is None:
-            return Text("select a layer (the Layers tab, or [ and ])", style=muted)
+    def draw(self, view: RunView, layer: str) -> Text:
         width = self.size.width or 80
         height = self.size.height or 20
         side = width >= SIDE_BY_SIDE_WIDTH
@@ -148,16 +141,19 @@ class _LayerOverTime(Widget):
     selected: reactive[str | None] = reactive(None)
     """The layer whose lines are drawn."""
 
-    def watch_view(self) -> None:
-        self._show()
-
-    def watch_selected(self) -> None:
-        self._show()
-
     def on_mount(self) -> None:
-        self._show()
+        self.watch(self, "view", self._show, init=False)
+        self.watch(self, "selected", self._show)  # and draws now
 
     def _show(self) -> None:
+        view = self.view
+        if not self.is_mounted or view is None:
+            return
+        self.query_one(LayerMap).view = view
+        self.plot(self.query_one(LinePlot), view, self.selected)
+
+    def plot(self, plot: LinePlot, view: RunView, layer: str | None) -> None:
+        """Draw `layer` of `view` (None: no layer selected yet) into `plot`."""
         raise NotImplementedError
 
 
@@ -169,12 +165,7 @@ class UpdatesPanel(_LayerOverTime):
                        "is healthy)", log=True, colour=update_health, classes="over-time-map")
         yield LinePlot("log10 update ÷ weight", classes="over-time-plot")
 
-    def _show(self) -> None:
-        view, layer = self.view, self.selected
-        if not self.is_mounted or view is None:
-            return
-        self.query_one(LayerMap).view = view
-        plot = self.query_one(LinePlot)
+    def plot(self, plot: LinePlot, view: RunView, layer: str | None) -> None:
         plot.title = f"log10 update ÷ weight, layer {layer}" if layer else plot.title
         if layer is None or not view.records:
             plot.series = ()
@@ -195,12 +186,7 @@ class ActivationsPanel(_LayerOverTime):
                        colour=lambda f: saturation_health(f, limit), classes="over-time-map")
         yield LinePlot("activation", classes="over-time-plot")
 
-    def _show(self) -> None:
-        view, layer = self.view, self.selected
-        if not self.is_mounted or view is None:
-            return
-        self.query_one(LayerMap).view = view
-        plot = self.query_one(LinePlot)
+    def plot(self, plot: LinePlot, view: RunView, layer: str | None) -> None:
         if layer is None:
             plot.series = ()
             return
