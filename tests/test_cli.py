@@ -193,6 +193,10 @@ def test_help_shows_every_default(capsys, monkeypatch):
         assert "[default: 25]" in lines["--every"]  # engine.defaults.DEFAULT_EVERY
         assert "adam 1e-3; sgd 0.01" in lines["--lr"]  # the text survives Rich markup
         assert "sigmoid|tanh|relu|leaky-relu|gelu" in lines["--activation"]
+        if command == "run":
+            from vgdiag.inputs.losses import LOSSES
+
+            assert all(name in lines["--loss"] for name in LOSSES), lines["--loss"]
 
 
 def test_help_fits_80_columns_without_cutting_a_word(capsys, monkeypatch):

@@ -130,3 +130,19 @@ def test_weights_concentrated_uses_fan_in_scale():
     assert ids(diagnose([tiny], layers(3)))["weights_concentrated"] == "warning"
     fine = record(0, grad_norm=[1, 1, 1], weight_norm=[1.6, 1.6, 1.6])
     assert "weights_concentrated" not in ids(diagnose([fine], layers(3)))
+
+
+def test_an_embedding_or_norm_is_not_judged_frozen_against_the_output_layer():
+    # An embedding starts at N(0, 1) and moves only the rows it looks up; a norm's scale
+    # starts at 1: both move little relative to their initial norm whatever the gradient.
+    infos = [LayerInfo("emb", "Embedding", 0, 640, ("weight",), fan_in=1, role="embedding"),
+             LayerInfo("norm", "LayerNorm", 1, 64, ("weight", "bias"), role="norm"),
+             LayerInfo("l2", "Linear", 2, 1056, ("weight", "bias"), fan_in=32),
+             LayerInfo("l3", "Linear", 3, 132, ("weight", "bias"), fan_in=32)]
+    stats = {"emb": 1.5e-4, "norm": 2e-4, "l2": 1.5e-2, "l3": 2.3e-2}
+    rec = StepRecord(step=200, epoch=3, loss=1.0, layers={
+        n: LayerStats(grad_norm=0.1, weight_change=c) for n, c in stats.items()})
+    assert "input_side_frozen" not in ids(diagnose([rec], infos))
+    rec.layers["l2"] = LayerStats(grad_norm=0.1, weight_change=1e-5)  # a plain layer still is
+    found = {f.id: f for f in diagnose([rec], infos)}
+    assert found["input_side_frozen"].layers == ["l2"]

@@ -304,3 +304,17 @@ def test_short_runs_sample_enough_steps_at_the_default_rate():
     assert sampling_every(DEFAULT_EVERY, 500) == 500 // MIN_SAMPLED_STEPS
     assert sampling_every(DEFAULT_EVERY, 100_000) == DEFAULT_EVERY
     assert sampling_every(7, 16) == 7  # the user's own choice is kept
+
+
+def test_a_private_torch_subclass_is_shown_as_the_public_layer_it_extends():
+    from vgdiag.engine.probe_layers import kind_name
+
+    attention = nn.MultiheadAttention(8, 2)  # its out_proj is NonDynamicallyQuantizableLinear
+    assert type(attention.out_proj).__name__ != "Linear"
+    assert kind_name(attention.out_proj) == "Linear"
+    assert kind_name(attention) == "MultiheadAttention"
+
+    class Mine(nn.Linear):
+        pass
+
+    assert kind_name(Mine(2, 2)) == "Mine"  # a user's own class keeps its name

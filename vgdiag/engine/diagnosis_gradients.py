@@ -222,7 +222,11 @@ def input_side_frozen(
 ) -> list[Finding]:
     if records[-1].step == 0:
         return []
-    names = common.reached_names(layers)
+    # An embedding moves only the rows a batch looks up, from an N(0, 1) start, and a
+    # norm layer's scale starts at 1: their change relative to the initial norm is small
+    # by construction, so they are not judged against the output layer.
+    roles = {info.name: info.role for info in layers}
+    names = [n for n in common.reached_names(layers) if roles[n] not in ("embedding", "norm")]
     change = common.values(records[-1], "weight_change", names)
     ok = np.flatnonzero(np.isfinite(change))
     if len(ok) < 2 or change[ok[-1]] <= 0:

@@ -181,6 +181,16 @@ def fan_in(shape: tuple[int, ...], pname: str, in_features: int | None) -> int:
     return math.prod(shape[1:])
 
 
+def kind_name(module: nn.Module) -> str:
+    """The layer's class name as a user knows it: PyTorch's private subclasses (attention's
+    NonDynamicallyQuantizableLinear) are shown as the public torch.nn class they extend."""
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.") and not hasattr(nn, cls.__name__):
+            continue
+        return cls.__name__
+    return type(module).__name__
+
+
 def layer_info(
     name: str,
     module: nn.Module,
@@ -197,7 +207,7 @@ def layer_info(
                   params[0])
     return LayerInfo(
         name=clean_name(name),
-        kind=type(module).__name__,
+        kind=kind_name(module),
         depth=depth,
         num_params=int(sum(math.prod(s) for _, _, s in params)),
         param_names=tuple(pn for pn, _, _ in params),

@@ -84,7 +84,7 @@ class RunOptions:
     data_dir: Path | None = opt(None, "Folder with the MNIST-family IDX files (downloaded "
                                 "there if absent).", default_text="the cache folder")
     synthetic_size: int = opt(6000, "Samples of the synthetic dataset.")
-    loss: str = opt("cross-entropy", "cross-entropy | mse | file.py:fn.")
+    loss: str = opt("cross-entropy", "cross-entropy | mse | l1 | bce-with-logits | file.py:fn.")
     output_key: str | None = opt(None, "For models returning a dict or tuple: the key or "
                                  "index of the prediction.", default_text="the output itself")
     optimizer: Optimizer = opt(Optimizer.sgd, "Optimizer.")
