@@ -146,9 +146,11 @@ class HeadlessSink:
         elif isinstance(event, (RunFinished, RunFailed)):
             self.progress.update(self.task, status=str(self.run.status))
         if isinstance(event, RunFailed):
-            # The error goes to stderr, where a CI log or a user piping the tables
-            # looks for it; Rich's live display prints it above the progress bar.
-            print(f"vgdiag: training failed: {printable(self.run.error)}", file=sys.stderr,
+            # The error goes to stderr, where a CI log or a user piping the tables looks
+            # for it. On a terminal Rich's live display swaps sys.stderr for a proxy onto
+            # its own console (stdout), so the process's real stderr is written.
+            stderr = sys.__stderr__ or sys.stderr
+            print(f"vgdiag: training failed: {printable(self.run.error)}", file=stderr,
                   flush=True)
 
     def print_outcome(self, path: Path) -> None:

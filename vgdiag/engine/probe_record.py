@@ -113,7 +113,7 @@ def assemble(
             continue  # no rank had a gradient for this layer (sharded, frozen)
         hist = Histogram(lo, hi, np.rint(np.nan_to_num(counts)).astype(np.int64))
         name = clean_name(layout.owners[li][0])
-        (record.weight_hist if kind == "weight" else record.grad_hist)[name] = hist
+        record.hists(kind)[name] = hist
     return record
 
 

@@ -95,10 +95,6 @@ class Snapshots:
 
     # ----- what the probe reads -------------------------------------------------
     @property
-    def device(self) -> torch.device:
-        return self._w0_norms[0].device
-
-    @property
     def sampled(self) -> list[bool]:
         """Per parameter: is it estimated from a sample?"""
         return [i is not None for i in self._index]

@@ -74,8 +74,7 @@ class RunOptions:
     weights: Path | None = opt(None, "A state dict to load onto the model (read with "
                                "weights_only=True).", default_text="none")
     trust_pickle: bool = opt(False, "Allow loading a fully pickled model. Unpickling runs "
-                             "arbitrary code from the file: use it only for files you trust.",
-                             flags=("--trust-pickle",), default_text="off")
+                             "arbitrary code from the file: use it only for files you trust.")
     depth: int = opt(7, "Hidden layers of the built-in MLP.")
     width: int = opt(128, "Units per hidden layer of the built-in MLP.")
     activation: Activation = opt(Activation.sigmoid, "Built-in MLP activation.")
@@ -207,7 +206,7 @@ class CompareOptions:
     out: Path | None = opt(None, "Folder for compare.json/md/html and one run folder per "
                            "variant.", default_text="runs/<timestamp>-compare (a new folder)")
     tui: bool = opt(False, "Watch the variants train in the dashboard and open each against "
-                    "the baseline.", flags=("--tui",), default_text="off")
+                    "the baseline.")
     fail_on: FailOn = _fail_on()
     preset: str | None = opt(None, "A named bundle of options and variants: reference (the "
                              "experiment in the docs, REFERENCE_RESULTS.md); options given here "

@@ -219,7 +219,7 @@ def _histograms(d: ReportData) -> str:
         cells = []
         names = [i.name for i in d.layers]
         for name in names[:MAX_HIST_LAYERS]:
-            hists = [(r.weight_hist if kind == "weight" else r.grad_hist).get(name)
+            hists = [r.hists(kind).get(name)
                      for r in pair]
             cells.append(histogram_svg(name, hists, log_axis=kind == "grad"))
         more = len(names) - MAX_HIST_LAYERS

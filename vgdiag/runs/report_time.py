@@ -131,9 +131,9 @@ def over_time_html(run: RunData, layers: list[LayerInfo]) -> str:
     picked = [layers[0], layers[-1]] if len(layers) > 1 else list(layers)
     for info in picked:
         for kind, label in (("weight", "weights"), ("grad", "log10 |grad|")):
-            hists = [(r.step, (r.weight_hist if kind == "weight" else r.grad_hist)[info.name])
+            hists = [(r.step, r.hists(kind)[info.name])
                      for r in run.records
-                     if info.name in (r.weight_hist if kind == "weight" else r.grad_hist)]
+                     if info.name in r.hists(kind)]
             maps.append(hist_over_time_svg(hists, f"{info.name or '<root>'}: {label}",
                                            log_axis=kind == "grad"))
     side = "the input-side and the output layer" if len(picked) > 1 else "the layer"

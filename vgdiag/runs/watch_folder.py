@@ -19,14 +19,14 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.optim import Optimizer
 
 from vgdiag.engine.environment import run_config
 from vgdiag.engine.events import Event
-from vgdiag.engine.watch import Watch
+from vgdiag.engine.watch import ProbeOptions, Watch
 from vgdiag.engine.watch import watch as engine_watch
 from vgdiag.runs.store import RunStore
 
@@ -34,16 +34,11 @@ if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are not evaluate
     from typing_extensions import Unpack
 
 
-class ProbeSettings(TypedDict, total=False):
-    """The engine watch's own keyword arguments, passed through as they are: their
-    defaults and meaning are written once, at `vgdiag.engine.watch.watch`."""
+class ProbeSettings(ProbeOptions, total=False):
+    """The engine watch's own keyword arguments, passed through as they are (their
+    meaning is in ProbeOptions, their defaults in the Probe), plus the classes."""
 
-    every: int
-    hist_every: int
     num_classes: int
-    max_records: int
-    distributed: str
-    snapshot_threshold: int
 
 
 class _FolderSink:

@@ -38,7 +38,7 @@ def layer_hists(view: RunView, layer: str, kind: str) -> list[tuple[int, Histogr
     """(step, histogram) of one layer over the kept records; `kind` is "weight" or "grad"."""
     out = []
     for record in view.records:
-        hists = record.weight_hist if kind == "weight" else record.grad_hist
+        hists = record.hists(kind)
         if layer in hists:
             out.append((record.step, hists[layer]))
     return out
