@@ -223,6 +223,9 @@ class Layerwise(Plugin):
     addresses = ("vanishing_gradient", "input_side_frozen", "loss_stalled")
     rank = 60
     Options = LayerwiseOptions
+    # Batch 1/8 of the experiment's: 8x the optimizer steps over the same samples, on
+    # shallower stage nets; about twice the baseline's time on the reference MLP.
+    relative_cost = 2.0
 
     def _resolve(
         self, experiment: Experiment, options: LayerwiseOptions, depth: int

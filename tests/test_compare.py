@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from vgdiag.cli.app import main
 from vgdiag.errors import ExitCode
 from vgdiag.inputs.recipe import RunOptions
 from vgdiag.runs.compare import VariantState, build_specs, compare_variants
 from vgdiag.runs.compare_table import comparison_rows
+from vgdiag.runs.compare_workers import longest_first
 
 TINY = RunOptions(epochs=2, depth=3, width=16, batch_size=32, every=5)
 
 
+def worker_of(log: Path) -> str:
+    first = log.read_text().splitlines()[0]  # "vgdiag compare worker PID: NAME"
+    return first.split(":")[0].rsplit(" ", 1)[1]
+
+
 def test_parallel_and_sequential_give_the_same_numbers(tmp_path):
-    plugins = ["weight-init", "adam"]
+    plugins = ["weight-init", "adam", "layerwise"]
     seq = compare_variants(TINY, build_specs(plugins), tmp_path / "seq", jobs=1)
     par = compare_variants(TINY, build_specs(plugins), tmp_path / "par", jobs=2)
     assert [o.name for o in seq] == [o.name for o in par] == ["baseline", *plugins]
+    # Two worker processes trained the four variants, each several in turn with the
+    # dataset it loaded once.
+    logs = [tmp_path / "par" / "logs" / f"{name}.log" for name in ["baseline", *plugins]]
+    assert len({worker_of(log) for log in logs}) == 2
     for a, b in zip(seq, par):
         assert a.state is b.state is VariantState.DONE
         assert a.steps == b.steps > 0 and a.samples == b.samples > 0
@@ -29,6 +40,12 @@ def test_parallel_and_sequential_give_the_same_numbers(tmp_path):
         assert [layer["grad_norm_last"] for layer in a.summary["layers"]] == [
             layer["grad_norm_last"] for layer in b.summary["layers"]
         ]
+
+
+def test_the_costliest_variants_start_first_and_equal_costs_keep_their_order():
+    specs = build_specs(["weight-init", "layerwise", "adam"])
+    assert [s.name for s in longest_first(specs)] == [
+        "layerwise", "baseline", "weight-init", "adam"]
 
 
 def test_variants_share_the_baselines_starting_point(tmp_path):

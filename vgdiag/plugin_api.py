@@ -109,6 +109,9 @@ class Plugin:
         Options: a frozen dataclass of typed options made with `option(...)`; text
             from the command line is parsed into it once, by `parse_options`.
         origin: where the plugin came from ("vgdiag 0.1.0 (built-in)"); set by discovery.
+        relative_cost: about how long its variant trains against the baseline's with
+            default options; `compare --jobs N` starts the costliest first, so that no
+            long variant runs alone at the end while the other jobs idle.
     """
 
     name: str = ""
@@ -117,6 +120,7 @@ class Plugin:
     rank: int = THIRD_PARTY_RANK
     Options: type = NoOptions
     origin: str = ""
+    relative_cost: float = 1.0
 
     @property
     def options(self) -> dict[str, str]:

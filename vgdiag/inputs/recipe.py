@@ -33,6 +33,11 @@ def check_model_and_data(opts: RunOptions) -> None:
         )
 
 
+def data_key(opts: RunOptions) -> tuple[Any, ...]:
+    """The options `load_data` reads: runs with equal keys can share one loaded bundle."""
+    return (opts.data, opts.seed, opts.data_dir, opts.synthetic_size)
+
+
 def load_data(opts: RunOptions) -> DataBundle:
     if opts.data in DATASETS:
         return load_dataset(

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from vgdiag.engine.events import EpochEnded, RunFailed, RunFinished, RunStarted
+from vgdiag.engine.splits import DataBundle
 from vgdiag.errors import UserError
-from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+from vgdiag.inputs.recipe import RunOptions, build_experiment, data_key, load_data
 
 BASELINE = "baseline"
 DEFAULT_TARGET_ACC = 0.8  # validation accuracy whose first epoch the table reports
@@ -165,8 +166,13 @@ def run_variant(
     *,
     stop_event: threading.Event | None = None,
     on_progress: ProgressFn | None = None,
+    data_cache: dict[tuple[Any, ...], DataBundle] | None = None,
 ) -> VariantOutcome:
-    """Build the baseline from `opts`, apply the spec's plugin, train, store."""
+    """Build the baseline from `opts`, apply the spec's plugin, train, store.
+
+    `data_cache` keeps loaded datasets between the variants of one process: nothing
+    writes to a bundle's tensors (batches are copies), so variants can share it.
+    """
     from vgdiag.engine.trainer import run_training
     from vgdiag.runs.reader import read_run
     from vgdiag.runs.store import RunStore
@@ -174,7 +180,9 @@ def run_variant(
     t0 = time.perf_counter()
     stop = stop_event or threading.Event()
     opts = spec.run_options(opts)
-    data = load_data(opts)
+    cache = {} if data_cache is None else data_cache
+    key = data_key(opts)
+    data = cache[key] if key in cache else cache.setdefault(key, load_data(opts))
     experiment = build_experiment(opts, data)
     if spec.seed is not None:  # the split stays the options' one: only init and order move
         experiment = experiment.replace(train=dataclasses.replace(experiment.train,
@@ -258,11 +266,12 @@ def compare_variants(
             on_done(outcome)
 
     if jobs == 1:
+        data_cache: dict[tuple[Any, ...], DataBundle] = {}
         for spec in specs:
             if stop.is_set() or no_new.is_set():
                 break
             finished(run_variant(opts, spec, out_dir / spec.name, stop_event=stop,
-                                 on_progress=on_progress))
+                                 on_progress=on_progress, data_cache=data_cache))
     else:
         from vgdiag.runs.compare_workers import run_in_workers
 
