@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine import events as ev
-from vgdiag.engine.devices import set_cpu_threads
+from vgdiag.engine.devices import flush_denormals, set_cpu_threads
 from vgdiag.engine.diagnosis import LiveDiagnosis, diagnose
 from vgdiag.engine.distributed import DataParallel
 from vgdiag.engine.environment import environment
@@ -103,6 +103,7 @@ class _Run:
         model = self.exp.build_model().to(self.device)
         self.model = model
         set_cpu_threads(model, self.device, self.cfg.threads)
+        flush_denormals(self.device)
         stages = self.exp.stage_plan(model) if self.exp.stage_plan else [
             Stage("train", self.cfg.epochs, model)
         ]
