@@ -182,7 +182,9 @@ def run_variant(
     opts = spec.run_options(opts)
     cache = {} if data_cache is None else data_cache
     key = data_key(opts)
-    data = cache[key] if key in cache else cache.setdefault(key, load_data(opts))
+    if key not in cache:
+        cache[key] = load_data(opts)
+    data = cache[key]
     experiment = build_experiment(opts, data)
     if spec.seed is not None:  # the split stays the options' one: only init and order move
         experiment = experiment.replace(train=dataclasses.replace(experiment.train,
