@@ -379,7 +379,7 @@ class Probe:
         vectors: dict[str, list[torch.Tensor]] = {"time": step["time"], "hist": hist_parts}
         n_update = parameter_groups(self, pieces, with_update, scalars, vectors)
         chunks = host_copy(scalars, vectors, device)
-        read_back(self, chunks, pieces["present"], n_update, hist_meta)
+        read_back(self, chunks, pieces, n_update, hist_meta)
         layout.backward_done()
         record = assemble(self, pieces["present"], chunks, step, hist_meta)
         self._samples += 1

@@ -40,8 +40,17 @@ def fits(values: list[torch.Tensor], threshold: int) -> bool:
                     and p.layout == torch.strided and p.numel() <= threshold for p in values))
 
 
+# The rows of FlatStats.rows, one per statistic of a sampled step.
+G_L2, G_L1, W_L2, CHANGE_L2, UPDATE_L2 = range(5)
+
+
 class FlatStats:
     """W0, the weights before an update and a scratch buffer, each one flat buffer.
+
+    A sampled step writes its per-row norms and sums into `rows` (5 x rows), which the
+    probe copies to the host with everything else; the rows are added per parameter
+    there, in float64 (`per_parameter`). Adding them on the device cost more than the
+    reductions themselves: four small kernels per statistic.
 
     Args:
         values: the parameters (plain tensors, one dtype and device; see `fits`).
@@ -59,49 +68,58 @@ class FlatStats:
             owner += [k] * n
             rows += n
         self._rows = rows
-        self._owner = torch.tensor(owner, dtype=torch.long, device=self.device)
+        self._owner = np.asarray(owner, dtype=np.intp)
         with torch.no_grad():
             self._w0 = self._buffer(first)
             self._before = self._buffer(first)
             self._scratch = self._buffer(first)
+            self.rows = torch.zeros(5, rows, dtype=first.dtype, device=first.device)
         self._views = {
             id(buf): [buf[s : s + p.numel()].view(p.shape) for s, p in zip(starts, values)]
             for buf in (self._w0, self._before, self._scratch)
         }
         self._copy(self._w0, values)
-        self.w0_sq = self._sum_rows(self._w0, square=True)  # ||W0||^2 per parameter
+        with torch.no_grad():  # ||W0|| per row: constant, read with the first sample
+            self.w0_rows = torch.linalg.vector_norm(self._grid(self._w0), dim=1)
         self._has_before = False
 
     def _buffer(self, like: torch.Tensor) -> torch.Tensor:
         return torch.zeros(self._rows * ROW, dtype=like.dtype, device=like.device)
+
+    def _grid(self, buf: torch.Tensor) -> torch.Tensor:
+        return buf.view(self._rows, ROW)
 
     def _copy(self, buf: torch.Tensor, values: list[torch.Tensor]) -> None:
         views = self._views[id(buf)]
         with torch.no_grad():
             torch._foreach_copy_(views, values)
 
-    def _sum_rows(self, buf: torch.Tensor, square: bool) -> torch.Tensor:
-        """Per parameter, the sum of squares (or of values) of `buf`, in float64."""
-        grid = buf.view(self._rows, ROW)
-        # float32 within a row (a sum with dtype=float64 would convert the whole buffer)
-        per_row = (torch.linalg.vector_norm(grid, dim=1) if square else grid.sum(dim=1)).double()
-        if square:
-            per_row = per_row.square()
-        out = torch.zeros(self.count, dtype=torch.float64, device=self.device)
-        return out.index_add_(0, self._owner, per_row)
+    def _norms(self, buf: torch.Tensor, row: int) -> None:
+        # float32 within a row of ROW elements: accurate to ~1e-7 (see the module doc)
+        torch.linalg.vector_norm(self._grid(buf), dim=1, out=self.rows[row])
+
+    def per_parameter(self, rows: np.ndarray, squared: bool) -> np.ndarray:
+        """Host side: per-row values (k x rows) -> per-parameter sums (k x count), float64;
+        `squared` for rows of norms (their squares add up)."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, self._rows)
+        if squared:
+            rows = rows * rows
+        return np.stack([np.bincount(self._owner, weights=r, minlength=self.count)
+                         for r in rows])
 
     def extra_bytes(self) -> int:
-        return 3 * self._w0.numel() * self._w0.element_size()
+        return 3 * self._w0.numel() * self._w0.element_size() + (
+            self.rows.numel() + self.w0_rows.numel()) * self.rows.element_size()
 
     # ----- a sampled step -----------------------------------------------------------
-    def grad_sums(self, present: list[int], grads: list[torch.Tensor]) -> torch.Tensor | None:
-        """(sum g^2, sum |g|) per parameter, float64 (2, count); None if a gradient does
-        not fit the buffers (sparse, another dtype or shape): then take the per-tensor path.
-        """
+    def grad_rows(self, present: list[int], grads: list[torch.Tensor]) -> bool:
+        """Write the gradients' row norms and row |g| sums into `rows`; False if a
+        gradient does not fit the buffers (sparse, another dtype or shape): then take
+        the per-tensor path."""
         for k, g in zip(present, grads):
             if g.dtype != self._w0.dtype or tuple(g.shape) != self._shapes[k] or (
                     g.layout != torch.strided or g.device != self.device):
-                return None
+                return False
         views = self._views[id(self._scratch)]
         missing = set(range(self.count)) - set(present)
         with torch.no_grad():
@@ -109,9 +127,9 @@ class FlatStats:
                 torch._foreach_zero_([views[k] for k in missing])
             if present:
                 torch._foreach_copy_([views[k] for k in present], grads)
-            sq = self._sum_rows(self._scratch, square=True)
-            l1 = self._sum_rows(self._scratch.abs_(), square=False)
-        return torch.stack([sq, l1])
+            self._norms(self._scratch, G_L2)
+            torch.sum(self._grid(self._scratch.abs_()), dim=1, out=self.rows[G_L1])
+        return True
 
     def keep_before(self, values: list[torch.Tensor]) -> None:
         self._copy(self._before, values)
@@ -120,28 +138,31 @@ class FlatStats:
     def drop_before(self) -> None:
         self._has_before = False
 
-    def weight_sums(self, values: list[torch.Tensor], with_update: bool) -> torch.Tensor:
-        """(||W||^2, ||W - W0||^2, ||dW||^2) per parameter, float64 (3, count); the last
-        row is NaN without a copy from before the update."""
+    def weight_rows(self, values: list[torch.Tensor], with_update: bool) -> bool:
+        """Write the row norms of W, W - W0 and (with an update) W - W_before into
+        `rows`; True if the update's row was written."""
+        update = with_update and self._has_before
         with torch.no_grad():
             self._copy(self._scratch, values)
-            w_sq = self._sum_rows(self._scratch, square=True)
-            if with_update and self._has_before:
-                update = self._sum_rows(self._before.sub_(self._scratch), square=True)
-            else:
-                update = torch.full_like(w_sq, float("nan"))
+            self._norms(self._scratch, W_L2)
+            if update:
+                self._norms(self._before.sub_(self._scratch), UPDATE_L2)
             self._has_before = False
-            change = self._sum_rows(self._scratch.sub_(self._w0), square=True)
-        return torch.stack([w_sq, change, update])
+            self._norms(self._scratch.sub_(self._w0), CHANGE_L2)
+        return update
 
 
-def unpack(chunks: dict[str, np.ndarray], present: list[int], count: int) -> None:
-    """Turn the host copies of `grad_sums` / `weight_sums` into the probe's per-parameter
-    norms, in place: l2 and l1 of the parameters with a gradient, wn, ch, up of all."""
-    if "flat_grads" in chunks:
-        g = chunks.pop("flat_grads").reshape(2, count)
-        chunks["l2"] = np.sqrt(g[0, present])
-        chunks["l1"] = g[1, present]
-    w = np.sqrt(chunks.pop("flat_weights").reshape(3, count))
-    chunks["wn"], chunks["ch"] = w[0], w[1]
-    chunks["up"] = w[2] if not np.isnan(w[2]).all() else w[2][:0]
+def unpack(chunks: dict[str, np.ndarray], present: list[int], flat: FlatStats,
+           grads_fit: bool, with_update: bool) -> None:
+    """Turn the host copy of `FlatStats.rows` (and, once, of `w0_rows`) into the probe's
+    per-parameter norms, in place: l2 and l1 of the parameters with a gradient, wn, ch,
+    up of all (up empty without an update), w0n on the first sample."""
+    rows = chunks.pop("flat").reshape(5, -1)
+    norms = np.sqrt(flat.per_parameter(rows[[G_L2, W_L2, CHANGE_L2, UPDATE_L2]], squared=True))
+    if grads_fit:
+        chunks["l2"] = norms[0, present]
+        chunks["l1"] = flat.per_parameter(rows[G_L1], squared=False)[0, present]
+    chunks["wn"], chunks["ch"] = norms[1], norms[2]
+    chunks["up"] = norms[3] if with_update else norms[3][:0]
+    if "w0_rows" in chunks:
+        chunks["w0n"] = np.sqrt(flat.per_parameter(chunks.pop("w0_rows"), squared=True)[0])

@@ -39,15 +39,15 @@ def gradient_pieces(flat: FlatStats | None, present: list[int], grads: list[torc
                     keep: bool) -> dict[str, Any]:
     """The gradients' statistics (on the device) for the parameters in `present`.
 
-    From the flat buffers where the gradients fit them ("sums"), else per tensor ("l2",
-    "l1"); the gradients themselves are kept when `keep` (histogram steps).
+    Into the flat buffers' rows where the gradients fit them ("flat"), else per tensor
+    ("l2", "l1"); the gradients themselves are kept when `keep` (histogram steps).
     """
-    sums = flat.grad_sums(present, grads) if flat is not None else None
+    fit = flat.grad_rows(present, grads) if flat is not None else False
     return {
         "present": present,
-        "sums": sums,
-        "l2": foreach_norm(grads, 2.0) if sums is None else [],
-        "l1": l1_norms(grads) if sums is None else [],
+        "flat": fit,
+        "l2": foreach_norm(grads, 2.0) if not fit else [],
+        "l1": l1_norms(grads) if not fit else [],
         "grads": grads if keep else None,
     }
 
@@ -57,7 +57,7 @@ def parameter_groups(probe: Probe, pieces: dict[str, Any], with_update: bool,
                      vectors: dict[str, list[torch.Tensor]]) -> int:
     """Add the step's parameter statistics to what is copied; returns the update count.
 
-    Flat buffers (probe_flat) give per-parameter sums in two vectors; otherwise one
+    Flat buffers (probe_flat) give per-row norms in one vector; otherwise one
     0-d tensor per parameter and statistic, or under sharding one vector of squares
     already added across ranks (probe_distributed).
     """
@@ -66,12 +66,11 @@ def parameter_groups(probe: Probe, pieces: dict[str, Any], with_update: bool,
     flat = probe._flat
     if flat is not None:
         scalars.update(l2=pieces["l2"], l1=pieces["l1"])  # empty unless a gradient did not fit
-        if pieces["sums"] is not None:
-            vectors["flat_grads"] = [pieces["sums"]]
-        vectors["flat_weights"] = [flat.weight_sums(params, with_update)]
+        updated = flat.weight_rows(params, with_update)
+        vectors["flat"] = [flat.rows]
         if first:
-            vectors["w0n"] = [flat.w0_sq.sqrt()]
-        return flat.count if with_update else 0
+            vectors["w0_rows"] = [flat.w0_rows]
+        return flat.count if updated else 0
     copies = probe._copies
     w_norm = foreach_norm(params)
     change = copies.change_norms(params)
@@ -88,11 +87,11 @@ def parameter_groups(probe: Probe, pieces: dict[str, Any], with_update: bool,
     return len(update)
 
 
-def read_back(probe: Probe, chunks: dict[str, np.ndarray], present: list[int], n_update: int,
-              hist_meta: list[tuple[str, int, float, float]]) -> None:
+def read_back(probe: Probe, chunks: dict[str, np.ndarray], pieces: dict[str, Any],
+              n_update: int, hist_meta: list[tuple[str, int, float, float]]) -> None:
     """Turn the host copy into per-parameter norms under the keys assemble() reads."""
     if probe._flat is not None:
-        unpack(chunks, present, probe._flat.count)
+        unpack(chunks, pieces["present"], probe._flat, pieces["flat"], n_update > 0)
     if probe._sharded:
         chunks.update(probe._split_reduced(chunks.pop("reduced"), n_update, hist_meta))
     elif probe._w0_norm is None:
