@@ -160,6 +160,8 @@ class _Job:
     spec: VariantSpec | None = None
     began: bool = False  # it said "started" for `spec`
     since: float = 0.0
+    released: bool = False  # sent None: it ends instead of taking work
+    signalled: bool = False  # sent SIGTERM after a stop
 
 
 def longest_first(specs: list[VariantSpec]) -> list[VariantSpec]:
@@ -188,8 +190,6 @@ def run_in_workers(
     threads = opts.threads or max(1, (os.cpu_count() or 1) // min(jobs, len(specs)))
     waiting = longest_first(specs)
     pool: list[_Job] = []
-    released: set[int] = set()  # workers sent None: they end instead of taking work
-    signalled: set[int] = set()  # workers sent SIGTERM after a stop
 
     def start_job() -> None:
         inbox = ctx.SimpleQueue()
@@ -217,15 +217,15 @@ def run_in_workers(
     while True:
         starting = not (stop.is_set() or no_new.is_set())
         for job in pool:
-            if job.spec is not None or job.process.pid in released:
+            if job.spec is not None or job.released:
                 continue
             if waiting and starting:
                 job.spec, job.since = waiting.pop(0), time.perf_counter()
                 job.inbox.put((job.spec, out_dir / job.spec.name))
             else:
-                released.add(job.process.pid)
+                job.released = True
                 job.inbox.put(None)  # nothing left for it: let it end
-        active = [j for j in pool if j.process.pid not in released]
+        active = [j for j in pool if not j.released]
         busy = sum(job.spec is not None for job in active)
         while starting and waiting and len(active) < min(jobs, busy + len(waiting)):
             start_job()  # the first jobs, or one in place of a worker that died
@@ -234,8 +234,8 @@ def run_in_workers(
             break  # done, or stopped with variants still waiting: they are skipped
         if stop.is_set():
             for job in pool:
-                if job.spec is not None and job.process.pid not in signalled:
-                    signalled.add(job.process.pid)
+                if job.spec is not None and not job.signalled:
+                    job.signalled = True
                     with contextlib.suppress(OSError):
                         os.kill(job.process.pid, signal.SIGTERM)
         _drain(results, on_message, POLL_S)
@@ -249,7 +249,7 @@ def run_in_workers(
                 waiting.insert(0, job.spec)
                 continue
             run_dir = out_dir / job.spec.name
-            if stop.is_set() and job.process.pid in signalled:
+            if stop.is_set() and job.signalled:
                 state, reason = VariantState.INTERRUPTED, "stopped before it reported"
             else:
                 state, reason = VariantState.FAILED, _death(job.process.exitcode)
