@@ -43,9 +43,9 @@ def test_parallel_and_sequential_give_the_same_numbers(tmp_path):
 
 
 def test_the_costliest_variants_start_first_and_equal_costs_keep_their_order():
-    specs = build_specs(["weight-init", "layerwise", "adam"])
+    specs = build_specs(["weight-init", "layerwise", "skip", "adam"])
     assert [s.name for s in longest_first(specs)] == [
-        "layerwise", "baseline", "weight-init", "adam"]
+        "layerwise", "adam", "baseline", "weight-init", "skip"]
 
 
 def test_variants_share_the_baselines_starting_point(tmp_path):
