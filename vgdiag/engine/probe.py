@@ -9,8 +9,8 @@ once. Nothing here changes an output or a gradient: hooks only read, and a failu
 inside the probe is reported as a warning and never reaches the user's training.
 
 Where things live: probe_layers (what a layer is, depth from the backward graph),
-probe_layout (the hooks of a sampled step), probe_kernels (norms, activation
-statistics, histograms), probe_flat (every parameter statistic from flat buffers)
+probe_layout (the hooks of a sampled step), probe_activations (activation statistics),
+probe_kernels (norms, histograms), probe_flat (every parameter statistic from flat buffers)
 or snapshots (W0 and pre-update copies, sampled for large parameters),
 probe_distributed (sharded parameters across ranks), probe_pack (the one host copy),
 probe_record (the host-side StepRecord).
@@ -31,6 +31,7 @@ from torch.utils.hooks import RemovableHandle
 
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.history import History
+from vgdiag.engine.probe_activations import SATURATION_EPS  # re-exported
 from vgdiag.engine.probe_distributed import (
     DISTRIBUTED_MODES,
     is_dtensor,
@@ -44,7 +45,6 @@ from vgdiag.engine.probe_flat import FlatStats, fits
 from vgdiag.engine.probe_kernels import (  # re-exported
     GRAD_LOG_RANGE,
     HIST_BINS,
-    SATURATION_EPS,
     dense_grad,
 )
 from vgdiag.engine.probe_layers import compiled_fullgraph, find_layers, has_lazy_parameters, unwrap

@@ -1,4 +1,4 @@
-"""The probe's device kernels: norms, activation statistics, histograms.
+"""The probe's device kernels: norms and histograms (activations: probe_activations).
 
 Everything here returns device tensors (0-d or 1-d) and never reads one back to
 the host: the probe stacks them and copies the lot once per sampled step.
@@ -11,13 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch import nn
 
-from vgdiag.engine.probe_layers import DEAD_BELOW_ZERO, SATURATING_01, SATURATING_11
-
-# Outputs within this distance of a bound count as saturated: sigmoid < 0.01 means a
-# pre-activation below -4.6, where the derivative is under 0.01 (a 25x loss vs. 0).
-SATURATION_EPS = 1e-2
 HIST_BINS = 40
 # log10|grad| histograms use fixed edges so histograms of different steps compare;
 # values outside are clamped into the end bins.
@@ -107,58 +101,6 @@ def first_tensor(output: Any) -> torch.Tensor | None:
             if isinstance(item, torch.Tensor) and item.is_floating_point():
                 return item
     return None
-
-
-def activation_kind(module: nn.Module) -> tuple[int, bool]:
-    """(1: saturates in (0, 1), 2: in (-1, 1), 0: neither; zero gradient at <= 0)."""
-    dead = isinstance(module, DEAD_BELOW_ZERO)
-    if dead:  # ReLU6 is a Hardtanh subclass, but its bounds are 0 and 6
-        return 0, True
-    kind = (1 if isinstance(module, SATURATING_01) else
-            2 if isinstance(module, SATURATING_11) else 0)
-    return kind, False
-
-
-def activation_stats(
-    out: torch.Tensor, kind: int, relu: bool, channel_dim: int = -1
-) -> tuple[int, int, float, list[torch.Tensor]]:
-    """Device scalars of an activation's output: (numel, units, shift, [mean, dist, ...]).
-
-    The mean is of x - shift and dist is ||x - mean||. `units` is -1 when a saturated
-    count follows (sigmoid/tanh family), the number of units when a dead-unit count
-    follows (ReLU family), 0 when neither does. A unit is a feature (the last axis) or,
-    after a convolution, a channel (axis 1): a channel whose every position is <= 0
-    for every sample is dead. Only vectorised float kernels are used (boolean tensors
-    cost several times more on the CPU), and as few passes as the numbers allow.
-    """
-    x = out.float() if out.dtype in LOW_PRECISION or not out.is_floating_point() else out
-    shift = 0.5 if kind == 1 else 0.0
-    if shift:
-        # Centred on the middle of (0, 1): the std is shift-invariant, and the
-        # centred copy serves the saturation count too.
-        x = x - shift
-    mean = x.mean()
-    # Two passes (mean, then the distance to it) keep the std exact for saturated
-    # layers, where it is tiny next to the mean.
-    tensors = [mean, torch.dist(x, mean)]
-    units = 0
-    if kind:
-        # Saturated: |x - centre| > half-width - eps. Clamping that margin to
-        # [0, TINY] maps saturated outputs to exactly TINY and the rest to 0, so the
-        # sum is the count times TINY (comparisons, which make boolean tensors, and
-        # heaviside are several times slower on the CPU).
-        beyond = x.abs_() if kind == 1 else x.abs()
-        beyond.sub_((0.5 if kind == 1 else 1.0) - SATURATION_EPS).clamp_(0.0, TINY)
-        tensors.append(beyond.sum())
-        units = -1
-    elif relu and x.dim() >= 2 and x.shape[0] > 0:
-        if channel_dim == 1 and x.dim() >= 3:
-            per_unit = x.transpose(0, 1).flatten(1).amax(dim=1)
-        else:
-            per_unit = x.reshape(-1, x.shape[-1]).amax(dim=0)
-        tensors.append(per_unit.le(0).sum())
-        units = int(per_unit.numel())
-    return int(x.numel()), units, shift, tensors
 
 
 def time_norms(grad: torch.Tensor, time_dim: int) -> torch.Tensor:

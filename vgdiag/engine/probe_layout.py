@@ -18,13 +18,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from vgdiag.engine.probe_kernels import (
-    LOW_PRECISION,
-    activation_kind,
-    activation_stats,
-    first_tensor,
-    time_norms,
-)
+from vgdiag.engine.probe_activations import Scratch, activation_kind, activation_stats
+from vgdiag.engine.probe_kernels import LOW_PRECISION, first_tensor, time_norms
 from vgdiag.engine.probe_layers import (
     ACTIVATION_TYPES,
     Owners,
@@ -85,7 +80,8 @@ class LayerLayout:
     # ----- per step ------------------------------------------------------------
     def new_step(self) -> None:
         self.grad_out: dict[int, list[torch.Tensor]] = {}
-        self.act: dict[int, tuple[int, int, float, list[torch.Tensor]]] = {}
+        self.act: dict[int, tuple[int, int, list[torch.Tensor]]] = {}
+        self.scratch = Scratch()  # the activation statistics' reused temporaries
         self.time: dict[str, list[torch.Tensor]] = {}
         self.last_layer: int | None = None
         self.ran: set[int] = set()  # layers whose forward ran in this step's training pass
@@ -150,7 +146,7 @@ class LayerLayout:
         return {
             "gout": [g for i in gout_idx for g in self.grad_out[i]],
             "gout_idx": [(i, len(self.grad_out[i])) for i in gout_idx],
-            "act": [t for i in act_idx for t in self.act[i][3]],
+            "act": [t for i in act_idx for t in self.act[i][2]],
             "act_idx": [(i, self.act[i]) for i in act_idx],
             "time": times,
             "time_idx": [(n, int(t.numel())) for n, t in zip(time_names, times)],
@@ -209,7 +205,7 @@ class LayerLayout:
                 self.activation_of[li] = name
                 self._infos = None
             cdim = 1 if channel_first(self.owners[li][1]) else -1
-            self.act[li] = activation_stats(out.detach(), kind, dead, cdim)
+            self.act[li] = activation_stats(out.detach(), kind, dead, cdim, self.scratch)
 
         return hook
 

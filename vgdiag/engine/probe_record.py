@@ -64,14 +64,14 @@ def assemble(
         offset += count
     act_of: dict[int, tuple[float, float, float, float]] = {}
     offset = 0
-    for i, (n, units, shift, parts) in step["act_idx"]:
+    for i, (n, units, parts) in step["act_idx"]:
         v = act[offset : offset + len(parts)]
         offset += len(parts)
         saturated = nan
         if units < 0:  # a count times TINY; NaN inputs make it NaN (non_finite reports it)
             saturated = round(v[2] / TINY) / n if math.isfinite(v[2]) else nan
         act_of[i] = (
-            v[0] + shift,
+            v[0],
             v[1] / math.sqrt(n - 1) if n > 1 else nan,
             saturated,
             v[2] / units if units > 0 else nan,
