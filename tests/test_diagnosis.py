@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
+from torch import nn
 
 from vgdiag.engine.diagnosis import Thresholds, diagnose, gradient_profile, verdict
 from vgdiag.engine.events import RunFinished
+from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, LayerInfo, LayerStats, StepRecord
 from vgdiag.engine.trainer import run_training
 from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
@@ -130,6 +133,45 @@ def test_weights_concentrated_uses_fan_in_scale():
     assert ids(diagnose([tiny], layers(3)))["weights_concentrated"] == "warning"
     fine = record(0, grad_norm=[1, 1, 1], weight_norm=[1.6, 1.6, 1.6])
     assert "weights_concentrated" not in ids(diagnose([fine], layers(3)))
+
+
+def test_non_finite_weights_say_nothing_of_their_scale():
+    broken = record(0, grad_norm=[1, 1, 1], weight_norm=[math.nan, math.nan, math.nan])
+    assert "weights_concentrated" not in ids(diagnose([broken], layers(3)))
+
+
+def test_a_learned_scale_after_the_head_is_not_the_output_layer():
+    # A temperature applied after the head: its one number's gradient is not the
+    # output layer's, and ratios against it called a shrinking gradient exploding.
+    torch.manual_seed(0)
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+            self.head = nn.Linear(64, 10)
+            nn.init.normal_(self.head.weight, std=1e-3)
+            self.logit_scale = nn.Parameter(torch.tensor(10.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(x)) * self.logit_scale
+
+    model = Scaled()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Probe(model, opt, every=1) as probe:
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(torch.randn(32, 64)),
+                                        torch.randint(0, 10, (32,))).backward()
+            opt.step()
+        infos, records = probe.layers, list(probe.history.records())
+    profile = gradient_profile(records[-1], infos)
+    assert profile["output"] == "head"
+    g = {n: records[-1].layers[n].grad_norm for n in ("body.0", "head")}
+    assert profile["ratio"] == pytest.approx(g["body.0"] / g["head"], rel=1e-9)
+    assert profile["ratio"] < 1  # the head's gradient is the larger here
+    found = ids(diagnose(records, infos))
+    assert "exploding_gradient" not in found, found
 
 
 def test_an_embedding_or_norm_is_not_judged_frozen_against_the_output_layer():

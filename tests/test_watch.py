@@ -334,3 +334,19 @@ def test_sigterm_marks_the_folder_interrupted_and_still_ends_the_process(
     if mode == "sigterm-two":
         other = read_run(tmp_path / "run-b")
         assert other.status == "interrupted" and len(other.records) > 6
+
+
+def test_a_loop_stepping_another_optimizer_is_not_measured_and_fails_the_gate(
+        tmp_path: Path) -> None:
+    # The probe follows the optimizer it was given; a loop stepping a different one
+    # is never sampled: that must not read as healthy, nor pass a CI gate.
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    other = torch.optim.SGD(model.parameters(), lr=0.05)
+    with vgdiag.watch(model, other, out=tmp_path / "run", every=3, num_classes=10) as w:
+        train(w, model, opt, epochs=2)
+    run = read_run(tmp_path / "run")
+    assert run.summary["verdict"] == "not measured"
+    assert [f.id for f in run.findings][:1] == ["not_measured"]
+    gate = cli("report", str(tmp_path / "run"), "--format", "json", "--fail-on", "error")
+    assert gate.returncode == 1, gate.stderr

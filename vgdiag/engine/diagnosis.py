@@ -49,6 +49,8 @@ def diagnose(
         findings += per_layer.weights_shrinking(records, layers, t)
         findings += per_layer.weights_concentrated(records, layers, t)
         findings += per_layer.unit_fractions(records, layers, t)
+    else:
+        findings.append(not_measured(epochs))
     findings += grads.unused_layers(layers)
     findings += per_layer.stalled_loss(records, epochs, num_classes, t)
     findings.sort(key=lambda f: -severity_rank(f.severity))
@@ -57,8 +59,25 @@ def diagnose(
     return recommend(findings)
 
 
+NOT_MEASURED = "not_measured"
+
+
+def not_measured(epochs: Sequence[EpochRecord]) -> Finding:
+    """No sampled step at all: nothing can be said about the gradients, and a CI gate
+    must not read that as healthy (an error, so every --fail-on level fails it)."""
+    steps = epochs[-1].steps if epochs else 0
+    return Finding(
+        NOT_MEASURED, "error", [], {"sampled_steps": 0, "epochs": len(epochs), "steps": steps},
+        "No training step was measured: the run ended before its first sampled step, or "
+        "the probe never saw an optimizer step (vgdiag.watch needs the optimizer whose "
+        "step() the loop calls, or w.step() after each backward without one)")
+
+
 def verdict(findings: Sequence[Finding]) -> str:
-    """'healthy', or 'unhealthy: ' and the ids of the warnings and errors."""
+    """'healthy', 'not measured' (no sampled step), or 'unhealthy: ' and the ids of the
+    warnings and errors."""
+    if any(f.id == NOT_MEASURED for f in findings):
+        return "not measured"
     bad = [f.id for f in findings if severity_rank(f.severity) >= 1]
     return "unhealthy: " + ", ".join(dict.fromkeys(bad)) if bad else "healthy"
 

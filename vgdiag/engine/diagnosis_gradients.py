@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vgdiag.engine import diagnosis_common as common
-from vgdiag.engine.gradflow import first_last_ratio, gradient_profile, slope
+from vgdiag.engine.gradflow import first_last_ratio, gradient_profile, has_matrix, slope
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
 
@@ -38,10 +38,12 @@ def gradient_ratio(
         **common.rests_on(window),
     }
     finite = g_now[np.isfinite(g_now) & (g_now > 0)]
+    output = profiles[-1]["output"]
     if ratio < t.vanishing_warning and len(finite):
         severity = "error" if ratio < t.vanishing_error else "warning"
-        last = finite[-1]
-        starving = [n for n, v in zip(names, g_now) if v < last * t.vanishing_warning]
+        last = g_now[names.index(output)] if output in names else finite[-1]
+        upto = names.index(output) if output in names else len(names)
+        starving = [n for n, v in zip(names[:upto], g_now) if v < last * t.vanishing_warning]
         per_layer = f", shrinking about {10 ** max(slope, 0):.1f}x per layer" \
             if math.isfinite(slope) else ""
         return [
@@ -51,8 +53,9 @@ def gradient_ratio(
                 starving,
                 evidence,
                 f"The gradient vanishes toward the input: the first layer gets {common.fmt(ratio)} "
-                f"of the output layer's gradient norm{per_layer}; {len(starving)} layer(s) "
-                f"barely learn ({', '.join(starving[:3])}{', ...' if len(starving) > 3 else ''}).",
+                f"of the output layer's gradient norm{per_layer}"
+                + (f"; {len(starving)} layer(s) barely learn ({', '.join(starving[:3])}"
+                   f"{', ...' if len(starving) > 3 else ''})." if starving else "."),
                 ALL_FIXES,
             )
         ]
@@ -225,8 +228,12 @@ def input_side_frozen(
     # An embedding moves only the rows a batch looks up, from an N(0, 1) start, and a
     # norm layer's scale starts at 1: their change relative to the initial norm is small
     # by construction, so they are not judged against the output layer.
+    # Nor is a lone scale or temperature (no weight matrix), where matrices exist.
     roles = {info.name: info.role for info in layers}
     names = [n for n in common.reached_names(layers) if roles[n] not in ("embedding", "norm")]
+    matrix = {info.name for info in layers if has_matrix(info)}
+    if any(n in matrix for n in names):
+        names = [n for n in names if n in matrix]
     change = common.values(records[-1], "weight_change", names)
     ok = np.flatnonzero(np.isfinite(change))
     if len(ok) < 2 or change[ok[-1]] <= 0:

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from vgdiag.engine import diagnosis_common as common
+from vgdiag.engine.gradflow import output_layer
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
 
@@ -105,8 +106,7 @@ def weights_concentrated(
     # output a normalisation layer rescales later does not set the signal's scale,
     # and a recurrent layer's scale acts through time (vanishing_through_time): only
     # chains of plain layers, up to (not including) the output layer, are judged.
-    reached = common.reached_names(layers)
-    output = reached[-1] if reached else None
+    output = output_layer(records[-1], layers)
     scaled: dict[str, float] = {}
     for info in sorted(layers, key=lambda i: i.depth):
         s = records[-1].layers.get(info.name)
@@ -115,7 +115,8 @@ def weights_concentrated(
                 or not info.used):
             continue
         rms = s.weight_norm / math.sqrt(info.num_params)
-        scaled[info.name] = rms * math.sqrt(info.fan_in)
+        if math.isfinite(rms):  # NaN weights say nothing of their scale (non_finite does)
+            scaled[info.name] = rms * math.sqrt(info.fan_in)
     if not scaled:
         return []
     median = float(np.median(list(scaled.values())))

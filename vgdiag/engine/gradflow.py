@@ -38,27 +38,44 @@ def eligible(info: LayerInfo) -> bool:
     return info.trainable and info.used
 
 
-def output_index(grads: Sequence[float], ok: Sequence[bool]) -> int | None:
-    """Index of the output layer: the last eligible one with a positive gradient."""
+def output_index(grads: Sequence[float], ok: Sequence[bool],
+                 matrix: Sequence[bool] | None = None) -> int | None:
+    """Index of the output layer: the last eligible one with a positive gradient.
+
+    Where `matrix` says which layers hold a weight matrix and any candidate does, only
+    those: a learned temperature or scale applied after the head is not the output
+    layer, and every ratio against its one number's gradient would mislead.
+    """
+    candidates = [e and positive(g) for g, e in zip(grads, ok)]
+    if matrix is not None:
+        with_matrix = [c and m for c, m in zip(candidates, matrix)]
+        if any(with_matrix):
+            candidates = with_matrix
     found = None
-    for i, (g, e) in enumerate(zip(grads, ok)):
-        if e and positive(g):
+    for i, c in enumerate(candidates):
+        if c:
             found = i
     return found
 
 
-def ratios_to_output(grads: Sequence[float], ok: Sequence[bool]) -> list[float]:
+def has_matrix(info: LayerInfo) -> bool:
+    """Whether a layer applies a weight matrix (its fan-in is known)."""
+    return info.fan_in > 0
+
+
+def ratios_to_output(grads: Sequence[float], ok: Sequence[bool],
+                     matrix: Sequence[bool] | None = None) -> list[float]:
     """Each gradient over the output layer's (NaN where not eligible or unknown)."""
-    out = output_index(grads, ok)
+    out = output_index(grads, ok, matrix)
     if out is None:
         return [math.nan] * len(grads)
     ref = grads[out]
     return [g / ref if e and math.isfinite(g) else math.nan for g, e in zip(grads, ok)]
 
 
-def first_last_ratio(grads: Sequence[float]) -> float:
+def first_last_ratio(grads: Sequence[float], matrix: Sequence[bool] | None = None) -> float:
     """Input-side over output-layer gradient, input side first (zero counts as 0)."""
-    out = output_index(grads, [True] * len(grads))
+    out = output_index(grads, [True] * len(grads), matrix)
     if out is None:
         return math.nan
     first = next((i for i, g in enumerate(grads[:out]) if math.isfinite(g)), None)
@@ -94,7 +111,8 @@ def _grad(record: StepRecord, name: str) -> float:
 
 def output_layer(record: StepRecord, layers: Sequence[LayerInfo]) -> str | None:
     ordered = _ordered(layers, record)
-    out = output_index([_grad(record, i.name) for i in ordered], [eligible(i) for i in ordered])
+    out = output_index([_grad(record, i.name) for i in ordered], [eligible(i) for i in ordered],
+                       [has_matrix(i) for i in ordered])
     return None if out is None else ordered[out].name
 
 
@@ -107,7 +125,7 @@ def grad_ratios(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[str, fl
     """Each layer's grad_norm divided by the output layer's (NaN where unknown)."""
     ordered = _ordered(layers, record)
     ratios = ratios_to_output([_grad(record, i.name) for i in ordered],
-                              [eligible(i) for i in ordered])
+                              [eligible(i) for i in ordered], [has_matrix(i) for i in ordered])
     by_name = dict(zip((i.name for i in ordered), ratios))
     return {name: by_name.get(name, math.nan) for name in record.layers}
 
@@ -127,12 +145,14 @@ def gradient_profile(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[st
     Over the trainable layers a gradient reaches, from the input side to the output
     layer; "zero" names those whose gradient is exactly 0.
     """
-    names = [i.name for i in _ordered(layers, record) if eligible(i)]
+    infos = [i for i in _ordered(layers, record) if eligible(i)]
+    names = [i.name for i in infos]
+    matrix = [has_matrix(i) for i in infos]
     g = np.array([_grad(record, n) for n in names], dtype=np.float64)
-    out = output_index(g.tolist(), [True] * len(g))
+    out = output_index(g.tolist(), [True] * len(g), matrix)
     upto = g[: out + 1] if out is not None else g[:0]
     return {
-        "ratio": first_last_ratio(g.tolist()),
+        "ratio": first_last_ratio(g.tolist(), matrix),
         "slope": slope(upto.tolist()),
         "names": names,
         "grad_norm": g,

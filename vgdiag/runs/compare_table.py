@@ -37,10 +37,12 @@ def _ratio(summary: dict[str, Any] | None, key: str) -> float:
     """First/last grad_norm ratio of the layers a gradient reaches, from a summary."""
     if not summary:
         return math.nan
-    values = [layer.get(key) for layer in summary.get("layers", [])
+    layers = [layer for layer in summary.get("layers", [])
               if layer.get("trainable", True) and layer.get("used", True)]
+    values = [layer.get(key) for layer in layers]
     return first_last_ratio([float(v) if isinstance(v, (int, float)) else math.nan
-                             for v in values])
+                             for v in values],
+                            [bool(layer.get("fan_in", 0)) for layer in layers])
 
 
 def _epoch_reaching(summary: dict[str, Any] | None, target: float) -> int | None:
