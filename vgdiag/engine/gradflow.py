@@ -42,7 +42,7 @@ def output_index(grads: Sequence[float], ok: Sequence[bool],
                  matrix: Sequence[bool] | None = None) -> int | None:
     """Index of the output layer: the last eligible one with a positive gradient.
 
-    Where `matrix` says which layers hold a weight matrix and any candidate does, only
+    Where `matrix` says which layers can be it (`has_matrix`) and any candidate can, only
     those: a learned temperature or scale applied after the head is not the output
     layer, and every ratio against its one number's gradient would mislead.
     """
@@ -59,8 +59,10 @@ def output_index(grads: Sequence[float], ok: Sequence[bool],
 
 
 def has_matrix(info: LayerInfo) -> bool:
-    """Whether a layer applies a weight matrix (its fan-in is known)."""
-    return info.fan_in > 0
+    """Whether a layer can be the output layer: it applies a weight matrix (its fan-in
+    is known) or is a norm, embedding or recurrent layer; a module's loose parameters
+    (a learned scale, a temperature, a lone bias) are not."""
+    return info.fan_in > 0 or info.role in ("norm", "embedding", "recurrent")
 
 
 def ratios_to_output(grads: Sequence[float], ok: Sequence[bool],
