@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -160,6 +161,34 @@ def test_torchscript_file_gives_independent_copies(tmp_path: Path) -> None:
     with torch.no_grad():
         next(a.parameters()).add_(1.0)
     assert torch.allclose(b(x), original(x))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_torchscript_model_trains_with_its_parameters_measured(tmp_path: Path) -> None:
+    # TorchScript modules take no forward hooks, and a deep copy of one has parameters
+    # that are not leaves: each build loads its own copy, the probe reads the parameters.
+    from vgdiag.engine.events import RunFinished, StepSampled
+    from vgdiag.engine.trainer import run_training
+    from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+
+    torch.manual_seed(0)
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16),
+                                   nn.ReLU(), nn.Linear(16, 10))).save(str(path))
+    options = RunOptions(model=str(path), epochs=1)
+    data = load_data(options)
+    experiment = build_experiment(options, data)
+    assert all(p.is_leaf for p in experiment.build_model().parameters())
+    events = list(run_training(experiment, data))
+    assert isinstance(events[-1], RunFinished), events[-1]
+    layers = {i.name: i for i in events[-1].layers}
+    assert [(n, i.kind, i.role) for n, i in layers.items()] == [
+        ("1", "Linear", ""), ("2", "BatchNorm1d", "norm"), ("4", "Linear", "")]
+    records = [e.record for e in events if isinstance(e, StepSampled)]
+    assert records and events[-1].steps_done > 0
+    for stats in records[-1].layers.values():
+        assert stats.grad_norm > 0 and stats.weight_change > 0  # measured, and learning
+        assert math.isnan(stats.act_mean)  # no forward hooks: no activation statistics
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -18,6 +18,7 @@ import math
 import re
 import warnings
 
+import torch
 from torch import nn
 
 from vgdiag.engine.records import LayerInfo
@@ -82,7 +83,7 @@ def role_of(module: nn.Module) -> str:
     """'embedding', 'norm', 'recurrent' or '' (the layer kinds findings treat apart)."""
     if isinstance(module, _EMBEDDING_TYPES):
         return "embedding"
-    if isinstance(module, _NORM_TYPES) or "Norm" in type(module).__name__:
+    if isinstance(module, _NORM_TYPES) or "Norm" in kind_name(module):
         return "norm"  # library norms (RMSNorm, T5LayerNorm) by name
     if isinstance(module, nn.RNNBase):
         return "recurrent"
@@ -183,7 +184,10 @@ def fan_in(shape: tuple[int, ...], pname: str, in_features: int | None) -> int:
 
 def kind_name(module: nn.Module) -> str:
     """The layer's class name as a user knows it: PyTorch's private subclasses (attention's
-    NonDynamicallyQuantizableLinear) are shown as the public torch.nn class they extend."""
+    NonDynamicallyQuantizableLinear) are shown as the public torch.nn class they extend,
+    a TorchScript module as the class it was scripted from."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return str(getattr(module, "original_name", "") or type(module).__name__)
     for cls in type(module).__mro__:
         if cls.__module__.startswith("torch.") and not hasattr(nn, cls.__name__):
             continue

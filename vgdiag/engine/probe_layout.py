@@ -91,13 +91,18 @@ class LayerLayout:
             self.watch_backward()
 
     def attach(self, grad_hooks: bool) -> list[RemovableHandle]:
+        # TorchScript modules take no forward hooks: on them the probe measures the
+        # parameters only (no activation statistics, no output gradients).
+        def hookable(m: nn.Module) -> bool:
+            return not isinstance(m, torch.jit.ScriptModule)
+
         handles = [m.register_forward_hook(self._guard(self._layer_hook(idx, grad_hooks)))
-                   for m, idx in self._modules.values()]
+                   for m, idx in self._modules.values() if hookable(m)]
         handles += [m.register_forward_hook(self._guard(self._act_hook(name, m)))
-                    for name, m in self._activations]
+                    for name, m in self._activations if hookable(m)]
         if grad_hooks:
             handles += [m.register_forward_pre_hook(self._guard(self._time_hook(name, m)))
-                        for name, m in self._recurrent]
+                        for name, m in self._recurrent if hookable(m)]
         return handles
 
     def watch_backward(self) -> None:

@@ -35,6 +35,8 @@ Every mistake a user can make raises :class:`vgdiag.errors.UserError` with one l
 from __future__ import annotations
 
 import copy
+import io
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,20 @@ SPEC_FORMS = "path/to/file.py:Name, package.module:Name, or a TorchScript file (
 
 
 def _copying_factory(original: nn.Module) -> ModelFactory:
+    if isinstance(original, torch.jit.ScriptModule):
+        # A deep copy of a ScriptModule has parameters that are not leaves (optimizers
+        # refuse them): each build loads its own copy of the saved module instead.
+        blob = io.BytesIO()
+        torch.jit.save(original, blob)
+        saved = blob.getvalue()
+
+        def load() -> nn.Module:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(io.BytesIO(saved), map_location="cpu")
+
+        return load
+
     def build() -> nn.Module:
         return copy.deepcopy(original)
 
