@@ -365,7 +365,7 @@ def test_missing_files_without_download_say_where_to_put_them(tmp_path: Path) ->
     assert f"in {tmp_path / 'nowhere'} " in message
     for stem in IDX_FILES:
         assert f"{stem}.gz" in message
-    assert "--data-dir" in message
+    assert "--data-dir" not in message  # it was given: the advice is where to put the files
 
 
 # --- the cache folder and downloads --------------------------------------------------
@@ -449,7 +449,15 @@ def test_offline_error_names_the_folder_and_files(tmp_path: Path) -> None:
     assert f"in {cache} or pass --data-dir" in message
     for stem in IDX_FILES:
         assert f"{stem}.gz" in message
-    assert [p for p in cache.iterdir()] == []
+    assert not cache.exists()  # the failed download left no folder behind
+
+
+def test_a_failed_download_into_a_new_data_dir_leaves_no_folders(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "data"
+    with pytest.raises(UserError) as info:
+        load_mnist_family("mnist", data_dir=target, mirrors=[closed_port_url()], timeout=5)
+    assert f"in {target}" in str(info.value) and "pass --data-dir" not in str(info.value)
+    assert not (tmp_path / "new").exists()
 
 
 def test_http_error_is_reported(tmp_path: Path, serve) -> None:

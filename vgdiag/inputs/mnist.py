@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -87,6 +88,13 @@ def _to_split(images: np.ndarray, labels: np.ndarray, index: torch.Tensor | None
     return TensorSplit(x, torch.from_numpy(labels.astype(np.int64)))
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, where they are (still) empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def load_mnist_family(
     name: str,
     *,
@@ -127,14 +135,17 @@ def load_mnist_family(
         target, _ = candidate_dirs(name, data_dir)
         missing = [stem for stem in IDX_FILES if find_file(target, stem) is None]
         wanted = ", ".join(f"{stem}.gz" for stem in IDX_FILES)
-        advice = f"put {wanted} (or unzipped) in {target} or pass --data-dir"
+        advice = f"put {wanted} (or unzipped) in {target}" + (
+            " or pass --data-dir DIR where they are" if data_dir is None else "")
         if not download:
             raise UserError(f"{src.name} files not found in {target} (download is off): {advice}")
+        created = [d for d in (target, *target.parents) if not d.exists()]
         try:
             download_mnist_family(
                 name, target, files=missing, mirrors=mirrors, checksums=checksums, timeout=timeout
             )
         except UserError as exc:
+            _remove_empty(created)  # a failed download leaves no folders behind
             raise UserError(
                 f"{src.name} files not found in {target} and download failed ({exc}): {advice}"
             ) from None
