@@ -638,3 +638,24 @@ def test_factory_sample_takes_model_args(digits_batch: tuple[torch.Tensor, torch
     with pytest.raises(UserError) as excinfo:
         load_model_factory(f"{SAMPLES}/factory.py:make_mlp", model_args=["activation=swish"])
     assert "activation must be one of" in user_error(excinfo)
+
+
+def test_weights_load_onto_the_built_in_mlp_too(tmp_path: Path) -> None:
+    from vgdiag.inputs.recipe import RunOptions, build_experiment, load_data
+
+    options = RunOptions(depth=3, width=16, seed=1)
+    data = load_data(options)
+    trained = build_experiment(options, data).build_model()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.mul_(2.0).add_(0.25)  # nothing a fresh init would give
+    path = tmp_path / "w.pt"
+    torch.save(trained.state_dict(), path)
+    other = RunOptions(depth=3, width=16, seed=7, weights=path)
+    loaded = build_experiment(other, data).build_model()
+    for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(UserError, match="nofile"):
+        build_experiment(RunOptions(depth=3, width=16, weights=tmp_path / "nofile.pt"), data)
+    with pytest.raises(UserError):  # a state dict of another shape
+        build_experiment(RunOptions(depth=4, width=16, weights=path), data)

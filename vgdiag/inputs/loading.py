@@ -100,6 +100,19 @@ def _calling_factory(
     return build
 
 
+def with_weights(factory: ModelFactory, weights: Path,
+                 model: nn.Module | None = None) -> ModelFactory:
+    """`factory` with a state dict file loaded strictly onto every model it builds.
+
+    Raises:
+        UserError: the file cannot be read or does not fit the model (`model`, one the
+            factory built, or a new one).
+    """
+    model = factory() if model is None else model
+    state = fit_state_dict(model, load_state_dict_file(Path(weights)), source=str(weights))
+    return _with_weights(factory, state)
+
+
 def _with_weights(factory: ModelFactory, state: dict[str, torch.Tensor]) -> ModelFactory:
     def build() -> nn.Module:
         model = factory()
@@ -211,6 +224,5 @@ def load_model_factory(
             ) from exc
     _check_model(model, display)
     if weights is not None:
-        state = fit_state_dict(model, load_state_dict_file(Path(weights)), source=str(weights))
-        factory = _with_weights(factory, state)
+        factory = with_weights(factory, Path(weights), model)
     return factory, display

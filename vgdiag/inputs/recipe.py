@@ -86,6 +86,10 @@ def build_experiment(opts: RunOptions, data: DataBundle) -> Experiment:
             return init_weights(build_mlp(in_features, classes, depth, width, act), init, act)
 
         spec = f"{BUILTIN_MLP} depth={depth} width={width} activation={act} init={init}"
+        if opts.weights is not None:
+            from vgdiag.inputs.loading import with_weights
+
+            factory = with_weights(factory, opts.weights)
     else:
         from vgdiag.inputs.loading import load_model_factory
 
