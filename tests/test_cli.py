@@ -76,6 +76,12 @@ def test_healthy_model_exits_zero_with_fail_on(capsys, tmp_path):
         # class labels is a bad choice of --loss, not a training failure.
         (["run", "--epochs", "1", "--loss", "mse"], "use --loss cross-entropy"),
         (["compare", "--epochs", "1", "--loss", "l1"], "use --loss cross-entropy"),
+        # Options that would do nothing are refused, not silently ignored.
+        (["run", "--model", "torch.nn:Linear", "--init", "he"], "built-in MLP only"),
+        (["run", "--model", "torch.nn:Linear", "--depth", "3"], "--model-arg"),
+        (["run", "--data-dir", "/tmp"], "--data-dir applies to --data mnist"),
+        (["run", "--synthetic-size", "100"], "--synthetic-size applies"),
+        (["run", "--plugin-opt", "weight-init.std=1.0"], "add --plugin weight-init"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, args, words):

@@ -130,10 +130,32 @@ class RunOptions:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        self._refuse_ignored()
         coerce_choices(self)  # fields may have been assigned after construction
         from vgdiag.inputs.recipe import check_model_and_data  # torch: only when running
 
         check_model_and_data(self)
+
+    def _refuse_ignored(self) -> None:
+        """An option set to something it would silently not do is a mistake to report."""
+        default = type(self)()
+        if not self.is_builtin:
+            advice = {
+                "depth": "pass your model's own arguments with --model-arg",
+                "width": "pass your model's own arguments with --model-arg",
+                "activation": "--plugin relu swaps your model's activations",
+                "init": "--plugin weight-init re-initialises your model "
+                        "(--plugin-opt weight-init.scheme=...)",
+            }
+            for name, what in advice.items():
+                if getattr(self, name) != getattr(default, name):
+                    raise UserError(f"--{name} applies to the built-in MLP only, not to "
+                                    f"--model {self.model}: {what}")
+        if self.data_dir is not None and self.data not in ("mnist", "fashion-mnist"):
+            raise UserError(f"--data-dir applies to --data mnist and fashion-mnist, "
+                            f"not {self.data}: drop it, or choose one of those")
+        if self.synthetic_size != default.synthetic_size and self.data != "synthetic":
+            raise UserError(f"--synthetic-size applies to --data synthetic, not {self.data}")
 
     @property
     def is_builtin(self) -> bool:

@@ -33,6 +33,10 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
 
     opts.validate()
     plugin_opts = parse_plugin_options(cmd.plugin_opt)
+    unused = [name for name in plugin_opts if name not in (cmd.plugin or [])]
+    if unused:
+        raise UserError(f"--plugin-opt {unused[0]}.* sets options of {unused[0]}, which this "
+                        f"run does not apply: add --plugin {unused[0]}")
 
     def prepare() -> tuple[Any, Any]:
         bundle = load_data(opts)
