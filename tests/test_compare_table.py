@@ -100,3 +100,13 @@ def test_cli_seeds_writes_the_spread(capsys, tmp_path) -> None:
     html = (out / "compare.html").read_text()
     assert "validation accuracy" in html and "validation loss" in html
     assert main(["compare", "--seeds", "0", "--out", str(tmp_path / "x")]) == ExitCode.BAD_INPUT
+
+
+def test_a_gain_at_chance_is_labelled_at_chance_not_within_spread() -> None:
+    from vgdiag.runs.compare_report import cell
+
+    row = {"gain": 0.008, "clear_gain": False, "learned": "at chance"}
+    assert cell(row, "gain") == "+0.008 at chance"
+    row = {"gain": 0.008, "clear_gain": False, "learned": "learned"}
+    assert cell(row, "gain") == "+0.008 within spread"
+    assert cell({"gain": 0.3, "clear_gain": True, "learned": "learned"}, "gain") == "+0.300 clear"

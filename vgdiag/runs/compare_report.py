@@ -63,6 +63,8 @@ def cell(row: dict[str, Any], key: str) -> str:
         return f"{value:.1f}"
     if key == "gain":
         clear = {True: " clear", False: " within spread", None: ""}[row.get("clear_gain")]
+        if row.get("clear_gain") is False and "at chance" in str(row.get("learned", "")):
+            clear = " at chance"  # beyond the spread maybe, but nothing learned
         return f"{value:+.3f}{clear}"
     if key in ("test_acc", "val_acc", "train_acc") and row.get(f"{key}_std") is not None:
         return f"{value:.3f}±{row[f'{key}_std']:.3f}"
