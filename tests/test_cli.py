@@ -306,3 +306,18 @@ def test_generated_signature_keeps_brackets_and_calls_the_body_with_instances(mo
     done = runner.invoke(toy_app, ["toy", "--size", "5", "--level", "error"])
     assert done.exit_code == 0, done.output
     assert seen == [Toy(size=5, level=FailOn.error)] and seen[0].level is FailOn.error
+
+
+def test_a_custom_loss_is_checked_before_training(capsys, tmp_path, monkeypatch):
+    # The pre-flight runs the user's loss once: a tuple, a float or a per-sample loss is
+    # one line and exit 2, not a training failure after the run folder exists.
+    (tmp_path / "losses.py").write_text(
+        "import torch\n"
+        "def pair(out, y):\n    return torch.nn.functional.cross_entropy(out, y), 1\n"
+        "def number(out, y):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    for name, words in (("pair", "returned a tuple"), ("number", "returned a float")):
+        code, _, err = cli(capsys, "run", "--headless", "--epochs", "1",
+                           "--loss", f"losses.py:{name}", "--out", str(tmp_path / name))
+        assert code == ExitCode.BAD_INPUT and words in err and err.count("\n") == 1, err
+        assert not (tmp_path / name).exists()

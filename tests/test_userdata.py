@@ -568,7 +568,7 @@ def test_custom_loss_failures(digits: DataBundle) -> None:
 
     with pytest.raises(UserError) as excinfo:
         check_shapes(model, digits, "mine:per_sample", loss_fn=per_sample)
-    assert "returned (2,), not a single number" in user_error(excinfo)
+    assert "returned a tensor of shape (2,): it must return one tensor" in user_error(excinfo)
 
     def broken(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return output @ target

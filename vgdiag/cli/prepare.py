@@ -21,4 +21,4 @@ def preflight(experiment: Any, bundle: Any) -> None:
     from vgdiag.inputs.shapecheck import check_shapes
 
     check_shapes(experiment.build_model(), bundle, experiment.notes.get("loss", ""),
-                 experiment.output_key)
+                 experiment.output_key, loss_fn=experiment.loss_fn)

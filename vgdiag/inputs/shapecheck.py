@@ -347,9 +347,11 @@ def _check_loss(
             f"({y.dtype}): {describe_exception(exc)}"
         ) from exc
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        what = _shape(loss) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        what = (f"a tensor of shape {_shape(loss)}" if isinstance(loss, torch.Tensor)
+                else f"a {type(loss).__name__}")
         raise UserError(
-            f"the loss {loss_name} returned {what}, not a single number: reduce it (e.g. .mean())"
+            f"the loss {loss_name} returned {what}: it must return one tensor holding a single "
+            "number that depends on the model's output (reduce it, e.g. .mean())"
         )
     trainable = any(p.requires_grad for p in model.parameters())
     if torch.is_grad_enabled() and trainable and not loss.requires_grad:
