@@ -110,3 +110,13 @@ def test_a_gain_at_chance_is_labelled_at_chance_not_within_spread() -> None:
     row = {"gain": 0.008, "clear_gain": False, "learned": "learned"}
     assert cell(row, "gain") == "+0.008 within spread"
     assert cell({"gain": 0.3, "clear_gain": True, "learned": "learned"}, "gain") == "+0.300 clear"
+
+
+def test_the_budget_line_says_when_a_variant_saw_more_samples() -> None:
+    from vgdiag.runs.compare_table import budget_line
+
+    same = [{"variant": "baseline", "samples": 5.4e6}, {"variant": "adam", "samples": 5.4e6}]
+    assert budget_line(same).startswith("Same data split, seeds and data budget")
+    more = [*same, {"variant": "layerwise", "samples": 1.89e7}]
+    line = budget_line(more)
+    assert "samples seen differ" in line and "layerwise 3.5x" in line and "adam" not in line

@@ -18,6 +18,7 @@ from typing import Any
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.runs import svgplot as svg
 from vgdiag.runs.compare import VariantOutcome
+from vgdiag.runs.compare_table import budget_line
 from vgdiag.runs.reader import RunData, read_run
 
 WIDTH, HEIGHT = 560, 300
@@ -143,7 +144,7 @@ figure {{ margin: 0; }}
 code {{ background: #f3f3f3; padding: 0.1rem 0.3rem; }}
 </style></head><body>
 <h1>vgdiag compare</h1>
-<p>Same data split, seeds and data budget for every variant: <code>{html.escape(command)}</code></p>
+<p>{html.escape(budget_line(rows))} <code>{html.escape(command)}</code></p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>gain: test accuracy over the baseline's, clear only beyond both seeds' spreads;
 verdict: learned (validation accuracy against chance), then gradient health. Target

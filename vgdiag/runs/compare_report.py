@@ -13,7 +13,7 @@ from rich.text import Text
 
 from vgdiag.engine.records import _jsonable
 from vgdiag.runs.compare import VariantOutcome, VariantProgress, VariantState
-from vgdiag.runs.compare_table import comparison_rows, verdict_text
+from vgdiag.runs.compare_table import budget_line, comparison_rows, verdict_text
 from vgdiag.runs.folder import write_json_atomic, write_text_atomic
 
 COLUMNS = (
@@ -155,7 +155,7 @@ def markdown(rows: list[dict[str, Any]], target_acc: float, command: str) -> str
     lines = [
         "# vgdiag compare",
         "",
-        f"Same data split, seeds and data budget for every variant. `{command}`",
+        f"{budget_line(rows)} `{command}`",
         "",
         "| " + " | ".join(labels[k] for k in keys) + " |",
         "|" + "|".join("---" if k in TEXT_KEYS else "---:" for k in keys) + "|",

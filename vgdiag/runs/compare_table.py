@@ -146,3 +146,18 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
 def verdict_text(row: dict[str, Any]) -> str:
     """'learned · healthy', 'at chance · unhealthy: ...': learning beside gradient health."""
     return " · ".join(part for part in (row.get("learned"), row.get("health")) if part)
+
+
+def budget_line(rows: list[dict[str, Any]]) -> str:
+    """What the variants share, said truthfully: the same split and seeds always; the
+    same data budget only where every variant saw as many samples as the baseline
+    (layerwise trains at least one epoch per stage, so short runs give it more)."""
+    base = next((r for r in rows if r["variant"] == BASELINE), None)
+    seen = base.get("samples") if base else None
+    more = [r for r in rows if r is not base and seen and r.get("samples")
+            and abs(r["samples"] - seen) > 0.01 * seen]
+    if not more:
+        return "Same data split, seeds and data budget for every variant."
+    which = ", ".join(f"{r['variant']} {r['samples'] / seen:.1f}x" for r in more)
+    return ("Same data split and seeds for every variant; samples seen differ from the "
+            f"baseline's ({which}): compare those rows with that in mind.")
