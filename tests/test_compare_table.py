@@ -13,7 +13,14 @@ from vgdiag.cli.app import main
 from vgdiag.errors import ExitCode
 from vgdiag.inputs.recipe import RunOptions
 from vgdiag.runs.compare import VariantState, build_specs, compare_variants
-from vgdiag.runs.compare_report import cell, rich_table, terminal_view
+from vgdiag.runs.compare_report import (
+    COLUMNS,
+    NARROW_WIDTH,
+    TERMINAL_LABELS,
+    cell,
+    rich_table,
+    terminal_view,
+)
 from vgdiag.runs.compare_table import comparison_rows, learned
 
 TINY = RunOptions(epochs=2, depth=3, width=16, batch_size=32, every=5)
@@ -75,6 +82,13 @@ def test_narrow_terminals_keep_every_number(two_seeds: list, width: int) -> None
             if row.get(key) is not None:
                 assert cell(row, key).split()[0] in text, (width, key, text)
     assert all(len(line) <= width for line in text.splitlines())
+    if width < NARROW_WIDTH:  # blocks: no `label value` field is broken across lines
+        lines = text.splitlines()
+        for row in rows:
+            for key in ("test_acc", "gain", "seconds"):
+                field = f"{TERMINAL_LABELS.get(key, dict(COLUMNS)[key])} {cell(row, key)}"
+                if row.get(key) is not None and len(field) < width - 2:
+                    assert any(field in line for line in lines), (width, field, text)
 
 
 def test_the_wide_table_has_a_column_per_number(two_seeds: list) -> None:

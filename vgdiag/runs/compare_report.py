@@ -110,13 +110,26 @@ def rich_table(rows: list[dict[str, Any]], target_acc: float) -> Table:
     return table
 
 
-def narrow_table(rows: list[dict[str, Any]]) -> RenderableType:
-    """The same rows for a terminal too narrow for columns: one block per variant."""
+def _packed(fields: list[str], width: int) -> str:
+    """`fields` two spaces apart, in lines of at most `width`, never breaking a field."""
+    lines: list[str] = []
+    for f in fields:
+        if lines and len(lines[-1]) + 2 + len(f) <= width:
+            lines[-1] += "  " + f
+        else:
+            lines.append(f)
+    return "\n  ".join(lines)
+
+
+def narrow_table(rows: list[dict[str, Any]], width: int = 80) -> RenderableType:
+    """The same rows for a terminal too narrow for columns: one block per variant, its
+    numbers in whole `label value` fields."""
     blocks: list[RenderableType] = [Text("Baseline and mitigations", style="bold")]
     for row in rows:
-        numbers = "  ".join(f"{TERMINAL_LABELS.get(k, dict(COLUMNS)[k])} {cell(row, k)}"
-                            for k in _shown(rows, TERMINAL_COLUMNS) if k not in TEXT_KEYS)
-        blocks.append(Text.assemble((row["variant"], "bold"), "\n  ", numbers, "\n  ",
+        fields = [f"{TERMINAL_LABELS.get(k, dict(COLUMNS)[k])} {cell(row, k)}"
+                  for k in _shown(rows, TERMINAL_COLUMNS) if k not in TEXT_KEYS]
+        blocks.append(Text.assemble((row["variant"], "bold"), "\n  ",
+                                    _packed(fields, max(width - 2, 20)), "\n  ",
                                     cell(row, "verdict")))
     return Group(*blocks)
 
@@ -125,7 +138,7 @@ NARROW_WIDTH = 100  # below this many columns the table would squeeze its number
 
 
 def terminal_view(rows: list[dict[str, Any]], target_acc: float, width: int) -> RenderableType:
-    return narrow_table(rows) if width < NARROW_WIDTH else rich_table(rows, target_acc)
+    return narrow_table(rows, width) if width < NARROW_WIDTH else rich_table(rows, target_acc)
 
 
 def progress_table(progress: list[VariantProgress]) -> Table:
