@@ -216,6 +216,9 @@ def layer_table(
     return table
 
 
+TITLE_VERDICT = 60  # characters of verdict a panel title holds at 80 columns
+
+
 def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
     if not findings and verdict != "healthy":
         body: Any = "No findings in what was measured before the run ended."
@@ -232,7 +235,12 @@ def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
                         f"{safe(f.message)}{where}{fixes}")
         body = Group(*rows)
     color = "green" if verdict == "healthy" else "red"
-    return Panel(body, title=f"Diagnosis: [{color}]{safe(verdict)}[/]", title_align="left")
+    # A title longer than the terminal is cut mid-word: past this length it keeps the
+    # verdict's head ("unhealthy"), and the findings below name every id.
+    shown = verdict
+    if len(verdict) > TITLE_VERDICT and verdict.startswith("unhealthy:"):
+        shown = "unhealthy"
+    return Panel(body, title=f"Diagnosis: [{color}]{safe(shown)}[/]", title_align="left")
 
 
 def epochs_table(epochs: Sequence[Any], test: dict[str, float] | None) -> Table:
