@@ -78,6 +78,11 @@ def test_non_finite_gradients_are_found_and_stop_the_run():
     end = train(epochs=3, activation="relu", init="normal:3", lr=50.0)
     assert ids(end.findings).get("non_finite") == "error"
     assert end.extra["stopped_on_non_finite"]
+    found = next(f for f in end.findings if f.id == "non_finite")
+    assert f"at step {found.evidence['first_step']}:" in found.message
+    assert {"batchnorm", "weight-init"} <= set(found.recommend)
+    # What NaN weights cannot say is not said (their scale: weights_concentrated).
+    assert "weights_concentrated" not in ids(end.findings)
 
 
 def test_gradient_profile_slope_is_decades_per_layer():

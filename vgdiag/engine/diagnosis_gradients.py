@@ -214,8 +214,10 @@ def non_finite(
             bad_layers,
             {"first_step": first_step, "epochs_with_non_finite_loss": loss_bad,
              **common.rests_on(records)},
-            "The loss, gradients or activations became NaN or infinite: training diverged.",
-            ["gradnorm", "batchnorm", "weight-init"],
+            "The loss, gradients or activations became NaN or infinite"
+            + (f" at step {first_step}" if first_step is not None else "")
+            + ": training diverged (a lower --lr is often enough).",
+            ["batchnorm", "weight-init"],
         )
     ]
 
