@@ -59,9 +59,12 @@ class Stack:
 def analyse(model: nn.Module, input_shape: tuple[int, ...] | None) -> Stack | str:
     """The model as a Stack, or the reason it is not one."""
     if not isinstance(model, nn.Sequential):
+        inner = [n for n, c in model.named_children() if isinstance(c, nn.Sequential)]
+        hint = (f" (if its forward() only runs its Sequential `{inner[0]}`, pass that: a "
+                f"factory function returning model.{inner[0]})" if len(inner) == 1 else "")
         return (
             "layer-wise training needs an nn.Sequential stack of hidden blocks; "
-            f"this model is a {type(model).__name__} with its own forward()"
+            f"this model is a {type(model).__name__} with its own forward(){hint}"
         )
     prefix, units = sequential_units(model)
     if len(units) < 3:
