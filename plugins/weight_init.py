@@ -85,7 +85,8 @@ class WeightInit(Plugin):
     name = "weight-init"
     summary = "re-initialise Linear/Conv weights larger (normal std, Xavier or He), biases 0"
     addresses = ("vanishing_gradient", "weights_concentrated", "exploding_gradient",
-                 "saturated_activations", "dead_units", "loss_stalled", "non_finite")
+                 "saturated_activations", "dead_units", "loss_stalled", "non_finite",
+                 "activations_growing")
     rank = 10
     Options = WeightInitOptions
 

@@ -56,6 +56,22 @@ def test_reference_baseline_vanishes_and_relu_he_does_not():
     assert verdict(good.findings) == "healthy"
 
 
+def test_a_forward_signal_that_blows_up_is_found_and_a_he_init_one_is_not():
+    # ReLU layers of 64 with N(0, 0.5) weights: each multiplies the spread by about
+    # sqrt(64 * 0.25 / 2) = 2.8; eight of them, ~1.5e3x, while the gradient ratio stays
+    # modest (every layer's gradient is huge): only the activations show it.
+    blown = inspect_at_init(RunOptions(activation="relu", init="normal:0.5", depth=8, width=64))
+    found = {f.id: f for f in blown.findings}
+    assert found["activations_growing"].severity == "warning"
+    std = [blown.record.layers[i.name].act_std for i in blown.layers if i.activation]
+    assert found["activations_growing"].evidence["ratio_last_first"] == pytest.approx(
+        std[-1] / std[0])
+    assert 2.0 < found["activations_growing"].evidence["growth_per_layer"] < 4.0
+    assert {"weight-init", "batchnorm"} <= set(found["activations_growing"].recommend)
+    good = inspect_at_init(RunOptions(activation="relu", init="he", depth=8, width=64))
+    assert "activations_growing" not in ids(good.findings)
+
+
 def test_large_init_explodes_and_saturates():
     found = ids(inspect_at_init(RunOptions(init="normal:10")).findings)
     assert found["exploding_gradient"] in ("warning", "error")

@@ -48,6 +48,7 @@ def diagnose(
         findings += grads.input_side_frozen(records, layers, t)
         findings += per_layer.weights_shrinking(records, layers, t)
         findings += per_layer.weights_concentrated(records, layers, t)
+        findings += per_layer.activations_growing(records, layers, t)
         findings += per_layer.unit_fractions(records, layers, t)
     else:
         findings.append(not_measured(epochs))

@@ -64,10 +64,56 @@ def stalled_loss(
             severity,
             [],
             evidence,
-            f"Training has stalled: the loss {loss_now:.4f} is no better than "
-            f"ln({num_classes}) = {chance:.4f}, the loss of guessing (within "
-            f"{t.stall_tolerance:.0%}), for {stalled_epochs} {evidence['unit']}.",
+            (f"Training has stalled far above chance: the loss {loss_now:.4g} is "
+             f"{loss_now / chance:.0f}x ln({num_classes}) = {chance:.4f}, the loss of guessing: "
+             f"the outputs are large and confidently wrong (an init or learning rate too "
+             f"large), for {stalled_epochs} {evidence['unit']}."
+             if loss_now > FAR_ABOVE * chance else
+             f"Training has stalled: the loss {loss_now:.4f} is no better than "
+             f"ln({num_classes}) = {chance:.4f}, the loss of guessing (within "
+             f"{t.stall_tolerance:.0%}), for {stalled_epochs} {evidence['unit']}."),
             ["adam", "weight-init", "relu", "batchnorm", "layerwise"],
+        )
+    ]
+
+
+FAR_ABOVE = 3.0  # a loss this many times ln(classes) is worse than guessing, not stuck at it
+
+
+def activations_growing(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    """The hidden activations' spread grows layer by layer toward the output.
+
+    Read on the recent records whose activations are finite, else at initialisation
+    (a run that diverged has only NaN after it): the forward signal that blew up
+    explains the huge gradients and the NaN that followed.
+    """
+    names = [i.name for i in sorted(layers, key=lambda i: i.depth) if i.activation and i.used]
+    if len(names) < 3:
+        return []
+    window = [r for r in common.recent(records, t)
+              if np.isfinite(common.values(r, "act_std", names)).any()]
+    stds = common.median_over(window or records[:1], "act_std", names)
+    ok = np.flatnonzero(np.isfinite(stds) & (stds > 0))
+    if len(ok) < 3:
+        return []
+    ratio = float(stds[ok[-1]] / stds[ok[0]])
+    if ratio < t.growing_warning:
+        return []
+    per_layer = ratio ** (1.0 / (ok[-1] - ok[0]))
+    grown = [names[i] for i in ok if stds[i] > stds[ok[0]] * per_layer]
+    return [
+        Finding(
+            "activations_growing",
+            "error" if ratio >= t.growing_error else "warning",
+            grown,
+            {"act_std": {names[i]: float(stds[i]) for i in ok}, "ratio_last_first": ratio,
+             "growth_per_layer": per_layer, **common.rests_on(window or records[:1])},
+            f"The activations grow toward the output: the last hidden layer's spread is "
+            f"{common.fmt(ratio)}x the first's (about {per_layer:.1f}x per layer), so "
+            "outputs and gradients blow up: the weights are too large for the depth.",
+            [],
         )
     ]
 

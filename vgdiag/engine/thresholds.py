@@ -30,6 +30,10 @@ class Thresholds:
     saturated_fraction: float = 0.3  # of sigmoid/tanh outputs within 1e-2 of a bound
     dead_fraction: float = 0.4  # of ReLU units (channels after a conv) zero for a whole batch
     recent_records: int = 5  # "now" = median over this many latest sampled steps
+    # Spread of the last hidden activation over the first's: the forward signal blows up
+    # (too large an init); each layer multiplies it by about ratio**(1/layers).
+    growing_warning: float = 1e2
+    growing_error: float = 1e4
 
     def replace(self, **changes: float) -> Thresholds:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
