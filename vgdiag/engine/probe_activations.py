@@ -66,8 +66,13 @@ def _into(buf: torch.Tensor, piece: torch.Tensor, minus: torch.Tensor | float) -
     return buf.copy_(piece).sub_(minus)
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """float64 for adding up pieces, where the device has it (Apple's MPS has not)."""
+    return t.float() if t.device.type == "mps" else t.double()
+
+
 def _total(parts: list[torch.Tensor]) -> torch.Tensor:
-    return parts[0] if len(parts) == 1 else torch.stack(parts).double().sum()
+    return parts[0] if len(parts) == 1 else _wide(torch.stack(parts)).sum()
 
 
 def activation_stats(
@@ -104,7 +109,7 @@ def activation_stats(
         if kind:
             beyond = _into(buf, piece, centre).abs_().sub_(margin).clamp_(0.0, TINY)
             saturated.append(beyond.sum())
-    dist = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms).double())
+    dist = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(_wide(torch.stack(norms)))
     tensors = [mean, dist]
     units = 0
     if kind:
