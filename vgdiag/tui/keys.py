@@ -20,7 +20,7 @@ def quit_keys(tooltip: str) -> list[BindingType]:
 HELP_KEY = Binding("question_mark", "help", "Keys", tooltip="This list of keys")
 
 DASHBOARD_KEYS: list[BindingType] = [
-    *quit_keys("Quit (training still running stops; its folder is kept, marked interrupted)"),
+    *quit_keys("Quit (still training: it stops, marked interrupted)"),
     Binding("p,space", "toggle_pause", "Pause", tooltip="Pause or resume training"),
     Binding("f", "pick_fix", "Fix",
             tooltip="Train this run again with a mitigation plugin, beside it"),
