@@ -314,10 +314,15 @@ def test_a_custom_loss_is_checked_before_training(capsys, tmp_path, monkeypatch)
     (tmp_path / "losses.py").write_text(
         "import torch\n"
         "def pair(out, y):\n    return torch.nn.functional.cross_entropy(out, y), 1\n"
-        "def number(out, y):\n    return 1.0\n")
+        "def number(out, y):\n    return 1.0\n"
+        "def one(out, y):\n    return torch.nn.functional.cross_entropy(out, y).reshape(1)\n")
     monkeypatch.chdir(tmp_path)
     for name, words in (("pair", "returned a tuple"), ("number", "returned a float")):
         code, _, err = cli(capsys, "run", "--headless", "--epochs", "1",
                            "--loss", f"losses.py:{name}", "--out", str(tmp_path / name))
         assert code == ExitCode.BAD_INPUT and words in err and err.count("\n") == 1, err
         assert not (tmp_path / name).exists()
+    # A one-element loss of shape (1,) is one number: it trains (and evaluates).
+    code, _, err = cli(capsys, "run", "--headless", "--epochs", "1",
+                       "--loss", "losses.py:one", "--out", str(tmp_path / "one"))
+    assert code in (ExitCode.OK, ExitCode.FINDINGS), err

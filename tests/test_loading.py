@@ -652,7 +652,9 @@ def test_weights_load_onto_the_built_in_mlp_too(tmp_path: Path) -> None:
     path = tmp_path / "w.pt"
     torch.save(trained.state_dict(), path)
     other = RunOptions(depth=3, width=16, seed=7, weights=path)
-    loaded = build_experiment(other, data).build_model()
+    experiment = build_experiment(other, data)
+    assert experiment.model_spec.endswith(f"weights={path}")  # config.json says so
+    loaded = experiment.build_model()
     for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(UserError, match="nofile"):

@@ -238,8 +238,8 @@ def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
     # A title longer than the terminal is cut mid-word: past this length it keeps the
     # verdict's head ("unhealthy"), and the findings below name every id.
     shown = verdict
-    if len(verdict) > TITLE_VERDICT and verdict.startswith("unhealthy:"):
-        shown = "unhealthy"
+    if len(verdict) > TITLE_VERDICT and verdict.startswith(("unhealthy:", "failed:")):
+        shown = verdict.split(":")[0]  # a failed run's error is on stderr, whole
     return Panel(body, title=f"Diagnosis: [{color}]{safe(shown)}[/]", title_align="left")
 
 

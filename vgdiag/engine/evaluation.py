@@ -51,7 +51,7 @@ class Evaluator:
             out = prediction(model(x), self.output_key)
             n = int(y.shape[0]) if weight else 0
             if n:
-                loss_sum += self.loss_fn(out, y).double() * n
+                loss_sum += self.loss_fn(out, y).reshape(()).double() * n
                 if self.classify:
                     correct += (out.argmax(dim=1) == y).sum()
             seen += n

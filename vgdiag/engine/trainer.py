@@ -191,7 +191,7 @@ class _Run:
             self.steps += 1
             n = int(y.shape[0]) if weight else 0
             seen += n
-            loss_sum += loss.detach().double() * n
+            loss_sum += loss.detach().reshape(()).double() * n  # a (1,) loss is one number too
             if self.classify and n:
                 correct += (out.detach().argmax(dim=1) == y).sum()
             records = probe.drain()

@@ -99,6 +99,8 @@ def build_experiment(opts: RunOptions, data: DataBundle) -> Experiment:
             trust_pickle=opts.trust_pickle,
             weights=opts.weights,
         )
+    if opts.weights is not None:  # the folder's config says where the weights came from
+        spec = f"{spec} weights={opts.weights}"
     return Experiment(
         name=opts.name(),
         model_factory=factory,
