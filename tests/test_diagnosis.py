@@ -143,8 +143,8 @@ def test_loss_stalled_needs_the_loss_at_chance():
 def test_a_loss_far_above_chance_is_stalled_only_while_it_does_not_fall():
     rec = record(0, grad_norm=[1, 1])
 
-    def epochs(losses, val_acc=0.1):
-        return [EpochRecord(e + 1, v, 0.1, v, val_acc, 1.0, (e + 1) * 100)
+    def epochs(losses):
+        return [EpochRecord(e + 1, v, 0.1, v, 0.1, 1.0, (e + 1) * 100)
                 for e, v in enumerate(losses)]
 
     stuck = diagnose([rec], layers(2), epochs([59.0, 58.9, 59.1]), num_classes=10)
@@ -152,9 +152,6 @@ def test_a_loss_far_above_chance_is_stalled_only_while_it_does_not_fall():
     assert "far above chance" in found.message and "26x ln(10)" in found.message
     falling = epochs([406.6, 142.9])  # a large start coming down: not a stall
     assert "loss_stalled" not in ids(diagnose([rec], layers(2), falling, num_classes=10))
-    # Twice chance's validation accuracy is learning, whatever the loss.
-    better = epochs([59.0, 58.9, 59.1], val_acc=0.42)
-    assert "loss_stalled" not in ids(diagnose([rec], layers(2), better, num_classes=10))
 
 
 def test_loss_stalled_waits_for_enough_steps():

@@ -238,8 +238,10 @@ def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
     # A title longer than the terminal is cut mid-word: past this length it keeps the
     # verdict's head ("unhealthy"), and the findings below name every id.
     shown = verdict
-    if len(verdict) > TITLE_VERDICT and verdict.startswith(("unhealthy:", "failed:")):
-        shown = verdict.split(":")[0]  # a failed run's error is on stderr, whole
+    if len(verdict) > TITLE_VERDICT and verdict.startswith("unhealthy:"):
+        shown = "unhealthy"
+    elif len(verdict) > TITLE_VERDICT:  # a failed run: its error whole on stderr, here cut
+        shown = verdict[:TITLE_VERDICT].rsplit(" ", 1)[0] + " ..."  # at a word
     return Panel(body, title=f"Diagnosis: [{color}]{safe(shown)}[/]", title_align="left")
 
 

@@ -41,8 +41,6 @@ def stalled_loss(
     floor = chance * (1 - t.stall_tolerance)
     if not math.isfinite(loss_now) or loss_now < floor:
         return []
-    if epochs and math.isfinite(epochs[-1].val_acc) and epochs[-1].val_acc > 2.0 / num_classes:
-        return []  # twice chance's accuracy: it is learning, whatever its loss says
     if loss_now > FAR_ABOVE * chance and len(losses) >= 2 and loss_now < 0.9 * losses[-2]:
         return []  # far above chance but falling: a large start coming down, not a stall
     stalled_epochs = 0
