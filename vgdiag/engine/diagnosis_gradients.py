@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vgdiag.engine import diagnosis_common as common
-from vgdiag.engine.gradflow import first_last_ratio, gradient_profile, has_matrix, slope
+from vgdiag.engine.gradflow import can_be_output, first_last_ratio, gradient_profile, slope
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
 
@@ -41,8 +41,8 @@ def gradient_ratio(
     output = profiles[-1]["output"]
     if ratio < t.vanishing_warning and len(finite):
         severity = "error" if ratio < t.vanishing_error else "warning"
-        last = g_now[names.index(output)] if output in names else finite[-1]
         upto = names.index(output) if output in names else len(names)
+        last = g_now[upto] if upto < len(names) else finite[-1]
         starving = [n for n, v in zip(names[:upto], g_now) if v < last * t.vanishing_warning]
         per_layer = f", shrinking about {10 ** max(slope, 0):.1f}x per layer" \
             if math.isfinite(slope) else ""
@@ -233,7 +233,7 @@ def input_side_frozen(
     # Nor is a lone scale or temperature (no weight matrix), where matrices exist.
     roles = {info.name: info.role for info in layers}
     names = [n for n in common.reached_names(layers) if roles[n] not in ("embedding", "norm")]
-    matrix = {info.name for info in layers if has_matrix(info)}
+    matrix = {info.name for info in layers if can_be_output(info)}
     if any(n in matrix for n in names):
         names = [n for n in names if n in matrix]
     change = common.values(records[-1], "weight_change", names)

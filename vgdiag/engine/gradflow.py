@@ -42,7 +42,7 @@ def output_index(grads: Sequence[float], ok: Sequence[bool],
                  matrix: Sequence[bool] | None = None) -> int | None:
     """Index of the output layer: the last eligible one with a positive gradient.
 
-    Where `matrix` says which layers can be it (`has_matrix`) and any candidate can, only
+    Where `matrix` says which layers can be it (`can_be_output`) and any candidate can, only
     those: a learned temperature or scale applied after the head is not the output
     layer, and every ratio against its one number's gradient would mislead.
     """
@@ -58,7 +58,7 @@ def output_index(grads: Sequence[float], ok: Sequence[bool],
     return found
 
 
-def has_matrix(info: LayerInfo) -> bool:
+def can_be_output(info: LayerInfo) -> bool:
     """Whether a layer can be the output layer: it applies a weight matrix (its fan-in
     is known) or is a norm, embedding or recurrent layer; a module's loose parameters
     (a learned scale, a temperature, a lone bias) are not."""
@@ -114,7 +114,7 @@ def _grad(record: StepRecord, name: str) -> float:
 def output_layer(record: StepRecord, layers: Sequence[LayerInfo]) -> str | None:
     ordered = _ordered(layers, record)
     out = output_index([_grad(record, i.name) for i in ordered], [eligible(i) for i in ordered],
-                       [has_matrix(i) for i in ordered])
+                       [can_be_output(i) for i in ordered])
     return None if out is None else ordered[out].name
 
 
@@ -127,7 +127,7 @@ def grad_ratios(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[str, fl
     """Each layer's grad_norm divided by the output layer's (NaN where unknown)."""
     ordered = _ordered(layers, record)
     ratios = ratios_to_output([_grad(record, i.name) for i in ordered],
-                              [eligible(i) for i in ordered], [has_matrix(i) for i in ordered])
+                              [eligible(i) for i in ordered], [can_be_output(i) for i in ordered])
     by_name = dict(zip((i.name for i in ordered), ratios))
     return {name: by_name.get(name, math.nan) for name in record.layers}
 
@@ -149,7 +149,7 @@ def gradient_profile(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[st
     """
     infos = [i for i in _ordered(layers, record) if eligible(i)]
     names = [i.name for i in infos]
-    matrix = [has_matrix(i) for i in infos]
+    matrix = [can_be_output(i) for i in infos]
     g = np.array([_grad(record, n) for n in names], dtype=np.float64)
     out = output_index(g.tolist(), [True] * len(g), matrix)
     upto = g[: out + 1] if out is not None else g[:0]

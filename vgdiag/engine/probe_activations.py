@@ -90,8 +90,7 @@ def activation_stats(
     float kernels are used: comparisons make boolean tensors, several times slower.
     """
     x = out if out.is_floating_point() else out.float()
-    work_dtype = torch.float32 if x.dtype in LOW_PRECISION or not out.is_floating_point() \
-        else x.dtype
+    work_dtype = torch.float32 if x.dtype in LOW_PRECISION else x.dtype
     flat = x.reshape(-1)
     n = flat.numel()
     pieces = flat.split(CPU_PIECE if x.device.type == "cpu" else DEVICE_PIECE)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vgdiag import textfmt
-from vgdiag.engine.gradflow import eligible, has_matrix, ratios_to_output
+from vgdiag.engine.gradflow import can_be_output, eligible, ratios_to_output
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import run_verdict
@@ -152,7 +152,7 @@ def layer_rows(run: RunData, layers: Sequence[LayerInfo]) -> list[LayerRow]:
     ]
     # The same output layer (and ratios) as the diagnosis and every front end.
     used = {i.name: eligible(i) for i in layers}
-    matrix = {i.name: has_matrix(i) for i in layers}
+    matrix = {i.name: can_be_output(i) for i in layers}
     ratios = ratios_to_output([r.grad_last for r in rows],
                               [r.trainable and used.get(r.name, True) for r in rows],
                               [matrix.get(r.name, False) for r in rows])
