@@ -203,6 +203,7 @@ def test_unknown_option_lists_the_valid_ones(plugin: str) -> None:
         ("layerwise", {"epochs": "1,2"}),
         ("layerwise", {"batch-size": "0"}),
         ("gradnorm", {"eps": "nan"}),
+        ("gradnorm", {"scale": "layer"}),
     ],
 )
 def test_bad_option_values_are_user_errors(plugin: str, options: dict[str, str]) -> None:
@@ -520,6 +521,10 @@ def test_grad_normalize_backward_matches_an_independent_formula() -> None:
     expected = (u - u.mean()) / (np.std(u, ddof=1) + 1e-6)
     assert x.grad is not None
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12)
+    # Per sample (the plugin's default): the same, divided by the 5 rows of the batch.
+    x.grad = None
+    GradNormalize.apply(x, 1e-6, True).backward(upstream)
+    np.testing.assert_allclose(x.grad.numpy(), expected / 5, rtol=1e-12)
 
 
 def test_grad_normalize_leaves_a_single_number_alone() -> None:
@@ -529,11 +534,12 @@ def test_grad_normalize_leaves_a_single_number_alone() -> None:
 
 
 def test_gradnorm_wraps_each_hidden_activation() -> None:
-    variant = GradNorm().apply(make_experiment(), {"eps": "1e-5"})
+    variant = GradNorm().apply(make_experiment(), {"eps": "1e-5", "scale": "unit"})
     model = built(variant)
     for i in range(2, 16, 2):
         assert isinstance(model[i][0], nn.Sigmoid)
         assert isinstance(model[i][1], GradNormLayer) and model[i][1].eps == 1e-5
+        assert model[i][1].scale == "unit"
     assert isinstance(model[15], nn.Linear)
 
 
@@ -552,9 +558,9 @@ def test_gradnorm_standardises_the_gradient_reaching_each_layer() -> None:
     x, y = batch()
     nn.functional.cross_entropy(model(x), y).backward()
     # The gradient into a sigmoid's output is what GradNorm passes down: standardised
-    # (std s / (s + eps) for a raw std s, just under 1).
+    # (std s / (s + eps) for a raw std s, just under 1), per sample of the batch.
     for i in range(2, 16, 2):
-        g = grads[i]
+        g = grads[i] * x.shape[0]
         assert abs(float(g.mean())) < 1e-6 and 0.99 < float(g.std()) <= 1.0
     # Standardisation undoes the geometric shrinking: first and last layer get grads
     # of the same order instead of a ratio of ~1e-6.

@@ -83,7 +83,9 @@ REFERENCE = Preset(
         _mitigation("adam", "adam", 0.859, lr="0.001"),
         _mitigation("batchnorm", "batchnorm", 0.879),
         _mitigation("skip", "skip", 0.676, blocks="2-3,5-7"),  # h3+h1, h7+h4
-        _mitigation("gradnorm", "gradnorm", 0.537, eps="1e-06"),
+        # Per-sample scale: the formula taken literally (scale=unit) moves the first
+        # layer by 0.9 of its norm on the first step and stays at chance (0.100).
+        _mitigation("gradnorm", "gradnorm", 0.537, eps="1e-06", scale="batch"),
         _mitigation("layerwise", "layerwise", 0.876, blocks="2,2,2,1", init="keep",
                     **{"batch-size": "64"}),
     ),
