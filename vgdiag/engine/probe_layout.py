@@ -75,13 +75,15 @@ class LayerLayout:
         self.order: list[int] = list(range(n))  # layer indices in depth order
         self._need_order = True
         self._bwd_handles: list[RemovableHandle] = []
+        # The activation statistics' temporaries, kept across steps: a fresh buffer
+        # each sampled step is fresh memory from the kernel, page-faulted in again.
+        self.scratch = Scratch()
         self.new_step()
 
     # ----- per step ------------------------------------------------------------
     def new_step(self) -> None:
         self.grad_out: dict[int, list[torch.Tensor]] = {}
         self.act: dict[int, tuple[int, int, list[torch.Tensor]]] = {}
-        self.scratch = Scratch()  # the activation statistics' reused temporaries
         self.time: dict[str, list[torch.Tensor]] = {}
         self.last_layer: int | None = None
         self.ran: set[int] = set()  # layers whose forward ran in this step's training pass
