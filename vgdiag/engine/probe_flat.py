@@ -6,8 +6,9 @@ operation, not by its arithmetic: five statistics (gradient L2 and L1, ||W||,
 Here the parameters' W0, the weights before an update and a scratch buffer are each
 one flat buffer, in which every parameter starts on a row of ROW elements and its
 last row is padded with zeros. One row-wise reduction over a buffer then serves
-every parameter at once, and the rows are added per parameter in float64 (one small
-`index_add_`): for each statistic a few kernels whatever the number of parameters.
+every parameter at once, and the rows are added per parameter in float64 on the host
+(one `np.add.reduceat`): for each statistic a few kernels whatever the number of
+parameters.
 
 The rows also keep the sums accurate: torch's float32 CPU norm accumulates in one
 long chain, whose relative error grows with its length; a row of ROW elements is
