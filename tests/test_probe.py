@@ -153,8 +153,11 @@ class Reversed(nn.Module):
 def test_layers_are_ordered_by_first_execution():
     model = Reversed()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        after_stem = torch.relu(model.stem(x)).double()
     with Probe(model, opt, every=1) as probe:
-        model(torch.randn(5, 3)).sum().backward()
+        model(x).sum().backward()
         opt.step()
     names = [i.name for i in probe.layers]
     assert names == ["stem", "body", "head", "unused"]
@@ -162,7 +165,11 @@ def test_layers_are_ordered_by_first_execution():
     # trainable but did not run this step: not measured
     assert math.isnan(record.layers["unused"].grad_norm)
     assert record.layers["unused"].param_grad_norms == {}
-    assert math.isnan(record.layers["stem"].act_mean)  # functional relu: not visible
+    # torch.relu called in forward is the stem's activation (probe_functional)
+    assert [i.activation for i in probe.layers] == ["relu()", "relu()", None, None]
+    assert record.layers["stem"].act_mean == pytest.approx(float(after_stem.mean()), rel=1e-6)
+    dead = float((after_stem == 0).all(dim=0).double().mean())
+    assert record.layers["stem"].act_dead == pytest.approx(dead)
 
 
 class Shared(nn.Module):

@@ -47,7 +47,13 @@ from vgdiag.engine.probe_kernels import (  # re-exported
     HIST_BINS,
     dense_grad,
 )
-from vgdiag.engine.probe_layers import compiled_fullgraph, find_layers, has_lazy_parameters, unwrap
+from vgdiag.engine.probe_layers import (
+    compiled,
+    compiled_fullgraph,
+    find_layers,
+    has_lazy_parameters,
+    unwrap,
+)
 from vgdiag.engine.probe_layout import LayerLayout
 from vgdiag.engine.probe_pack import (
     gradient_pieces,
@@ -159,8 +165,11 @@ class Probe:
     def _setup(self) -> None:
         owners, params = find_layers(self._root)
         self._tensors: list[torch.Tensor] = [p for _, _, p in params]
+        # Under torch.compile a TorchFunctionMode would change what is traced: there,
+        # activations are measured from activation modules only.
         self._layout = LayerLayout(self._root, owners, params,
-                                   original_shapes(self._root, self._tensors), self._guard)
+                                   original_shapes(self._root, self._tensors), self._guard,
+                                   functional=not compiled(self.model))
         self._sharded, self._replicas = sharding(self._root, self._tensors, self._distributed)
         self.rank, self.world_size = rank_and_world()
         self._dtensor = any(is_dtensor(p) for p in self._tensors)

@@ -61,6 +61,18 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def compiled(model: nn.Module) -> bool:
+    """True for a torch.compile wrapper at any depth of wrapping."""
+    for _ in range(8):
+        if hasattr(model, "_orig_mod"):
+            return True
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return False
+        model = inner
+    return False
+
+
 def compiled_fullgraph(model: nn.Module) -> bool:
     """True for torch.compile(model, fullgraph=True) (at any depth of wrapping)."""
     for _ in range(8):

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from vgdiag.engine.probe_activations import Scratch, activation_kind, activation_stats
+from vgdiag.engine.probe_functional import FunctionalActivations
 from vgdiag.engine.probe_kernels import LOW_PRECISION, first_tensor, time_norms
 from vgdiag.engine.probe_layers import (
     ACTIVATION_TYPES,
@@ -34,13 +35,15 @@ from vgdiag.engine.probe_layers import (
 from vgdiag.engine.records import LayerInfo
 
 Guard = Callable[[Callable[..., Any]], Callable[..., Any]]
+FUNCTIONAL_TRIAL = 2  # sampled forward passes that look for activation functions
 
 
 class LayerLayout:
     """Layers, their parameters and depth order, and the per-step hook buffers."""
 
     def __init__(self, root: nn.Module, owners: Owners, params: Params,
-                 shapes: list[tuple[int, ...]], guard: Guard) -> None:
+                 shapes: list[tuple[int, ...]], guard: Guard, functional: bool = True) -> None:
+        self._root = root
         self.owners = owners
         self.params = params
         self.shapes = shapes
@@ -78,6 +81,13 @@ class LayerLayout:
         # The activation statistics' temporaries, kept across steps: a fresh buffer
         # each sampled step is fresh memory from the kernel, page-faulted in again.
         self.scratch = Scratch()
+        # Activations called as functions (probe_functional): looked for on the first
+        # FUNCTIONAL_TRIAL sampled forward passes, kept on where one was found.
+        self._functional = functional
+        self._functional_trial = FUNCTIONAL_TRIAL
+        self._functional_kept = False
+        self._mode: FunctionalActivations | None = None
+        self._by_function: set[int] = set()  # layers whose activation is a function
         self.new_step()
 
     # ----- per step ------------------------------------------------------------
@@ -86,6 +96,7 @@ class LayerLayout:
         self.act: dict[int, tuple[int, int, list[torch.Tensor]]] = {}
         self.time: dict[str, list[torch.Tensor]] = {}
         self.last_layer: int | None = None
+        self.last_out: torch.Tensor | None = None  # that layer's output, during forward
         self.ran: set[int] = set()  # layers whose forward ran in this step's training pass
         self._fired: list[int] = []
         self._fired_set: set[int] = set()
@@ -105,6 +116,12 @@ class LayerLayout:
         if grad_hooks:
             handles += [m.register_forward_pre_hook(self._guard(self._time_hook(name, m)))
                         for name, m in self._recurrent if hookable(m)]
+        if self._functional and hookable(self._root):
+            handles += [
+                self._root.register_forward_pre_hook(self._guard(self._enter_functional)),
+                # always_call: a forward pass that raises must not leave the mode on
+                self._root.register_forward_hook(self._exit_functional, always_call=True),
+            ]
         return handles
 
     def watch_backward(self) -> None:
@@ -180,6 +197,7 @@ class LayerLayout:
                     self.forward.append(i)
                     self._infos = None
             self.last_layer = top
+            self.last_out = first_tensor(output)
             if top not in self.in_features:
                 x = first_tensor(inputs)
                 if x is not None and x.dim() >= 1:
@@ -208,13 +226,48 @@ class LayerLayout:
             if out is None or out.numel() == 0:
                 return
             li = self.last_layer
-            if li not in self.activation_of:
+            if li not in self.activation_of or li in self._by_function:
+                # a module's hook fires after the function it calls: the module names it
+                self._by_function.discard(li)
                 self.activation_of[li] = name
                 self._infos = None
-            cdim = 1 if channel_first(self.owners[li][1]) else -1
-            self.act[li] = activation_stats(out.detach(), kind, dead, cdim, self.scratch)
+            self._record_act(li, out, kind, dead)
 
         return hook
+
+    def _record_act(self, li: int, out: torch.Tensor, kind: int, dead: bool) -> None:
+        cdim = 1 if channel_first(self.owners[li][1]) else -1
+        self.act[li] = activation_stats(out.detach(), kind, dead, cdim, self.scratch)
+
+    def _functional_act(self, x: torch.Tensor, out: torch.Tensor, kind: int, dead: bool,
+                        name: str) -> None:
+        li = self.last_layer
+        if (li is None or x is not self.last_out or li in self.act
+                or not torch.is_grad_enabled() or out.numel() == 0):
+            return  # not a layer's own output, or its activation is already measured
+        if li not in self.activation_of:
+            self.activation_of[li] = name
+            self._by_function.add(li)
+            self._infos = None
+        self._record_act(li, out, kind, dead)
+
+    def _enter_functional(self, module: nn.Module, args: Any) -> None:
+        if (self._mode is not None or not torch.is_grad_enabled()
+                or not (self._functional_kept or self._functional_trial)):
+            return  # evaluation passes are not training steps
+        self._mode = FunctionalActivations(self._guard(self._functional_act))
+        self._mode.__enter__()
+
+    def _exit_functional(self, module: nn.Module, args: Any, output: Any) -> None:
+        mode, self._mode = self._mode, None
+        self.last_out = None  # hold no activation past the forward pass
+        if mode is None:
+            return
+        mode.close()
+        if self._functional_trial:
+            self._functional_trial -= 1
+            # Kept where a layer's activation is measured from a function call alone.
+            self._functional_kept = bool(self._by_function)
 
     def _time_hook(self, name: str, module: nn.Module) -> Callable[..., Any]:
         batch_first = bool(getattr(module, "batch_first", False))
