@@ -78,6 +78,22 @@ def build_conv() -> nn.Module:
     )
 
 
+class FunctionalConv(nn.Module):
+    """The conv net with its ReLUs called in forward (F.relu): the probe watches
+    those calls through a TorchFunctionMode on sampled steps (probe_functional)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.c3 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16 * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu(self.c3(nn.functional.relu(self.c2(nn.functional.relu(self.c1(x))))))
+        return self.fc(x.flatten(1))
+
+
 @dataclass
 class Workload:
     name: str
@@ -92,6 +108,8 @@ WORKLOADS = {
                     "reference MLP (7 x Linear(128)+Sigmoid), batch 512"),
     "conv": Workload("conv", build_conv, 128, 50,
                      "conv net (3 x Conv2d+ReLU, Linear), batch 128"),
+    "convf": Workload("convf", FunctionalConv, 128, 50,
+                      "conv net with F.relu in forward, batch 128"),
 }
 
 
@@ -416,7 +434,7 @@ def main() -> None:
                              "on a shared machine two threads make the timings noisy)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="mlp,conv",
-                        help="comma-separated: mlp,conv (empty: none)")
+                        help="comma-separated: mlp,conv,convf (empty: none)")
     parser.add_argument("--trainer-reps", type=int, default=8)
     parser.add_argument("--trainer-batch", default="64,512",
                         help="batch sizes of the run_training comparison (vgdiag run's "

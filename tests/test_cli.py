@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,3 +327,62 @@ def test_a_custom_loss_is_checked_before_training(capsys, tmp_path, monkeypatch)
     code, _, err = cli(capsys, "run", "--headless", "--epochs", "1",
                        "--loss", "losses.py:one", "--out", str(tmp_path / "one"))
     assert code in (ExitCode.OK, ExitCode.FINDINGS), err
+
+
+DIVERGING = """
+from torch import nn
+
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(),
+                                 nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(x)
+"""
+DIVERGE = ["--lr", "1e4", "--epochs", "3", "--data", "synthetic", "--synthetic-size", "500",
+           "--device", "cpu"]
+
+
+def strict_json(text: str):
+    """json.loads that refuses what strict parsers (JSON.parse, jq) refuse."""
+    def refuse(token: str):
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_writes_strict_json_keeps_inf_and_claims_no_accuracy(capsys, tmp_path):
+    model = tmp_path / "m.py"
+    model.write_text(DIVERGING)
+    run = tmp_path / "run"
+    code, out, err = cli(capsys, "run", "--model", f"{model}:Mlp", *DIVERGE, "--headless",
+                         "--out", str(run))
+    assert code == ExitCode.OK, err  # completed, unhealthy: exit by --fail-on (none)
+    summary = strict_json((run / "summary.json").read_text())
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        strict_json(line)
+    assert summary["status"] == "completed" and "non_finite" in summary["verdict"]
+    values = [v for layer in summary["layers"] for v in layer.values()]
+    assert math.inf in values  # an infinite gradient is written as 1e999, read back as inf
+    # argmax of NaN logits is not an accuracy
+    assert summary["test"]["acc"] is None
+    assert all(e["val_acc"] is None for e in summary["epochs"])
+    assert "test acc -" in out
+
+
+def test_compare_reports_a_diverged_variant_as_diverged_not_failed(capsys, tmp_path):
+    model = tmp_path / "m.py"
+    model.write_text(DIVERGING)
+    out_dir = tmp_path / "cmp"
+    code, out, err = cli(capsys, "compare", "--model", f"{model}:Mlp", *DIVERGE,
+                         "--plugins", "adam", "--out", str(out_dir))
+    assert code == ExitCode.OK, out + err
+    doc = strict_json((out_dir / "compare.json").read_text())
+    base = next(r for r in doc["table"] if r["variant"] == "baseline")
+    assert base["state"] == "done" and base["learned"] == "diverged", base
+    assert base["test_acc"] is None and base["gain"] is None
+    # samples: the batches the cut-short epoch took (64 each), not the training set
+    assert base["samples"] == 64 * base["steps"] < 400, base
+    summary = strict_json((out_dir / "baseline" / "summary.json").read_text())
+    assert summary["status"] == "completed"

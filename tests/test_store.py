@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import pytest
@@ -170,3 +171,17 @@ def test_a_failed_write_marks_the_folder_failed(tmp_path, monkeypatch):
     assert summary["verdict"] == "failed: " + summary["error"]
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
         "config.json", "metrics.jsonl", "summary.json"]
+
+
+def test_dumps_writes_strict_json_that_reads_back_inf_and_keeps_strings():
+    from vgdiag.runs.folder import dumps
+
+    obj = {"a": math.inf, "b": [-math.inf, math.nan, 1.5], "text": 'Infinity "NaN" -Infinity'}
+    text = dumps(obj)
+
+    def refuse(token: str):
+        raise ValueError(token)
+
+    back = json.loads(text, parse_constant=refuse)  # no Infinity/NaN tokens left
+    assert back == {"a": math.inf, "b": [-math.inf, None, 1.5], "text": obj["text"]}
+    assert dumps({"x": 1.0}) == json.dumps({"x": 1.0})

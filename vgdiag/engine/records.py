@@ -261,8 +261,9 @@ def severity_rank(severity: str) -> int:
 
 def _finite_or_none(x: float) -> float | None:
     # JSON has no NaN: null stands for it ("not measured" or NaN). +-inf stay floats,
-    # which Python's json writes as Infinity and reads back; non-finite values are
-    # also reported as findings, so nothing is lost by the NaN mapping.
+    # which runs.folder.dumps writes as +-1e999 (strict JSON, read back as inf);
+    # non-finite values are also reported as findings, so nothing is lost by the NaN
+    # mapping.
     if x is None:
         return None
     x = float(x)

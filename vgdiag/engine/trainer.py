@@ -55,6 +55,7 @@ class _Run:
         self.epochs: list[EpochRecord] = []
         self.layers: list[LayerInfo] = []
         self.steps = 0
+        self.samples = 0  # training samples the finished epochs saw (all ranks)
         self.every = self.cfg.every  # the probe's interval (shorter for short runs)
         self.t0 = time.perf_counter()
         self.last_progress = 0.0
@@ -219,6 +220,7 @@ class _Run:
         loss_sum, correct, total = self.agree(loss_sum, correct,
                                               torch.tensor(float(seen), device=self.device))
         seen = int(total)
+        self.samples += seen
         train_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(train_loss):
             self.non_finite = True
@@ -226,7 +228,9 @@ class _Run:
         summary = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
-            train_acc=float(correct) / max(seen, 1) if self.classify else math.nan,
+            # the accuracy of an epoch whose outputs went NaN is argmax of NaN: none
+            train_acc=(float(correct) / max(seen, 1) if self.classify
+                       and math.isfinite(train_loss) else math.nan),
             val_loss=val_loss,
             val_acc=val_acc,
             seconds=time.perf_counter() - t_start,
@@ -305,7 +309,7 @@ def run_training(
         findings=run.findings(),
         seconds=time.perf_counter() - run.t0,
         steps_done=run.steps,
-        extra={"stopped_on_non_finite": run.non_finite},
+        extra={"stopped_on_non_finite": run.non_finite, "samples_seen": run.samples},
     )
 
 

@@ -34,7 +34,8 @@ class VariantState(str, enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     DONE = "done"  # trained to the end of its budget
-    FAILED = "failed"  # the run raised, went non-finite, or its worker died
+    FAILED = "failed"  # the run raised or its worker died (one that diverged is DONE:
+    # its folder is completed, as `vgdiag run`'s is, and its row says "diverged")
     NOT_APPLICABLE = "not applicable"  # the plugin said why not; nothing trained
     INTERRUPTED = "interrupted"  # stopped by a signal or the user
     SKIPPED = "skipped"  # never started: the comparison was stopped first
@@ -122,7 +123,8 @@ class VariantOutcome:
     summary: dict[str, Any] | None = None  # summary.json of the variant's run
     seconds: float = 0.0  # wall time of the variant, loading and training
     steps: int = 0  # optimizer steps taken
-    samples: int = 0  # training samples seen (epochs done x training-set size)
+    samples: int = 0  # training samples seen (counted by the trainer; an epoch cut
+    # short by a non-finite loss counts the batches it took)
 
     @property
     def name(self) -> str:
@@ -207,7 +209,7 @@ def run_variant(
     status = "failed"
     epochs = 0
     steps = 0
-    non_finite = False
+    samples: int | None = None
     with RunStore(run_dir, spec.name, data.num_classes) as store:
         for event in run_training(experiment, data, stop):
             store.handle(event)
@@ -226,14 +228,12 @@ def run_variant(
                 error, steps = event.error, event.steps_done
             elif isinstance(event, RunFinished):
                 status, steps = event.status, event.steps_done
-                non_finite = bool(event.extra.get("stopped_on_non_finite"))
+                samples = event.extra.get("samples_seen")
     state = (VariantState.FAILED if error is not None else
              VariantState.INTERRUPTED if status == "interrupted" else VariantState.DONE)
-    if error is None and non_finite and not experiment.train.keep_going:
-        state, error = VariantState.FAILED, "stopped on a non-finite loss or gradient"
     summary = read_run(run_dir).summary
     return VariantOutcome(spec, state, error, run_dir, summary, time.perf_counter() - t0,
-                          steps, epochs * len(data.train))
+                          steps, epochs * len(data.train) if samples is None else samples)
 
 
 def compare_variants(

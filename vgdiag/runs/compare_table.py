@@ -21,10 +21,11 @@ CHANCE_MARGIN = 0.1
 LEARNED_MARGIN = 0.5
 
 
-def learned(val_acc: float | None, num_classes: int) -> str:
-    """'learned' | 'partly' | 'at chance' | '' (no accuracy) for a validation accuracy."""
+def learned(val_acc: float | None, num_classes: int, diverged: bool = False) -> str:
+    """'learned' | 'partly' | 'at chance' | 'diverged' (outputs went non-finite, so no
+    accuracy) | '' (no accuracy) for a validation accuracy."""
     if val_acc is None or not math.isfinite(val_acc) or num_classes < 2:
-        return ""
+        return "diverged" if diverged else ""
     chance = 1.0 / num_classes
     if val_acc < chance + CHANCE_MARGIN * (1 - chance):
         return "at chance"
@@ -86,7 +87,8 @@ def variant_row(o: VariantOutcome, target_acc: float) -> dict[str, Any]:
         "ratio_end": _ratio(s, "grad_norm_last"),
         "epoch_to_target": _epoch_reaching(s, target_acc),
         "seconds": o.seconds,
-        "learned": learned(_number(last.get("val_acc")), num_classes),
+        "learned": learned(_number(last.get("val_acc")), num_classes, diverged=any(
+            f.get("id") == "non_finite" for f in s.get("findings", []))),
         "health": health,
         "published": o.spec.published,
     }
@@ -119,7 +121,9 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
                    seconds=sum(m["seconds"] for m in members))
         for key in ("train_acc", "val_acc", "test_acc", "val_loss", "test_loss",
                     "ratio_init", "ratio_end", "steps", "samples"):
-            values = [float(m[key]) for m in trained
+            # a seed that diverged took steps and saw samples, but has no accuracy
+            among = members if key in ("steps", "samples") else trained
+            values = [float(m[key]) for m in among
                       if m[key] is not None and math.isfinite(float(m[key]))]
             row[key], row[f"{key}_std"] = _mean_std(values)
         for key in ("learned", "health", "state"):

@@ -69,6 +69,23 @@ def json_default(obj: Any) -> Any:
     return str(obj)
 
 
+# A JSON string, or one of the non-standard tokens Python's json writes for floats.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|-?Infinity|NaN')
+_STRICT = {"Infinity": "1e999", "-Infinity": "-1e999", "NaN": "null"}
+
+
+def dumps(obj: Any, *, indent: int | None = None,
+          separators: tuple[str, str] | None = None) -> str:
+    """JSON that every parser reads: +-inf as 1e999 / -1e999 (valid JSON numbers that
+    Python, JavaScript and jq read back as +-inf or the largest double), NaN as null
+    (JSON's "not measured"). Python's json alone writes Infinity and NaN, which
+    strict parsers (JSON.parse, jq, serde) refuse."""
+    text = json.dumps(obj, indent=indent, separators=separators, default=json_default)
+    if "Infinity" not in text and "NaN" not in text:
+        return text
+    return _TOKENS.sub(lambda m: _STRICT.get(m.group(0), m.group(0)), text)
+
+
 def write_json_atomic(path: Path, obj: Any, *, durable: bool = True,
                       indent: int | None = 2) -> None:
     """Replace `path` in one rename, so a reader never sees half a file.
@@ -76,7 +93,7 @@ def write_json_atomic(path: Path, obj: Any, *, durable: bool = True,
     `durable` also fsyncs, so the content survives a power cut, not only a killed
     process; the per-epoch summaries skip it (the final one does not).
     """
-    text = json.dumps(obj, indent=indent, default=json_default) + "\n"
+    text = dumps(obj, indent=indent) + "\n"
     write_text_atomic(path, text, durable=durable)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from vgdiag.runs.folder import (
     CONFIG_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
-    json_default,
+    dumps,
     prepare_run_dir,
     write_json_atomic,
     writer_stamp,
@@ -42,7 +41,7 @@ RESERVE_BYTES = 64 * 1024
 
 
 def _dump(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), default=json_default)
+    return dumps(obj, separators=(",", ":"))
 
 
 def _write_failure(exc: OSError, path: Path) -> str:

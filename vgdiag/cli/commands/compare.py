@@ -98,6 +98,9 @@ def compare(opts: RunOptions, cmd: CompareOptions) -> None:
                 for f in o.summary.get("findings", [])]
     if interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
-    if any(o.state is VariantState.FAILED for o in outcomes):
+    failed = [o for o in outcomes if o.state is VariantState.FAILED]
+    for o in failed:  # the table said so too; stderr is what a CI log keeps
+        print(f"vgdiag: error: variant {o.name} failed: {o.reason}", file=sys.stderr)
+    if failed:
         raise typer.Exit(ExitCode.TRAINING_FAILED)
     raise typer.Exit(exit_code_for(findings, cmd.fail_on))
