@@ -529,6 +529,10 @@ def test_other_failures_are_reported_in_one_line(digits: DataBundle) -> None:
 
     message = check(Fails(), digits)
     assert message.startswith("the model failed on 2 training samples of shape (1, 8, 8): KeyError")
+    # where in the user's code, as a failure during training says it
+    raising_line = Fails.forward.__code__.co_firstlineno + 1
+    assert message.endswith(f"(test_userdata.py:{raising_line})"), message
+    assert "\n" not in message
 
 
 def test_elementwise_losses(digits: DataBundle) -> None:

@@ -8,9 +8,6 @@ steps. Cancellation is a threading.Event polled between steps, never a killed th
 from __future__ import annotations
 
 import math
-import os
-import sys
-import sysconfig
 import threading
 import time
 import traceback
@@ -33,6 +30,7 @@ from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
 from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.status import RunStatus
+from vgdiag.engine.tracebacks import user_location
 from vgdiag.errors import UserError
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
@@ -313,14 +311,6 @@ def run_training(
     )
 
 
-# Frames in these folders are not the user's: the error names the deepest other one.
-_OWN_DIRS = (
-    *(os.path.dirname(m.__file__ or "") + os.sep
-      for m in (torch, sys.modules[__name__.partition(".")[0]])),
-    sysconfig.get_paths()["stdlib"] + os.sep,
-)
-
-
 def _failure_line(exc: BaseException) -> str:
     """'Type: message (file.py:LINE)', the line being the deepest frame in the user's code."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -329,9 +319,4 @@ def _failure_line(exc: BaseException) -> str:
         text = str(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split()) or type(exc).__name__
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(_OWN_DIRS) and not f.filename.startswith("<")]
-    if frames:
-        text += f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
-    return text
+    return (" ".join(text.split()) or type(exc).__name__) + user_location(exc)

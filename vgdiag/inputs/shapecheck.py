@@ -15,6 +15,7 @@ from vgdiag.engine.experiment import LossFn
 from vgdiag.engine.outputs import format_shape as _shape
 from vgdiag.engine.outputs import select_output
 from vgdiag.engine.splits import DataBundle, TensorSplit
+from vgdiag.engine.tracebacks import user_location
 from vgdiag.errors import UserError
 from vgdiag.inputs.loader_split import first_batch
 from vgdiag.inputs.losses import _ELEMENTWISE, LOSSES
@@ -194,7 +195,7 @@ def _explain_forward_error(
     in_layer = f" in {label}" if layer else ""
     return (
         f"the model failed on {x.shape[0]} training samples of shape {data_shape}{in_layer}: "
-        f"{describe_exception(exc)}"
+        f"{describe_exception(exc)}{user_location(exc)}"
     )
 
 
