@@ -83,6 +83,8 @@ def test_healthy_model_exits_zero_with_fail_on(capsys, tmp_path):
         (["run", "--data-dir", "/tmp"], "--data-dir applies to --data mnist"),
         (["run", "--synthetic-size", "100"], "--synthetic-size applies"),
         (["run", "--plugin-opt", "weight-init.std=1.0"], "add --plugin weight-init"),
+        # an unset shell variable (--plugins "$P") is not a request for all seven
+        (["compare", "--epochs", "1", "--plugins", ""], "no plugin named in ''"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, args, words):

@@ -60,7 +60,9 @@ def resolve(request: CompareRequest, available: dict[str, Any]
         jobs = preset.jobs if request.jobs is None else request.jobs
     else:
         opts = RunOptions(**{**request.defaults, **request.run_fields})
-        names = resolve_plugin_names(request.plugins or "all", available)
+        # an empty --plugins "" (an unset shell variable) is refused, not read as all
+        names = resolve_plugin_names("all" if request.plugins is None else request.plugins,
+                                     available)
         specs = build_specs(names, request.plugin_opts)
         jobs = 1 if request.jobs is None else request.jobs
     if request.seeds > 1:
