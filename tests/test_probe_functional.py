@@ -174,3 +174,29 @@ def test_a_forward_that_raises_or_leaves_its_own_mode_keeps_the_stack_right():
     finally:
         while torch._C._len_torch_function_stack():
             torch._C._pop_torch_function_stack()
+
+
+def test_no_mode_where_part_of_the_model_is_compiled():
+    seen = []
+
+    class Partly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Linear(8, 8)
+            self.body = torch.compile(nn.Sequential(nn.Linear(8, 8), nn.ReLU(),
+                                                    nn.Linear(8, 2)), backend="eager")
+
+        def forward(self, x):
+            seen.append(torch._C._len_torch_function_stack())
+            return self.body(F.relu(self.stem(x)))
+
+    model = Partly()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, every=1) as w:
+        for _ in range(2):
+            opt.zero_grad()
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+        records = list(w.history)
+    assert seen == [0, 0]  # a mode would change what torch.compile traces
+    assert math.isnan(records[-1].layers["stem"].act_mean)

@@ -165,11 +165,12 @@ class Probe:
     def _setup(self) -> None:
         owners, params = find_layers(self._root)
         self._tensors: list[torch.Tensor] = [p for _, _, p in params]
-        # Under torch.compile a TorchFunctionMode would change what is traced: there,
-        # activations are measured from activation modules only.
+        # Under torch.compile (of the model or of any part of it) a TorchFunctionMode
+        # would change what is traced: there, activations come from modules only.
         self._layout = LayerLayout(self._root, owners, params,
                                    original_shapes(self._root, self._tensors), self._guard,
-                                   functional=not compiled(self.model))
+                                   functional=not compiled(self.model) and not any(
+                                       compiled(m) for m in self._root.modules()))
         self._sharded, self._replicas = sharding(self._root, self._tensors, self._distributed)
         self.rank, self.world_size = rank_and_world()
         self._dtensor = any(is_dtensor(p) for p in self._tensors)
