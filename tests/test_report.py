@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import socket
+import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -54,6 +57,14 @@ def sigmoid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     opts = RunOptions(epochs=2, depth=3, width=16, every=5, hist_every=4, batch_size=32,
                       lr=0.01)
     return _train(tmp_path_factory.mktemp("runs") / "sigmoid", opts)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 4 x 40 steps at the default --every 25: the trainer samples every 3rd step instead,
+    # so that the run gets its 50 samples.
+    opts = RunOptions(epochs=4, depth=2, width=8, batch_size=32, lr=0.01, hist_every=0)
+    return _train(tmp_path_factory.mktemp("runs") / "short", opts)
 
 
 @pytest.fixture(scope="module")
@@ -346,3 +357,100 @@ def test_svgplot_helpers() -> None:
     assert [label for _, label in log_ticks(0, 1)] == ["1e0", "2e0", "5e0", "1e1"]
     assert len(log_ticks(-16, 4)) <= 9
     assert shorten("abcdefghijklmnop", 7) == "abc\u2026nop" and shorten("ab", 7) == "ab"
+
+
+# ----- what the header and configuration say -----------------------------------------
+
+
+def test_sampling_interval_is_the_one_the_run_used(short_run: Path, tmp_path: Path) -> None:
+    run = read_run(short_run)
+    assert run.config["experiment"]["train"]["every"] == 25
+    used = run.config["sampled_every"]
+    steps = [r.step for r in run.records]
+    assert used == 3 and steps == list(range(0, steps[-1] + 1, used))
+    assert "| sampled every | 3 (asked 25) |" in render_report(run, "md")
+    assert "<tr><th>sampled every</th><td>3 (asked 25)</td></tr>" in render_report(run, "html")
+    # The same interval asked and used is one number; an older folder without
+    # `sampled_every` shows the option.
+    config = {"experiment": {"train": {"every": 5}}, "sampled_every": 5}
+    assert "| sampled every | 5 |" in render_report(
+        read_run(write_run(tmp_path / "same", config=config)), "md")
+    del config["sampled_every"]
+    assert "| sampled every | 5 |" in render_report(
+        read_run(write_run(tmp_path / "older", config=config)), "md")
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: no process has this id now
+    return child.pid
+
+
+def _as_left_by_a_kill(completed: Path, folder: Path, pid: int) -> dict[str, Any]:
+    """A copy of a completed run whose summary.json is the one written after its first
+    epoch, still "running" and naming writer `pid`: what a kill -9 later leaves, since
+    the summary is rewritten at most every 2 s while metrics.jsonl gets every record."""
+    folder.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        (folder / name).write_bytes((completed / name).read_bytes())
+    summary = json.loads((completed / "summary.json").read_text())
+    first = summary["epochs"][0]
+    summary.update(status="running", steps=first["steps"], seconds=1.0, epochs=[first],
+                   test=None, writer={"pid": pid, "host": socket.gethostname()})
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_cut_off_run_reports_the_steps_and_time_of_its_metrics(short_run: Path,
+                                                              tmp_path: Path) -> None:
+    _as_left_by_a_kill(short_run, tmp_path / "killed", _dead_pid())
+    lines = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text()
+             .splitlines()]
+    epochs = [x for x in lines if x["type"] == "epoch"]
+    last_step = [x for x in lines if x["type"] == "step"][-1]["step"]
+    steps = max(epochs[-1]["steps"], last_step + 1)
+    assert len(epochs) == 4 and steps == 160
+    seconds = 1.0 + sum(e["seconds"] for e in epochs[1:])  # the summary's + what came after
+    run = read_run(tmp_path / "killed")
+    assert run.status == "cut off"
+    md = render_report(run, "md")
+    assert f"**Status: cut off** \u00b7 {steps} steps \u00b7 {seconds:.1f} s \u00b7 4 of 4 " \
+           "epochs" in md
+    assert f"&middot; {steps} steps &middot; {seconds:.1f} s &middot; 4 epochs" in \
+        render_report(run, "html")
+    doc = _strict_loads(render_report(run, "json"))
+    assert doc["steps"] == steps and doc["seconds"] == pytest.approx(seconds)
+    assert run.state.steps == steps and run.state.seconds == pytest.approx(seconds)
+
+
+def test_the_notice_box_says_cut_off_once(short_run: Path, tmp_path: Path) -> None:
+    _as_left_by_a_kill(short_run, tmp_path / "killed", _dead_pid())
+    run = read_run(tmp_path / "killed")
+    md = render_report(run, "md")
+    box = [ln for ln in md.splitlines() if ln.startswith(">")]
+    assert box[0].startswith("> **The run was cut off: its process ended")
+    assert sum("cut off" in ln for ln in box) == 1, box
+    assert box[1:] == ["> - findings were recomputed from the metrics the run wrote"]
+    html = render_report(run, "html")
+    banner = re.search(r'<div class="banner bad">(.*?)</div>', html, re.S)
+    assert banner and banner.group(1).count("cut off") == 1, banner
+    assert "<li>findings were recomputed" in banner.group(1)
+    assert any("cut off" in n for n in run.notes)  # the reader still says it (view, stderr)
+
+
+def test_a_run_still_writing_says_so_once_with_its_metrics_steps(short_run: Path,
+                                                                tmp_path: Path) -> None:
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _as_left_by_a_kill(short_run, tmp_path / "live", writer.pid)
+        run = read_run(tmp_path / "live")
+        assert run.status == "running"
+        md = render_report(run, "md")
+    finally:
+        writer.kill()
+        writer.wait()
+    box = [ln for ln in md.splitlines() if ln.startswith(">")]
+    assert box[0] == "> **The run is still running: the numbers cover what it has written " \
+        "so far.**"
+    assert not any("still being written" in ln for ln in box), box
+    assert "**Status: running** \u00b7 160 steps" in md

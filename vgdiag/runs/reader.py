@@ -11,6 +11,7 @@ state is the one a live consumer held.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ from vgdiag.engine.summary import SCHEMA_VERSION, RunSummary
 from vgdiag.errors import UserError
 from vgdiag.runs.folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, pid_alive, writer_gone
 
+# The notes that say a "running" folder's status: a report's status line says it too.
+RUNNING_NOTE = "the run is still being written: this is how it stands now"
+CUT_OFF_NOTE = "the run was cut off: its process ended without finishing the folder"
+STATUS_NOTES = (RUNNING_NOTE, CUT_OFF_NOTE)
+
 
 @dataclass
 class RunData:
@@ -31,7 +37,9 @@ class RunData:
 
     path: Path
     config: dict[str, Any]
-    summary: dict[str, Any]  # summary.json, its known fields checked for type
+    # summary.json, its known fields checked for type; for a run that did not end, its
+    # steps and seconds brought up to what metrics.jsonl shows (see `progress`)
+    summary: dict[str, Any]
     records: list[StepRecord]
     epochs: list[EpochRecord]
     layers: list[LayerInfo]
@@ -97,10 +105,13 @@ def read_run(path: Path) -> RunData:
     findings: list[Finding] = parsed["findings"]
     if status == RunStatus.RUNNING:
         if _writer_alive(raw):
-            notes.append("the run is still being written: this is how it stands now")
+            notes.append(RUNNING_NOTE)
         else:
             status = RunStatus.CUT_OFF
-            notes.append("the run was cut off: its process ended without finishing the folder")
+            notes.append(CUT_OFF_NOTE)
+        # summary.json is rewritten only every few seconds: metrics.jsonl is newer.
+        summary["steps"], summary["seconds"] = progress(summary, parsed["epochs"], records,
+                                                        epochs)
         if records:
             # The summary is from the last finished epoch (or the start): the metrics
             # written after it may show more, so the diagnosis is made again from them.
@@ -119,8 +130,27 @@ def read_run(path: Path) -> RunData:
     else:
         state.layers = layers or state.layers
         state.seconds = summary["seconds"] or state.seconds
+        state.steps = max(state.steps, summary["steps"])
     summary["verdict"] = state.verdict
     return RunData(path, config, summary, records, epochs, layers, findings, status, notes, state)
+
+
+def progress(summary: dict[str, Any], summary_epochs: list[EpochRecord],
+             records: list[StepRecord], epochs: list[EpochRecord]) -> tuple[int, float]:
+    """Steps done and seconds trained, from whichever of summary.json and the metrics is
+    later: a run rewrites its summary at an epoch's end at most every few seconds (the
+    store's SUMMARY_INTERVAL_S), so a killed run's lags its metrics.jsonl.
+
+    Steps: the most of the summary's, the last epoch record's and the last sampled
+    step's + 1. Seconds: the summary's, plus the wall time of each epoch it was written
+    before (an epoch record holds its own time, not the time since the start).
+    """
+    steps = int(summary.get("steps") or 0)
+    steps = max([steps, *(e.steps for e in epochs[-1:]), *(r.step + 1 for r in records[-1:])])
+    seconds = float(summary.get("seconds") or 0.0)
+    known = max((e.epoch for e in summary_epochs), default=0)
+    seconds += sum(e.seconds for e in epochs if e.epoch > known and math.isfinite(e.seconds))
+    return steps, seconds
 
 
 def replay_folder(path: Path) -> RunSummary:

@@ -17,7 +17,7 @@ from vgdiag.engine.gradflow import can_be_output, eligible, ratios_to_output
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import run_verdict
-from vgdiag.runs.reader import RunData
+from vgdiag.runs.reader import STATUS_NOTES, RunData
 
 # A million-step run samples 100k steps; a report needs its shape, not every point.
 MAX_SERIES_POINTS = 2000
@@ -65,7 +65,7 @@ class ReportData:
     rows: list[LayerRow]
     findings: list[Finding]
     verdict: str
-    notes: list[str]
+    notes: list[str]  # all of the reader's notes
     num_classes: int
     error: str | None
     test: dict[str, Any] | None
@@ -73,6 +73,13 @@ class ReportData:
     last_step: int | None
     status_line: str  # one sentence on how the run ended
     essentials: list[tuple[str, str]] = field(default_factory=list)
+    steps: int = 0  # optimizer steps done (a cut-off run's from its metrics, when later)
+    seconds: float = 0.0  # wall time of training (likewise)
+
+    @property
+    def box_notes(self) -> list[str]:
+        """The notes a report lists under its status line: not the one it restates."""
+        return [n for n in self.notes if n not in STATUS_NOTES]
 
 
 def prepare(run: RunData) -> ReportData:
@@ -99,7 +106,18 @@ def prepare(run: RunData) -> ReportData:
         last_step=last.step if last else None,
         status_line=status_line(run, str(error) if error else None),
         essentials=config_essentials(run),
+        steps=steps_done(run),
+        seconds=float(run.summary.get("seconds") or 0.0),
     )
+
+
+def steps_done(run: RunData) -> int:
+    """The most of summary.json's steps, the last epoch record's and the last sampled
+    step's + 1 (read_run brings a run that did not end up to its metrics already)."""
+    steps = [int(run.summary.get("steps") or 0)]
+    steps += [run.epochs[-1].steps] if run.epochs else []
+    steps += [run.records[-1].step + 1] if run.records else []
+    return max(steps)
 
 
 def ordered_layers(run: RunData) -> list[LayerInfo]:
@@ -232,11 +250,23 @@ def config_essentials(run: RunData) -> list[tuple[str, str]]:
         ("batch size", train.get("batch_size")),
         ("epochs", train.get("epochs")),
         ("seed", train.get("seed")),
-        ("sampled every", train.get("every")),
+        ("sampled every", sampling_interval(c)),
         ("device", device),
         ("versions", versions or None),
     ]
     return [(k, DASH if v is None or v == "" else str(v)) for k, v in pairs]
+
+
+def sampling_interval(config: dict[str, Any]) -> Any:
+    """The probe's interval the run used (config.json's `sampled_every`, which a short
+    run's trainer shortens), with the one asked for where they differ: "3 (asked 25)"."""
+    asked = config_value(config, "experiment", "train", "every")
+    used = config.get("sampled_every")
+    if used is None or isinstance(used, bool):
+        return asked
+    if asked is not None and asked != used:
+        return f"{used} (asked {asked})"
+    return used
 
 
 def evidence_items(evidence: dict[str, Any], max_entries: int = 6) -> list[tuple[str, str]]:

@@ -77,20 +77,21 @@ def _header(d: ReportData) -> str:
     status_cls = {RunStatus.COMPLETED: "ok", RunStatus.INTERRUPTED: "warn",
                   RunStatus.RUNNING: "warn"}.get(run.status, "bad")
     facts = [f'<span class="badge {status_cls}">{esc(run.status)}</span>']
-    facts.append(f"{esc(run.summary.get('steps') or (d.last_step or 0))} steps")
-    if run.summary.get("seconds"):
-        facts.append(f"{float(run.summary['seconds']):.1f} s")
+    facts.append(f"{d.steps} steps")
+    if d.seconds:
+        facts.append(f"{d.seconds:.1f} s")
     facts.append(f"{len(run.epochs)} epochs")
     out = [f"<header>\n<h1>vgdiag report: <span class=\"name\">{esc(run.name)}</span></h1>",
            f'<p class="facts">{" &middot; ".join(facts)}</p>',
            f'<p class="path">Run folder: <code>{esc(run.path)}</code></p>']
-    if run.status != RunStatus.COMPLETED or d.notes:
+    notes = d.box_notes
+    if run.status != RunStatus.COMPLETED or notes:
         box = "bad" if run.status in (RunStatus.FAILED, RunStatus.CUT_OFF) else "warn"
         out.append(f'<div class="banner {box}">')
         if run.status != RunStatus.COMPLETED:
             out.append(f"<p><strong>{esc(d.status_line)}</strong></p>")
-        if d.notes:
-            out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in d.notes) + "</ul>")
+        if notes:
+            out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
         out.append("</div>")
     if d.error:
         out.append(f'<pre class="error">{esc(d.error)}</pre>')

@@ -46,15 +46,15 @@ def render_markdown(run: RunData) -> str:
     d = prepare(run)
     out = [f"# vgdiag report: {md_escape(run.name)}", ""]
     facts = [f"**Status: {md_escape(run.status)}**"]
-    facts.append(f"{run.summary.get('steps') or (d.last_step or 0)} steps")
-    if run.summary.get("seconds"):
-        facts.append(f"{float(run.summary['seconds']):.1f} s")
+    facts.append(f"{d.steps} steps")
+    if d.seconds:
+        facts.append(f"{d.seconds:.1f} s")
     planned = config_value(run.config, "experiment", "train", "epochs")
     facts.append(f"{len(run.epochs)}" + (f" of {planned}" if planned else "") + " epochs")
     out += [" \u00b7 ".join(facts), "", f"Run folder: {md_escape(run.path)}", ""]
     if run.status != RunStatus.COMPLETED:
         out += [f"> **{md_escape(d.status_line)}**"]
-        out += [f"> - {md_escape(n)}" for n in d.notes]
+        out += [f"> - {md_escape(n)}" for n in d.box_notes]
         out.append("")
     elif d.notes:
         out += [f"> Note: {md_escape(n)}" for n in d.notes] + [""]
