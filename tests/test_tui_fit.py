@@ -16,7 +16,7 @@ import pytest
 from fake_runs import layers, write_run
 from test_tui_snapshots import followed_app, in_progress, until_followed
 
-from vgdiag.cli.headless import layer_table
+from vgdiag.cli.layer_table import layer_table
 from vgdiag.engine.records import LayerStats, StepRecord
 from vgdiag.runs.reader import read_run
 from vgdiag.tui.app import build_app

@@ -25,3 +25,9 @@ def one_line(text: object, limit: int | None = None) -> str:
     if limit is None or len(flat) <= limit:
         return flat
     return flat[: limit - 3] + "..."
+
+
+def printable(text: object) -> str:
+    """`text` with control characters shown as escapes (plain text, no markup): a name
+    from the user must not repaint the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

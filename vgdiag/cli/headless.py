@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import sys
@@ -10,8 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -23,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from vgdiag.cli.layer_table import layer_table
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -32,13 +34,11 @@ from vgdiag.engine.events import (
     StepProgress,
     StepSampled,
 )
-from vgdiag.engine.gradflow import grad_ratios, health
-from vgdiag.engine.records import Finding, LayerInfo, StepRecord
+from vgdiag.engine.records import Finding
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import RunSummary
 from vgdiag.textfmt import fmt_num as fmt
-
-_HEALTH_STYLE = {"bad": "red", "weak": "yellow", "ok": "", "none": ""}
+from vgdiag.textfmt import printable
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -50,11 +50,6 @@ def safe(text: object) -> str:
     one must not repaint the terminal.
     """
     return escape(printable(text))
-
-
-def printable(text: object) -> str:
-    """`text` with control characters shown as escapes (plain text, no markup)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def silence_stdout() -> None:
@@ -177,49 +172,61 @@ def print_ending(console: Console, run: RunSummary, path: Path, verdict: bool = 
                   f"{safe(path)}  (report: {safe(hint)})")
 
 
-def layer_table(
-    layers: Sequence[LayerInfo], first: StepRecord | None, last: StepRecord | None
-) -> Table:
-    """Per-layer gradient table, input side first; the ratio column is what vanishes."""
-    table = Table(title="Gradient flow per layer (input side first)", title_justify="left")
-    # Short headers and unwrapped numbers keep the table inside 80 columns; the
-    # README explains each column. Only the layer column folds.
-    table.add_column("layer", overflow="fold", ratio=1)
-    # One record (inspect: before any step) has one gradient and no update to show.
-    at_init = first is None or last is None or first.step == last.step
-    columns = (("grad", "÷ out", "sat", "dead") if at_init else
-               ("grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"))
-    for column in columns:
-        table.add_column(column, justify="right", no_wrap=True)
-    ordered = sorted(layers, key=lambda i: i.depth)
-    last_rec = last or first
-    ratios = grad_ratios(last_rec, layers) if last_rec is not None else {}
-    for info in ordered:
-        s0 = first.layers.get(info.name) if first else None
-        s1 = last_rec.layers.get(info.name) if last_rec else None
-        g1 = s1.grad_norm if s1 else math.nan
-        rel = ratios.get(info.name, math.nan)
-        style = _HEALTH_STYLE[health(rel)]
-        frozen = "" if info.trainable else ", frozen"
-        frozen += "" if info.used else ", unused"
-        grads = [fmt(g1, 2)] if at_init else [fmt(s0.grad_norm if s0 else None, 2), fmt(g1, 2)]
-        updates = [] if at_init else [fmt(s1.update_ratio if s1 else None, 2),
-                                      fmt(s1.weight_change if s1 else None, 2)]
-        table.add_row(
-            f"{safe(info.name)} [dim]{safe(info.kind)}{frozen}[/]",
-            *grads,
-            f"[{style}]{fmt(rel, 2)}[/]" if style else fmt(rel, 2),
-            *updates,
-            fmt(s1.act_saturated if s1 else None, 2),
-            fmt(s1.act_dead if s1 else None, 2),
-        )
-    return table
+TITLE_HEAD = "Diagnosis: "
+TITLE_FRAME = 6  # a panel title's cells besides its text: "╭─ " and " ─╮"
 
 
-TITLE_VERDICT = 60  # characters of verdict a panel title holds at 80 columns
+def title_verdict(verdict: str, room: int) -> str:
+    """`verdict` in at most `room` cells, for a panel title (the findings below it and
+    stderr say it whole): whole where it fits, else cut after a finding id
+    ("unhealthy: a, b, ...", down to "unhealthy") or, for a failed run, after a word
+    ("failed: RuntimeError: ...", down to "failed"); rich cuts mid-word only what is
+    left over."""
+    verdict = printable(verdict)
+    if cell_len(verdict) <= room:
+        return verdict
+    head, sep, rest = verdict.partition(": ")
+    if not sep:
+        return verdict
+    pieces, glue = (rest.split(", "), ", ") if head == "unhealthy" else (rest.split(" "), " ")
+    shown = head + sep
+    for i, piece in enumerate(pieces):
+        longer = shown + (glue if i else "") + piece
+        if cell_len(longer + glue.rstrip() + " ...") > room:
+            break
+        shown = longer
+    if shown == head + sep:  # not one whole id, or word, after the head
+        return head
+    return shown + glue.rstrip() + " ..."
 
 
-def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
+class DiagnosisPanel(Panel):
+    """The findings panel, titled with as much of the verdict as its width holds."""
+
+    def __init__(self, body: Any, verdict: str, color: str) -> None:
+        super().__init__(body, title=self._titled(verdict, color, None), title_align="left")
+        self.verdict = verdict
+        self.color = color
+
+    @staticmethod
+    def _titled(verdict: str, color: str, width: int | None) -> str:
+        room = (1 << 30) if width is None else width - TITLE_FRAME - len(TITLE_HEAD)
+        return f"{TITLE_HEAD}[{color}]{escape(title_verdict(verdict, room))}[/]"
+
+    def _fit(self, options: ConsoleOptions) -> None:
+        width = options.max_width if self.width is None else min(options.max_width, self.width)
+        self.title = self._titled(self.verdict, self.color, width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        self._fit(options)
+        yield from super().__rich_console__(console, options)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        self._fit(options)
+        return super().__rich_measure__(console, options)
+
+
+def findings_panel(findings: Sequence[Finding], verdict: str) -> DiagnosisPanel:
     if not findings and verdict != "healthy":
         body: Any = "No findings in what was measured before the run ended."
     elif not findings:
@@ -235,14 +242,9 @@ def findings_panel(findings: Sequence[Finding], verdict: str) -> Panel:
                         f"{safe(f.message)}{where}{fixes}")
         body = Group(*rows)
     color = "green" if verdict == "healthy" else "red"
-    # A title longer than the terminal is cut mid-word: past this length it keeps the
-    # verdict's head ("unhealthy"), and the findings below name every id.
-    shown = verdict
-    if len(verdict) > TITLE_VERDICT and verdict.startswith("unhealthy:"):
-        shown = "unhealthy"
-    elif len(verdict) > TITLE_VERDICT:  # a failed run: its error whole on stderr, here cut
-        shown = verdict[:TITLE_VERDICT].rsplit(" ", 1)[0] + " ..."  # at a word
-    return Panel(body, title=f"Diagnosis: [{color}]{safe(shown)}[/]", title_align="left")
+    # The title is fitted to the width the panel is drawn in (DiagnosisPanel): a title
+    # longer than that would be cut mid-word.
+    return DiagnosisPanel(body, verdict, color)
 
 
 def epochs_table(epochs: Sequence[Any], test: dict[str, float] | None) -> Table:

@@ -22,7 +22,8 @@ def inspect(opts: RunOptions, cmd: InspectOptions) -> None:
     if cmd.json_out:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        from vgdiag.cli.headless import findings_panel, layer_table
+        from vgdiag.cli.headless import findings_panel
+        from vgdiag.cli.layer_table import layer_table
         from vgdiag.engine.diagnosis import verdict
 
         console.print(f"[bold]vgdiag inspect[/] {result.model_spec} on {result.data_name}: "
