@@ -388,3 +388,29 @@ def test_compare_reports_a_diverged_variant_as_diverged_not_failed(capsys, tmp_p
     assert base["samples"] == 64 * base["steps"] < 400, base
     summary = strict_json((out_dir / "baseline" / "summary.json").read_text())
     assert summary["status"] == "completed"
+
+
+def test_masked_logits_keep_their_accuracy():
+    import torch
+
+    from vgdiag.engine.evaluation import Evaluator
+    from vgdiag.engine.splits import TensorSplit
+
+    class Masked(torch.nn.Module):  # class 9 is never allowed: its logit is -inf
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 10)
+
+        def forward(self, x):
+            out = self.fc(x)
+            return out.masked_fill(torch.arange(10) == 9, float("-inf"))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 4), torch.randint(0, 9, (50,))
+    model = Masked()
+    evaluate = Evaluator(torch.nn.functional.cross_entropy, None, classify=True,
+                         batch_size=16, device=torch.device("cpu"))
+    loss, acc = evaluate(model, TensorSplit(x, y))
+    with torch.no_grad():
+        expected = float((model(x).argmax(1) == y).double().mean())
+    assert math.isfinite(loss) and acc == pytest.approx(expected)

@@ -134,3 +134,27 @@ def test_the_budget_line_says_when_a_variant_saw_more_samples() -> None:
     more = [*same, {"variant": "layerwise", "samples": 1.89e7}]
     line = budget_line(more)
     assert "samples seen differ" in line and "layerwise 3.5x" in line and "adam" not in line
+
+
+def test_a_diverged_seed_counts_its_budget_but_no_accuracy_and_no_clear_gain() -> None:
+    from vgdiag.runs.compare import VariantOutcome, VariantSpec
+
+    def outcome(group, seed, state, acc, steps, samples, diverged=False):
+        summary = {"num_classes": 10, "epochs": [{"epoch": 1, "val_acc": acc}],
+                   "test": {"acc": acc, "loss": 1.0},
+                   "findings": [{"id": "non_finite"}] if diverged else []}
+        spec = VariantSpec(group, None if group == "baseline" else group, seed=seed)
+        return VariantOutcome(spec, state, summary=summary, steps=steps, samples=samples)
+
+    done, cut = VariantState.DONE, VariantState.INTERRUPTED
+    rows = {r["variant"]: r for r in comparison_rows([
+        outcome("baseline", 1, done, 0.10, 100, 6400),
+        outcome("baseline", 2, done, 0.11, 100, 6400),
+        outcome("adam", 1, done, 0.90, 100, 6400),
+        outcome("adam", 2, done, None, 4, 256, diverged=True),
+        outcome("adam", 3, cut, 0.5, 10, 640),
+    ], target_acc=0.5)}
+    adam = rows["adam"]
+    assert "diverged" in adam["learned"]
+    assert adam["steps"] == pytest.approx(52)  # done seeds: the diverged one's 4 steps count
+    assert adam["clear_gain"] is False  # one seed diverged: no clear gain

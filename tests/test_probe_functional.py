@@ -200,3 +200,97 @@ def test_no_mode_where_part_of_the_model_is_compiled():
         records = list(w.history)
     assert seen == [0, 0]  # a mode would change what torch.compile traces
     assert math.isnan(records[-1].layers["stem"].act_mean)
+
+
+def test_a_compiled_function_inside_forward_still_trains_and_compiles():
+    gelu2 = torch.compile(lambda t: F.gelu(t) * 2, backend="eager", fullgraph=True)
+
+    class Uses(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.head = nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(gelu2(self.fc(x)))  # fullgraph: a graph break would raise
+
+    model = Uses()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, every=1) as w:
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+        assert len(w.history) == 3
+    assert torch._C._len_torch_function_stack() == 0
+
+
+def test_the_last_output_is_not_kept_alive_where_the_root_never_runs():
+    import gc
+    import weakref
+
+    class Parts(nn.Module):  # a Lightning-style root: its parts are called, not itself
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc, self.dec = nn.Linear(8, 8), nn.Linear(8, 512)
+
+    model = Parts()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, every=10):
+        opt.zero_grad()
+        out = model.dec(F.relu(model.enc(torch.randn(4, 8))))
+        out.sum().backward()
+        opt.step()
+        held = weakref.ref(out)
+        del out
+        gc.collect()
+        assert held() is None  # the probe holds no reference to the logits
+
+
+def test_an_interrupted_forward_a_nested_root_call_and_two_probes_leave_no_mode():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+            self.interrupt = False
+            self.nested = False
+
+        def forward(self, x):
+            h = F.relu(self.fc(x))
+            if self.interrupt:
+                raise KeyboardInterrupt  # torch runs no always_call hook for it
+            if self.nested:
+                self.nested = False
+                with torch.no_grad():
+                    self(x)  # the root inside its own forward
+                assert torch._C._len_torch_function_stack() == 1  # the outer mode stays
+            return self.head(h)
+
+    def step(model, opt):
+        opt.zero_grad()
+        model(torch.randn(3, 4)).sum().backward()
+        opt.step()
+
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, every=1) as w:
+        model.interrupt = True
+        with pytest.raises(KeyboardInterrupt):
+            model(torch.randn(3, 4))
+        model.interrupt = False
+        model.nested = True
+        step(model, opt)  # the step after: the leftover mode is gone, a fresh one runs
+        assert torch._C._len_torch_function_stack() == 0
+        step(model, opt)
+        assert not math.isnan(w.history[-1].layers["fc"].act_dead)
+    model.interrupt = True
+    with vgdiag.watch(model, opt, every=1), pytest.raises(KeyboardInterrupt):
+        model(torch.randn(3, 4))
+    assert torch._C._len_torch_function_stack() == 0  # close() takes it off
+
+    model.interrupt = False
+    first = vgdiag.watch(model, opt, every=1)
+    second = vgdiag.watch(model, opt, every=1)
+    step(model, opt)
+    first.close()
+    second.close()
+    assert torch._C._len_torch_function_stack() == 0

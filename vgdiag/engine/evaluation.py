@@ -43,7 +43,7 @@ class Evaluator:
         model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
+        nan_out = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
         for x, y in split.batches(max(EVAL_BATCH, self.batch_size)):
             weight = 1.0
@@ -55,16 +55,18 @@ class Evaluator:
                 loss_sum += self.loss_fn(out, y).reshape(()).double() * n
                 if self.classify:
                     correct += (out.argmax(dim=1) == y).sum()
-                    nonfinite += (~torch.isfinite(out)).any()
+                    nan_out += torch.isnan(out).any()
             seen += n
         model.train(was_training)
         if self.parallel:
-            loss_sum, correct, nonfinite, total = self.parallel.all_sum(
-                [loss_sum, correct, nonfinite, torch.tensor(float(seen), device=self.device)])
+            loss_sum, correct, nan_out, total = self.parallel.all_sum(
+                [loss_sum, correct, nan_out, torch.tensor(float(seen), device=self.device)])
             seen = int(total)
         if seen == 0:
             return math.nan, math.nan
-        # argmax of NaN logits is a constant class, not a prediction: a model whose
-        # outputs are not finite has no accuracy (shown as -, JSON null).
-        acc = float(correct) / seen if self.classify and not int(nonfinite) else math.nan
-        return float(loss_sum) / seen, acc
+        # argmax of NaN (or overflowed) logits is a constant class, not a prediction: a
+        # model with NaN outputs or a non-finite loss has no accuracy (shown as -, JSON
+        # null). -inf logits that mask classes leave the loss finite and keep it.
+        loss = float(loss_sum) / seen
+        measured = self.classify and not int(nan_out) and math.isfinite(loss)
+        return loss, float(correct) / seen if measured else math.nan

@@ -239,6 +239,8 @@ class Probe:
         """Remove every hook; the model is left exactly as it was."""
         self._closed = True
         self._disarm()
+        if self._ready:
+            self._layout.close_functional()
         for h in self._handles:
             h.remove()
         self._handles = []

@@ -60,28 +60,35 @@ def kind_of(func: Callable[..., Any], args: tuple[Any, ...],
 
 class FunctionalActivations(TorchFunctionMode):
     """Calls `found(input, output, kind, dead, name)` for each activation function
-    the forward pass calls on a tensor; everything else passes straight through."""
+    the forward pass calls on a tensor; everything else passes straight through.
+    Once closed it passes everything through, wherever it still is."""
 
     def __init__(self, found: Found) -> None:
         super().__init__()
         self._found: Found | None = found
 
     def close(self) -> None:
-        """Leave the mode; if the user's forward left a mode of its own above this one,
-        both stay where they are (popping would remove the user's) and this one turns
-        inert: it passes every call through from then on."""
+        """Leave the mode, wherever it is on the stack: a user's mode (or another
+        probe's) entered after this one stays where it was, above the modes below."""
         self._found = None
-        stack = torch._C._len_torch_function_stack()
-        if stack and torch._C._get_function_stack_at(stack - 1) is self:
-            self.__exit__(None, None, None)
+        n = torch._C._len_torch_function_stack()
+        at = next((i for i in range(n) if torch._C._get_function_stack_at(i) is self), None)
+        if at is None:
+            return
+        above = [torch._C._pop_torch_function_stack() for _ in range(n - 1 - at)]
+        torch._C._pop_torch_function_stack()  # this one
+        for mode in reversed(above):
+            torch._C._push_on_torch_function_stack(mode)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)  # the mode is off inside its own handler
         found = self._found
-        if (found is not None and args and isinstance(args[0], torch.Tensor)
-                and isinstance(out, torch.Tensor)):
+        # Inside a compiled function the probe sees nothing: tracing through this
+        # handler would break the user's graph (fullgraph=True would raise).
+        if (found is not None and not torch.compiler.is_compiling() and args
+                and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor)):
             spec = kind_of(func, args, kwargs)
             if spec is not None:
                 name = getattr(func, "__name__", "activation").rstrip("_")

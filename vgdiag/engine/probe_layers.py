@@ -62,9 +62,10 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def compiled(model: nn.Module) -> bool:
-    """True for a torch.compile wrapper at any depth of wrapping."""
+    """True for a torch.compile wrapper at any depth of wrapping, or a module compiled
+    in place (`module.compile()`)."""
     for _ in range(8):
-        if hasattr(model, "_orig_mod"):
+        if hasattr(model, "_orig_mod") or getattr(model, "_compiled_call_impl", None):
             return True
         inner = getattr(model, "module", None)
         if not isinstance(inner, nn.Module):

@@ -11,6 +11,7 @@ gradient per time step can be read: parameters' gradients are the same.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +88,7 @@ class LayerLayout:
         self._functional_trial = FUNCTIONAL_TRIAL
         self._functional_kept = False
         self._mode: FunctionalActivations | None = None
+        self._root_depth = 0  # root forward calls in progress (a forward may call itself)
         self._by_function: set[int] = set()  # layers whose activation is a function
         self.new_step()
 
@@ -96,7 +98,10 @@ class LayerLayout:
         self.act: dict[int, tuple[int, int, list[torch.Tensor]]] = {}
         self.time: dict[str, list[torch.Tensor]] = {}
         self.last_layer: int | None = None
-        self.last_out: torch.Tensor | None = None  # that layer's output, during forward
+        # That layer's output, held weakly: it is only compared with an activation's
+        # input, and must not keep a model's logits alive between steps.
+        self._last_out: weakref.ref[torch.Tensor] | None = None
+        self.close_functional()  # a mode a forward left behind (KeyboardInterrupt)
         self.ran: set[int] = set()  # layers whose forward ran in this step's training pass
         self._fired: list[int] = []
         self._fired_set: set[int] = set()
@@ -197,7 +202,8 @@ class LayerLayout:
                     self.forward.append(i)
                     self._infos = None
             self.last_layer = top
-            self.last_out = first_tensor(output)
+            out_t = first_tensor(output)
+            self._last_out = weakref.ref(out_t) if out_t is not None else None
             if top not in self.in_features:
                 x = first_tensor(inputs)
                 if x is not None and x.dim() >= 1:
@@ -242,25 +248,44 @@ class LayerLayout:
     def _functional_act(self, x: torch.Tensor, out: torch.Tensor, kind: int, dead: bool,
                         name: str) -> None:
         li = self.last_layer
-        if (li is None or x is not self.last_out or li in self.act
+        last = self._last_out() if self._last_out is not None else None
+        if (li is None or x is not last or li in self.act
+                or (li in self.activation_of and li not in self._by_function)
                 or not torch.is_grad_enabled() or out.numel() == 0):
-            return  # not a layer's own output, or its activation is already measured
+            # not a layer's own output, already measured, or a module's (its hook
+            # measures it after the function it calls)
+            return
         if li not in self.activation_of:
             self.activation_of[li] = name
             self._by_function.add(li)
             self._infos = None
         self._record_act(li, out, kind, dead)
 
+    def close_functional(self) -> None:
+        """Take the mode off the stack, if one is on (the probe closes, or a forward
+        that raised a BaseException never ran its exit hook)."""
+        mode, self._mode = getattr(self, "_mode", None), None
+        self._root_depth = 0
+        if mode is not None:
+            mode.close()
+
     def _enter_functional(self, module: nn.Module, args: Any) -> None:
-        if (self._mode is not None or not torch.is_grad_enabled()
+        self._root_depth += 1
+        if self._root_depth > 1:
+            return  # the root called again inside its forward: the outer call owns it
+        if (not torch.is_grad_enabled()
                 or not (self._functional_kept or self._functional_trial)):
             return  # evaluation passes are not training steps
         self._mode = FunctionalActivations(self._guard(self._functional_act))
         self._mode.__enter__()
 
     def _exit_functional(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._root_depth > 1:
+            self._root_depth -= 1
+            return
+        self._root_depth = 0
+        self._last_out = None
         mode, self._mode = self._mode, None
-        self.last_out = None  # hold no activation past the forward pass
         if mode is None:
             return
         mode.close()

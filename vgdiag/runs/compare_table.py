@@ -121,8 +121,10 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
                    seconds=sum(m["seconds"] for m in members))
         for key in ("train_acc", "val_acc", "test_acc", "val_loss", "test_loss",
                     "ratio_init", "ratio_end", "steps", "samples"):
-            # a seed that diverged took steps and saw samples, but has no accuracy
-            among = members if key in ("steps", "samples") else trained
+            # a seed that diverged took steps and saw samples, but has no accuracy; a
+            # failed or interrupted one's partial budget is no budget of the variant
+            done = [m for m in members if m["state"] == VariantState.DONE.value]
+            among = done if key in ("steps", "samples") else trained
             values = [float(m[key]) for m in among
                       if m[key] is not None and math.isfinite(float(m[key]))]
             row[key], row[f"{key}_std"] = _mean_std(values)
@@ -143,7 +145,8 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
             # Beyond both spreads, and not a variant still at chance: a shift of the
             # class it always predicts is no gain.
             row["clear_gain"] = (row["gain"] > row["test_acc_std"] + base["test_acc_std"]
-                                 and "at chance" not in row["learned"])
+                                 and "at chance" not in row["learned"]
+                                 and "diverged" not in row["learned"])
     return rows
 
 

@@ -13,14 +13,13 @@ from vgdiag.inputs.options import TRAINING_ONLY, InspectOptions, RunOptions
 @command((RunOptions, TRAINING_ONLY), InspectOptions, recipe=True)
 def inspect(opts: RunOptions, cmd: InspectOptions) -> None:
     """Pre-flight: one forward/backward at initialisation, the gradient table, no training."""
-    import json
-
+    from vgdiag.runs.folder import dumps
     from vgdiag.runs.inspection import inspect_at_init
 
     result = inspect_at_init(opts)
     console = Console()
     if cmd.json_out:
-        print(json.dumps(result.to_json(), indent=2))
+        print(dumps(result.to_json(), indent=2))  # strict JSON: inf as 1e999
     else:
         from vgdiag.cli.headless import findings_panel
         from vgdiag.cli.layer_table import layer_table
