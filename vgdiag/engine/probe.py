@@ -167,10 +167,18 @@ class Probe:
         self._tensors: list[torch.Tensor] = [p for _, _, p in params]
         # Under torch.compile (of the model or of any part of it) a TorchFunctionMode
         # would change what is traced: there, activations come from modules only.
+        functional = not compiled(self.model) and not any(
+            compiled(m) for m in self._root.modules())
         self._layout = LayerLayout(self._root, owners, params,
                                    original_shapes(self._root, self._tensors), self._guard,
-                                   functional=not compiled(self.model) and not any(
-                                       compiled(m) for m in self._root.modules()))
+                                   functional=functional)
+        if not functional and not self._layout.has_activation_modules and len(owners) > 1:
+            warnings.warn(
+                "vgdiag: the model is compiled and has no activation modules: activations "
+                "called as functions in forward (F.relu, torch.tanh) are not measured under "
+                "torch.compile, so act_mean, act_std, act_saturated and act_dead stay empty "
+                "and dead_units/saturated_activations cannot fire; use activation modules "
+                "(nn.ReLU) or watch the model uncompiled to measure them", stacklevel=3)
         self._sharded, self._replicas = sharding(self._root, self._tensors, self._distributed)
         self.rank, self.world_size = rank_and_world()
         self._dtensor = any(is_dtensor(p) for p in self._tensors)

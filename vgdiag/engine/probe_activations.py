@@ -49,7 +49,10 @@ class Scratch:
         self._constants: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
 
     def get(self, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        key = (dtype, device, threading.get_ident())
+        # Traced by torch.compile (hooks inside a compiled forward), the key is fixed:
+        # Dynamo cannot trace get_ident, and a compiled graph runs in one thread.
+        tid = 0 if torch.compiler.is_compiling() else threading.get_ident()
+        key = (dtype, device, tid)
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < numel:
             buf = torch.empty(numel, dtype=dtype, device=device)

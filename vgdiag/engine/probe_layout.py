@@ -261,6 +261,10 @@ class LayerLayout:
             self._infos = None
         self._record_act(li, out, kind, dead)
 
+    @property
+    def has_activation_modules(self) -> bool:
+        return bool(self._activations)
+
     def close_functional(self) -> None:
         """Take the mode off the stack, if one is on (the probe closes, or a forward
         that raised a BaseException never ran its exit hook)."""

@@ -269,7 +269,9 @@ def run_training(
             yield event
         status = RunStatus.INTERRUPTED if run.stop_requested() else RunStatus.COMPLETED
         dev = run.data_dev
-        if status == RunStatus.COMPLETED and dev is not None and dev.test is not None and run.model:
+        # `is not None`: a compiled module's truth value calls the model's __len__
+        if (status == RunStatus.COMPLETED and dev is not None and dev.test is not None
+                and run.model is not None):
             loss, acc = run.evaluate(run.model, dev.test)
             test = {"loss": loss, "acc": acc}
     except UserError as exc:
