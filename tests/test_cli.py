@@ -384,6 +384,7 @@ def test_compare_reports_a_diverged_variant_as_diverged_not_failed(capsys, tmp_p
     base = next(r for r in doc["table"] if r["variant"] == "baseline")
     assert base["state"] == "done" and base["learned"] == "diverged", base
     assert base["test_acc"] is None and base["gain"] is None
+    assert base["ratio_init"] is not None  # its step 0 was finite
     # samples: the batches the cut-short epoch took (64 each), not the training set
     assert base["samples"] == 64 * base["steps"] < 400, base
     summary = strict_json((out_dir / "baseline" / "summary.json").read_text())

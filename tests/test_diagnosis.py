@@ -95,10 +95,24 @@ def test_non_finite_gradients_are_found_and_stop_the_run():
     assert ids(end.findings).get("non_finite") == "error"
     assert end.extra["stopped_on_non_finite"]
     found = next(f for f in end.findings if f.id == "non_finite")
-    assert f"at step {found.evidence['first_step']}:" in found.message
+    assert f"step {found.evidence['first_step']}" in found.message
     assert {"batchnorm", "weight-init"} <= set(found.recommend)
     # What NaN weights cannot say is not said (their scale: weights_concentrated).
     assert "weights_concentrated" not in ids(end.findings)
+
+
+def test_non_finite_says_at_which_step_only_as_far_as_sampling_shows_it():
+    import dataclasses
+
+    def inf_loss(step: int) -> StepRecord:
+        return dataclasses.replace(record(step, grad_norm=[1, 1]), loss=math.inf)
+
+    sparse = [record(0, grad_norm=[1, 1]), record(3, grad_norm=[1, 1]), inf_loss(6)]
+    found = next(f for f in diagnose(sparse, layers(2)) if f.id == "non_finite")
+    assert "by step 6 (sampled steps only: step 3 was finite):" in found.message
+    dense = [record(0, grad_norm=[1, 1]), inf_loss(1)]
+    found = next(f for f in diagnose(dense, layers(2)) if f.id == "non_finite")
+    assert "became NaN or infinite at step 1:" in found.message
 
 
 def test_gradient_profile_slope_is_decades_per_layer():

@@ -207,6 +207,13 @@ def non_finite(
     loss_bad = [e.epoch for e in epochs if not math.isfinite(e.train_loss)]
     if first_step is None and not loss_bad:
         return []
+    when = ""
+    if first_step is not None:
+        # Only sampled steps are looked at: between the last finite one and this one,
+        # any step may have been the first.
+        before = max((r.step for r in records if r.step < first_step), default=None)
+        when = (f" at step {first_step}" if before is None or before == first_step - 1
+                else f" by step {first_step} (sampled steps only: step {before} was finite)")
     return [
         Finding(
             "non_finite",
@@ -214,9 +221,8 @@ def non_finite(
             bad_layers,
             {"first_step": first_step, "epochs_with_non_finite_loss": loss_bad,
              **common.rests_on(records)},
-            "The loss, gradients or activations became NaN or infinite"
-            + (f" at step {first_step}" if first_step is not None else "")
-            + ": training diverged (a lower --lr is often enough).",
+            f"The loss, gradients or activations became NaN or infinite{when}: training "
+            "diverged (a lower --lr is often enough).",
             ["batchnorm", "weight-init"],
         )
     ]

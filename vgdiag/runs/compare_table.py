@@ -121,10 +121,11 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
                    seconds=sum(m["seconds"] for m in members))
         for key in ("train_acc", "val_acc", "test_acc", "val_loss", "test_loss",
                     "ratio_init", "ratio_end", "steps", "samples"):
-            # a seed that diverged took steps and saw samples, but has no accuracy; a
-            # failed or interrupted one's partial budget is no budget of the variant
+            # a seed that diverged took steps, saw samples and had gradients at init,
+            # but has no accuracy; a failed or interrupted one's partial budget is no
+            # budget of the variant
             done = [m for m in members if m["state"] == VariantState.DONE.value]
-            among = done if key in ("steps", "samples") else trained
+            among = done if key in ("steps", "samples", "ratio_init", "ratio_end") else trained
             values = [float(m[key]) for m in among
                       if m[key] is not None and math.isfinite(float(m[key]))]
             row[key], row[f"{key}_std"] = _mean_std(values)
