@@ -33,6 +33,13 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     return textfmt.fmt_num(x, digits, missing=DASH)
 
 
+def fmt_loss(x: float | None) -> str:
+    """A loss to 4 decimals; '-' where not measured (NaN), 'inf' where it overflowed."""
+    if x is None or math.isnan(x):
+        return DASH
+    return f"{x:.4f}" if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
 def fmt_pct(x: float | None) -> str:
     if x is None or not math.isfinite(x):
         return DASH

@@ -17,6 +17,7 @@ from vgdiag.runs.report_data import (
     config_value,
     epoch_rows_shown,
     evidence_items,
+    fmt_loss,
     fmt_num,
     fmt_pct,
     prepare,
@@ -118,7 +119,7 @@ def render_markdown(run: RunData) -> str:
                 rows.append(["\u2026"] * len(header))
             e = run.epochs[idx]
             rows.append([str(e.epoch)] + ([md_escape(e.stage)] if staged else []) + [
-                f"{e.train_loss:.4f}", fmt_pct(e.train_acc), f"{e.val_loss:.4f}",
+                fmt_loss(e.train_loss), fmt_pct(e.train_acc), fmt_loss(e.val_loss),
                 fmt_pct(e.val_acc)])
         out += _md_table(header, rows, "r" * len(header))
         if left_out:
