@@ -55,6 +55,17 @@ def train(model: nn.Module, steps: int = 4, seed: int = 0, **kw):
         return list(w.history), w.layers, stack_sizes
 
 
+def fit(model: nn.Module, steps: int, width: int = 8) -> list:
+    """`steps` SGD steps on random batches under a watch sampling every step."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, every=1) as w:
+        for _ in range(steps):
+            opt.zero_grad()
+            model(torch.randn(4, width)).sum().backward()
+            opt.step()
+        return list(w.history)
+
+
 def test_function_calls_measure_exactly_what_the_same_modules_do():
     acts = ["relu", "tanh", "sigmoid", "gelu", "relu"]
     torch.manual_seed(1)
@@ -190,14 +201,7 @@ def test_no_mode_where_part_of_the_model_is_compiled():
             seen.append(torch._C._len_torch_function_stack())
             return self.body(F.relu(self.stem(x)))
 
-    model = Partly()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with vgdiag.watch(model, opt, every=1) as w:
-        for _ in range(2):
-            opt.zero_grad()
-            model(torch.randn(4, 8)).sum().backward()
-            opt.step()
-        records = list(w.history)
+    records = fit(Partly(), 2)
     assert seen == [0, 0]  # a mode would change what torch.compile traces
     assert math.isnan(records[-1].layers["stem"].act_mean)
 
@@ -213,14 +217,7 @@ def test_a_compiled_function_inside_forward_still_trains_and_compiles():
         def forward(self, x):
             return self.head(gelu2(self.fc(x)))  # fullgraph: a graph break would raise
 
-    model = Uses()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with vgdiag.watch(model, opt, every=1) as w:
-        for _ in range(3):
-            opt.zero_grad()
-            model(torch.randn(4, 8)).sum().backward()
-            opt.step()
-        assert len(w.history) == 3
+    assert len(fit(Uses(), 3)) == 3
     assert torch._C._len_torch_function_stack() == 0
 
 
