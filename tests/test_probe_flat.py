@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
+import vgdiag
 from vgdiag.engine.probe import Probe
 
 
@@ -84,3 +87,23 @@ def test_a_sparse_gradient_falls_back_for_that_step():
     s = probe.history[0].layers["0"]
     assert s.grad_norm == pytest.approx(float(dense.norm()), rel=1e-6)
     assert s.update_ratio > 0
+
+
+def test_a_finite_weight_too_large_for_float32_squares_gets_its_float64_norm():
+    # Elements of 1e19 square past float32's range: the row sums overflow to inf,
+    # the norm itself (6.6e20) is finite. A diverging run reaches such weights.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 1100), nn.ReLU(), nn.Linear(1100, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(1e19)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with vgdiag.watch(model, opt, every=1) as w:
+        opt.zero_grad()
+        model(torch.randn(3, 4)).sum().backward()
+        opt.step()
+        stats = w.history[-1].layers["0"]
+    with torch.no_grad():
+        params = torch.cat([model[0].weight.double().flatten(), model[0].bias.double()])
+        expected = float(torch.linalg.vector_norm(params))
+    assert math.isfinite(stats.weight_norm)
+    assert stats.weight_norm == pytest.approx(expected, rel=1e-9)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from vgdiag.engine.probe_kernels import HIST_BINS, TINY
 from vgdiag.engine.probe_layers import clean_name
@@ -14,6 +16,23 @@ from vgdiag.engine.records import Histogram, LayerStats, StepRecord
 if TYPE_CHECKING:
     from vgdiag.engine.probe import Probe
     from vgdiag.engine.probe_layout import LayerLayout
+
+
+def overflowed(norms: list[float], tensors: list[torch.Tensor],
+               of: Callable[[torch.Tensor], torch.Tensor | None]) -> None:
+    """Norms that came back inf from a float32 sum of squares, taken again in float64.
+
+    A finite tensor of elements near 1e19 (a run diverging) overflows float32 when
+    squared: its norm is finite, and float64 holds it. Rare, so the extra read of
+    that one tensor costs nothing on any other step.
+    """
+    with torch.no_grad():
+        for k, v in enumerate(norms):
+            if v != math.inf:
+                continue
+            t = of(tensors[k])
+            if t is not None and t.dtype not in (torch.float64, torch.complex128):
+                norms[k] = float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64))
 
 
 def assemble(
@@ -53,6 +72,9 @@ def assemble(
         assert probe._w0_norm is not None
         w0n = probe._w0_norm
     wn, ch = chunks["wn"].tolist(), chunks["ch"].tolist()
+    if not probe._sharded:
+        overflowed(wn, tensors, lambda t: t)
+        overflowed(g2, tensors, lambda t: t.grad)
     up = chunks["up"].tolist() if len(chunks["up"]) == n_params else [nan] * n_params
     gout = chunks["gout"].tolist()
     act = chunks["act"].tolist()
