@@ -141,12 +141,48 @@ def test_deep_cnn_names_are_never_cut_mid_name(width: int) -> None:
         assert any("features.20 Conv2d" in line for line in lines)
 
 
+def check_blocks(lines: list[str], names: list[tuple[str, str]], width: int) -> None:
+    """One block per layer: the name (whole, or folded after a '.'), the kind on its
+    own line, then whole `header value` fields; nothing cut, nothing too wide."""
+    assert all(len(line) <= width for line in lines) and "…" not in "".join(lines), lines
+    first = names[0][0] or "<root>"
+    body = lines[next(i for i in range(len(lines)) if name_lines(lines[i:], first)):]
+    at = 0  # the title (one line or two) is above
+    for name, kind in names:
+        name = name or "<root>"
+        count = name_lines(body[at:], name)
+        assert count, (name, body[at:at + 3])
+        assert body[at + count] == f"  {kind}", body[at + count]
+        at += count + 1
+        fields = []
+        while at < len(body) and body[at].startswith("  ") and not body[at].startswith("   "):
+            if body[at].strip() in {k for _, k in names}:
+                break
+            fields += body[at].strip().split(" · ")
+            at += 1
+        assert [f.rsplit(" ", 1)[0] for f in fields] == [
+            "grad@init", "grad now", "÷ out", "upd/W", "ΔW/W0", "sat", "dead"], fields
+    assert at == len(body)
+
+
 @pytest.mark.parametrize("width", [80, 60, 120])
 def test_transformer_names_fold_only_after_a_dot(width: int) -> None:
     infos, first, last = records(TRANSFORMER)
     lines = render(layer_table(infos, first, last), width)
     # Once 'encoder.lay' / 'ers.0.self_' / 'attn' / 'MultiheadAt' / 'tention' at 80.
-    check_names(lines, TRANSFORMER, width, whole=width >= 120)
+    if width >= 80:
+        check_names(lines, TRANSFORMER, width, whole=width >= 120)
+    else:  # a table would cut 'MultiheadAttention': one block per layer
+        check_blocks(lines, TRANSFORMER, width)
+
+
+@pytest.mark.parametrize("width", [60, 40])
+def test_names_too_long_for_a_table_column_get_a_block_each(width: int) -> None:
+    long = [("feature_extractor_backbone_stage_one.convolutional_projection_layer_1",
+             "Conv2d"), ("feature_extractor_backbone_stage_one.conv2", "Conv2d"),
+            ("classification_head", "Linear")]
+    infos, first, last = records(long)
+    check_blocks(render(layer_table(infos, first, last), width), long, width)
 
 
 def test_inspect_table_at_80_columns_keeps_names_whole() -> None:

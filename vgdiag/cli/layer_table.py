@@ -80,8 +80,9 @@ class LayerTable(Table):
     ("grad" over "@init"), one at a time; then, on a narrow terminal, the same three
     without cell padding. Where not even each dotted part of a name fits, the parts
     too long are cut; the numbers give up width only to leave the layer column
-    NAME_MIN cells. Whatever is cut (a part, a long kind, a number) ends in an
-    ellipsis, so no cut piece reads as a whole name or number.
+    NAME_MIN cells. Drawn, a table that would need such cuts becomes one block per
+    layer instead (name, kind, then `header value` fields); measured, the cut layout
+    stands, its cut pieces ending in an ellipsis.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -96,11 +97,38 @@ class LayerTable(Table):
         self.add_row(name_cell(name, kind, 1 << 30), *cells)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        self._fit(options.max_width if self.width is None else self.width)
+        width = options.max_width if self.width is None else self.width
         try:
-            yield from super().__rich_console__(console, options)
+            if self._fit(width):
+                yield from super().__rich_console__(console, options)
+            else:  # a table would cut a name or a number: one block per layer instead
+                yield from self._blocks(width)
         finally:
             self._unfit()
+
+    def _blocks(self, width: int) -> list[Text]:
+        """Each layer as a block: its name (whole, or folded after a '.'), its kind, then
+        `header value` fields packed whole into lines, as compare's narrow table does."""
+        out = [Text(str(self.title), style="italic")] if self.title else []
+        headers = [str(h).replace("\n", "") for h in self._headers]
+        columns = [[Text.from_markup(str(c)) for c in col._cells] for col in self.columns[1:]]
+        for row, (name, kind) in enumerate(self.names):
+            block = Text(no_wrap=True, overflow="ellipsis")
+            block.append("\n".join(fold_name(name, width)), style="bold")
+            block.append(f"\n  {kind}", style="dim")
+            used = width  # cells on the current line: a full one starts a new line
+            for header, col in zip(headers, columns):
+                field = Text(f"{header} ").append_text(col[row])
+                if used + 3 + field.cell_len > width:
+                    block.append("\n  ")
+                    used = 2
+                else:
+                    block.append(" · ")
+                    used += 3
+                block.append_text(field)
+                used += field.cell_len
+            out.append(block)
+        return out
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         self._fit(options.max_width if self.width is None else self.width)
@@ -114,8 +142,9 @@ class LayerTable(Table):
         for column, header in zip(self.columns[1:], self._headers):
             column.header = header
 
-    def _fit(self, max_width: int) -> None:
-        """Lay the table out for `max_width` cells (see the class's docstring)."""
+    def _fit(self, max_width: int) -> bool:
+        """Lay the table out for `max_width` cells (see the class's docstring); False
+        where only cutting a name part or a number would make it fit."""
         name_column, *numbers = self.columns
         if not self._headers:
             self._headers = [column.header for column in numbers]
@@ -166,6 +195,7 @@ class LayerTable(Table):
         longest = max([cell_len(line) for c in cells for line in c.plain.split("\n")]
                       + [header])
         name_column.width = min(width, longest)  # a kind longer than that: cut, marked
+        return width >= needs["fold"] and not squeezed
 
 
 def _two_line(header: str) -> str:
