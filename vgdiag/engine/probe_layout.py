@@ -43,7 +43,7 @@ class LayerLayout:
     """Layers, their parameters and depth order, and the per-step hook buffers."""
 
     def __init__(self, root: nn.Module, owners: Owners, params: Params,
-                 shapes: list[tuple[int, ...]], guard: Guard, functional: bool = True) -> None:
+                 shapes: list[tuple[int, ...]], guard: Guard, functional: bool) -> None:
         self._root = root
         self.owners = owners
         self.params = params
@@ -90,6 +90,7 @@ class LayerLayout:
         self._mode: FunctionalActivations | None = None
         self._root_depth = 0  # root forward calls in progress (a forward may call itself)
         self._by_function: set[int] = set()  # layers whose activation is a function
+        self._found_by_function = guard(self._functional_act)  # wrapped once
         self.new_step()
 
     # ----- per step ------------------------------------------------------------
@@ -202,13 +203,13 @@ class LayerLayout:
                     self.forward.append(i)
                     self._infos = None
             self.last_layer = top
-            out_t = first_tensor(output)
-            self._last_out = weakref.ref(out_t) if out_t is not None else None
+            out = first_tensor(output)
+            if self._mode is not None:  # only an active mode compares with it
+                self._last_out = weakref.ref(out) if out is not None else None
             if top not in self.in_features:
                 x = first_tensor(inputs)
                 if x is not None and x.dim() >= 1:
                     self.in_features[top] = int(x.shape[-1])
-            out = first_tensor(output)
             if out is not None and out.requires_grad and grad_hooks:
                 store = self.grad_out.setdefault(top, [])
                 dtype = torch.float32 if out.dtype in LOW_PRECISION else None
@@ -268,7 +269,7 @@ class LayerLayout:
     def close_functional(self) -> None:
         """Take the mode off the stack, if one is on (the probe closes, or a forward
         that raised a BaseException never ran its exit hook)."""
-        mode, self._mode = getattr(self, "_mode", None), None
+        mode, self._mode = self._mode, None
         self._root_depth = 0
         if mode is not None:
             mode.close()
@@ -280,20 +281,17 @@ class LayerLayout:
         if (not torch.is_grad_enabled()
                 or not (self._functional_kept or self._functional_trial)):
             return  # evaluation passes are not training steps
-        self._mode = FunctionalActivations(self._guard(self._functional_act))
+        self._mode = FunctionalActivations(self._found_by_function)
         self._mode.__enter__()
 
     def _exit_functional(self, module: nn.Module, args: Any, output: Any) -> None:
         if self._root_depth > 1:
             self._root_depth -= 1
             return
-        self._root_depth = 0
         self._last_out = None
-        mode, self._mode = self._mode, None
-        if mode is None:
-            return
-        mode.close()
-        if self._functional_trial:
+        was_on = self._mode is not None
+        self.close_functional()
+        if was_on and self._functional_trial:
             self._functional_trial -= 1
             # Kept where a layer's activation is measured from a function call alone.
             self._functional_kept = bool(self._by_function)

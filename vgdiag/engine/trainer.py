@@ -32,6 +32,7 @@ from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.tracebacks import user_location
 from vgdiag.errors import UserError
+from vgdiag.textfmt import one_line
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
 
@@ -321,4 +322,4 @@ def _failure_line(exc: BaseException) -> str:
         text = str(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return (" ".join(text.split()) or type(exc).__name__) + user_location(exc)
+    return (one_line(text) or type(exc).__name__) + user_location(exc)

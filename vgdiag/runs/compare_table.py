@@ -116,6 +116,7 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
     rows = []
     for group, members in groups.items():
         trained = [m for m in members if m["test_acc"] is not None or m["val_acc"] is not None]
+        done = [m for m in members if m["state"] == VariantState.DONE.value]
         row = dict(members[0])
         row.update(variant=group, seeds=len(members),
                    seconds=sum(m["seconds"] for m in members))
@@ -124,7 +125,6 @@ def comparison_rows(outcomes: list[VariantOutcome], target_acc: float) -> list[d
             # a seed that diverged took steps, saw samples and had gradients at init,
             # but has no accuracy; a failed or interrupted one's partial budget is no
             # budget of the variant
-            done = [m for m in members if m["state"] == VariantState.DONE.value]
             among = done if key in ("steps", "samples", "ratio_init", "ratio_end") else trained
             values = [float(m[key]) for m in among
                       if m[key] is not None and math.isfinite(float(m[key]))]

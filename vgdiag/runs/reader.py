@@ -135,6 +135,14 @@ def read_run(path: Path) -> RunData:
     return RunData(path, config, summary, records, epochs, layers, findings, status, notes, state)
 
 
+def latest_steps(summary: dict[str, Any], epochs: list[EpochRecord],
+                 records: list[StepRecord]) -> int:
+    """The most of summary.json's steps, the last epoch record's and the last sampled
+    step's + 1."""
+    steps = int(summary.get("steps") or 0)
+    return max([steps, *(e.steps for e in epochs[-1:]), *(r.step + 1 for r in records[-1:])])
+
+
 def progress(summary: dict[str, Any], summary_epochs: list[EpochRecord],
              records: list[StepRecord], epochs: list[EpochRecord]) -> tuple[int, float]:
     """Steps done and seconds trained, from whichever of summary.json and the metrics is
@@ -145,8 +153,7 @@ def progress(summary: dict[str, Any], summary_epochs: list[EpochRecord],
     step's + 1. Seconds: the summary's, plus the wall time of each epoch it was written
     before (an epoch record holds its own time, not the time since the start).
     """
-    steps = int(summary.get("steps") or 0)
-    steps = max([steps, *(e.steps for e in epochs[-1:]), *(r.step + 1 for r in records[-1:])])
+    steps = latest_steps(summary, epochs, records)
     seconds = float(summary.get("seconds") or 0.0)
     known = max((e.epoch for e in summary_epochs), default=0)
     seconds += sum(e.seconds for e in epochs if e.epoch > known and math.isfinite(e.seconds))

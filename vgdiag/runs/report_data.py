@@ -17,7 +17,7 @@ from vgdiag.engine.gradflow import can_be_output, eligible, ratios_to_output
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import run_verdict
-from vgdiag.runs.reader import STATUS_NOTES, RunData
+from vgdiag.runs.reader import STATUS_NOTES, RunData, latest_steps
 
 # A million-step run samples 100k steps; a report needs its shape, not every point.
 MAX_SERIES_POINTS = 2000
@@ -35,9 +35,7 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
 
 def fmt_loss(x: float | None) -> str:
     """A loss to 4 decimals; '-' where not measured (NaN), 'inf' where it overflowed."""
-    if x is None or math.isnan(x):
-        return DASH
-    return f"{x:.4f}" if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+    return DASH if x is None or math.isnan(x) else f"{x:.4f}"  # inf prints as inf
 
 
 def fmt_pct(x: float | None) -> str:
@@ -121,10 +119,7 @@ def prepare(run: RunData) -> ReportData:
 def steps_done(run: RunData) -> int:
     """The most of summary.json's steps, the last epoch record's and the last sampled
     step's + 1 (read_run brings a run that did not end up to its metrics already)."""
-    steps = [int(run.summary.get("steps") or 0)]
-    steps += [run.epochs[-1].steps] if run.epochs else []
-    steps += [run.records[-1].step + 1] if run.records else []
-    return max(steps)
+    return latest_steps(run.summary, run.epochs, run.records)
 
 
 def ordered_layers(run: RunData) -> list[LayerInfo]:
