@@ -151,14 +151,19 @@ def test_json_is_the_summary_plus_config_and_the_series_read_run_gives(sigmoid_r
         assert series["grad_norm"][name] == [r.layers[name].grad_norm for r in run.records]
 
 
-def test_json_turns_nan_and_inf_into_null(tmp_path: Path) -> None:
+def test_json_writes_inf_as_1e999_and_nan_as_null_as_the_run_files_do(tmp_path: Path) -> None:
+    # An infinite gradient is a finding, not a missing number: it must survive as inf.
     path = write_run(tmp_path / "r", layers=[_layer("a", 0), _layer("b", 1)],
                      lines=[_step(0, {"a": None, "b": 1.0}),
-                            _step(5, {"a": float("inf"), "b": 2.0}), _epoch(1, loss=math.inf)])
-    doc = _strict_loads(render_report(read_run(path), "json"))
-    assert doc["series"]["grad_norm"] == {"a": [None, None], "b": [1.0, 2.0]}
-    assert doc["epochs"][0]["train_loss"] is None
-    assert doc["layers"][0]["grad_norm_last"] is None and doc["layers"][1]["grad_norm_last"] == 2.0
+                            _step(5, {"a": float("inf"), "b": float("nan")}),
+                            _epoch(1, loss=math.inf)])
+    text = render_report(read_run(path), "json")
+    assert "1e999" in text
+    doc = _strict_loads(text)
+    assert doc["series"]["grad_norm"] == {"a": [None, math.inf], "b": [1.0, None]}
+    assert doc["epochs"][0]["train_loss"] == math.inf
+    assert doc["layers"][0]["grad_norm_last"] == math.inf
+    assert doc["layers"][1]["grad_norm_last"] is None
 
 
 def test_long_runs_are_thinned_keeping_first_and_last() -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from vgdiag.engine.summary import summary_json
+from vgdiag.runs.folder import dumps
 from vgdiag.runs.reader import RunData
 from vgdiag.runs.report_data import grad_norm_series, prepare
 
@@ -14,8 +13,8 @@ from vgdiag.runs.report_data import grad_norm_series, prepare
 def report_json(run: RunData) -> dict[str, Any]:
     """The JSON report as a dict: summary.json's schema plus config, notes and series.
 
-    `series` holds {"steps": [...], "grad_norm": {layer: [...]}}. NaN and infinite
-    numbers become null, so any strict JSON reader accepts the document.
+    `series` holds {"steps": [...], "grad_norm": {layer: [...]}}. Written by
+    render_json as every run file is (runs.folder.dumps): inf as 1e999, NaN as null.
     """
     data = prepare(run)
     first = run.records[0] if run.records else None
@@ -45,20 +44,9 @@ def report_json(run: RunData) -> dict[str, Any]:
         notes=data.notes,
         series={"steps": step_list, "grad_norm": grad},
     )
-    return _strict(doc)
+    return doc
 
 
 def render_json(run: RunData) -> str:
-    return json.dumps(report_json(run), indent=2, allow_nan=False) + "\n"
+    return dumps(report_json(run), indent=2) + "\n"
 
-
-def _strict(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
-        return _strict(value.item())
-    return value
