@@ -64,9 +64,18 @@ class Evaluator:
             seen = int(total)
         if seen == 0:
             return math.nan, math.nan
-        # argmax of NaN (or overflowed) logits is a constant class, not a prediction: a
-        # model with NaN outputs or a non-finite loss has no accuracy (shown as -, JSON
-        # null). -inf logits that mask classes leave the loss finite and keep it.
         loss = float(loss_sum) / seen
-        measured = self.classify and not int(nan_out) and math.isfinite(loss)
-        return loss, float(correct) / seen if measured else math.nan
+        return loss, accuracy(int(correct), seen, loss, self.classify, bool(int(nan_out)))
+
+
+def accuracy(correct: int, seen: int, loss: float, classify: bool,
+             nan_outputs: bool = False) -> float:
+    """correct / seen, or NaN (shown as -, JSON null) where there is no accuracy.
+
+    argmax of NaN (or overflowed) logits is a constant class, not a prediction: a
+    pass with NaN outputs or a non-finite loss has no accuracy, and a regression has
+    none. -inf logits that mask classes leave the loss finite and keep it.
+    """
+    if not classify or nan_outputs or not math.isfinite(loss) or seen <= 0:
+        return math.nan
+    return correct / seen

@@ -22,7 +22,7 @@ from vgdiag.engine.devices import flush_denormals, set_cpu_threads
 from vgdiag.engine.diagnosis import LiveDiagnosis, diagnose
 from vgdiag.engine.distributed import DataParallel
 from vgdiag.engine.environment import environment
-from vgdiag.engine.evaluation import Evaluator, prediction
+from vgdiag.engine.evaluation import Evaluator, accuracy, prediction
 from vgdiag.engine.experiment import Experiment, Stage, sampling_every
 from vgdiag.engine.history import History
 from vgdiag.engine.interrupts import describe_exit, is_user_exit
@@ -227,9 +227,7 @@ class _Run:
         summary = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
-            # the accuracy of an epoch whose outputs went NaN is argmax of NaN: none
-            train_acc=(float(correct) / max(seen, 1) if self.classify
-                       and math.isfinite(train_loss) else math.nan),
+            train_acc=accuracy(int(correct), seen, train_loss, self.classify),
             val_loss=val_loss,
             val_acc=val_acc,
             seconds=time.perf_counter() - t_start,
