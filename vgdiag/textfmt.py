@@ -7,6 +7,10 @@ report or the dashboard is written by the same function.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Long messages from user code are cut so an error stays one readable line.
 MAX_DETAIL = 240
@@ -31,3 +35,21 @@ def printable(text: object) -> str:
     """`text` with control characters shown as escapes (plain text, no markup): a name
     from the user must not repaint the terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def pack(items: Sequence[T], width: int, sep: int,
+         measure: Callable[[T], int]) -> list[list[T]]:
+    """`items` in lines of at most `width` (each `measure`d, `sep` cells between two),
+    filled in order and never breaking an item: one longer than `width` has its own
+    line. The one way a layer name, a kind or a row of fields is laid into lines."""
+    lines: list[list[T]] = []
+    used = 0
+    for item in items:
+        size = measure(item)
+        if lines and used + sep + size <= width:
+            lines[-1].append(item)
+            used += sep + size
+        else:
+            lines.append([item])
+            used = size
+    return lines

@@ -17,7 +17,7 @@ from rich.text import Text
 from vgdiag.engine.gradflow import grad_ratios, health
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.textfmt import fmt_num as fmt
-from vgdiag.textfmt import printable
+from vgdiag.textfmt import pack, printable
 
 _HEALTH_STYLE = {"bad": "red", "weak": "yellow", "ok": "", "none": ""}
 
@@ -116,17 +116,10 @@ class LayerTable(Table):
             block = Text(no_wrap=True, overflow="ellipsis")
             block.append("\n".join(fold_name(name, width)), style="bold")
             block.append(f"\n  {kind}", style="dim")
-            used = width  # cells on the current line: a full one starts a new line
-            for header, col in zip(headers, columns):
-                field = Text(f"{header} ").append_text(col[row])
-                if used + 3 + field.cell_len > width:
-                    block.append("\n  ")
-                    used = 2
-                else:
-                    block.append(" · ")
-                    used += 3
-                block.append_text(field)
-                used += field.cell_len
+            fields = [Text(f"{header} ").append_text(col[row])
+                      for header, col in zip(headers, columns)]
+            for line in pack(fields, width - 2, 3, lambda t: t.cell_len):
+                block.append("\n  ").append_text(Text(" · ").join(line))
             out.append(block)
         return out
 
@@ -218,13 +211,7 @@ def fold_name(name: str, width: int) -> list[str]:
     cut), so no line ever holds a piece of a part: "features.1" never stands for
     "features.10".
     """
-    lines: list[str] = []
-    for part in _dotted(name):
-        if lines and cell_len(lines[-1] + part) <= width:
-            lines[-1] += part
-        else:
-            lines.append(part)
-    return lines
+    return ["".join(line) for line in pack(_dotted(name), width, 0, cell_len)]
 
 
 def name_cell(name: str, kind: str, width: int) -> Text:
@@ -234,10 +221,5 @@ def name_cell(name: str, kind: str, width: int) -> Text:
     if cell_len(f"{name} {kind}") <= width:
         return cell.append(name).append(f" {kind}", style="dim")
     cell.append("\n".join(fold_name(name, width)))
-    lines: list[str] = []
-    for word in kind.split(" "):
-        if lines and cell_len(f"{lines[-1]} {word}") <= width:
-            lines[-1] += f" {word}"
-        else:
-            lines.append(word)
+    lines = [" ".join(line) for line in pack(kind.split(" "), width, 1, cell_len)]
     return cell.append("\n" + "\n".join(lines), style="dim")

@@ -15,6 +15,7 @@ from vgdiag.engine.records import _jsonable
 from vgdiag.runs.compare import VariantOutcome, VariantProgress, VariantState
 from vgdiag.runs.compare_table import budget_line, comparison_rows, verdict_text
 from vgdiag.runs.folder import write_json_atomic, write_text_atomic
+from vgdiag.textfmt import pack
 
 COLUMNS = (
     ("variant", "variant"),
@@ -110,17 +111,6 @@ def rich_table(rows: list[dict[str, Any]], target_acc: float) -> Table:
     return table
 
 
-def _packed(fields: list[str], width: int) -> str:
-    """`fields` two spaces apart, in lines of at most `width`, never breaking a field."""
-    lines: list[str] = []
-    for f in fields:
-        if lines and len(lines[-1]) + 2 + len(f) <= width:
-            lines[-1] += "  " + f
-        else:
-            lines.append(f)
-    return "\n  ".join(lines)
-
-
 def narrow_table(rows: list[dict[str, Any]], width: int = 80) -> RenderableType:
     """The same rows for a terminal too narrow for columns: one block per variant, its
     numbers in whole `label value` fields."""
@@ -128,8 +118,8 @@ def narrow_table(rows: list[dict[str, Any]], width: int = 80) -> RenderableType:
     for row in rows:
         fields = [f"{TERMINAL_LABELS.get(k, dict(COLUMNS)[k])} {cell(row, k)}"
                   for k in _shown(rows, TERMINAL_COLUMNS) if k not in TEXT_KEYS]
-        blocks.append(Text.assemble((row["variant"], "bold"), "\n  ",
-                                    _packed(fields, max(width - 2, 20)), "\n  ",
+        lines = ["  ".join(line) for line in pack(fields, max(width - 2, 20), 2, len)]
+        blocks.append(Text.assemble((row["variant"], "bold"), "\n  ", "\n  ".join(lines), "\n  ",
                                     cell(row, "verdict")))
     return Group(*blocks)
 
