@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -61,30 +62,27 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _wrapping(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` and the modules it wraps (torch.compile's `_orig_mod`, DDP's `module`)."""
+    for _ in range(8):
+        yield model
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return
+        model = inner
+
+
 def compiled(model: nn.Module) -> bool:
     """True for a torch.compile wrapper at any depth of wrapping, or a module compiled
     in place (`module.compile()`)."""
-    for _ in range(8):
-        if hasattr(model, "_orig_mod") or getattr(model, "_compiled_call_impl", None):
-            return True
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return False
-        model = inner
-    return False
+    return any(hasattr(m, "_orig_mod") or getattr(m, "_compiled_call_impl", None)
+               for m in _wrapping(model))
 
 
 def compiled_fullgraph(model: nn.Module) -> bool:
     """True for torch.compile(model, fullgraph=True) (at any depth of wrapping)."""
-    for _ in range(8):
-        ctx = getattr(model, "dynamo_ctx", None)
-        if ctx is not None and getattr(ctx, "fullgraph", False):
-            return True
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return False
-        model = inner
-    return False
+    return any(getattr(getattr(m, "dynamo_ctx", None), "fullgraph", False)
+               for m in _wrapping(model))
 
 
 def clean_name(name: str) -> str:
