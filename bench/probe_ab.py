@@ -39,14 +39,16 @@ from probe_overhead import Loop, build_mlp, make_batches, quartiles  # noqa: E40
 Modules = dict[str, ModuleType]
 
 
-def _ours(name: str) -> bool:
-    return name == "vgdiag" or name.startswith("vgdiag.")
+def _take_ours() -> Modules:
+    """Remove vgdiag's modules from sys.modules and return them."""
+    ours = [k for k in sys.modules if k == "vgdiag" or k.startswith("vgdiag.")]
+    return {k: sys.modules.pop(k) for k in ours}
 
 
 def load_tree(src: Path) -> Modules:
     """Import every module of the vgdiag package under `src`; return them, leaving
     sys.modules as it was."""
-    before = {k: sys.modules.pop(k) for k in [k for k in sys.modules if _ours(k)]}
+    before = _take_ours()
     sys.path.insert(0, str(src))
     try:
         pkg = importlib.import_module("vgdiag")
@@ -54,7 +56,7 @@ def load_tree(src: Path) -> Modules:
             # the dashboard is not timed; __main__ would run the CLI
             if not info.name.startswith("vgdiag.tui") and not info.name.endswith("__main__"):
                 importlib.import_module(info.name)
-        return {k: sys.modules.pop(k) for k in [k for k in sys.modules if _ours(k)]}
+        return _take_ours()
     finally:
         sys.path.remove(str(src))
         sys.modules.update(before)
@@ -62,13 +64,12 @@ def load_tree(src: Path) -> Modules:
 
 @contextlib.contextmanager
 def using(mods: Modules) -> Iterator[None]:
-    saved = {k: sys.modules.pop(k) for k in [k for k in sys.modules if _ours(k)]}
+    saved = _take_ours()
     sys.modules.update(mods)
     try:
         yield
     finally:
-        for k in [k for k in sys.modules if _ours(k)]:
-            del sys.modules[k]
+        _take_ours()
         sys.modules.update(saved)
 
 
