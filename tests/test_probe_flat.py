@@ -40,7 +40,7 @@ def check(model: nn.Module, dtype: torch.dtype, flat: bool) -> None:
         x, y = torch.randn(32, 700, dtype=dtype), torch.randint(0, 3, (32,))
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
-        grads = {n: f64([p.grad for p in m.parameters(recurse=False)])
+        grads = {n: f64([p.grad for p in m.parameters(recurse=False) if p.grad is not None])
                  for n, m in (("a", model.a), ("b", model.b))}
         before = {n: f64(list(m.parameters(recurse=False)))
                   for n, m in (("a", model.a), ("b", model.b))}
@@ -67,6 +67,12 @@ def test_flat_buffers_match_float64():
 
 def test_float64_models_use_the_flat_buffers_too():
     check(Wide(torch.float64), torch.float64, flat=True)
+
+
+def test_an_empty_parameter_between_others_leaves_their_rows_in_place():
+    model = Wide()
+    model.a.register_parameter("nothing", nn.Parameter(torch.empty(0, 3)))  # has no rows
+    check(model, torch.float32, flat=True)
 
 
 def test_mixed_dtypes_take_the_per_tensor_path():

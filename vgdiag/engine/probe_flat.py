@@ -62,16 +62,18 @@ class FlatStats:
         self.device = first.device
         self.count = len(values)
         self._shapes = [tuple(p.shape) for p in values]
-        starts, rows, first_rows = [], 0, []
-        for p in values:
+        starts, rows, nonempty, first_row = [], 0, [], []
+        for k, p in enumerate(values):
             n = -(-p.numel() // ROW)  # whole rows; an empty parameter has none
             starts.append(rows * ROW)
-            first_rows.append(rows if n else -1)
+            if n:
+                nonempty.append(k)
+                first_row.append(rows)
             rows += n
         self._rows = rows
         # Each parameter's rows are contiguous: one np.add.reduceat adds them all.
-        self._nonempty = np.asarray([k for k, r in enumerate(first_rows) if r >= 0], np.intp)
-        self._first_row = np.asarray([r for r in first_rows if r >= 0], np.intp)
+        self._nonempty = np.asarray(nonempty, np.intp)
+        self._first_row = np.asarray(first_row, np.intp)
         with torch.no_grad():
             self._w0 = self._buffer(first)
             self._before = self._buffer(first)
@@ -163,12 +165,14 @@ def unpack(chunks: dict[str, np.ndarray], present: list[int], flat: FlatStats,
     """Turn the host copy of `FlatStats.rows` (and, once, of `w0_rows`) into the probe's
     per-parameter norms, in place: l2 and l1 of the parameters with a gradient, wn, ch,
     up of all (up empty without an update), w0n on the first sample."""
-    rows = chunks.pop("flat").reshape(5, -1)
-    sums = flat.per_parameter(rows, squared=True)  # all five rows squared at once
-    norms = np.sqrt(sums[[G_L2, W_L2, CHANGE_L2, UPDATE_L2]])
+    rows = chunks.pop("flat").astype(np.float64).reshape(5, -1)
+    l2_rows = [G_L2, W_L2, CHANGE_L2, UPDATE_L2]
+    rows[l2_rows] **= 2  # squares of row norms add up; the L1 row's sums add as they are
+    sums = flat.per_parameter(rows, squared=False)  # every row in one reduceat
+    norms = np.sqrt(sums[l2_rows])
     if grads_fit:
         chunks["l2"] = norms[0, present]
-        chunks["l1"] = flat.per_parameter(rows[G_L1], squared=False)[0, present]
+        chunks["l1"] = sums[G_L1, present]
     chunks["wn"], chunks["ch"] = norms[1], norms[2]
     chunks["up"] = norms[3] if with_update else norms[3][:0]
     if "w0_rows" in chunks:
