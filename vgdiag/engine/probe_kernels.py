@@ -111,6 +111,38 @@ def time_norms(grad: torch.Tensor, time_dim: int) -> torch.Tensor:
     return torch.linalg.vector_norm(g, dim=dims) if dims else g.abs()
 
 
+def packed_time_index(batch_sizes: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The time step of every row of a PackedSequence's data, on `device`.
+
+    batch_sizes (a CPU tensor) says how many rows each time step holds: the first
+    batch_sizes[0] rows are t=0, the next batch_sizes[1] rows t=1, and so on. The
+    index is built on the host, once per forward call, and copied without a host sync
+    (from pinned memory, asynchronously) where the data is on a CUDA device.
+    """
+    steps = torch.arange(batch_sizes.numel(), dtype=torch.int64)
+    index = torch.repeat_interleave(steps, batch_sizes.to(torch.int64))
+    if device.type == "cpu":
+        return index
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
+
+
+def packed_time_norms(grad: torch.Tensor, index: torch.Tensor, steps: int) -> torch.Tensor:
+    """||dLoss/dx_t|| for every time step t of a PackedSequence's data gradient.
+
+    `index` (packed_time_index) gives each row's time step; the norm of step t is over
+    its rows, the sequences still running at t. One segment sum of the rows' squared
+    norms, no loop over time steps; 16-bit gradients are summed in float32.
+    """
+    g = grad.detach()
+    g = g.reshape(g.shape[0], -1)
+    dtype = torch.float32 if g.dtype in LOW_PRECISION else None
+    rows = torch.linalg.vector_norm(g, dim=1, dtype=dtype).square()
+    sums = torch.zeros(steps, dtype=rows.dtype, device=rows.device)
+    return sums.index_add_(0, index, rows).sqrt()
+
+
 def histograms(
     weights: list[tuple[int, torch.Tensor]],
     grads: dict[int, list[torch.Tensor]],

@@ -17,11 +17,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils.hooks import RemovableHandle
 
 from vgdiag.engine.probe_activations import Scratch, activation_kind, activation_stats
 from vgdiag.engine.probe_functional import FunctionalActivations
-from vgdiag.engine.probe_kernels import LOW_PRECISION, first_tensor, time_norms
+from vgdiag.engine.probe_kernels import (
+    LOW_PRECISION,
+    first_tensor,
+    packed_time_index,
+    packed_time_norms,
+    time_norms,
+)
 from vgdiag.engine.probe_layers import (
     ACTIVATION_TYPES,
     Owners,
@@ -303,8 +310,10 @@ class LayerLayout:
             if not torch.is_grad_enabled() or not args:
                 return None
             x = args[0]
+            if isinstance(x, PackedSequence):
+                return packed(x, args)
             if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-                return None  # a PackedSequence, or no sequence to read
+                return None  # no sequence to read
             time_dim = 1 if batch_first and x.dim() == 3 else 0
             replaced = None
             if not x.requires_grad:  # data: a leaf view of it carries the gradient
@@ -312,6 +321,28 @@ class LayerLayout:
                 replaced = (x, *args[1:])
             store = self.time.setdefault(name, [])
             x.register_hook(self._guard(lambda g: store.append(time_norms(g, time_dim))))
+            return replaced
+
+        def packed(x: PackedSequence, args: Any) -> Any:
+            # Variable-length sequences: the data is (sum of lengths, features), time
+            # step by time step, so the norm at step t is over the sequences still
+            # running at t. (A padded, unpacked batch counts every sequence at every
+            # step, its padding's gradient included.) One value per time step, earliest
+            # first, as for an unpacked input.
+            data = x.data
+            if not isinstance(data, torch.Tensor) or not data.is_floating_point() \
+                    or data.dim() < 1 or x.batch_sizes is None:
+                return None
+            replaced = None
+            if not data.requires_grad:  # data: a leaf view of it carries the gradient
+                data = data.detach().requires_grad_(True)
+                replaced = (PackedSequence(data, x.batch_sizes, x.sorted_indices,
+                                           x.unsorted_indices), *args[1:])
+            steps = int(x.batch_sizes.numel())
+            index = packed_time_index(x.batch_sizes, data.device)
+            store = self.time.setdefault(name, [])
+            data.register_hook(self._guard(
+                lambda g: store.append(packed_time_norms(g, index, steps))))
             return replaced
 
         return hook
