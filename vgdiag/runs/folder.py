@@ -5,7 +5,8 @@
 - summary.json is replaced atomically (write a temp file, then rename) at the start,
   after every epoch and at the end; its `status` says how the run ended. A summary
   still saying "running" means the process died without a word (kill -9, power),
-  unless the process it names (`writer`) still runs on this machine.
+  unless the process it names (`writer`) still runs on this machine (a zombie, exited
+  but not yet reaped, does not).
 """
 
 from __future__ import annotations
@@ -122,17 +123,36 @@ def writer_stamp() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
+# Linux's process table as files; where it is absent, a pid's existence is all we know.
+PROC = Path("/proc")
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
+    """Whether a process with this id runs on this machine: one that has exited but
+    is not yet reaped by its parent (a zombie, as a `kill -9`ed writer is for a while)
+    does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: it exists
-        return True
+        pass
     except OSError:
-        return True
-    return True
+        pass
+    return not _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether /proc says this process has exited (state Z, zombie, or X, dead); False
+    where /proc cannot tell (not Linux, or no such entry)."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows
+    # the last ")".
+    fields = stat.rpartition(")")[2].split()
+    return bool(fields) and fields[0] in ("Z", "X")
 
 
 def writer_gone(summary: dict[str, Any], alive: Callable[[int], bool] = pid_alive) -> bool | None:

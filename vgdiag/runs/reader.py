@@ -3,7 +3,10 @@
     run = read_run(path)   # what `report`, `view` and `compare` work from
 
 A truncated last line of metrics.jsonl (a killed run) is skipped with a note; a field
-of summary.json that is not what vgdiag writes is one clear UserError naming it. The
+of summary.json that is not what vgdiag writes is one clear UserError naming it, one it
+lacks (an older or partial writer) reads as not written. A folder without summary.json
+(a run killed before it first wrote one, or the file deleted) is read from config.json
+and metrics.jsonl as a cut-off run. The
 folder's events are folded by the same `RunSummary` that wrote it, so a saved run's
 state is the one a live consumer held.
 """
@@ -71,16 +74,19 @@ def read_run(path: Path) -> RunData:
     if not path.is_dir():
         raise UserError(f"{path} is not a folder: give the run folder written by `vgdiag run`")
     summary_path = path / SUMMARY_FILE
+    config_path = path / CONFIG_FILE
     metrics_path = path / METRICS_FILE
-    if not summary_path.exists() and not metrics_path.exists():
-        raise UserError(f"{path} is not a vgdiag run folder (no {SUMMARY_FILE} or {METRICS_FILE})")
     notes: list[str] = []
     raw = _read_json(summary_path) if summary_path.exists() else {}
     summary, parsed = _checked_summary(raw, summary_path)
-    config = _read_json(path / CONFIG_FILE) if (path / CONFIG_FILE).exists() else {}
+    config = _read_json(config_path) if config_path.exists() else {}
     if not isinstance(config, dict):
-        raise UserError(f"{path / CONFIG_FILE} is corrupt: expected a JSON object")
+        raise UserError(f"{config_path} is corrupt: expected a JSON object")
     lines = _read_metrics(metrics_path, notes) if metrics_path.exists() else []
+    if not summary_path.exists():
+        # No summary: a "running" one that never came, so the run reads as cut off.
+        _without_summary(path, config_path.exists(), metrics_path.exists(), lines, notes)
+    _from_config(summary, raw, config)
     records = [x for x in lines if isinstance(x, StepRecord)]
     epochs = [x for x in lines if isinstance(x, EpochRecord)]
     layers: list[LayerInfo] = parsed["layers"]
@@ -182,6 +188,41 @@ def _events(lines: list[Any], layers: list[LayerInfo],
     return events
 
 
+def _without_summary(path: Path, has_config: bool, has_metrics: bool, lines: list[Any],
+                     notes: list[str]) -> None:
+    """The note for a folder without summary.json; UserError when config.json and the
+    metrics are missing too, since then nothing says what the run was or did."""
+    if has_config or lines:
+        read = [name for name, there in ((CONFIG_FILE, has_config), (METRICS_FILE, bool(lines)))
+                if there]
+        notes.append(f"{SUMMARY_FILE} is missing: the run was read from {' and '.join(read)}")
+        return
+    metrics = f"no records in {METRICS_FILE}" if has_metrics else f"no {METRICS_FILE}"
+    raise UserError(f"{path} is not a vgdiag run folder, or its run was killed before it "
+                    f"wrote anything: it has no {SUMMARY_FILE}, no {CONFIG_FILE} and {metrics}")
+
+
+def _from_config(summary: dict[str, Any], raw: dict[str, Any], config: dict[str, Any]) -> None:
+    """The run's name and classes where summary.json does not hold them (none, or an
+    older or partial one): config.json has them as its experiment's name and its data's
+    classes."""
+    if raw.get("name") is None:
+        name = config_value(config, "experiment", "name")
+        if isinstance(name, str) and name:
+            summary["name"] = name
+    if raw.get("num_classes") is None:
+        classes = config_value(config, "data", "num_classes")
+        if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 0:
+            summary["num_classes"] = classes
+
+
+def config_value(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]...; None where a key is missing or a level is not a dict."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
 def _writer_alive(summary: dict[str, Any]) -> bool:
     """Whether the process that wrote a "running" summary still runs, on this machine."""
     # This process reads a folder it writes itself only once its store is left
@@ -197,7 +238,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _checked_summary(raw: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """summary.json with its numbers converted, and its layers, epochs and findings
+    """summary.json with its numbers converted, the fields the reader uses present
+    (a missing one as not written: 0, None or empty), and its layers, epochs and findings
     parsed; UserError naming the field that is not what vgdiag writes."""
     if not isinstance(raw, dict):
         raise UserError(f"{path} is not a vgdiag summary (expected a JSON object)")
@@ -237,10 +279,11 @@ def _checked_summary(raw: Any, path: Path) -> tuple[dict[str, Any], dict[str, An
         if not isinstance(raw.get("name", ""), (str, type(None))):
             raise TypeError(f"expected a string, got {_short(raw['name'])}")
         key = "error"
-        if not isinstance(raw.get("error"), (str, type(None))):
+        out["error"] = raw.get("error")
+        if not isinstance(out["error"], (str, type(None))):
             raise TypeError(f"expected a string, got {_short(raw['error'])}")
         key = "test"
-        test = raw.get("test")
+        test = out["test"] = raw.get("test")
         if test is not None and not (isinstance(test, dict) and all(
                 isinstance(v, (int, float, type(None))) for v in test.values())):
             raise TypeError(f"expected {{'loss', 'acc'}} numbers, got {_short(test)}")

@@ -17,7 +17,7 @@ from vgdiag.engine.gradflow import can_be_output, eligible, ratios_to_output
 from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.summary import run_verdict
-from vgdiag.runs.reader import STATUS_NOTES, RunData, latest_steps
+from vgdiag.runs.reader import STATUS_NOTES, RunData, config_value, latest_steps
 
 # A million-step run samples 100k steps; a report needs its shape, not every point.
 MAX_SERIES_POINTS = 2000
@@ -304,10 +304,3 @@ def _fmt_any(value: Any) -> str:
     return str(value)
 
 
-def config_value(obj: Any, *keys: str) -> Any:
-    """obj[k1][k2]...; None where a key is missing or a level is not a dict."""
-    for key in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
