@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine.diagnosis import Thresholds, diagnose, gradient_profile, verdict
-from vgdiag.engine.events import RunFinished
+from vgdiag.engine.events import RunFinished, StepSampled
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, LayerInfo, LayerStats, StepRecord
 from vgdiag.engine.trainer import run_training
@@ -237,3 +237,70 @@ def test_an_embedding_or_norm_is_not_judged_frozen_against_the_output_layer():
     rec.layers["l2"] = LayerStats(grad_norm=0.1, weight_change=1e-5)  # a plain layer still is
     found = {f.id: f for f in diagnose([rec], infos)}
     assert found["input_side_frozen"].layers == ["l2"]
+
+
+def test_a_learning_rate_that_throws_the_weights_off_is_named_and_not_called_frozen():
+    # lr 50 on a He-initialised ReLU net: the first updates move every layer by orders
+    # of magnitude more than its initial norm, and the units die.
+    options = RunOptions(epochs=2, activation="relu", init="he", depth=3, width=64,
+                         lr=50.0, every=1)
+    data = load_data(options)
+    events = list(run_training(build_experiment(options, data), data))
+    found = {f.id: f for f in events[-1].findings}
+    blown = found["weights_blown_up"]
+    assert blown.severity == "error" and "lower --lr" in blown.message
+    # Independent: the largest ||W - W0|| / ||W0|| of any sampled step, per layer.
+    history = [e.record for e in events if isinstance(e, StepSampled)]
+    for name, change in blown.evidence["weight_change"].items():
+        assert change == max(r.layers[name].weight_change for r in history)
+        assert change >= 1e3
+    assert "input_side_frozen" not in found  # it moved, relative to nothing it "barely" did
+    calm = train(epochs=2, activation="relu", init="he", depth=3, width=64, lr=0.1, every=1)
+    assert "weights_blown_up" not in ids(calm.findings)
+
+
+def test_input_side_frozen_needs_a_first_layer_that_barely_moved_itself():
+    def changes(first: float, last: float) -> StepRecord:
+        return record(100, grad_norm=[1, 1, 1], weight_change=[first, 0.5 * last, last])
+
+    assert "input_side_frozen" in ids(diagnose([changes(1e-4, 0.5)], layers(3)))
+    # 2e-3 of the output layer's change, but 4x its own norm: not frozen
+    assert "input_side_frozen" not in ids(diagnose([changes(4.0, 2e3)], layers(3)))
+
+
+def test_a_diverged_run_reads_growing_activations_at_initialisation():
+    opts = {"activation": "relu", "init": "normal:0.5", "depth": 10, "width": 64}
+    at_init = inspect_at_init(RunOptions(**opts))
+    init = next(f for f in at_init.findings if f.id == "activations_growing")
+    end = train(epochs=1, every=1, **opts)
+    assert "non_finite" in ids(end.findings)
+    grown = next(f for f in end.findings if f.id == "activations_growing")
+    # the same model and seed: the figure of step 0, not a median with the blown-up step
+    assert grown.evidence["ratio_last_first"] == pytest.approx(
+        init.evidence["ratio_last_first"], rel=1e-3)
+    assert grown.evidence["step"] == 0
+
+
+def test_concentrated_weights_are_judged_by_what_the_chain_leaves_of_the_signal():
+    # PyTorch's default init scales by 1/sqrt(3) = 0.58 per layer: two such layers leave
+    # 0.33 of the signal (no finding), seven leave 0.02 (the reference baseline: info).
+    default = 0.577 * math.sqrt(10) / 2  # weight_norm giving rms * sqrt(fan_in) = 0.577
+    short = record(0, grad_norm=[1] * 3, weight_norm=[default] * 3)
+    assert "weights_concentrated" not in ids(diagnose([short], layers(3)))
+    deep = record(0, grad_norm=[1] * 8, weight_norm=[default] * 8)
+    found = {f.id: f for f in diagnose([deep], layers(8))}
+    assert found["weights_concentrated"].severity == "info"
+    assert found["weights_concentrated"].evidence["chain"] == pytest.approx(0.577**7, rel=1e-6)
+
+
+def test_nan_before_any_update_is_not_blamed_on_the_learning_rate():
+    import dataclasses
+
+    first = dataclasses.replace(record(0, grad_norm=[math.nan, 1.0]), loss=math.nan)
+    first.layers["l0"].param_grad_norms["weight"] = math.nan
+    msg = next(f for f in diagnose([first], layers(2)) if f.id == "non_finite").message
+    assert "before any update" in msg and "not the cause" in msg and "lower --lr" not in msg
+    later = [record(0, grad_norm=[1, 1]), dataclasses.replace(record(1, grad_norm=[1, 1]),
+                                                              loss=math.inf)]
+    msg = next(f for f in diagnose(later, layers(2)) if f.id == "non_finite").message
+    assert "at step 1" in msg and "lower --lr" in msg

@@ -42,6 +42,7 @@ def diagnose(
     findings: list[Finding] = []
     if records:
         findings += grads.non_finite(records, layers, epochs)
+        findings += grads.weights_blown_up(records, layers, t)  # before what it causes
         findings += grads.zero_gradient(records, layers, t)
         findings += grads.gradient_ratio(records, layers, t)
         findings += grads.through_time(records, t)
@@ -52,12 +53,22 @@ def diagnose(
         findings += per_layer.unit_fractions(records, layers, t)
     else:
         findings.append(not_measured(epochs))
+    findings = _without_repeats(findings)
     findings += grads.unused_layers(layers)
     findings += per_layer.stalled_loss(records, epochs, num_classes, t)
     findings.sort(key=lambda f: -severity_rank(f.severity))
     from vgdiag.plugin_api import recommend  # the installed plugins say what they fix
 
     return recommend(findings)
+
+
+def _without_repeats(findings: list[Finding]) -> list[Finding]:
+    """A gradient of exactly 0 also reads as a vanishing ratio of 0: where every layer
+    vanishing_gradient names is one zero_gradient names (with its cause), it says
+    nothing more."""
+    zero = {n for f in findings if f.id == "zero_gradient" for n in f.layers}
+    return [f for f in findings if not (
+        f.id == "vanishing_gradient" and zero and set(f.layers) <= zero)]
 
 
 NOT_MEASURED = "not_measured"

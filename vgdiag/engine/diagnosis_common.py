@@ -42,6 +42,15 @@ def median_over(records: Sequence[StepRecord], key: str, names: Sequence[str]) -
         return np.nanmedian(stacked, axis=0)
 
 
+def finite_step(record: StepRecord) -> bool:
+    """No infinite loss (NaN is also a loss never given, under vgdiag.watch), and no
+    layer with infinite activations or a gradient that is not finite: a step from
+    before a run diverged."""
+    return not math.isinf(record.loss) and not any(
+        s.grad_non_finite or math.isinf(s.act_mean) or math.isinf(s.act_std)
+        for s in record.layers.values())
+
+
 def rests_on(records: Sequence[StepRecord]) -> dict[str, Any]:
     """The evidence every finding carries: how many sampled steps, up to which step."""
     return {"sampled_steps": len(records), "step": records[-1].step if records else None}

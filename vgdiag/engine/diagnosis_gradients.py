@@ -208,12 +208,21 @@ def non_finite(
     if first_step is None and not loss_bad:
         return []
     when = ""
+    # Step 0's loss and gradients come from the initial weights: no update, so no
+    # learning rate, had a part in them.
+    cause = ("training diverged (a lower --lr is often enough; an operation such as log, "
+             "sqrt or a division in forward can also make NaN on some inputs)")
     if first_step is not None:
         # Only sampled steps are looked at: between the last finite one and this one,
         # any step may have been the first.
         before = max((r.step for r in records if r.step < first_step), default=None)
         when = (f" at step {first_step}" if before is None or before == first_step - 1
                 else f" by step {first_step} (sampled steps only: step {before} was finite)")
+        if first_step == 0:
+            when = " at the first step, before any update"
+            cause = ("the forward pass of the initial model makes them, so the learning "
+                     "rate is not the cause: look for NaN or inf in the data, an operation "
+                     "such as log, sqrt or a division in forward, or an init far too large")
     return [
         Finding(
             "non_finite",
@@ -221,9 +230,46 @@ def non_finite(
             bad_layers,
             {"first_step": first_step, "epochs_with_non_finite_loss": loss_bad,
              **common.rests_on(records)},
-            f"The loss, gradients or activations became NaN or infinite{when}: training "
-            "diverged (a lower --lr is often enough).",
+            f"The loss, gradients or activations became NaN or infinite{when}: {cause}.",
             ["batchnorm", "weight-init"],
+        )
+    ]
+
+
+def weights_blown_up(
+    records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds
+) -> list[Finding]:
+    """Layers thrown far from their initial weights: updates too large for them.
+
+    Layers that apply a weight matrix only: a loose scale started near 0 (LayerScale's
+    1e-6, a gate) is meant to grow by orders of magnitude from it.
+    """
+    matrix = {info.name for info in layers if can_be_output(info)}
+    names = [n for n in common.reached_names(layers) if n in matrix]
+    largest: dict[str, float] = {}  # ||W - W0|| / ||W0|| at its largest, per layer
+    first_step: int | None = None  # the first sampled step past the limit
+    for r in records:
+        for n, c in zip(names, common.values(r, "weight_change", names)):
+            # inf: the weights themselves overflowed, the furthest a layer can be thrown
+            if c >= t.blown_up_warning:  # (False for NaN)
+                largest[n] = max(largest.get(n, 0.0), float(c))
+                first_step = r.step if first_step is None else first_step
+    if not largest:
+        return []
+    top = max(largest, key=lambda n: largest[n])
+    return [
+        Finding(
+            "weights_blown_up",
+            "error" if largest[top] >= t.blown_up_error else "warning",
+            [n for n in names if n in largest],
+            {"weight_change": largest, "first_step": first_step, **common.rests_on(records)},
+            f"The updates threw the weights off: {top} "
+            + (f"moved {common.fmt(largest[top])}x its initial norm"
+               if math.isfinite(largest[top]) else "overflowed to infinity")
+            + f" (past {common.fmt(t.blown_up_warning)}x from step {first_step}), "
+            "so it no longer holds what it learned: the learning rate is too large for "
+            "these gradients (lower --lr, or clip the gradient norm).",
+            [],
         )
     ]
 
@@ -248,9 +294,12 @@ def input_side_frozen(
         return []
     first, last = change[ok[0]], change[ok[-1]]
     ratio = float(first / last)
-    if ratio >= t.frozen_change_ratio:
+    # Relative alone, a first layer thrown 4e9x its norm would "barely change" beside
+    # an output layer thrown 3e12x (weights_blown_up says what happened there).
+    if ratio >= t.frozen_change_ratio or first >= t.frozen_change_max:
         return []
-    frozen = [names[i] for i in ok if change[i] < last * t.frozen_change_ratio]
+    frozen = [names[i] for i in ok
+              if change[i] < last * t.frozen_change_ratio and change[i] < t.frozen_change_max]
     return [
         Finding(
             "input_side_frozen",

@@ -94,8 +94,11 @@ def activations_growing(
     names = [i.name for i in sorted(layers, key=lambda i: i.depth) if i.activation and i.used]
     if len(names) < 3:
         return []
-    window = [r for r in common.recent(records, t)
-              if np.isfinite(common.values(r, "act_std", names)).any()]
+    # A record past the divergence mixes blown-up and finite layers: not evidence.
+    # (NaN alone is a layer that did not run at that step.)
+    window = [r for r in common.recent(records, t) if common.finite_step(r)]
+    if len(window) < len(common.recent(records, t)):
+        window = []  # the run diverged: read the forward signal at initialisation
     stds = common.median_over(window or records[:1], "act_std", names)
     ok = np.flatnonzero(np.isfinite(stds) & (stds > 0))
     if len(ok) < 3:
@@ -168,7 +171,8 @@ def weights_concentrated(
     if not scaled:
         return []
     median = float(np.median(list(scaled.values())))
-    if median >= t.concentrated_info:
+    chain = float(np.prod(list(scaled.values())))
+    if median >= t.concentrated_info or chain >= t.concentrated_chain:
         return []
     severity = "warning" if median < t.concentrated_warning else "info"
     low = [n for n, v in scaled.items() if v < t.concentrated_info]
@@ -177,9 +181,11 @@ def weights_concentrated(
             "weights_concentrated",
             severity,
             low,
-            {"rms_times_sqrt_fan_in": scaled, "median": median, **common.rests_on(records[-1:])},
+            {"rms_times_sqrt_fan_in": scaled, "median": median, "chain": chain,
+             **common.rests_on(records[-1:])},
             f"Weights are concentrated around 0: a typical hidden layer scales its input by "
-            f"{median:.2f} (Xavier gives ~1, He ~1.4), so little signal passes through.",
+            f"{median:.2f} (Xavier gives ~1, He ~1.4), and the {len(scaled)} layers of the "
+            f"chain together by {common.fmt(chain)}, so little signal passes through.",
             ["weight-init"],
         )
     ]

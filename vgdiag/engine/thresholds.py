@@ -22,11 +22,19 @@ class Thresholds:
     stall_tolerance: float = 0.01  # loss above 99% of ln(classes) = no better than chance
     stall_min_steps: int = 50  # optimizer steps before a loss at chance can be called stalled
     frozen_change_ratio: float = 1e-2  # input-side weights move <1% as much as output-side
+    frozen_change_max: float = 0.1  # ... and under 10% of their own initial norm
+    # ||W - W0|| / ||W0||: a layer that moved 1e3x its initial norm was thrown off by its
+    # updates (a learning rate too large for its gradients), not trained.
+    blown_up_warning: float = 1e3
+    blown_up_error: float = 1e6
     shrink_ratio: float = 0.8  # ||W|| fell below 80% of its initial norm
     # rms(W) * sqrt(fan_in) = how much a layer scales unit-variance input. Xavier gives
     # ~1, He ~1.4, PyTorch's default ~0.58; below 0.35 the signal all but vanishes.
     concentrated_warning: float = 0.35
     concentrated_info: float = 0.7
+    # ... and the scales multiply along a chain of layers: a finding only where the
+    # chain leaves less than this of the signal (two default-init layers leave 0.33).
+    concentrated_chain: float = 0.1
     saturated_fraction: float = 0.3  # of sigmoid/tanh outputs within 1e-2 of a bound
     dead_fraction: float = 0.4  # of ReLU units (channels after a conv) zero for a whole batch
     recent_records: int = 5  # "now" = median over this many latest sampled steps
