@@ -89,3 +89,34 @@ def test_sigint_stops_compare_and_keeps_what_ran(tmp_path):
     assert not (out / "adam").exists()  # no variant starts after the stop
     doc = json.loads((out / "compare.json").read_text())
     assert doc["baseline"]["status"] == "interrupted" and doc["variants"] == []
+
+
+def test_an_error_that_follows_a_ctrl_c_inside_an_import_is_the_interruption(tmp_path):
+    # A Ctrl-C inside an import leaves that module half made, and what imports it next
+    # fails (numpy's half import ends in RecursionError): that is an interruption, 130.
+    model = tmp_path / "net.py"
+    model.write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    raise ImportError('a module left half imported')\n"
+        "import torch\n"
+        "Net = lambda: torch.nn.Linear(64, 10)\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "vgdiag", "run", "--headless", "--model", f"{model}:Net",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "vgdiag: interrupted"
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_program_takes_the_signals_before_its_heavy_imports():
+    # The console script's module: a Ctrl-C while torch or Typer load must find
+    # vgdiag's handler already there (one line, 130), not Python's traceback.
+    code = ("import sys, signal; import vgdiag.cli.launch as l; "
+            "print(sorted(m for m in ('torch', 'typer', 'numpy', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"

@@ -48,4 +48,4 @@ def test_the_wheel_lists_every_package(tmp_path):
     assert "vgdiag/tui/vgdiag.tcss" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
-    assert "vgdiag = vgdiag.cli.app:entry" in text and "[vgdiag.plugins]" in text
+    assert "vgdiag = vgdiag.cli.launch:entry" in text and "[vgdiag.plugins]" in text

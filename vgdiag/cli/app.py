@@ -22,6 +22,7 @@ from vgdiag.engine.interrupts import (
     interrupt_on_signals,
     is_user_exit,
     restore_signals,
+    signal_received,
 )
 from vgdiag.errors import ExitCode, RunFolderError, UserError
 from vgdiag.textfmt import one_line
@@ -123,6 +124,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"vgdiag: error: {message or 'no command given'}{hint}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except UserError as exc:
+        if signal_received():
+            return _interrupted()
         if STATE.debug:
             raise
         print(f"vgdiag: error: {one_line(str(exc))}", file=sys.stderr)
@@ -145,11 +148,21 @@ def _main(argv: list[str] | None) -> int:
         silence_stdout()
         return int(ExitCode.OK)
     except Exception as exc:  # the user's code (or ours) raised outside training
+        if signal_received():
+            return _interrupted()
         if STATE.debug:
             raise
         print(f"vgdiag: error: {type(exc).__name__}: {one_line(str(exc))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return int(ExitCode.TRAINING_FAILED)
+
+
+def _interrupted() -> int:
+    """An error after a signal: a Ctrl-C that landed inside an import leaves the module
+    half made, and the next import of it fails (RecursionError, ImportError). The
+    error is the interruption's, and so is the exit code."""
+    print("vgdiag: interrupted", file=sys.stderr)
+    return int(ExitCode.INTERRUPTED)
 
 
 def _user_exit(exc: BaseException) -> int:

@@ -20,6 +20,11 @@ def note_signal() -> None:
     _received.set()
 
 
+def signal_received() -> bool:
+    """Whether a SIGINT or SIGTERM was noted in this process."""
+    return _received.is_set()
+
+
 def is_user_exit(exc: BaseException) -> bool:
     """True when `exc` is SystemExit or KeyboardInterrupt raised by code, not a signal.
 
