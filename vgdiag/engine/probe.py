@@ -8,10 +8,14 @@ number is computed on the device with batched reductions and copied to the host
 once. Nothing here changes an output or a gradient: hooks only read, and a failure
 inside the probe is reported as a warning and never reaches the user's training.
 
+optimizer.step(closure) (LBFGS) is measured at the closure's first evaluation in the
+step (probe_closure).
+
 Where things live: probe_layers (what a layer is, depth from the backward graph),
 probe_layout (the hooks of a sampled step), probe_activations (activation statistics),
-probe_kernels (norms, histograms), probe_flat (every parameter statistic from flat buffers)
-or snapshots (W0 and pre-update copies, sampled for large parameters),
+probe_kernels (norms, histograms), probe_closure (optimizer.step(closure)), probe_flat
+(every parameter statistic from flat buffers) or snapshots (W0 and pre-update copies,
+sampled for large parameters),
 probe_distributed (sharded parameters across ranks), probe_pack (the one host copy),
 probe_record (the host-side StepRecord).
 """
@@ -32,6 +36,7 @@ from torch.utils.hooks import RemovableHandle
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.history import History
 from vgdiag.engine.probe_activations import SATURATION_EPS  # re-exported
+from vgdiag.engine.probe_closure import ClosureStep
 from vgdiag.engine.probe_distributed import (
     DISTRIBUTED_MODES,
     is_dtensor,
@@ -149,6 +154,10 @@ class Probe:
         self._loss: torch.Tensor | None = None
         self._grad_pieces: dict[str, Any] | None = None
         self._ready = False
+        # The optimizer.step(closure) in progress (None outside one, and for plain steps).
+        self._closure_step: ClosureStep | None = None
+        self._reevaluating = False  # a step's closure is being evaluated again
+        self._warned_closure = False
         if self.optimizer is not None:
             self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
             self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
@@ -252,6 +261,7 @@ class Probe:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._closure_step = None  # a closure the optimizer still holds passes straight through
         if self._lazy_handle is not None:
             self._lazy_handle.remove()
             self._lazy_handle = None
@@ -289,27 +299,96 @@ class Probe:
                 self._flat.drop_before()
 
     def observe_loss(self, loss: torch.Tensor) -> None:
-        """Give the probe the step's loss, recorded with the step if it is sampled."""
+        """Give the probe the step's loss, recorded with the step if it is sampled.
+
+        Inside optimizer.step(closure) the loss of the closure's first evaluation is
+        the step's (later evaluations are ignored); without one given there, the
+        record takes the loss that evaluation returned.
+        """
         if self._in_flight:
             self._loss = loss.detach()
 
+    @property
+    def reevaluating(self) -> bool:
+        """True while the optimizer evaluates a step's closure again (LBFGS's line
+        search): the probe is muted, and the losses seen are not the step's."""
+        return self._reevaluating
+
     # ----- optimizer side ------------------------------------------------------
-    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
+        # args holds the optimizer itself first: more than that, or kwargs, may be a closure
+        if len(args) > 1 or kwargs:
+            wrapped = self._closure_pre_step(args, kwargs)
+            if wrapped is not None:
+                return wrapped
         if not self._in_flight:
-            return
+            return None
         try:
             self._stop_forward_side()
             with torch.no_grad():
                 self._grad_pieces = self._measure_grads()
-                # The weights before the update; the post-step hook subtracts in place.
-                if self._flat is not None:
-                    self._flat.keep_before(self._values())
-                else:
-                    self._copies.keep_before(self._values())
+                self._keep_before()
         except Exception as exc:
             self._drop_sample(exc)
+        return None
+
+    def _keep_before(self) -> None:
+        # The weights before the update; the post-step hook subtracts in place.
+        if self._flat is not None:
+            self._flat.keep_before(self._values())
+        else:
+            self._copies.keep_before(self._values())
+
+    def _closure_pre_step(self, args: Any, kwargs: Any) -> tuple[Any, Any] | None:
+        """optimizer.step(closure): hand the optimizer a ClosureStep in its place.
+
+        Every closure step gets one, sampled or not, so that the Watch can tell the
+        closure's later evaluations apart (their losses are not the step's). On a
+        sampled step the weights are kept here, before anything runs; the gradients
+        and the forward pass are measured in the closure's first evaluation.
+        """
+        positional = len(args) > 1 and callable(args[1])
+        closure = args[1] if positional else kwargs.get("closure")
+        if closure is None or not callable(closure):
+            return None
+        state = ClosureStep(self, closure)
+        self._closure_step = state
+        if self._in_flight:
+            self._grad_pieces = None  # the first evaluation sets it
+            try:
+                with torch.no_grad():
+                    self._keep_before()
+                state.kept_before = True
+            except Exception as exc:
+                self._drop_sample(exc)
+        if positional:
+            return (args[0], state, *args[2:]), kwargs
+        return args, {**kwargs, "closure": state}
+
+    def _end_closure_step(self) -> None:
+        self._closure_step = None
+        if not (self._in_flight and self._grad_pieces is None):
+            return
+        # The optimizer never called the closure: the gradients are read now, after
+        # the update (the same unless the optimizer changed them in place).
+        try:
+            self._stop_forward_side()
+            with torch.no_grad():
+                self._grad_pieces = self._measure_grads()
+        except Exception as exc:
+            self._drop_sample(exc)
+        if not self._warned_closure:
+            self._warned_closure = True
+            warnings.warn(
+                f"vgdiag: optimizer.step(closure) did not call the closure at step "
+                f"{self.step}: its gradients are read after the update, which is exact "
+                "only if the optimizer leaves .grad as it was; for exact numbers watch "
+                "with vgdiag.watch(model, optimizer, hook_optimizer=False) and mark the "
+                "update with w.before_update() / w.after_update()", stacklevel=4)
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._closure_step is not None:
+            self._end_closure_step()
         if self._in_flight:
             try:
                 with torch.no_grad():
@@ -335,9 +414,10 @@ class Probe:
     def before_update(self) -> None:
         """Without an optimizer: call after backward, before the parameters change.
 
-        For steps whose update is not a plain optimizer.step() call the probe can
-        hook: a closure that runs forward and backward inside step() (LBFGS,
-        Lightning's automatic optimization) or a framework's own callbacks.
+        For updates the probe cannot hook as optimizer.step(): a framework that calls
+        step on a wrapper, or runs its own closure around it (Lightning's automatic
+        optimization), where its callbacks mark the update. (An optimizer given to
+        the probe is followed through optimizer.step(closure) by itself.)
         `after_update()` then ends the step, with its update ratios.
         """
         if self.optimizer is not None:
@@ -416,4 +496,3 @@ class Probe:
         out = list(self._pending)
         self._pending.clear()
         return out
-

@@ -133,7 +133,15 @@ class Watch:
     # ----- what the user's loop tells us ----------------------------------------
     def observe_loss(self, loss: torch.Tensor) -> None:
         """Give the step's loss: recorded with sampled steps, averaged into the epoch's
-        train_loss (enables the stalled-loss finding)."""
+        train_loss (enables the stalled-loss finding).
+
+        Called inside the closure of `optimizer.step(closure)`, only the closure's first
+        evaluation in each step counts (LBFGS evaluates it again in its line search, at
+        other weights); a sampled closure step without one records the loss the closure
+        returned.
+        """
+        if self.probe.reevaluating:
+            return
         value = loss.detach()
         if value.dim():
             value = value.float().mean()
@@ -183,7 +191,12 @@ class Watch:
         self.probe.end_step()
 
     def before_update(self) -> None:
-        """Without an optimizer: call after backward, before the parameters change."""
+        """Without an optimizer: call after backward, before the parameters change.
+
+        For updates the watch cannot hook as optimizer.step() (a framework's wrapper or
+        its own closure around the step); `optimizer.step(closure)` on the optimizer
+        given to the watch is measured exactly without these.
+        """
         self.probe.before_update()
 
     def after_update(self) -> None:
@@ -311,6 +324,9 @@ def watch(
             wrappers are fine (layers keep the names of the module inside).
         optimizer: steps mark sampled-step boundaries; without one call `w.step()`
             (or `w.before_update()` and `w.after_update()` around the update).
+            `optimizer.step(closure)` (LBFGS) is measured at the closure's first
+            evaluation in the step: the gradients and forward pass at the step's
+            starting weights; the update across the whole step.
         num_classes: for classification, lets the diagnosis spot a loss stuck at
             ln(num_classes); give the loss with `w.observe_loss(loss)`.
         **options: the probe's (`ProbeOptions`: every, hist_every, max_records,

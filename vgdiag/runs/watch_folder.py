@@ -122,9 +122,10 @@ def watch(
     Args:
         model: any nn.Module, already on its device; DDP, FSDP and torch.compile
             wrappers are fine (layers keep the names of the module inside).
-        optimizer: its step() marks the step boundary; without one call `w.step()`
-            after backward (or `w.before_update()` / `w.after_update()` around an
-            update that is not a hookable optimizer.step(), such as a closure).
+        optimizer: its step() marks the step boundary (step(closure) too: measured
+            at the closure's first evaluation); without one call `w.step()` after
+            backward (or `w.before_update()` / `w.after_update()` around an update
+            that is not a hookable optimizer.step(), such as a framework's wrapper).
         out: the run folder to write (created; it must be new or empty). None keeps
             the records in memory only (`w.history`).
         name: the run's name in reports [default: the folder's name].
@@ -134,7 +135,8 @@ def watch(
             progress (0: unknown).
         source: what drove the loop, recorded in config.json (the integrations set it).
         hook_optimizer: False when something other than a hookable optimizer.step()
-            updates the parameters (a closure, a framework): the optimizer is then only
+            updates the parameters (a framework, an optimizer that never calls its
+            closure): the optimizer is then only
             described in config.json, and `w.before_update()` / `w.after_update()`
             mark each update.
         **probe: what the probe samples and keeps (`ProbeSettings`): every,
