@@ -134,6 +134,11 @@ def test_the_budget_line_says_when_a_variant_saw_more_samples() -> None:
     more = [*same, {"variant": "layerwise", "samples": 1.89e7}]
     line = budget_line(more)
     assert "samples seen differ" in line and "layerwise 3.5x" in line and "adam" not in line
+    # The terminal says it too, at any width, not only compare.md and compare.html.
+    for width in (60, 160):
+        console = Console(width=width, record=True)
+        console.print(terminal_view([{**r, "learned": "learned"} for r in more], 0.5, width))
+        assert "layerwise 3.5x" in " ".join(console.export_text().split())
 
 
 def test_a_diverged_seed_counts_its_budget_but_no_accuracy_and_no_clear_gain() -> None:

@@ -128,7 +128,10 @@ NARROW_WIDTH = 100  # below this many columns the table would squeeze its number
 
 
 def terminal_view(rows: list[dict[str, Any]], target_acc: float, width: int) -> RenderableType:
-    return narrow_table(rows, width) if width < NARROW_WIDTH else rich_table(rows, target_acc)
+    """The table for `width` columns, and what the variants share (budget_line: it says
+    where samples seen differ from the baseline's, as layerwise's do on short runs)."""
+    table = narrow_table(rows, width) if width < NARROW_WIDTH else rich_table(rows, target_acc)
+    return Group(table, Text(budget_line(rows), style="dim"))
 
 
 def progress_table(progress: list[VariantProgress]) -> Table:

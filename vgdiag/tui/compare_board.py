@@ -293,7 +293,8 @@ class CompareApp(App[list[VariantOutcome]]):
 
     def action_help(self) -> None:
         show_help(self, ["Each variant is the baseline's recipe with one plugin, same split, "
-                         "seeds and data budget."])
+                         "seeds and epochs; the steps and samples columns say what each "
+                         "saw (layerwise trains at least one epoch per stage)."])
 
 
 def run_board(opts: RunOptions, specs: list[VariantSpec], out_dir: Path, *,

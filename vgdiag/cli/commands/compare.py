@@ -45,7 +45,7 @@ def _explicit_run_fields(opts: RunOptions) -> dict[str, Any]:
 
 @command((RunOptions, ("keep_going",)), CompareOptions, recipe=True)
 def compare(opts: RunOptions, cmd: CompareOptions) -> None:
-    """Train the baseline and each mitigation with the same split, seeds and data budget."""
+    """Train the baseline and each mitigation with the same split, seeds and epochs."""
     import shlex
 
     from vgdiag.engine.distributed import refuse_under_torchrun
