@@ -81,8 +81,8 @@ def not_measured(epochs: Sequence[EpochRecord]) -> Finding:
     return Finding(
         NOT_MEASURED, "error", [], {"sampled_steps": 0, "epochs": len(epochs), "steps": steps},
         "No training step was measured: the run ended before its first sampled step, or "
-        "the probe never saw an optimizer step (vgdiag.watch needs the optimizer whose "
-        "step() the loop calls, or w.step() after each backward without one)")
+        "(under vgdiag.watch) the probe never saw an optimizer step: give it the "
+        "optimizer whose step() the loop calls, or call w.step() after each backward")
 
 
 def verdict(findings: Sequence[Finding]) -> str:

@@ -48,6 +48,7 @@ def stalled_loss(
         if not value >= floor:
             break
         stalled_epochs += 1
+    unit = ("epoch" if epochs else "record") + ("" if stalled_epochs == 1 else "s")
     evidence: dict[str, Any] = {
         "loss": loss_now,
         "ln_classes": chance,
@@ -69,11 +70,11 @@ def stalled_loss(
             (f"Training has stalled far above chance: the loss {loss_now:.4g} is "
              f"{loss_now / chance:.0f}x ln({num_classes}) = {chance:.4f}, the loss of guessing: "
              f"the outputs are large and confidently wrong (an init or learning rate too "
-             f"large), for {stalled_epochs} {evidence['unit']}."
+             f"large), for {stalled_epochs} {unit}."
              if loss_now > FAR_ABOVE * chance else
              f"Training has stalled: the loss {loss_now:.4f} is no better than "
              f"ln({num_classes}) = {chance:.4f}, the loss of guessing (within "
-             f"{t.stall_tolerance:.0%}), for {stalled_epochs} {evidence['unit']}."),
+             f"{t.stall_tolerance:.0%}), for {stalled_epochs} {unit}."),
             ["adam", "weight-init", "relu", "batchnorm", "layerwise"],
         )
     ]
