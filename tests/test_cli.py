@@ -142,6 +142,18 @@ def test_training_failure_exits_3_and_marks_the_folder(capsys, tmp_path):
     assert code == ExitCode.TRAINING_FAILED, out + err
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "kaboom" in summary["error"]
+    # --debug after the command (where users put it) is taken, and shows where it raised
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "vgdiag", "run", "--model", f"{model}:Boom", "--epochs", "1",
+         "--headless", "--out", str(tmp_path / "dbg"), "--debug"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == ExitCode.TRAINING_FAILED, proc.stderr
+    assert "vgdiag: training failed: RuntimeError: kaboom" in proc.stderr
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert f'File "{model}", line 10, in forward' in proc.stderr
 
 
 def test_report_formats(capsys, tmp_path: Path):

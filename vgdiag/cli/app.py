@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -16,6 +15,7 @@ except ImportError:  # pragma: no cover - older typer with click installed
 
 from vgdiag._version import __version__
 from vgdiag.cli.commands import compare, export, inspect, plugins, report, run, view
+from vgdiag.cli.state import STATE
 from vgdiag.engine.interrupts import (
     describe_exit,
     ignore_signals,
@@ -38,13 +38,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
-@dataclass
-class _State:
-    debug: bool = False
-
-
-STATE = _State()
 
 
 def _version(value: bool) -> None:
@@ -105,6 +98,8 @@ def entry() -> None:
 def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     STATE.debug = "--debug" in args or bool(os.environ.get("VGDIAG_DEBUG"))
+    if "--debug" in args:  # the root's option, accepted anywhere: `vgdiag run ... --debug`
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         # The command is invoked here rather than through app(): Typer's own main
         # turns a KeyboardInterrupt into a silent exit 130 and a broken pipe into

@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from vgdiag.cli.layer_table import layer_table
+from vgdiag.cli.state import STATE
 from vgdiag.engine.events import (
     EpochEnded,
     Event,
@@ -147,6 +148,8 @@ class HeadlessSink:
             stderr = sys.__stderr__ or sys.stderr
             print(f"vgdiag: training failed: {printable(self.run.error)}", file=stderr,
                   flush=True)
+            if STATE.debug and event.traceback:
+                print(event.traceback.rstrip(), file=stderr, flush=True)
 
     def print_outcome(self, path: Path) -> None:
         """The epoch, layer and findings tables and how the run ended."""
