@@ -251,9 +251,17 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         coerce_choices(self)
+    baseline: Path | None = opt(
+        None, "A baseline run folder (e.g. the main branch's): exit 1 only on what got "
+        "worse since it (failed or diverged; a new finding at or above --fail-on, or "
+        "warning; the gradient ratio moved past --tolerance).", default_text="none")
+    tolerance: float = opt(10.0, "With --baseline: how many times the first/last layer "
+                           "gradient ratio may move before it is a regression.")
 
 
 def field_types(cls: type) -> dict[str, Any]:
+        if not (math.isfinite(self.tolerance) and self.tolerance >= 1):
+            raise UserError(f"--tolerance must be a number of at least 1, got {self.tolerance}")
     """The fields' resolved types (this module uses postponed annotations)."""
     return typing.get_type_hints(cls)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from vgdiag.errors import UserError
 from vgdiag.inputs.options import ReportFormat
 from vgdiag.runs.reader import RunData
+from vgdiag.runs.regression import BaselineComparison
 from vgdiag.runs.report_html import render_html
 from vgdiag.runs.report_json import render_json
 from vgdiag.runs.report_md import render_markdown
@@ -23,8 +24,9 @@ _RENDERERS = {ReportFormat.md: render_markdown, ReportFormat.html: render_html,
 FORMATS = tuple(f.value for f in ReportFormat)
 
 
-def render_report(run: RunData, fmt: str) -> str:
-    """The report of `run` in `fmt`: "md" (GitHub Markdown), "html" (one file) or "json".
+def render_report(run: RunData, fmt: str, baseline: BaselineComparison | None = None) -> str:
+    """The report of `run` in `fmt`: "md" (GitHub Markdown), "html" (one file) or "json";
+    with `baseline`, what got worse since a baseline run (`vgdiag report --baseline`).
 
     Raises:
         UserError: for any other format.
@@ -34,4 +36,4 @@ def render_report(run: RunData, fmt: str) -> str:
     except ValueError:
         raise UserError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}") \
             from None
-    return _RENDERERS[kind](run)
+    return _RENDERERS[kind](run, baseline)

@@ -16,6 +16,7 @@ from vgdiag._version import __version__
 from vgdiag.engine.records import EpochRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.runs.reader import RunData
+from vgdiag.runs.regression import BaselineComparison
 from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
 from vgdiag.runs.report_data import (
     DASH,
@@ -44,11 +45,13 @@ TRAIN_COLOR, VAL_COLOR = "#1f5fa8", "#d9480f"
 MAX_HIST_LAYERS = 64  # small multiples past this are unreadable; the rest are counted
 
 
-def render_html(run: RunData) -> str:
-    """The whole report as one HTML document."""
+def render_html(run: RunData, baseline: BaselineComparison | None = None) -> str:
+    """The whole report as one HTML document (with what got worse since `baseline`)."""
     d = prepare(run)
     sections = [
         _header(d),
+        _section("Against the baseline", "\n".join(
+            f"<p>{esc(line)}</p>" for line in baseline.lines())) if baseline else "",
         _findings(d),
         _section("Gradients", _gradient_plots(d)),
         _section("Training", _training(d)),

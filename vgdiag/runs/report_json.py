@@ -7,6 +7,7 @@ from typing import Any
 from vgdiag.engine.summary import summary_json
 from vgdiag.runs.folder import dumps
 from vgdiag.runs.reader import RunData
+from vgdiag.runs.regression import BaselineComparison
 from vgdiag.runs.report_data import grad_norm_series, prepare
 
 
@@ -47,6 +48,9 @@ def report_json(run: RunData) -> dict[str, Any]:
     return doc
 
 
-def render_json(run: RunData) -> str:
-    return dumps(report_json(run), indent=2) + "\n"
+def render_json(run: RunData, baseline: BaselineComparison | None = None) -> str:
+    doc = report_json(run)
+    if baseline is not None:
+        doc["baseline"] = baseline.to_json()
+    return dumps(doc, indent=2) + "\n"
 

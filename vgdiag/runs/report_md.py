@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from vgdiag.engine.status import RunStatus
 from vgdiag.runs.reader import RunData
+from vgdiag.runs.regression import BaselineComparison
 from vgdiag.runs.report_blocks import BLOCK_HEAD, TIME_HEAD, block_rows, time_rows
 from vgdiag.runs.report_data import (
     DASH,
@@ -42,8 +43,9 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str =
     return out
 
 
-def render_markdown(run: RunData) -> str:
-    """A GitHub-flavoured Markdown report of the run."""
+def render_markdown(run: RunData, baseline: BaselineComparison | None = None) -> str:
+    """A GitHub-flavoured Markdown report of the run (and of what got worse since
+    `baseline`)."""
     d = prepare(run)
     out = [f"# vgdiag report: {md_escape(run.name)}", ""]
     facts = [f"**Status: {md_escape(run.status)}**"]
@@ -61,6 +63,10 @@ def render_markdown(run: RunData) -> str:
         out += [f"> Note: {md_escape(n)}" for n in d.notes] + [""]
 
     out += ["## Verdict", "", f"**{md_escape(d.verdict)}**", ""]
+    if baseline is not None:
+        head, *rest = baseline.lines()
+        out += ["## Against the baseline", "", md_escape(head), ""]
+        out += [f"- {md_escape(line)}" for line in rest] + [""]
 
     out += ["## Findings", ""]
     if not d.findings:

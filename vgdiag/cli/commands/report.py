@@ -9,7 +9,7 @@ import typer
 
 from vgdiag.cli.exits import report_exit_code
 from vgdiag.cli.options_typer import command
-from vgdiag.errors import UserError
+from vgdiag.errors import ExitCode, UserError
 from vgdiag.inputs.options import ReportOptions
 
 
@@ -20,7 +20,13 @@ def report(cmd: ReportOptions) -> None:
     from vgdiag.runs.report import render_report
 
     run_data = read_run(cmd.run_dir)
-    text = render_report(run_data, cmd.format)
+    comparison = None
+    if cmd.baseline is not None:
+        from vgdiag.runs.regression import compare_to_baseline
+
+        gate = "warning" if cmd.fail_on == "none" else str(cmd.fail_on)
+        comparison = compare_to_baseline(run_data, read_run(cmd.baseline), gate, cmd.tolerance)
+    text = render_report(run_data, cmd.format, comparison)
     if cmd.out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
@@ -28,7 +34,12 @@ def report(cmd: ReportOptions) -> None:
         for note in run_data.notes:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote {cmd.out}", file=sys.stderr)
-    raise typer.Exit(report_exit_code(run_data.status, run_data.findings, cmd.fail_on))
+    if comparison is None:
+        raise typer.Exit(report_exit_code(run_data.status, run_data.findings, cmd.fail_on))
+    # Against a baseline only what got worse fails the build, each said on stderr.
+    for regression in comparison.regressions:
+        print(f"vgdiag: regression: {regression.message}", file=sys.stderr)
+    raise typer.Exit(ExitCode.FINDINGS if comparison.regressions else ExitCode.OK)
 
 
 def _write_text(path: Path, text: str) -> None:

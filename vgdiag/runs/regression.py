@@ -1,0 +1,105 @@
+"""`vgdiag report RUN --baseline BASE`: what got worse since a baseline run (a CI gate).
+
+A build's run is held against the run of the branch it merges into (kept as a CI
+artifact): problems the baseline already had do not fail the build, what is new or
+worse does. Three kinds of regression:
+
+- status: the run failed or diverged (non_finite) where the baseline did not;
+- finding: a finding at or above the severity gate that the baseline lacks, or has at
+  a lower severity;
+- gradient: the first/last layer gradient ratio at the end of training (the median
+  over the last sampled steps, as vanishing_gradient reads it) moved more than
+  `tolerance` times toward vanishing (or, past exploding_warning, toward exploding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vgdiag.engine.records import severity_rank
+from vgdiag.engine.status import RunStatus
+from vgdiag.engine.thresholds import DEFAULT_THRESHOLDS
+from vgdiag.runs.reader import RunData
+from vgdiag.textfmt import fmt_num
+
+DEFAULT_TOLERANCE = 10.0  # an order of magnitude: seeds and hardware move the ratio less
+
+
+@dataclass(frozen=True)
+class Regression:
+    kind: str  # "status" | "finding" | "gradient"
+    message: str  # one line, for stderr and the report
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """The run against its baseline: the regressions found and the figures compared."""
+
+    baseline: str  # the baseline's folder
+    gate: str  # the least severity a new finding must have to count
+    tolerance: float
+    ratio: float  # first/last layer gradient ratio at the end: the run's
+    baseline_ratio: float  # ... and the baseline's
+    regressions: list[Regression] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "gate": self.gate, "tolerance": self.tolerance,
+                "ratio_first_last": self.ratio, "baseline_ratio_first_last": self.baseline_ratio,
+                "regressions": [{"kind": r.kind, "message": r.message}
+                                for r in self.regressions]}
+
+    def lines(self) -> list[str]:
+        """What the report says: the figures, then each regression (or that there is none)."""
+        head = (f"Against the baseline {self.baseline}: first/last layer gradient ratio "
+                f"{fmt_num(self.ratio)} (baseline {fmt_num(self.baseline_ratio)}).")
+        if not self.regressions:
+            return [head, "No regression: nothing new at or above "
+                    f"{self.gate}, and the ratio within {fmt_num(self.tolerance)}x."]
+        return [head, *(f"Regression: {r.message}" for r in self.regressions)]
+
+
+def end_ratio(run: RunData) -> float:
+    """The first/last layer gradient ratio over the run's last sampled steps."""
+    from vgdiag.engine.gradflow import gradient_profile  # numpy only, but not for --help
+
+    window = run.records[-DEFAULT_THRESHOLDS.recent_records:]
+    ratios = [gradient_profile(r, run.layers)["ratio"] for r in window]
+    finite = [r for r in ratios if math.isfinite(r)]
+    return float(np.median(finite)) if finite else math.nan
+
+
+def compare_to_baseline(run: RunData, base: RunData, gate: str,
+                        tolerance: float = DEFAULT_TOLERANCE) -> BaselineComparison:
+    """The regressions of `run` against `base`; `gate` is the least severity of a new
+    finding that counts (info, warning or error)."""
+    out: list[Regression] = []
+    if run.status == RunStatus.FAILED and base.status != RunStatus.FAILED:
+        out.append(Regression("status", f"the run failed ({run.error or 'no error recorded'}) "
+                              "where the baseline did not"))
+    limit = severity_rank(gate)
+    before = {f.id: severity_rank(f.severity) for f in base.findings}
+    for f in run.findings:
+        rank = severity_rank(f.severity)
+        if rank < limit or rank <= before.get(f.id, -1):
+            continue
+        was = next((b.severity for b in base.findings if b.id == f.id), None)
+        change = f"new {f.severity}" if was is None else f"{was} became {f.severity}"
+        out.append(Regression("status" if f.id == "non_finite" else "finding",
+                              f"{f.id} ({change}): {f.message}"))
+    ratio, base_ratio = end_ratio(run), end_ratio(base)
+    if math.isfinite(ratio) and math.isfinite(base_ratio) and base_ratio > 0:
+        if ratio * tolerance < base_ratio:
+            out.append(Regression(
+                "gradient", f"the gradient reaching the first layer fell to {fmt_num(ratio)} "
+                f"of the output layer's, from {fmt_num(base_ratio)} in the baseline (more "
+                f"than {fmt_num(tolerance)}x toward vanishing)"))
+        elif ratio > base_ratio * tolerance and ratio > DEFAULT_THRESHOLDS.exploding_warning:
+            out.append(Regression(
+                "gradient", f"the gradient reaching the first layer grew to {fmt_num(ratio)}x "
+                f"the output layer's, from {fmt_num(base_ratio)}x in the baseline (more than "
+                f"{fmt_num(tolerance)}x toward exploding)"))
+    return BaselineComparison(str(base.path), gate, tolerance, ratio, base_ratio, out)
