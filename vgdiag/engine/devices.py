@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -48,14 +51,30 @@ def set_cpu_threads(model: nn.Module, device: torch.device, threads: int) -> Non
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def cpu_settings_kept() -> Iterator[None]:
+    """Put back the process's CPU threads and its flush-to-zero mode on leaving: a run
+    started in a process that goes on (a test, a notebook, a script calling
+    run_training) must not leave it with vgdiag's settings."""
+    threads = torch.get_num_threads()
+    # torch has no getter: a subnormal times one reads as 0 where they are flushed
+    flushed = torch.tensor([1e-39]).mul(1.0).item() == 0.0
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.set_flush_denormal(flushed)
+
+
 def flush_denormals(device: torch.device) -> None:
     """Treat subnormal floats as zero in this process's CPU kernels (no effect elsewhere).
 
     Saturated sigmoids and a vanished gradient produce values below 1.2e-38, which x86
     cores compute on a slow path: on the reference MLP with N(0, 10) weights a step
     took 4x as long (18 ms against 5). Numbers that small read as zero in every
-    statistic anyway. Process-wide: only for processes vgdiag trains in itself (`run`,
-    compare's workers), never a user's loop under `watch`.
+    statistic anyway. Process-wide: only while vgdiag trains itself (`run`, compare's
+    workers; cpu_settings_kept puts it back after), never in a user's loop under `watch`.
     """
     if device.type == "cpu":
         torch.set_flush_denormal(True)

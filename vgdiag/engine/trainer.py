@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine import events as ev
-from vgdiag.engine.devices import flush_denormals, set_cpu_threads
+from vgdiag.engine.devices import cpu_settings_kept, flush_denormals, set_cpu_threads
 from vgdiag.engine.diagnosis import LiveDiagnosis, diagnose
 from vgdiag.engine.distributed import DataParallel
 from vgdiag.engine.environment import environment
@@ -257,6 +257,16 @@ def run_training(
     With `parallel` (under torchrun) every rank calls this on the same data and each
     trains on its slice of every batch (vgdiag.engine.distributed).
     """
+    with cpu_settings_kept():
+        yield from _training(experiment, data, stop_event, parallel)
+
+
+def _training(
+    experiment: Experiment,
+    data: DataBundle,
+    stop_event: threading.Event | None,
+    parallel: DataParallel | None,
+) -> Generator[ev.Event, None, None]:
     stop = stop_event or threading.Event()
     run = _Run(experiment, data, stop, parallel)
     started = False
