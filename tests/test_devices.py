@@ -33,7 +33,7 @@ def test_a_run_leaves_the_process_cpu_settings_as_it_found_them():
     options = RunOptions(epochs=1, depth=2, width=8, threads=1)
     data = load_data(options)
     seen = []
-    for event in run_training(build_experiment(options, data), data):
+    for _event in run_training(build_experiment(options, data), data):
         seen.append((flushed(), torch.get_num_threads()))
     assert (True, 1) in seen  # it did change them while training
     assert not flushed() and torch.get_num_threads() == threads
