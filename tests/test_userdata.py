@@ -362,7 +362,7 @@ def test_select_output() -> None:
 @pytest.mark.parametrize(
     ("output", "key", "expected"),
     [
-        ({"logits": 1, "aux": 2}, None, "returns a dict with keys logits, aux: choose"),
+        ({"logits": 1, "aux": 2}, None, "returns a dict (logits int, aux int): choose"),
         ((torch.zeros(2, 3), torch.zeros(2)), None, "tuple of 2 items ((2, 3), (2,))"),
         ({"logits": torch.zeros(1)}, "score", "has no key 'score'; its keys are logits"),
         ((torch.zeros(1),), "3", "use an index 0..0"),
@@ -374,6 +374,16 @@ def test_select_output_errors(output: object, key: str | None, expected: str) ->
     with pytest.raises(UserError) as excinfo:
         select_output(output, key)
     assert expected in user_error(excinfo)
+
+
+def test_a_missing_output_key_suggests_the_item_with_one_output_per_class() -> None:
+    # The features come first and the logits second: the hint must name the logits.
+    feats, logits = torch.zeros(4, 32), torch.zeros(4, 10)
+    for output, key in (({"feat": feats, "logits": logits}, "logits"), ((feats, logits), "1")):
+        with pytest.raises(UserError) as excinfo:
+            select_output(output, None, num_classes=10)
+        assert f"e.g. --output-key {key})" in user_error(excinfo)
+        assert "(4, 32)" in user_error(excinfo) and "(4, 10)" in user_error(excinfo)
 
 
 # ----------------------------------------------------------------------- shape check

@@ -25,13 +25,25 @@ def _describe_output(output: Any) -> str:
     return type(output).__name__
 
 
-def select_output(output: Any, key: str | None) -> torch.Tensor:
+def _example_key(items: list[tuple[str, Any]], num_classes: int) -> str:
+    """The key to suggest: the tensor whose last axis has one entry per class where
+    one does (the logits, not the features before them), else the first."""
+    for k, v in items:
+        if num_classes and isinstance(v, torch.Tensor) and v.dim() >= 1 \
+                and v.shape[-1] == num_classes:
+            return k
+    return items[0][0] if items else "KEY"
+
+
+def select_output(output: Any, key: str | None, num_classes: int = 0) -> torch.Tensor:
     """The tensor the loss uses, from a model's output.
 
     Args:
         output: a tensor, a dict (or any Mapping, e.g. a ModelOutput) or a tuple/list.
         key: ``--output-key``: a dict key, an integer index, a namedtuple field, or a
             dotted path of those (``0.logits``). None for models returning a tensor.
+        num_classes: the task's classes, where known: the error for a missing key
+            suggests the item with one output per class.
 
     Raises:
         UserError: a dict or tuple without a key, a key that is not there, a key for a
@@ -41,17 +53,18 @@ def select_output(output: Any, key: str | None) -> torch.Tensor:
         if isinstance(output, torch.Tensor):
             return output
         if isinstance(output, Mapping):
-            keys = ", ".join(map(str, output))
-            first = next(iter(output), "KEY")
+            items = [(str(k), v) for k, v in output.items()]
+            keys = ", ".join(f"{k} {_describe_output(v)}" for k, v in items)
             raise UserError(
-                f"the model returns a dict with keys {keys}: choose the one the loss uses with "
-                f"--output-key (e.g. --output-key {first})"
+                f"the model returns a dict ({keys}): choose the one the loss uses with "
+                f"--output-key (e.g. --output-key {_example_key(items, num_classes)})"
             )
         if isinstance(output, (tuple, list)):
             shapes = ", ".join(_describe_output(o) for o in output)
+            example = _example_key([(str(i), o) for i, o in enumerate(output)], num_classes)
             raise UserError(
                 f"the model returns a {type(output).__name__} of {len(output)} items ({shapes}): "
-                f"choose the one the loss uses with --output-key (e.g. --output-key 0)"
+                f"choose the one the loss uses with --output-key (e.g. --output-key {example})"
             )
         raise UserError(f"the model returns a {type(output).__name__}, not a tensor")
     if isinstance(output, torch.Tensor):

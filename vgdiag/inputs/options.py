@@ -25,6 +25,9 @@ from vgdiag.errors import UserError
 
 BUILTIN_MLP = "builtin:mlp"
 MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's is the narrowest)
+# The largest --lr: far past any useful step size (1e4 already diverges at once), and
+# far inside float32 (3.4e38): optimizers scale lr (Adam's first step by 10) in float32.
+MAX_LR = 1e6  # written 1e6 in the message
 
 
 class FailOn(StrEnum):
@@ -120,8 +123,8 @@ class RunOptions:
              f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size is None or self.batch_size >= 1,
              f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
-             f"--lr must be a positive number, got {self.lr}"),
+            (self.lr is None or (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR),
+             f"--lr must be a positive number no larger than 1e6, got {self.lr}"),
             (self.threads >= 0,
              f"--threads must be 0 (automatic) or more, got {self.threads}"),
             (self.synthetic_size >= 10,
@@ -248,9 +251,6 @@ class ReportOptions:
     format: ReportFormat = opt(ReportFormat.md, "Output format.", flags=("--format", "-f"))
     out: Path | None = opt(None, "Write here instead of stdout.", default_text="stdout")
     fail_on: FailOn = _fail_on()
-
-    def __post_init__(self) -> None:
-        coerce_choices(self)
     baseline: Path | None = opt(
         None, "A baseline run folder (e.g. the main branch's): exit 1 only on what got "
         "worse since it (failed or diverged; a new finding at or above --fail-on, or "
@@ -258,10 +258,13 @@ class ReportOptions:
     tolerance: float = opt(10.0, "With --baseline: how many times the first/last layer "
                            "gradient ratio may move before it is a regression.")
 
-
-def field_types(cls: type) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        coerce_choices(self)
         if not (math.isfinite(self.tolerance) and self.tolerance >= 1):
             raise UserError(f"--tolerance must be a number of at least 1, got {self.tolerance}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
     """The fields' resolved types (this module uses postponed annotations)."""
     return typing.get_type_hints(cls)
 

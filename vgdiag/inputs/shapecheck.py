@@ -1,4 +1,5 @@
-"""Before training: one batch forward that turns shape mistakes into one clear line."""
+"""Before training: one batch forward that turns shape mistakes into one clear line,
+and a check of the data of every split (labels, input shapes, NaN/inf)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from vgdiag.engine.outputs import select_output
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.engine.tracebacks import user_location
 from vgdiag.errors import UserError
+from vgdiag.inputs import datacheck
 from vgdiag.inputs.loader_split import first_batch
 from vgdiag.inputs.losses import _ELEMENTWISE, LOSSES
 from vgdiag.inputs.usercode import describe_exception, preserved_rng
@@ -200,7 +202,11 @@ def _explain_forward_error(
 
 
 def _check_cross_entropy(
-    output: torch.Tensor, y: torch.Tensor, bundle: DataBundle, warnings: list[str]
+    output: torch.Tensor,
+    y: torch.Tensor,
+    bundle: DataBundle,
+    warnings: list[str],
+    batch_targets: torch.Tensor | None = None,
 ) -> None:
     if y.is_floating_point():
         if output.shape != y.shape:
@@ -224,6 +230,7 @@ def _check_cross_entropy(
             f"needs (batch, classes) scores: give its last layer {needed} outputs"
         )
     classes = int(output.shape[1])
+    _check_class_targets(bundle, y if batch_targets is None else batch_targets, classes, needed)
     if classes < needed:
         hint = " (or one output with --loss bce-with-logits)" if needed == 2 else ""
         raise UserError(
@@ -241,6 +248,41 @@ def _check_cross_entropy(
             f"cross-entropy with outputs of shape {_shape(output)} needs targets of shape "
             f"{_shape(wanted)}, but they are {_shape(y)}"
         )
+
+
+def _check_class_targets(
+    bundle: DataBundle, first_targets: torch.Tensor, classes: int, needed: int
+) -> None:
+    """Negative class targets, and a few stray ones beyond the model's classes, in every
+    split held as tensors (the first batch of a training DataLoader)."""
+    targets = datacheck.class_targets(bundle)
+    if not isinstance(bundle.train, TensorSplit):
+        targets.insert(0, (datacheck.FIRST_BATCH, first_targets))
+    valid = f"0..{classes - 1}" if classes > 1 else "0"
+    negative = datacheck.negative_targets(targets)
+    if negative:
+        described = "; ".join(f.describe() for f in negative)
+        it = "them" if sum(f.count for f in negative) > 1 else "it"
+        raise UserError(
+            f"{described}: cross-entropy needs class labels {valid} (or {datacheck.IGNORE_INDEX} "
+            f"for a target to ignore); fix or drop {it}"
+        )
+    if classes >= needed:
+        return
+    beyond = datacheck.targets_beyond(targets, classes)
+    if not beyond or not datacheck.look_like_strays(
+        beyond, datacheck.typical_class_size(targets, classes)
+    ):
+        return  # many targets beyond: the model lacks classes, as the caller says
+    described = "; ".join(f.describe() for f in beyond)
+    one = sum(f.count for f in beyond) == 1
+    top = max(v for f in beyond for v in f.values)
+    raise UserError(
+        f"{described}, beyond the model's {classes} classes ({valid}): "
+        f"{'that label looks' if one else 'those labels look'} wrong, fix or drop "
+        f"{'it' if one else 'them'} (if {top} is a real class, give the model's last layer "
+        f"{top + 1} outputs)"
+    )
 
 
 def _check_elementwise(output: torch.Tensor, y: torch.Tensor, loss_name: str) -> None:
@@ -275,6 +317,11 @@ def check_shapes(
 ) -> list[str]:
     """Run the model and the loss on two training samples, to catch mismatches early.
 
+    The data is checked too (the splits held as tensors, whole, one vectorised pass per
+    tensor): class targets that cross-entropy cannot take, every split's input shape
+    against the training inputs' (see `_check_splits`), and NaN or inf in the inputs
+    (and in float targets, for the built-in losses).
+
     The model is left as it was: buffers (BatchNorm running statistics) are restored and
     the global random state is preserved. The batch goes to the model's device.
 
@@ -292,11 +339,12 @@ def check_shapes(
         UserError: one line naming the mismatch and what to change.
     """
     warnings: list[str] = []
+    batch_y: torch.Tensor | None = None  # a training DataLoader's first batch of targets
     if isinstance(bundle.train, TensorSplit):
         x, y = bundle.train.x[:CHECK_SAMPLES], bundle.train.y[:CHECK_SAMPLES]
     else:
-        x, y = first_batch(bundle.train, "train")
-        x, y = x[:CHECK_SAMPLES], y[:CHECK_SAMPLES]
+        x, batch_y = first_batch(bundle.train, "train")
+        x, y = x[:CHECK_SAMPLES], batch_y[:CHECK_SAMPLES]
     device = _model_device(model)
     if device is not None:
         x, y = x.to(device), y.to(device)
@@ -313,7 +361,7 @@ def check_shapes(
                 raise UserError(_explain_forward_error(exc, trace, x, bundle)) from exc
         finally:
             trace.close()
-        output = select_output(raw, output_key)
+        output = select_output(raw, output_key, bundle.num_classes)
         if output.dim() == 0 or output.shape[0] != x.shape[0]:
             rows = "a single number" if output.dim() == 0 else f"{output.shape[0]} rows"
             raise UserError(
@@ -322,12 +370,111 @@ def check_shapes(
                 f"wrong size folds it)"
             )
         if loss_name == "cross-entropy":
-            _check_cross_entropy(output, y, bundle, warnings)
+            _check_cross_entropy(output, y, bundle, warnings, batch_y)
         elif loss_name in _ELEMENTWISE:
             _check_elementwise(output, y, loss_name)
         if fn is not None:
             _check_loss(fn, loss_name, output, y, model, warnings)
+        _check_splits(model, bundle, loss_name, fn, output_key, device)
     return warnings
+
+
+# ------------------------------------------------------------- every split, whole
+
+
+def _forward(
+    model: nn.Module, x: torch.Tensor, output_key: str | None, device: torch.device | None
+) -> torch.Tensor:
+    if device is not None:
+        x = x.to(device)
+    with torch.no_grad():
+        return select_output(model(x), output_key)
+
+
+def _at_least_two(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-sample batch repeated, so BatchNorm in training mode takes it."""
+    if x.shape[0] >= CHECK_SAMPLES:
+        return x, y
+    index = torch.zeros(CHECK_SAMPLES, dtype=torch.long, device=x.device)
+    return x.index_select(0, index), y.index_select(0, index.to(y.device))
+
+
+def _check_splits(
+    model: nn.Module,
+    bundle: DataBundle,
+    loss_name: str,
+    fn: LossFn | None,
+    output_key: str | None,
+    device: torch.device | None,
+) -> None:
+    """Every split's input shape against the training inputs', and NaN/inf anywhere.
+
+    A split whose per-sample shape differs from the training inputs' is an error only
+    where the model (or the loss) fails on two of its samples: a model that flattens or
+    pools adaptively takes other shapes. NaN or inf in the inputs is an error unless the
+    model's output on those samples is finite (a model that masks missing values);
+    non-finite float targets are an error for the built-in losses (a loss of your own
+    may mask them). Splits read batch by batch are checked on their first inputs only,
+    where that is cheap (datacheck.first_inputs), and not for NaN.
+    """
+    train_shape = tuple(bundle.input_shape)
+    for which, split in datacheck.named_splits(bundle):
+        label = datacheck.SPLIT_LABELS[which]
+        if which != "train":
+            first = datacheck.first_inputs(split, CHECK_SAMPLES)
+            if first is not None and datacheck.sample_shape(first[0]) != train_shape:
+                _check_other_shape(model, first, label, train_shape, fn, output_key, device)
+        if not isinstance(split, TensorSplit):
+            continue
+        bad = datacheck.find_non_finite(split.x)
+        if bad is not None and not _tolerates(model, split.x, bad, output_key, device):
+            raise UserError(bad.message(which, "inputs"))
+        if loss_name in LOSSES and split.y.is_floating_point():
+            bad = datacheck.find_non_finite(split.y)
+            if bad is not None:
+                raise UserError(bad.message(which, "targets"))
+
+
+def _check_other_shape(
+    model: nn.Module,
+    first: tuple[torch.Tensor, torch.Tensor],
+    label: str,
+    train_shape: tuple[int, ...],
+    fn: LossFn | None,
+    output_key: str | None,
+    device: torch.device | None,
+) -> None:
+    x, y = _at_least_two(*first)
+    try:
+        output = _forward(model, x, output_key, device)
+        if fn is not None:
+            with torch.no_grad():
+                fn(output, y.to(output.device))
+    except Exception as exc:
+        raise UserError(
+            f"the {label} inputs have shape {_shape(x.shape[1:])} but the training inputs "
+            f"{_shape(train_shape)}, and the model fails on them "
+            f"({one_line(describe_exception(exc), 300)}): give every split inputs of the "
+            f"training shape"
+        ) from exc
+
+
+def _tolerates(
+    model: nn.Module,
+    x: torch.Tensor,
+    bad: datacheck.NonFinite,
+    output_key: str | None,
+    device: torch.device | None,
+) -> bool:
+    """Whether the model's output on the first non-finite samples is finite."""
+    picked = bad.samples[:CHECK_SAMPLES].to(x.device)
+    if picked.numel() < CHECK_SAMPLES:
+        picked = picked.repeat(CHECK_SAMPLES)[:CHECK_SAMPLES]
+    try:
+        output = _forward(model, x.index_select(0, picked), output_key, device)
+    except Exception:
+        return False
+    return bool(torch.isfinite(output).all())
 
 
 def _check_loss(
