@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -217,31 +216,26 @@ def test_valid_data_still_trains(results, case):
 # ------------------------------------------------------------------ cost, in-process
 
 
-def test_the_non_finite_check_of_60k_images_is_cheap():
+def test_non_finite_values_in_60k_images_are_found_with_their_samples():
     x = torch.rand(60_000, 1, 28, 28)
-    find_non_finite(x)  # warm up
-    started = time.perf_counter()
     assert find_non_finite(x) is None
-    assert time.perf_counter() - started < 0.5
     x[59_999, 0, 27, 27] = float("nan")
     x[7, 0, 0, 0] = float("inf")
     found = find_non_finite(x)
     assert found is not None and found.samples.tolist() == [7, 59_999]
     assert found.message("train", "inputs") == (
         "the training inputs hold inf at sample 7 (and 1 more): clean or drop them")
+    # (what the check costs: python bench/data_check.py)
 
 
-def test_the_whole_data_check_before_training_is_cheap():
+def test_clean_data_of_reference_size_passes_the_whole_check():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(60_000, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (60_000,), generator=g)
     bundle = DataBundle("big", TensorSplit(x, y), TensorSplit(x[:10_000], y[:10_000]),
                         TensorSplit(x[:10_000], y[:10_000]), 10, (1, 28, 28))
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    check_shapes(model, bundle, "cross-entropy")  # warm up
-    started = time.perf_counter()
     assert check_shapes(model, bundle, "cross-entropy") == []
-    assert time.perf_counter() - started < 1.0
 
 
 # ------------------------------------------------------------------ in-process details
