@@ -425,3 +425,48 @@ def test_masked_logits_keep_their_accuracy():
     with torch.no_grad():
         expected = float((model(x).argmax(1) == y).double().mean())
     assert math.isfinite(loss) and acc == pytest.approx(expected)
+
+
+def test_a_run_folders_config_json_runs_the_same_run_again(tmp_path):
+    # config.json records every option (files absolute): given to --recipe from another
+    # folder, it trains the same model on the same data to the same numbers.
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "net.py").write_text(
+        "import torch\n"
+        "def build(width: int = 4):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, width),\n"
+        "                               torch.nn.Tanh(), torch.nn.Linear(width, 10))\n")
+    first = subprocess.run(
+        [sys.executable, "-m", "vgdiag", "run", "--headless", "--model", "net.py:build",
+         "--model-arg", "width=12", "--epochs", "1", "--lr", "0.05", "--out", "one"],
+        cwd=src, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    config = json.loads((src / "one" / "config.json").read_text())
+    recipe = config["experiment"]["recipe"]
+    assert recipe["model"] == f"{src / 'net.py'}:build" and recipe["model-arg"] == ["width=12"]
+    assert recipe["lr"] == 0.05 and recipe["epochs"] == 1
+    again = subprocess.run(
+        [sys.executable, "-m", "vgdiag", "run", "--headless", "--recipe",
+         str(src / "one" / "config.json"), "--out", str(tmp_path / "two")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+
+    def steps(folder: Path) -> list[dict]:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return [r["layers"] for r in map(json.loads, lines) if r["type"] == "step"]
+
+    assert steps(src / "one") == steps(tmp_path / "two")
+    layers = json.loads((tmp_path / "two" / "summary.json").read_text())["layers"]
+    assert {x["name"]: x["num_params"] for x in layers}["1"] == 64 * 12 + 12  # width=12
+    with_plugin = tmp_path / "p" / "config.json"
+    with_plugin.parent.mkdir()
+    config["experiment"]["plugins"] = ["relu"]
+    with_plugin.write_text(json.dumps(config))
+    refused = subprocess.run(
+        [sys.executable, "-m", "vgdiag", "run", "--headless", "--recipe", str(with_plugin)],
+        capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--plugin relu" in refused.stderr

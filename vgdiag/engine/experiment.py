@@ -86,6 +86,9 @@ class Experiment:
     model_transforms: list[Callable[[nn.Module], nn.Module]] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)  # names of plugins applied, in order
     notes: dict[str, Any] = field(default_factory=dict)  # JSON-able facts plugins add
+    # The options the front end built it from, as it would read them back (the CLI: a
+    # recipe), for config.json: what it takes to run it again.
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def build_model(self) -> nn.Module:
         """Build the model and apply every transform plugins added, in order."""
@@ -115,6 +118,7 @@ class Experiment:
             "staged": self.stage_plan is not None,
             "train": dataclasses.asdict(self.train),
             "notes": dict(self.notes),
+            **({"recipe": dict(self.recipe)} if self.recipe else {}),
         }
 
 

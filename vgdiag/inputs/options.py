@@ -164,10 +164,38 @@ class RunOptions:
     def is_builtin(self) -> bool:
         return self.model == BUILTIN_MLP
 
+    def as_recipe(self) -> dict[str, Any]:
+        """Every option as a recipe's keys (the flags' names), for config.json: that file
+        given to `--recipe` runs the same thing again. Files are written absolute, so
+        the recipe works from any folder; options left unset (None) are left out."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, Path):
+                value = str(value.expanduser().resolve())
+            elif f.name in ("model", "data", "loss"):
+                value = _absolute_spec(value)
+            out[flag_name(f).lstrip("-")] = list(value) if isinstance(value, list) else value
+        return out
+
     def name(self) -> str:
         if self.is_builtin:
             return f"mlp-{self.activation}-d{self.depth}"
         return Path(self.model.split(":")[-1]).stem or "model"
+
+
+def _absolute_spec(spec: str) -> str:
+    """`file.py:Name` with the file made absolute; any other spec as it is."""
+    file, colon, name = spec.rpartition(":")
+    if colon and file.endswith(".py") and Path(file).expanduser().exists():
+        return f"{Path(file).expanduser().resolve()}:{name}"
+    if spec.endswith((".pt", ".ts", ".pth")) and Path(spec).expanduser().exists():
+        return str(Path(spec).expanduser().resolve())
+    return spec
 
 
 # Training options `inspect` has no use for: it runs one batch at initialisation.
@@ -306,9 +334,12 @@ def coerce_choices(options: Any, strict: bool = True) -> None:
 
 
 def load_recipe(path: Path) -> dict[str, Any]:
-    """RunOptions fields from a TOML file (keys as field names or flags, - or _)."""
+    """RunOptions fields from a TOML file (keys as field names or flags, - or _), or
+    from a run folder's config.json (the recipe it recorded: the same run again)."""
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        raw = _recorded_recipe(path, text) if Path(path).suffix == ".json" else \
+            tomllib.loads(text)
     except OSError as exc:
         raise UserError(f"cannot read --recipe {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -326,6 +357,28 @@ def load_recipe(path: Path) -> dict[str, Any]:
                             "e.g. depth = 7")
         values[name] = _recipe_value(path, key, value, hints[name])
     return values
+
+
+def _recorded_recipe(path: Path, text: str) -> dict[str, Any]:
+    """The options a run folder's config.json recorded (experiment.recipe)."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"--recipe {path} is not valid JSON: {exc}") from None
+    experiment = doc.get("experiment") if isinstance(doc, dict) else None
+    recipe = experiment.get("recipe") if isinstance(experiment, dict) else None
+    if not isinstance(experiment, dict) or not isinstance(recipe, dict):
+        raise UserError(f"--recipe {path}: a .json recipe is a run folder's config.json "
+                        "written by `vgdiag run`, with the options it ran with")
+    plugins = experiment.get("plugins") or []
+    if plugins:  # plugins are options of the command, which a recipe does not hold
+        raise UserError(f"--recipe {path}: that run applied plugins ({', '.join(plugins)}), "
+                        "which a recipe does not hold: write its experiment.recipe to a "
+                        "TOML file and give that with "
+                        + " ".join(f"--plugin {p}" for p in plugins))
+    return recipe
 
 
 def read_recipe(path: Path) -> RunOptions:

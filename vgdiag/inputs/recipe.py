@@ -113,4 +113,5 @@ def build_experiment(opts: RunOptions, data: DataBundle) -> Experiment:
         output_key=opts.output_key,
         optimizer_name=opts.optimizer,
         notes={"loss": loss_name},
+        recipe=opts.as_recipe(),
     )
