@@ -304,3 +304,20 @@ def test_nan_before_any_update_is_not_blamed_on_the_learning_rate():
                                                               loss=math.inf)]
     msg = next(f for f in diagnose(later, layers(2)) if f.id == "non_finite").message
     assert "at step 1" in msg and "lower --lr" in msg
+
+
+def test_advice_leaves_out_the_fixes_the_model_already_has():
+    # A vanishing gradient through ReLU layers: "relu" is no advice; through sigmoids it is.
+    def vanishing(**acts) -> StepRecord:
+        return record(0, grad_norm=[1e-6, 1e-3, 1.0], **acts)
+
+    def advice(rec: StepRecord, infos: list[LayerInfo]) -> list[str]:
+        return next(f for f in diagnose([rec], infos) if f.id == "vanishing_gradient").recommend
+
+    relu = vanishing(act_dead=[0.1, 0.1, math.nan], act_saturated=[math.nan] * 3)
+    sigmoid = vanishing(act_dead=[math.nan] * 3, act_saturated=[0.5, 0.5, math.nan])
+    assert "relu" not in advice(relu, layers(3)) and "relu" in advice(sigmoid, layers(3))
+    assert "batchnorm" in advice(sigmoid, layers(3))
+    normed = [LayerInfo(f"l{i}", "Linear", i, 10, ("weight",), fan_in=4,
+                        normalized_after=i < 2) for i in range(3)]
+    assert "batchnorm" not in advice(sigmoid, normed)  # every hidden layer is normalised
