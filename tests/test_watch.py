@@ -178,7 +178,8 @@ def test_an_exception_in_the_loop_marks_the_folder_failed(tmp_path: Path) -> Non
         raise RuntimeError("data ran out\nsecond line")
     run = read_run(tmp_path / "run")
     assert run.status == "failed" and w.status == "failed"
-    assert run.summary["error"] == "RuntimeError: data ran out"
+    # one line, with where the user's code raised it (as `vgdiag run` says it)
+    assert run.summary["error"] == "RuntimeError: data ran out second line (test_watch.py:178)"
     errors = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()
               if '"error"' in line]
     assert "raise RuntimeError" in errors[0]["traceback"]
@@ -313,7 +314,7 @@ def test_exit_without_close_still_finishes_the_folder(tmp_path: Path, mode: str,
     run = read_run(tmp_path / "run")
     assert run.status == status and len(run.records) == 20
     if mode == "raise":
-        assert run.summary["error"] == "ValueError: the user's code broke"
+        assert run.summary["error"].startswith("ValueError: the user's code broke (loop.py:")
         assert "ValueError: the user's code broke" in err  # the user's traceback stays
 
 

@@ -25,3 +25,19 @@ def user_location(exc: BaseException) -> str:
     if not frames:
         return ""
     return f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
+
+
+def failure_line(exc: BaseException) -> str:
+    """'Type: message (file.py:LINE)' on one line: how a run says what ended it, the
+    line being the deepest frame in the user's code (`vgdiag run` and `vgdiag.watch`)."""
+    from vgdiag.engine.interrupts import describe_exit
+    from vgdiag.errors import UserError
+    from vgdiag.textfmt import MAX_DETAIL, one_line
+
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        text = describe_exit(exc)
+    elif isinstance(exc, UserError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return (one_line(text, MAX_DETAIL) or type(exc).__name__) + user_location(exc)

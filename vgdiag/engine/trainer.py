@@ -25,14 +25,13 @@ from vgdiag.engine.environment import environment
 from vgdiag.engine.evaluation import Evaluator, accuracy, prediction
 from vgdiag.engine.experiment import Experiment, Stage, sampling_every
 from vgdiag.engine.history import History
-from vgdiag.engine.interrupts import describe_exit, is_user_exit
+from vgdiag.engine.interrupts import is_user_exit
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo
 from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.status import RunStatus
-from vgdiag.engine.tracebacks import user_location
+from vgdiag.engine.tracebacks import failure_line
 from vgdiag.errors import UserError
-from vgdiag.textfmt import one_line
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
 
@@ -294,7 +293,7 @@ def _training(
     except Exception as exc:  # the user's model or data code raised: report, don't crash
         failure = exc
     if failure is not None:
-        error = _failure_line(failure)
+        error = failure_line(failure)
         if parallel is not None:
             # The rank that raised says why; the others fail in a collective and, on
             # rank 0, name the rank that started it.
@@ -320,14 +319,3 @@ def _training(
         steps_done=run.steps,
         extra={"stopped_on_non_finite": run.non_finite, "samples_seen": run.samples},
     )
-
-
-def _failure_line(exc: BaseException) -> str:
-    """'Type: message (file.py:LINE)', the line being the deepest frame in the user's code."""
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        text = describe_exit(exc)
-    elif isinstance(exc, UserError):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return (one_line(text) or type(exc).__name__) + user_location(exc)

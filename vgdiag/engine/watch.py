@@ -31,6 +31,7 @@ from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
+from vgdiag.engine.tracebacks import failure_line
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # in typing from Python 3.11
@@ -223,7 +224,7 @@ class Watch:
         if status == RunStatus.FAILED:
             assert error is not None
             self._emit(ev.RunFailed(
-                error=f"{type(error).__name__}: {error}".splitlines()[0],
+                error=failure_line(error),  # as `vgdiag run` says it, file:line
                 traceback="".join(traceback.format_exception(type(error), error,
                                                              error.__traceback__)),
                 layers=self._layers, findings=findings, seconds=seconds,
