@@ -129,3 +129,44 @@ def test_a_trainer_run_writes_a_run_folder(tmp_path: Path,
     assert report.returncode == 0, report.stderr
     assert "classifier" in report.stdout
     assert all(not m._forward_hooks for m in model.modules())
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Sequences of 12 tokens from a vocabulary of 64, their own labels (a causal LM)."""
+
+    def __init__(self, n: int) -> None:
+        self.ids = torch.randint(0, 64, (n, 12), generator=torch.Generator().manual_seed(3))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def test_a_causal_lm_with_gradient_accumulation_records_each_steps_mean_loss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With num_items_in_batch (GPT-2 takes it) each micro-batch's loss is its share of
+    # the accumulated batch's sum: the step's loss is the shares added, not their mean.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2,
+                                     n_positions=16)
+    model = transformers.GPT2LMHeadModel(config)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf-out"), num_train_epochs=1, per_device_train_batch_size=4,
+        gradient_accumulation_steps=2, learning_rate=1e-3, logging_steps=1,
+        save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, seed=0)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens(32),
+                                   callbacks=[VgdiagCallback(tmp_path / "lm", every=1)])
+    trainer.train()
+    run = read_run(tmp_path / "lm")
+    assert run.status == "completed" and len(run.records) == 32 // 8
+    # Independent: the Trainer's own log of each step's loss (4 digits), and a model at
+    # initialisation guessing uniformly over 64 tokens: ln 64 = 4.16.
+    step_loss = {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+    for record in run.records:
+        assert record.loss == pytest.approx(step_loss[record.step + 1], abs=1e-3)
+    assert run.records[0].loss == pytest.approx(4.16, rel=0.1)
+    # A language model's classes are its vocabulary, not config.num_labels (2 by default).
+    assert run.summary["num_classes"] == 64

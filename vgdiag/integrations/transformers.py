@@ -10,8 +10,10 @@
 The Trainer steps an optimizer wrapped by accelerate, so the callback marks each
 update from the Trainer's own events (on_pre_optimizer_step: gradients accumulated and
 clipped; on_optimizer_step: after the update). The step's loss is the `loss` the
-model returns; an epoch's evaluation (eval_loss, eval_accuracy) comes after its
-on_epoch_end, so each epoch is written when the next one starts or training ends.
+model returns: the mean of its micro-batches' where each is a mean, their sum where
+the Trainer passes `num_items_in_batch` (then each is its share of a sum over the
+whole accumulated batch). An epoch's evaluation (eval_loss, eval_accuracy) comes after
+its on_epoch_end, so each epoch is written when the next one starts or training ends.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class VgdiagCallback(TrainerCallback):
         self._logged: list[float] = []  # "loss" log entries of the epoch in progress
         self._pending = False  # an epoch ended; its evaluation may still come
         self._eval: dict[str, float] = {}
+        # The loss shares of the step in progress, where the Trainer passes
+        # num_items_in_batch (each micro-batch's loss is then its part of a sum).
+        self._share: torch.Tensor | None = None
 
     @property
     def watch(self) -> Watch | None:
@@ -76,9 +81,7 @@ class VgdiagCallback(TrainerCallback):
         if model is None:
             return
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
-        classes = self.num_classes
-        if classes is None:
-            classes = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
+        classes = self.num_classes if self.num_classes is not None else classes_of(model)
         epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 0
         steps = state.max_steps // epochs if epochs and state.max_steps > 0 else 0
         self._run.start(
@@ -90,18 +93,27 @@ class VgdiagCallback(TrainerCallback):
                      "max_grad_norm": args.max_grad_norm},
             total_epochs=epochs, steps_per_epoch=steps, source="transformers",
         )
-        self._hook = model.register_forward_hook(self._loss_of)
+        self._hook = model.register_forward_hook(self._loss_of, with_kwargs=True)
 
-    def _loss_of(self, module: nn.Module, inputs: Any, output: Any) -> None:
+    def _loss_of(self, module: nn.Module, args: Any, kwargs: dict[str, Any],
+                 output: Any) -> None:
         if self.watch is None or not (module.training and torch.is_grad_enabled()):
             return  # evaluation passes are not training steps
         loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss",
                                                                               None)
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            self.watch.observe_loss(loss)
+        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+            return
+        if kwargs.get("num_items_in_batch") is None:
+            self.watch.observe_loss(loss)  # a mean: the epoch averages the micro-batches
+        else:  # a share of the accumulated batch's sum: the shares add up to its mean
+            share = loss.detach().reshape(())
+            self._share = share if self._share is None else self._share + share
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
                               control: TrainerControl, **kwargs: Any) -> None:
+        if self._share is not None and self.watch is not None:
+            self.watch.observe_loss(self._share)
+        self._share = None
         self._run.before_update()
 
     def on_optimizer_step(self, args: TrainingArguments, state: TrainerState,
@@ -152,3 +164,23 @@ class VgdiagCallback(TrainerCallback):
             val_acc=first_metric(self._eval, EVAL_ACC),
         )
         self._logged, self._eval = [], {}
+
+
+# Model classes whose config.num_labels is the number of classes of their loss; a
+# language model's classes are its vocabulary (a uniform guess costs ln(vocab_size)).
+_LABEL_HEADS = ("ForSequenceClassification", "ForTokenClassification",
+                "ForImageClassification", "ForAudioClassification")
+_VOCAB_HEADS = ("LMHeadModel", "ForCausalLM", "ForMaskedLM", "ForConditionalGeneration")
+
+
+def classes_of(model: nn.Module) -> int:
+    """The classes of a transformers model's loss, for the stalled-loss finding: its
+    config's num_labels for a classification head (num_labels defaults to 2 on every
+    config, so it says nothing elsewhere), vocab_size for a language model, else 0."""
+    config = getattr(model, "config", None)
+    kind = type(model).__name__
+    if kind.endswith(_LABEL_HEADS):
+        return int(getattr(config, "num_labels", 0) or 0)
+    if kind.endswith(_VOCAB_HEADS):
+        return int(getattr(config, "vocab_size", 0) or 0)
+    return 0
