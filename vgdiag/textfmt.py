@@ -53,3 +53,8 @@ def pack(items: Sequence[T], width: int, sep: int,
             lines.append([item])
             used = size
     return lines
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs', '0 epochs'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -12,6 +12,7 @@ from vgdiag.engine import diagnosis_common as common
 from vgdiag.engine.gradflow import output_layer
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
+from vgdiag.textfmt import plural
 
 
 def stalled_loss(
@@ -48,12 +49,12 @@ def stalled_loss(
         if not value >= floor:
             break
         stalled_epochs += 1
-    unit = ("epoch" if epochs else "record") + ("" if stalled_epochs == 1 else "s")
+    unit = "epoch" if epochs else "record"
     evidence: dict[str, Any] = {
         "loss": loss_now,
         "ln_classes": chance,
         "stalled_for": stalled_epochs,
-        "unit": "epochs" if epochs else "records",
+        "unit": f"{unit}s",
         "steps": steps,
         "sampled_steps": len(records),
     }
@@ -70,11 +71,11 @@ def stalled_loss(
             (f"Training has stalled far above chance: the loss {loss_now:.4g} is "
              f"{loss_now / chance:.0f}x ln({num_classes}) = {chance:.4f}, the loss of guessing: "
              f"the outputs are large and confidently wrong (an init or learning rate too "
-             f"large), for {stalled_epochs} {unit}."
+             f"large), for {plural(stalled_epochs, unit)}."
              if loss_now > FAR_ABOVE * chance else
              f"Training has stalled: the loss {loss_now:.4f} is no better than "
              f"ln({num_classes}) = {chance:.4f}, the loss of guessing (within "
-             f"{t.stall_tolerance:.0%}), for {stalled_epochs} {unit}."),
+             f"{t.stall_tolerance:.0%}), for {plural(stalled_epochs, unit)}."),
             ["adam", "weight-init", "relu", "batchnorm", "layerwise"],
         )
     ]

@@ -40,6 +40,7 @@ from vgdiag.runs.report_plots import (
 from vgdiag.runs.report_time import over_time_html
 from vgdiag.runs.svgcharts import curves_svg
 from vgdiag.runs.svgplot import empty_plot, esc
+from vgdiag.textfmt import plural
 
 TRAIN_COLOR, VAL_COLOR = "#1f5fa8", "#d9480f"
 MAX_HIST_LAYERS = 64  # small multiples past this are unreadable; the rest are counted
@@ -83,7 +84,7 @@ def _header(d: ReportData) -> str:
     facts.append(f"{d.steps} steps")
     if d.seconds:
         facts.append(f"{d.seconds:.1f} s")
-    facts.append(f"{len(run.epochs)} epochs")
+    facts.append(plural(len(run.epochs), "epoch"))
     out = [f"<header>\n<h1>vgdiag report: <span class=\"name\">{esc(run.name)}</span></h1>",
            f'<p class="facts">{" &middot; ".join(facts)}</p>',
            f'<p class="path">Run folder: <code>{esc(run.path)}</code></p>']

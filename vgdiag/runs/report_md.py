@@ -23,7 +23,7 @@ from vgdiag.runs.report_data import (
     fmt_pct,
     prepare,
 )
-from vgdiag.textfmt import one_line
+from vgdiag.textfmt import one_line, plural
 
 # ----- Markdown ---------------------------------------------------------------------
 
@@ -53,7 +53,8 @@ def render_markdown(run: RunData, baseline: BaselineComparison | None = None) ->
     if d.seconds:
         facts.append(f"{d.seconds:.1f} s")
     planned = config_value(run.config, "experiment", "train", "epochs")
-    facts.append(f"{len(run.epochs)}" + (f" of {planned}" if planned else "") + " epochs")
+    facts.append(f"{len(run.epochs)} of {plural(planned, 'epoch')}" if planned
+                 else plural(len(run.epochs), "epoch"))
     out += [" \u00b7 ".join(facts), "", f"Run folder: {md_escape(run.path)}", ""]
     if run.status != RunStatus.COMPLETED:
         out += [f"> **{md_escape(d.status_line)}**"]
