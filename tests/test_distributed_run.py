@@ -160,6 +160,22 @@ def test_a_rank_that_raises_fails_the_run_on_every_rank(tmp_path):
     assert "rank 1: training failed: ValueError" in proc.stderr
 
 
+@needs_gloo
+def test_a_rank_that_is_killed_is_named_as_gone_not_as_a_socket_error(tmp_path):
+    # SIGKILL leaves no error in the store: rank 0's collective fails on a closed
+    # socket, and the folder says a rank's process ended, not only gloo's words.
+    (tmp_path / "kill.py").write_text(BOOM.replace(
+        'raise ValueError("rank one broke on purpose")',
+        'import os, signal; os.kill(os.getpid(), signal.SIGKILL)'))
+    at = ARGS.index("--depth")
+    proc = torchrun(tmp_path, *ARGS[:at], *ARGS[at + 4:], "--model", "kill.py:Net",
+                    "--out", "run")
+    assert proc.returncode != 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("another rank's process ended without saying why")
+
+
 def test_fsdp_without_torchrun_and_single_process_commands_under_it(capsys, monkeypatch,
                                                                      tmp_path):
     assert main([*ARGS, "--fsdp", "--out", str(tmp_path / "r")]) == ExitCode.BAD_INPUT

@@ -236,6 +236,17 @@ class DataParallel:
             time.sleep(0.05)
 
 
+# What gloo and NCCL say when the process at the other end of a collective is gone.
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "NCCL communicator was aborted", "Socket Timeout")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether `exc` is a collective failing because another rank's process died."""
+    text = str(exc)
+    return any(marker in text for marker in _LOST_PEER)
+
+
 def fsdp2_available() -> bool:
     try:
         from torch.distributed.fsdp import fully_shard  # noqa: F401

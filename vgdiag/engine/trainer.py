@@ -20,7 +20,7 @@ from torch import nn
 from vgdiag.engine import events as ev
 from vgdiag.engine.devices import cpu_settings_kept, flush_denormals, set_cpu_threads
 from vgdiag.engine.diagnosis import LiveDiagnosis, diagnose
-from vgdiag.engine.distributed import DataParallel
+from vgdiag.engine.distributed import DataParallel, lost_peer
 from vgdiag.engine.environment import environment
 from vgdiag.engine.evaluation import Evaluator, accuracy, prediction
 from vgdiag.engine.experiment import Experiment, Stage, sampling_every
@@ -32,6 +32,7 @@ from vgdiag.engine.splits import DataBundle
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.tracebacks import failure_line
 from vgdiag.errors import UserError
+from vgdiag.textfmt import one_line
 
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
 
@@ -301,6 +302,10 @@ def _training(
             cause = parallel.peer_failure()
             if cause:
                 error = f"{cause} (rank {parallel.rank}: {type(failure).__name__})"
+            elif lost_peer(failure):
+                error = (f"another rank's process ended without saying why (killed, or out "
+                         f"of memory), so rank {parallel.rank}'s collective failed: "
+                         f"{one_line(str(failure), 160)}")
         yield ev.RunFailed(
             error=error,
             traceback="".join(traceback.format_exception(failure)),
