@@ -94,12 +94,18 @@ def _add_histogram(writer: Any, tag: str, hist: Histogram, step: int) -> bool:
     total = float(counts.sum())
     if total == 0 or not (math.isfinite(hist.lo) and math.isfinite(hist.hi)):
         return False
-    edges = hist.edges()
+    # The bins from the first to the last that hold a value: TensorBoard draws the
+    # range it is given, and log10|grad|'s fixed range (-16..4) would dwarf the data.
+    occupied = np.flatnonzero(counts)
+    first, last = int(occupied[0]), int(occupied[-1])
+    counts = counts[first:last + 1]
+    edges = hist.edges()[first:last + 2]
     centres = (edges[:-1] + edges[1:]) / 2
     # The folder keeps counts per bin, not the values: the sums TensorBoard's format
-    # asks for are taken at the bin centres (they only feed its mean and spread).
+    # asks for are taken at the bin centres (they only feed its mean and spread), and
+    # min and max are the edges of the occupied bins.
     writer.add_histogram_raw(
-        tag, min=float(hist.lo), max=float(hist.hi), num=total,
+        tag, min=float(edges[0]), max=float(edges[-1]), num=total,
         sum=float((centres * counts).sum()), sum_squares=float((centres**2 * counts).sum()),
         bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=step,
     )
