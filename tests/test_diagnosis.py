@@ -321,3 +321,24 @@ def test_advice_leaves_out_the_fixes_the_model_already_has():
     normed = [LayerInfo(f"l{i}", "Linear", i, 10, ("weight",), fan_in=4,
                         normalized_after=i < 2) for i in range(3)]
     assert "batchnorm" not in advice(sigmoid, normed)  # every hidden layer is normalised
+
+
+def test_a_head_started_tiny_that_grows_by_learning_is_not_blown_up():
+    # ConvNeXt-style head init (std 1e-5): it moves 1e3x its start while learning to a
+    # normal scale; blown up means far from the start AND far past any init's scale.
+    import vgdiag
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    nn.init.normal_(model[2].weight, std=1e-5)
+    nn.init.zeros_(model[2].bias)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+    with vgdiag.watch(model, opt, every=5) as w:
+        for _ in range(60):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+    assert w.history[-1].layers["2"].weight_change > 1e3  # the case arises
+    assert "weights_blown_up" not in ids(w.findings())

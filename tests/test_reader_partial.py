@@ -89,6 +89,9 @@ def test_a_run_killed_before_its_first_summary_with_only_a_config(tmp_path: Path
     assert "**Status: cut off** \u00b7 0 steps" in md.stdout
     doc = json.loads(_report(folder, "--format", "json").stdout)
     assert doc["status"] == "cut off" and doc["steps"] == 0 and doc["series"]["steps"] == []
+    # Nothing was measured: not healthy, and a CI gate at any level fails it.
+    assert doc["verdict"] == "not measured"
+    assert _report(folder, "--fail-on", "error").returncode == 1
 
 
 @pytest.mark.parametrize("files", [(), ("metrics.jsonl",), ("metrics.jsonl", ".reserve")])

@@ -74,3 +74,14 @@ def test_a_bad_baseline_or_tolerance_is_one_line_and_exit_2(runs, tmp_path) -> N
         proc = vgdiag("report", str(runs["vanishing"]), *args)
         assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_run_that_did_not_finish_is_a_regression(runs, tmp_path) -> None:
+    # Killed before its first step (out of memory, a CI timeout): only its config.
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_text((runs["healthy2"] / "config.json").read_text())
+    proc = vgdiag("report", str(cut), "--baseline", str(runs["healthy"]))
+    assert proc.returncode == ExitCode.FINDINGS, proc.stderr
+    assert "vgdiag: regression: the run is cut off where the baseline completed" in proc.stderr
+

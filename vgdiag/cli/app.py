@@ -119,10 +119,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"vgdiag: error: {message or 'no command given'}{hint}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except UserError as exc:
-        if signal_received():
-            return _interrupted()
         if STATE.debug:
             raise
+        if signal_received():
+            return _interrupted(exc)
         print(f"vgdiag: error: {one_line(str(exc))}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except (typer.Abort, KeyboardInterrupt) as exc:
@@ -143,20 +143,21 @@ def _main(argv: list[str] | None) -> int:
         silence_stdout()
         return int(ExitCode.OK)
     except Exception as exc:  # the user's code (or ours) raised outside training
-        if signal_received():
-            return _interrupted()
         if STATE.debug:
             raise
+        if signal_received():
+            return _interrupted(exc)
         print(f"vgdiag: error: {type(exc).__name__}: {one_line(str(exc))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return int(ExitCode.TRAINING_FAILED)
 
 
-def _interrupted() -> int:
+def _interrupted(exc: BaseException) -> int:
     """An error after a signal: a Ctrl-C that landed inside an import leaves the module
-    half made, and the next import of it fails (RecursionError, ImportError). The
-    error is the interruption's, and so is the exit code."""
-    print("vgdiag: interrupted", file=sys.stderr)
+    half made, and the next import of it fails (RecursionError, ImportError). The exit
+    code is the interruption's; the error is still said, in case it was not."""
+    print(f"vgdiag: interrupted (then: {type(exc).__name__}: {one_line(str(exc), 160)})",
+          file=sys.stderr)
     return int(ExitCode.INTERRUPTED)
 
 

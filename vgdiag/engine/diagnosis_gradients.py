@@ -241,17 +241,23 @@ def weights_blown_up(
 ) -> list[Finding]:
     """Layers thrown far from their initial weights: updates too large for them.
 
-    Layers that apply a weight matrix only: a loose scale started near 0 (LayerScale's
-    1e-6, a gate) is meant to grow by orders of magnitude from it.
+    Layers that apply a weight matrix only (a loose scale started near 0, LayerScale's
+    1e-6, is meant to grow by orders of magnitude), and only where the weights are also
+    far past any init's scale: a head started at 1e-5 that grows to a normal scale has
+    moved 1e3x its start by learning.
     """
-    matrix = {info.name for info in layers if can_be_output(info)}
-    names = [n for n in common.reached_names(layers) if n in matrix]
+    infos = {info.name: info for info in layers if info.fan_in > 0 and info.num_params > 0}
+    names = [n for n in common.reached_names(layers) if n in infos]
+    # rms(W) * sqrt(fan_in) per unit of weight_norm: how much the layer scales its input
+    per_norm = np.array([math.sqrt(infos[n].fan_in / infos[n].num_params) for n in names])
     largest: dict[str, float] = {}  # ||W - W0|| / ||W0|| at its largest, per layer
     first_step: int | None = None  # the first sampled step past the limit
     for r in records:
-        for n, c in zip(names, common.values(r, "weight_change", names)):
-            # inf: the weights themselves overflowed, the furthest a layer can be thrown
-            if c >= t.blown_up_warning:  # (False for NaN)
+        scale = common.values(r, "weight_norm", names) * per_norm
+        for n, c, s in zip(names, common.values(r, "weight_change", names), scale):
+            # inf: the weights themselves overflowed, the furthest a layer can be thrown.
+            # Both: far from where it started and far past any init's scale.
+            if c >= t.blown_up_warning and not s < t.blown_up_scale:  # (NaN: overflowed)
                 largest[n] = max(largest.get(n, 0.0), float(c))
                 first_step = r.step if first_step is None else first_step
     if not largest:

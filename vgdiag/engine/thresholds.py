@@ -27,6 +27,9 @@ class Thresholds:
     # updates (a learning rate too large for its gradients), not trained.
     blown_up_warning: float = 1e3
     blown_up_error: float = 1e6
+    # ... and is far past any init's scale (rms(W) * sqrt(fan_in): He ~1.4, N(0, 10) on
+    # 128 inputs 113): a head started at 1e-5 that grows to a normal scale is learning.
+    blown_up_scale: float = 1e3
     shrink_ratio: float = 0.8  # ||W|| fell below 80% of its initial norm
     # rms(W) * sqrt(fan_in) = how much a layer scales unit-variance input. Xavier gives
     # ~1, He ~1.4, PyTorch's default ~0.58; below 0.35 the signal all but vanishes.

@@ -69,6 +69,7 @@ class VgdiagCallback(TrainerCallback):
         # The loss shares of the step in progress, where the Trainer passes
         # num_items_in_batch (each micro-batch's loss is then its part of a sum).
         self._share: torch.Tensor | None = None
+        self._share_scale = 1
 
     @property
     def watch(self) -> Watch | None:
@@ -93,6 +94,12 @@ class VgdiagCallback(TrainerCallback):
                      "max_grad_norm": args.max_grad_norm},
             total_epochs=epochs, steps_per_epoch=steps, source="transformers",
         )
+        # Under several processes the Trainer counts num_items_in_batch over all of
+        # them (average_tokens_across_devices) and scales the loss by their number
+        # after the model returns it: the shares seen here are that much too small.
+        ranks = int(getattr(args, "world_size", 1) or 1)
+        self._share_scale = ranks if getattr(args, "average_tokens_across_devices",
+                                             False) and ranks > 1 else 1
         self._hook = model.register_forward_hook(self._loss_of, with_kwargs=True)
 
     def _loss_of(self, module: nn.Module, args: Any, kwargs: dict[str, Any],
@@ -106,7 +113,7 @@ class VgdiagCallback(TrainerCallback):
         if kwargs.get("num_items_in_batch") is None:
             self.watch.observe_loss(loss)  # a mean: the epoch averages the micro-batches
         else:  # a share of the accumulated batch's sum: the shares add up to its mean
-            share = loss.detach().reshape(())
+            share = loss.detach().reshape(()) * self._share_scale
             self._share = share if self._share is None else self._share + share
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,

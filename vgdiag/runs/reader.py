@@ -118,11 +118,14 @@ def read_run(path: Path) -> RunData:
         # summary.json is rewritten only every few seconds: metrics.jsonl is newer.
         summary["steps"], summary["seconds"] = progress(summary, parsed["epochs"], records,
                                                         epochs)
-        if records:
+        if records or status == RunStatus.CUT_OFF:
             # The summary is from the last finished epoch (or the start): the metrics
             # written after it may show more, so the diagnosis is made again from them.
+            # A run cut off before its first sampled step is `not measured` (an error a
+            # CI gate fails), not healthy.
             findings = diagnose(records, layers, epochs, summary["num_classes"])
-            notes.append("findings were recomputed from the metrics the run wrote")
+            if records:
+                notes.append("findings were recomputed from the metrics the run wrote")
     state.findings = list(findings)
     if status == RunStatus.FAILED:
         state.apply(ev.RunFailed(error=summary["error"] or "", traceback=state.traceback or "",

@@ -4,7 +4,8 @@ A build's run is held against the run of the branch it merges into (kept as a CI
 artifact): problems the baseline already had do not fail the build, what is new or
 worse does. Three kinds of regression:
 
-- status: the run failed or diverged (non_finite) where the baseline did not;
+- status: the run did not complete (failed, interrupted, cut off) where the baseline did,
+  or diverged (non_finite) where the baseline did not;
 - finding: a finding at or above the severity gate that the baseline lacks, or has at
   a lower severity;
 - gradient: the first/last layer gradient ratio at the end of training (the median
@@ -77,9 +78,12 @@ def compare_to_baseline(run: RunData, base: RunData, gate: str,
     """The regressions of `run` against `base`; `gate` is the least severity of a new
     finding that counts (info, warning or error)."""
     out: list[Regression] = []
-    if run.status == RunStatus.FAILED and base.status != RunStatus.FAILED:
-        out.append(Regression("status", f"the run failed ({run.error or 'no error recorded'}) "
-                              "where the baseline did not"))
+    if run.status != RunStatus.COMPLETED and base.status == RunStatus.COMPLETED:
+        # failed, and also interrupted (a CI timeout), cut off (killed, out of memory)
+        # or still running: a build whose run did not finish has not shown its health
+        why = f": {run.error}" if run.status == RunStatus.FAILED and run.error else ""
+        out.append(Regression("status", f"the run is {run.status}{why} where the baseline "
+                              "completed"))
     limit = severity_rank(gate)
     before = {f.id: severity_rank(f.severity) for f in base.findings}
     for f in run.findings:
