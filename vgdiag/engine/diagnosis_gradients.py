@@ -220,9 +220,10 @@ def non_finite(
                 else f" by step {first_step} (sampled steps only: step {before} was finite)")
         if first_step == 0:
             when = " at the first step, before any update"
-            cause = ("the forward pass of the initial model makes them, so the learning "
-                     "rate is not the cause: look for NaN or inf in the data, an operation "
-                     "such as log, sqrt or a division in forward, or an init far too large")
+            cause = ("the forward pass makes them from the weights the run started with "
+                     "(under vgdiag.watch: had when the watch began), so the learning rate "
+                     "is not the cause: look for NaN or inf in the data, an operation such "
+                     "as log, sqrt or a division in forward, or an init far too large")
     return [
         Finding(
             "non_finite",
