@@ -74,6 +74,7 @@ def test_a_bad_baseline_or_tolerance_is_one_line_and_exit_2(runs, tmp_path) -> N
         proc = vgdiag("report", str(runs["vanishing"]), *args)
         assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert ("--baseline: " if "nowhere" in args[1] else "--tolerance") in proc.stderr
 
 
 def test_a_run_that_did_not_finish_is_a_regression(runs, tmp_path) -> None:

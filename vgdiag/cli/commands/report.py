@@ -25,7 +25,11 @@ def report(cmd: ReportOptions) -> None:
         from vgdiag.runs.regression import compare_to_baseline
 
         gate = "warning" if cmd.fail_on == "none" else str(cmd.fail_on)
-        comparison = compare_to_baseline(run_data, read_run(cmd.baseline), gate, cmd.tolerance)
+        try:
+            base = read_run(cmd.baseline)
+        except UserError as exc:
+            raise UserError(f"--baseline: {exc}") from None
+        comparison = compare_to_baseline(run_data, base, gate, cmd.tolerance)
     text = render_report(run_data, cmd.format, comparison)
     if cmd.out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
