@@ -470,3 +470,14 @@ def test_a_run_folders_config_json_runs_the_same_run_again(tmp_path):
         [sys.executable, "-m", "vgdiag", "run", "--headless", "--recipe", str(with_plugin)],
         capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--plugin relu" in refused.stderr
+
+
+def test_more_outputs_than_classes_is_said_on_stderr_and_the_run_goes_on(capsys, tmp_path):
+    # The pre-flight's warnings used to be computed and dropped.
+    model = tmp_path / "wide.py"
+    model.write_text("import torch\n"
+                     "Wide = lambda: torch.nn.Sequential(torch.nn.Flatten(), "
+                     "torch.nn.Linear(64, 24))\n")
+    code, out, err = cli(capsys, "inspect", "--model", f"{model}:Wide", "--json")
+    assert code == 0 and json.loads(out)["layers"]
+    assert "vgdiag: warning: the model outputs 24 classes but the data has 10" in err

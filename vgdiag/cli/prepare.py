@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -16,9 +17,16 @@ def parse_plugin_options(items: list[str] | None) -> dict[str, dict[str, str]]:
 
 
 def preflight(experiment: Any, bundle: Any) -> None:
-    """One batch forward before training: shape errors become one clear line. The
+    """One batch forward before training: shape errors become one clear line, and what
+    is odd but may be meant (more outputs than classes) a warning line on stderr. The
     built-in model is checked too: its shapes are right, but a --loss may not fit."""
     from vgdiag.inputs.shapecheck import check_shapes
 
-    check_shapes(experiment.build_model(), bundle, experiment.notes.get("loss", ""),
-                 experiment.output_key, loss_fn=experiment.loss_fn)
+    say_warnings(check_shapes(experiment.build_model(), bundle,
+                              experiment.notes.get("loss", ""), experiment.output_key,
+                              loss_fn=experiment.loss_fn))
+
+
+def say_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"vgdiag: warning: {warning}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ class InspectResult:
     layers: list[LayerInfo]
     record: StepRecord
     findings: list[Finding]
+    warnings: list[str] = field(default_factory=list)  # the pre-flight's: odd, may be meant
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,11 +45,12 @@ def inspect_at_init(opts: RunOptions) -> InspectResult:
     opts.validate()
     data = load_data(opts)
     experiment = build_experiment(opts, data)
+    warnings: list[str] = []
     if not experiment.model_spec.startswith("builtin:"):
         from vgdiag.inputs.shapecheck import check_shapes
 
-        check_shapes(experiment.build_model(), data, experiment.notes.get("loss", ""),
-                     experiment.output_key)
+        warnings = check_shapes(experiment.build_model(), data,
+                                experiment.notes.get("loss", ""), experiment.output_key)
     device = torch.device(experiment.train.device)
     torch.manual_seed(experiment.train.seed)
     model = experiment.build_model().to(device)
@@ -71,4 +73,4 @@ def inspect_at_init(opts: RunOptions) -> InspectResult:
     record = probe.history[0]
     findings = diagnose([record], layers, (), data.num_classes)
     return InspectResult(experiment.model_spec, data.name, int(y.shape[0]), layers, record,
-                         findings)
+                         findings, warnings)

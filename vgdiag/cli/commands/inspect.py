@@ -13,10 +13,12 @@ from vgdiag.inputs.options import TRAINING_ONLY, InspectOptions, RunOptions
 @command((RunOptions, TRAINING_ONLY), InspectOptions, recipe=True)
 def inspect(opts: RunOptions, cmd: InspectOptions) -> None:
     """Pre-flight: one forward/backward at initialisation, the gradient table, no training."""
+    from vgdiag.cli.prepare import say_warnings
     from vgdiag.runs.folder import dumps
     from vgdiag.runs.inspection import inspect_at_init
 
     result = inspect_at_init(opts)
+    say_warnings(result.warnings)  # on stderr: --json's stdout stays one document
     console = Console()
     if cmd.json_out:
         print(dumps(result.to_json(), indent=2))  # strict JSON: inf as 1e999
