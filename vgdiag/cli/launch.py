@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from vgdiag.engine.interrupts import interrupt_on_signals
+from vgdiag.errors import ExitCode  # enum only: still light
 
 
 def entry() -> None:
@@ -18,5 +19,5 @@ def entry() -> None:
         from vgdiag.cli.app import entry as run
     except KeyboardInterrupt:
         print("vgdiag: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     run()

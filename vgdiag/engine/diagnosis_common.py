@@ -51,6 +51,21 @@ def finite_step(record: StepRecord) -> bool:
         for s in record.layers.values())
 
 
+def recent_ratio(records: Sequence[StepRecord], layers: Sequence[LayerInfo],
+                 t: Thresholds) -> float:
+    """The first/last layer gradient ratio "now": the median over the recent sampled
+    steps whose ratio is known (NaN where none is), as vanishing_gradient reads it."""
+    from vgdiag.engine.gradflow import gradient_profile
+
+    return median_ratio([gradient_profile(r, layers)["ratio"] for r in recent(records, t)])
+
+
+def median_ratio(ratios: Sequence[float]) -> float:
+    """The median of the known ratios (inf counts, NaN does not); NaN where none is."""
+    values = np.array(ratios, dtype=np.float64)
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else math.nan
+
+
 def rests_on(records: Sequence[StepRecord]) -> dict[str, Any]:
     """The evidence every finding carries: how many sampled steps, up to which step."""
     return {"sampled_steps": len(records), "step": records[-1].step if records else None}

@@ -21,10 +21,9 @@ def gradient_ratio(
     window = common.recent(records, t)
     init = gradient_profile(records[0], layers)
     profiles = [gradient_profile(r, layers) for r in window]
-    ratios = np.array([p["ratio"] for p in profiles])
-    if not np.isfinite(ratios).any():
+    ratio = common.median_ratio([p["ratio"] for p in profiles])
+    if math.isnan(ratio):
         return []
-    ratio = float(np.nanmedian(ratios))
     slopes = [p["slope"] for p in profiles if math.isfinite(p["slope"])]
     slope = float(np.median(slopes)) if slopes else math.nan
     names = init["names"]

@@ -98,8 +98,9 @@ def activations_growing(
         return []
     # A record past the divergence mixes blown-up and finite layers: not evidence.
     # (NaN alone is a layer that did not run at that step.)
-    window = [r for r in common.recent(records, t) if common.finite_step(r)]
-    if len(window) < len(common.recent(records, t)):
+    latest = common.recent(records, t)
+    window = [r for r in latest if common.finite_step(r)]
+    if len(window) < len(latest):
         window = []  # the run diverged: read the forward signal at initialisation
     stds = common.median_over(window or records[:1], "act_std", names)
     ok = np.flatnonzero(np.isfinite(stds) & (stds > 0))

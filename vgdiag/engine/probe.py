@@ -323,14 +323,20 @@ class Probe:
                 return wrapped
         if not self._in_flight:
             return None
+        self._read_grads(self._keep_before)
+        return None
+
+    def _read_grads(self, then: Callable[[], None] | None = None) -> None:
+        """Stop the forward side and measure the step's gradients (then `then`, without
+        autograd); a failure drops the sample, never the user's step."""
         try:
             self._stop_forward_side()
             with torch.no_grad():
                 self._grad_pieces = self._measure_grads()
-                self._keep_before()
+                if then is not None:
+                    then()
         except Exception as exc:
             self._drop_sample(exc)
-        return None
 
     def _keep_before(self) -> None:
         # The weights before the update; the post-step hook subtracts in place.
@@ -371,12 +377,7 @@ class Probe:
             return
         # The optimizer never called the closure: the gradients are read now, after
         # the update (the same unless the optimizer changed them in place).
-        try:
-            self._stop_forward_side()
-            with torch.no_grad():
-                self._grad_pieces = self._measure_grads()
-        except Exception as exc:
-            self._drop_sample(exc)
+        self._read_grads()
         if not self._warned_closure:
             self._warned_closure = True
             warnings.warn(
@@ -402,13 +403,7 @@ class Probe:
         if self.optimizer is not None:
             raise RuntimeError("the probe follows optimizer.step(); do not call end_step()")
         if self._in_flight:
-            try:
-                self._stop_forward_side()
-                with torch.no_grad():
-                    self._grad_pieces = self._measure_grads()
-                    self._finish_sample(with_update=False)
-            except Exception as exc:
-                self._drop_sample(exc)
+            self._read_grads(lambda: self._finish_sample(with_update=False))
         self._advance()
 
     def before_update(self) -> None:

@@ -56,18 +56,15 @@ class ClosureStep:
                 probe._drop_sample(exc)
         result = self.closure(*args, **kwargs)
         if probe._in_flight and probe._closure_step is self:
-            try:
-                probe._stop_forward_side()
-                with torch.no_grad():
-                    if probe._loss is None and isinstance(result, torch.Tensor):
-                        probe._loss = result.detach()
-                    probe._grad_pieces = probe._measure_grads()
-                    if not self.kept_before:  # a lazy model got ready in this evaluation
-                        probe._keep_before()
-                        self.kept_before = True
-            except Exception as exc:
-                probe._drop_sample(exc)
+            if probe._loss is None and isinstance(result, torch.Tensor):
+                probe._loss = result.detach()
+            # a lazy model got ready in this evaluation: its weights are kept now
+            probe._read_grads(None if self.kept_before else self._keep_before)
         return result
+
+    def _keep_before(self) -> None:
+        self.probe._keep_before()
+        self.kept_before = True
 
     def _again(self, args: Any, kwargs: Any) -> Any:
         """A later evaluation of the closure in the same step: the probe stays muted."""

@@ -27,7 +27,9 @@ BUILTIN_MLP = "builtin:mlp"
 MAX_SEED = 2**32 - 1  # the range every seeded library accepts (numpy's is the narrowest)
 # The largest --lr: far past any useful step size (1e4 already diverges at once), and
 # far inside float32 (3.4e38): optimizers scale lr (Adam's first step by 10) in float32.
-MAX_LR = 1e6  # written 1e6 in the message
+MAX_LR = 1e6  # the message says 1e6 (":g" would write 1e+06)
+# report --baseline: an order of magnitude; seeds and hardware move the ratio less
+DEFAULT_TOLERANCE = 10.0
 
 
 class FailOn(StrEnum):
@@ -283,8 +285,8 @@ class ReportOptions:
         None, "A baseline run folder (e.g. the main branch's): exit 1 only on what got "
         "worse since it (failed or diverged; a new finding at or above --fail-on, or "
         "warning; the gradient ratio moved past --tolerance).", default_text="none")
-    tolerance: float = opt(10.0, "With --baseline: how many times the first/last layer "
-                           "gradient ratio may move before it is a regression.")
+    tolerance: float = opt(DEFAULT_TOLERANCE, "With --baseline: how many times the "
+                           "first/last layer gradient ratio may move before it is a regression.")
 
     def __post_init__(self) -> None:
         coerce_choices(self)

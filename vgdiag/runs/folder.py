@@ -135,9 +135,7 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process: it exists
-        pass
-    except OSError:
+    except OSError:  # PermissionError: someone else's process, which exists
         pass
     return not _exited(pid)
 

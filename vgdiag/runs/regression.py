@@ -19,15 +19,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from vgdiag.engine.records import severity_rank
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.thresholds import DEFAULT_THRESHOLDS
+from vgdiag.inputs.options import DEFAULT_TOLERANCE
 from vgdiag.runs.reader import RunData
 from vgdiag.textfmt import fmt_num
-
-DEFAULT_TOLERANCE = 10.0  # an order of magnitude: seeds and hardware move the ratio less
 
 
 @dataclass(frozen=True)
@@ -65,12 +62,9 @@ class BaselineComparison:
 
 def end_ratio(run: RunData) -> float:
     """The first/last layer gradient ratio over the run's last sampled steps."""
-    from vgdiag.engine.gradflow import gradient_profile  # numpy only, but not for --help
+    from vgdiag.engine.diagnosis_common import recent_ratio  # numpy, not for --help
 
-    window = run.records[-DEFAULT_THRESHOLDS.recent_records:]
-    ratios = [gradient_profile(r, run.layers)["ratio"] for r in window]
-    finite = [r for r in ratios if math.isfinite(r)]
-    return float(np.median(finite)) if finite else math.nan
+    return recent_ratio(run.records, run.layers, DEFAULT_THRESHOLDS)
 
 
 def compare_to_baseline(run: RunData, base: RunData, gate: str,
@@ -85,12 +79,16 @@ def compare_to_baseline(run: RunData, base: RunData, gate: str,
         out.append(Regression("status", f"the run is {run.status}{why} where the baseline "
                               "completed"))
     limit = severity_rank(gate)
-    before = {f.id: severity_rank(f.severity) for f in base.findings}
+    before: dict[str, str] = {}  # id -> the baseline's most severe severity of it
+    for b in base.findings:
+        if severity_rank(b.severity) > severity_rank(before.get(b.id, b.severity)) \
+                or b.id not in before:
+            before[b.id] = b.severity
     for f in run.findings:
         rank = severity_rank(f.severity)
-        if rank < limit or rank <= before.get(f.id, -1):
+        was = before.get(f.id)
+        if rank < limit or (was is not None and rank <= severity_rank(was)):
             continue
-        was = next((b.severity for b in base.findings if b.id == f.id), None)
         change = f"new {f.severity}" if was is None else f"{was} became {f.severity}"
         out.append(Regression("status" if f.id == "non_finite" else "finding",
                               f"{f.id} ({change}): {f.message}"))
