@@ -6,6 +6,7 @@ derivative is not tiny (Ioffe & Szegedy 2015), whatever the weights drift to.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -13,6 +14,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from vgdiag.engine.experiment import Experiment
+from vgdiag.engine.gradflow import can_be_output, output_layer
+from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.plugin_api import Plugin, inspect_model
 from vgdiag.surgery import TraceError, device_and_dtype, is_layer, trace, wrap_module
 
@@ -92,6 +95,13 @@ class BatchNorm(Plugin):
         if plan.skipped:
             return "the hidden layers' outputs have no channel dimension BatchNorm can normalise"
         return "no hidden Linear/Conv layer (only the output layer, or none)"
+
+    def in_place(self, records: Sequence[StepRecord], layers: Sequence[LayerInfo]) -> bool:
+        # A normalisation follows every hidden layer with a weight matrix.
+        out = output_layer(records[-1], layers)
+        hidden = [i for i in layers if can_be_output(i) and i.role == "" and i.used
+                  and i.name != out]
+        return bool(hidden) and all(i.normalized_after for i in hidden)
 
     def transform(self, experiment: Experiment, options: object) -> Experiment:
         assert experiment.input_shape is not None  # why_not checked it

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import Experiment
+from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import (
     execution_order,
@@ -149,6 +151,12 @@ class Relu(Plugin):
             "no saturating activation modules found "
             "(functional calls such as torch.sigmoid cannot be replaced)"
         )
+
+    def in_place(self, records: Sequence[StepRecord], layers: Sequence[LayerInfo]) -> bool:
+        # Every activation measured is ReLU-like (a dead-unit count, no saturated one).
+        stats = [s for r in records for s in r.layers.values()]
+        return any(math.isfinite(s.act_dead) for s in stats) and not any(
+            math.isfinite(s.act_saturated) for s in stats)
 
     def transform(self, experiment: Experiment, options: ReluOptions) -> Experiment:
         model = inspect_model(experiment)

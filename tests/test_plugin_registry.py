@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import importlib.util
 import os
 import shutil
@@ -261,6 +263,25 @@ def test_recommendations_come_from_what_plugins_address() -> None:
     assert set(dead.recommend[1:]) == {n for n, p in plugins.items() if "dead_units" in p.addresses}
     assert other.recommend == []
     assert found[0].recommend == []  # the input is left alone
+
+
+def test_a_plugin_that_says_its_fix_is_in_place_is_not_advised() -> None:
+    from vgdiag.engine.records import Finding, LayerStats, StepRecord
+    from vgdiag.plugin_api import recommend
+
+    class Fixer(Plugin):
+        name = "fixer"
+        addresses = ("dead_units",)
+
+        def in_place(self, records, layers) -> bool:  # type: ignore[no-untyped-def]
+            return all(math.isfinite(s.act_dead) for r in records for s in r.layers.values())
+
+    found = [Finding("dead_units", "warning", ["0"], {}, "dead")]
+    measured = StepRecord(step=0, epoch=0, loss=1.0, layers={"0": LayerStats(act_dead=0.5)})
+    unmeasured = StepRecord(step=0, epoch=0, loss=1.0, layers={"0": LayerStats()})
+    assert recommend(found, [Fixer()], records=[measured])[0].recommend == []
+    assert recommend(found, [Fixer()], records=[unmeasured])[0].recommend == ["fixer"]
+    assert recommend(found, [Fixer()])[0].recommend == ["fixer"]  # no run: no evidence
 
 
 def test_the_diagnosis_recommends_the_installed_plugins() -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import math
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vgdiag.engine.experiment import Experiment
-from vgdiag.engine.records import Finding
+from vgdiag.engine.records import Finding, LayerInfo, StepRecord
 from vgdiag.errors import UserError
 
 ENTRY_POINT_GROUP = "vgdiag.plugins"
@@ -166,6 +166,12 @@ class Plugin:
     def applies(self, experiment: Experiment, options: Any) -> str | None:
         """None if the plugin applies to `experiment` with `options`, else a short reason."""
         return None
+
+    def in_place(self, records: Sequence[StepRecord], layers: Sequence[LayerInfo]) -> bool:
+        """True where the measured run shows the model already has this fix (every
+        activation non-saturating, a norm after every hidden layer): the diagnosis
+        then leaves it out of its advice. Override it; by default a plugin is advised."""
+        return False
 
     def transform(self, experiment: Experiment, options: Any) -> Experiment:
         """Return the transformed copy; called by `apply` once `applies` said yes."""
@@ -371,13 +377,18 @@ def _installed() -> tuple[Plugin, ...]:
     return tuple(discover_plugins()[0].values())
 
 
-def recommend(findings: list[Finding], plugins: Iterable[Plugin] | None = None) -> list[Finding]:
-    """`findings` with each one's `recommend` set to the plugins that address its id.
+def recommend(findings: list[Finding], plugins: Iterable[Plugin] | None = None, *,
+              records: Sequence[StepRecord] = (), layers: Sequence[LayerInfo] = ()
+              ) -> list[Finding]:
+    """`findings` with each one's `recommend` set to the plugins that address its id,
+    less those the measured run shows in place already (`Plugin.in_place`).
 
     The installed plugins (read once per process) decide, in their rank order, so a
     third-party plugin that declares `addresses` is recommended like a built-in.
     """
     chosen = sorted(_installed() if plugins is None else plugins, key=lambda p: (p.rank, p.name))
+    if records:
+        chosen = [p for p in chosen if not p.in_place(records, layers)]
     return [
         dataclasses.replace(f, recommend=[p.name for p in chosen if f.id in p.addresses])
         for f in findings

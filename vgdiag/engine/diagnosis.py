@@ -10,7 +10,6 @@ activations, the loss); gradient ratios come from gradflow, limits from threshol
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -60,32 +59,7 @@ def diagnose(
     findings.sort(key=lambda f: -severity_rank(f.severity))
     from vgdiag.plugin_api import recommend  # the installed plugins say what they fix
 
-    return _without_fixes_in_place(recommend(findings), records, layers)
-
-
-def _without_fixes_in_place(findings: list[Finding], records: Sequence[StepRecord],
-                            layers: Sequence[LayerInfo]) -> list[Finding]:
-    """The advice less what the model already has: `relu` where every activation
-    measured is ReLU-like (no sigmoid/tanh saturation count), `batchnorm` where a
-    normalisation follows every hidden layer with a weight matrix."""
-    import math
-
-    from vgdiag.engine.gradflow import can_be_output, output_layer
-
-    drop: set[str] = set()
-    stats = [s for r in records for s in r.layers.values()]
-    if any(math.isfinite(s.act_dead) for s in stats) and not any(
-            math.isfinite(s.act_saturated) for s in stats):
-        drop.add("relu")
-    out = output_layer(records[-1], layers) if records else None
-    hidden = [i for i in layers if can_be_output(i) and i.role == "" and i.used
-              and i.name != out]
-    if hidden and all(i.normalized_after for i in hidden):
-        drop.add("batchnorm")
-    if not drop:
-        return findings
-    return [dataclasses.replace(f, recommend=[p for p in f.recommend if p not in drop])
-            for f in findings]
+    return recommend(findings, records=records, layers=layers)
 
 
 def _without_repeats(findings: list[Finding]) -> list[Finding]:
