@@ -291,6 +291,18 @@ def test_read_recipe_gives_run_options(tmp_path):
     assert isinstance(opts.lr, float) and opts.activation is Activation.leaky_relu
 
 
+def test_recipe_names_files_absolute_whatever_their_suffix_case(tmp_path, monkeypatch):
+    from vgdiag.inputs.options import RunOptions
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Net.PT").write_bytes(b"")
+    (tmp_path / "net.py").write_text("")
+    recipe = RunOptions(model="Net.PT", data="net.py:make").as_recipe()
+    assert recipe["model"] == str(tmp_path.resolve() / "Net.PT")
+    assert recipe["data"] == f"{tmp_path.resolve() / 'net.py'}:make"
+    assert RunOptions(model="missing.pt").as_recipe()["model"] == "missing.pt"
+
+
 @dataclass
 class Toy:
     size: int = opt(3, "Size [in cells].")

@@ -49,6 +49,7 @@ from vgdiag.engine.interrupts import is_user_exit
 from vgdiag.errors import UserError
 from vgdiag.inputs.checkpoints import fit_state_dict, load_saved_model, load_state_dict_file
 from vgdiag.inputs.modelargs import parse_model_args
+from vgdiag.inputs.options import SAVED_MODEL_SUFFIXES
 from vgdiag.inputs.usercode import (
     describe_exception,
     is_model_candidate,
@@ -58,7 +59,6 @@ from vgdiag.inputs.usercode import (
     where_in,
 )
 
-SAVED_MODEL_SUFFIXES = (".pt", ".pth", ".ts")
 SPEC_FORMS = "path/to/file.py:Name, package.module:Name, or a TorchScript file (.pt, .ts)"
 
 

@@ -190,12 +190,16 @@ class RunOptions:
         return Path(self.model.split(":")[-1]).stem or "model"
 
 
+# A --model that names a saved model (TorchScript or a pickled nn.Module), any case.
+SAVED_MODEL_SUFFIXES = (".pt", ".pth", ".ts")
+
+
 def _absolute_spec(spec: str) -> str:
     """`file.py:Name` with the file made absolute; any other spec as it is."""
     file, colon, name = spec.rpartition(":")
     if colon and file.endswith(".py") and Path(file).expanduser().exists():
         return f"{Path(file).expanduser().resolve()}:{name}"
-    if spec.endswith((".pt", ".ts", ".pth")) and Path(spec).expanduser().exists():
+    if spec.lower().endswith(SAVED_MODEL_SUFFIXES) and Path(spec).expanduser().exists():
         return str(Path(spec).expanduser().resolve())
     return spec
 
