@@ -23,11 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from vgdiag.engine.splits import DataBundle, Split, TensorSplit
 from vgdiag.inputs.loader_split import (
     LoaderSplit,
-    as_pair,
-    as_tensor,
     first_batch,
-    normalise_input,
-    normalise_target,
 )
 from vgdiag.inputs.usercode import preserved_rng
 
@@ -187,21 +183,15 @@ def first_inputs(split: Split, samples: int) -> tuple[torch.Tensor, torch.Tensor
     if not isinstance(split, LoaderSplit):
         return None
     source = split.source
+    if isinstance(source, DataLoader):
+        if source.num_workers != 0 or isinstance(source.dataset, IterableDataset):
+            return None
+    elif isinstance(source, IterableDataset) or not isinstance(source, Sized):
+        return None
     try:
-        if isinstance(source, DataLoader):
-            if source.num_workers != 0 or isinstance(source.dataset, IterableDataset):
-                return None
-            with preserved_rng():  # a shuffling DataLoader draws from the global state
-                x, y = first_batch(split, "")
-            return x[:samples], y[:samples]
-        if isinstance(source, IterableDataset) or not isinstance(source, Sized):
-            return None
-        items = [as_pair(source[i], "") for i in range(min(samples, len(source)))]
-        xs = [as_tensor(x, "") for x, _ in items]
-        ys = [as_tensor(y, "") for _, y in items]
-        if not xs or any(x.shape != xs[0].shape for x in xs):
-            return None
-        return normalise_input(torch.stack(xs)), normalise_target(torch.stack(ys))
+        with preserved_rng():  # a shuffling DataLoader draws from the global state
+            x, y = first_batch(split, "", samples)  # a dataset's: its first `samples`
+        return x[:samples], y[:samples]
     except Exception:  # noqa: BLE001 -- the user's code: training will say what it is
         return None
 

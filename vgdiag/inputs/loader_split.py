@@ -234,11 +234,13 @@ def declared_classes(dataset: Any) -> int | None:
     return None
 
 
-def first_batch(split: Split, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first (inputs, targets) of `split` (one sample of a TensorSplit)."""
+def first_batch(split: Split, which: str, batch_size: int = SCAN_BATCH
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first (inputs, targets) of `split` (one sample of a TensorSplit; a
+    DataLoader's own first batch)."""
     if isinstance(split, TensorSplit):
         return split.x[:1], split.y[:1]
-    batches = split.batches(SCAN_BATCH)
+    batches = split.batches(batch_size)
     try:
         for x, y in batches:
             return x, y
