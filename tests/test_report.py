@@ -196,7 +196,7 @@ def test_markdown_shows_the_runs_numbers(sigmoid_run: Path) -> None:
     for e in run.epochs:
         assert f"| {e.epoch} | {e.train_loss:.4f} | {100 * e.train_acc:.1f}% |" in md
     test = summary["test"]
-    assert f"**Test:** loss {test['loss']:.4g}, accuracy {100 * test['acc']:.1f}%" in md
+    assert f"**Test:** loss {test['loss']:.4f}, accuracy {100 * test['acc']:.1f}%" in md
     assert "| learning rate | 0.01 |" in md and "| seed | 42 |" in md
     assert "| epochs | 2 |" in md and "torch " in md
 

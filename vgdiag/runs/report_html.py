@@ -26,6 +26,7 @@ from vgdiag.runs.report_data import (
     ReportData,
     epoch_rows_shown,
     evidence_items,
+    fmt_loss,
     fmt_num,
     fmt_pct,
     prepare,
@@ -172,7 +173,7 @@ def _training(d: ReportData) -> str:
     parts = ['<div class="plots">', f'<figure id="loss">{loss}</figure>',
              f'<figure id="accuracy">{acc}</figure>', "</div>"]
     if d.test:
-        parts.append(f'<p class="test">Test: loss <strong>{fmt_num(d.test.get("loss"), 4)}'
+        parts.append(f'<p class="test">Test: loss <strong>{fmt_loss(d.test.get("loss"))}'
                      f'</strong>, accuracy <strong>{fmt_pct(d.test.get("acc"))}</strong></p>')
     parts.append(_epoch_table(run.epochs))
     return "\n".join(parts)
@@ -192,7 +193,7 @@ def _epoch_table(epochs: Sequence[EpochRecord]) -> str:
                         "left out \u2026</td></tr>")
         e = epochs[idx]
         cells = [str(e.epoch)] + ([e.stage] if staged else []) + [
-            fmt_num(e.train_loss, 4), fmt_pct(e.train_acc), fmt_num(e.val_loss, 4),
+            fmt_loss(e.train_loss), fmt_pct(e.train_acc), fmt_loss(e.val_loss),
             fmt_pct(e.val_acc), fmt_num(e.seconds, 3)]
         rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     return _table(head, rows, "epochs")

@@ -136,7 +136,7 @@ def render_markdown(run: RunData, baseline: BaselineComparison | None = None) ->
     else:
         out += ["No epoch finished.", ""]
     if d.test:
-        out += [f"**Test:** loss {fmt_num(d.test.get('loss'), 4)}, accuracy "
+        out += [f"**Test:** loss {fmt_loss(d.test.get('loss'))}, accuracy "
                 f"{fmt_pct(d.test.get('acc'))}", ""]
     elif run.status == RunStatus.COMPLETED:
         out += ["No test split was evaluated.", ""]
