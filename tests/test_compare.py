@@ -84,3 +84,23 @@ def test_compare_rejects_unknown_plugins_and_bad_jobs(capsys, tmp_path):
     assert main(["compare", "--jobs", "0", "--out", str(tmp_path / "b")]) == 2
     assert main(["compare", "--plugin-opt", "adam.lr", "--out", str(tmp_path / "c")]) == 2
     assert "malformed plugin option" in capsys.readouterr().err
+
+
+def test_a_variants_seconds_leave_out_the_datasets_load(tmp_path, monkeypatch):
+    # The dataset is loaded once per job: its load is not the first variant's cost.
+    # A clock that jumps an hour inside the load makes any share of it show.
+    import vgdiag.runs.compare as compare_module
+
+    clock = [0.0]
+    real = compare_module.time.perf_counter
+    monkeypatch.setattr(compare_module.time, "perf_counter", lambda: real() + clock[0])
+    load = compare_module.load_data
+
+    def slow_load(opts):
+        clock[0] += 3600.0
+        return load(opts)
+
+    monkeypatch.setattr(compare_module, "load_data", slow_load)
+    outcomes = compare_variants(TINY, build_specs(["adam"]), tmp_path, jobs=1)
+    assert clock[0] == 3600.0  # loaded once, for the first variant
+    assert all(0 < o.seconds < 600 for o in outcomes)

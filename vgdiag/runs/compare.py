@@ -121,7 +121,7 @@ class VariantOutcome:
     reason: str | None = None  # why not applicable, or the failure's one line
     run_dir: Path | None = None
     summary: dict[str, Any] | None = None  # summary.json of the variant's run
-    seconds: float = 0.0  # wall time of the variant, loading and training
+    seconds: float = 0.0  # wall time of the variant: its build and training, not the data's load
     steps: int = 0  # optimizer steps taken
     samples: int = 0  # training samples seen (counted by the trainer; an epoch cut
     # short by a non-finite loss counts the batches it took)
@@ -179,7 +179,6 @@ def run_variant(
     from vgdiag.runs.reader import read_run
     from vgdiag.runs.store import RunStore
 
-    t0 = time.perf_counter()
     stop = stop_event or threading.Event()
     opts = spec.run_options(opts)
     cache = {} if data_cache is None else data_cache
@@ -187,6 +186,9 @@ def run_variant(
     if key not in cache:
         cache[key] = load_data(opts)
     data = cache[key]
+    # Timed from here: the dataset is loaded once per job, and its load must not make
+    # the job's first variant look slower than the others.
+    t0 = time.perf_counter()
     experiment = build_experiment(opts, data)
     if spec.seed is not None:  # the split stays the options' one: only init and order move
         experiment = experiment.replace(train=dataclasses.replace(experiment.train,
