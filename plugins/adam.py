@@ -22,7 +22,8 @@ class AdamOptions:
 class Adam(Plugin):
     name = "adam"
     summary = "train with the Adam optimizer instead of SGD"
-    addresses = ("vanishing_gradient", "input_side_frozen", "loss_stalled", "dead_units")
+    addresses = ("vanishing_gradient", "input_side_frozen", "loss_stalled", "dead_units",
+                 "updates_tiny")
     rank = 30
     # Adam's step reads and writes two moment buffers per parameter: 95 s against the
     # baseline's 86 s in the reference preset.

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import math
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -225,8 +225,16 @@ def inspect_model(experiment: Experiment) -> nn.Module:
     The trainer seeds once and then builds; building here must not shift the random
     stream that the baseline and every variant share.
     """
+    cached = _INSPECTING.get(id(experiment))
+    if cached is not None:
+        return cached
     with torch.random.fork_rng(devices=[]):
         return experiment.build_model()
+
+
+# Inside not_applicable(): the one model every plugin's check looks at, by experiment
+# (a user's factory may load pretrained weights: once, not once per plugin).
+_INSPECTING: dict[int, nn.Module] = {}
 
 
 # -- registry -------------------------------------------------------------------------
@@ -377,16 +385,44 @@ def _installed() -> tuple[Plugin, ...]:
     return tuple(discover_plugins()[0].values())
 
 
+def not_applicable(experiment: Experiment) -> dict[str, str]:
+    """{plugin: why not} for the installed plugins that cannot apply to `experiment`
+    with their defaults (a ResNet has no saturating activation module to replace, an
+    RNN no hidden Linear to normalise): the diagnosis does not advise them. The
+    model is built once for all the checks (they only look at it); a plugin whose
+    check fails stays advised (its own run will say why)."""
+    out: dict[str, str] = {}
+    # The user's code runs here (the factory, a dry forward): sys.exit() in it is no
+    # more than a check that cannot tell.
+    try:
+        _INSPECTING[id(experiment)] = inspect_model(experiment)
+    except (Exception, SystemExit):  # the model did not build: nothing can be ruled out
+        return out
+    try:
+        for plugin in _installed():
+            try:
+                reason = plugin.why_not(experiment)
+            except (Exception, SystemExit):  # a check that cannot tell keeps its advice
+                continue
+            if reason is not None:
+                out[plugin.name] = reason
+    finally:
+        del _INSPECTING[id(experiment)]
+    return out
+
+
 def recommend(findings: list[Finding], plugins: Iterable[Plugin] | None = None, *,
-              records: Sequence[StepRecord] = (), layers: Sequence[LayerInfo] = ()
-              ) -> list[Finding]:
+              records: Sequence[StepRecord] = (), layers: Sequence[LayerInfo] = (),
+              exclude: Collection[str] = ()) -> list[Finding]:
     """`findings` with each one's `recommend` set to the plugins that address its id,
-    less those the measured run shows in place already (`Plugin.in_place`).
+    less those the measured run shows in place already (`Plugin.in_place`) and those
+    in `exclude` (see `not_applicable`).
 
     The installed plugins (read once per process) decide, in their rank order, so a
     third-party plugin that declares `addresses` is recommended like a built-in.
     """
     chosen = sorted(_installed() if plugins is None else plugins, key=lambda p: (p.rank, p.name))
+    chosen = [p for p in chosen if p.name not in exclude]
     if records:
         chosen = [p for p in chosen if not p.in_place(records, layers)]
     return [

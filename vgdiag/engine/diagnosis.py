@@ -10,8 +10,9 @@ activations, the loss); gradient ratios come from gradflow, limits from threshol
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from vgdiag.engine import diagnosis_gradients as grads
 from vgdiag.engine import diagnosis_layers as per_layer
@@ -36,8 +37,10 @@ def diagnose(
     epochs: Sequence[EpochRecord] = (),
     num_classes: int = 0,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    exclude: Collection[str] = (),
 ) -> list[Finding]:
-    """All findings for a recorded run, most severe first."""
+    """All findings for a recorded run, most severe first; `exclude` names plugins not
+    to advise (those that cannot apply to the model: plugin_api.not_applicable)."""
     t = thresholds
     findings: list[Finding] = []
     if records:
@@ -54,12 +57,20 @@ def diagnose(
     else:
         findings.append(not_measured(epochs))
     findings = _without_repeats(findings)
+    stalled = per_layer.stalled_loss(records, epochs, num_classes, t)
+    gradients_flow = bool(records) and not any(f.severity != "info" for f in findings)
+    if stalled and gradients_flow:
+        stalled = per_layer.stall_not_in_the_gradients(stalled[0], records, layers, t)
     findings += grads.unused_layers(layers)
-    findings += per_layer.stalled_loss(records, epochs, num_classes, t)
+    findings += stalled
     findings.sort(key=lambda f: -severity_rank(f.severity))
     from vgdiag.plugin_api import recommend  # the installed plugins say what they fix
 
-    return recommend(findings, records=records, layers=layers)
+    findings = recommend(findings, records=records, layers=layers, exclude=exclude)
+    # A stall the gradients do not explain is not what the gradient fixes address
+    # (updates_tiny, beside it, carries the learning-rate advice).
+    return [dataclasses.replace(f, recommend=[]) if f.evidence.get("gradients_flow") else f
+            for f in findings]
 
 
 def _without_repeats(findings: list[Finding]) -> list[Finding]:
@@ -113,12 +124,13 @@ class LiveDiagnosis:
         self._at = 0.0
 
     def findings(self, history: History, layers: Sequence[LayerInfo],
-                 epochs: Sequence[EpochRecord], num_classes: int) -> list[Finding]:
+                 epochs: Sequence[EpochRecord], num_classes: int,
+                 exclude: Collection[str] = ()) -> list[Finding]:
         now = time.perf_counter()
         if self._findings is None or now - self._at >= DIAGNOSIS_INTERVAL_S:
             records = history.records()
             if len(records) > LIVE_RECORDS + 1:
                 records = [records[0], *records[-LIVE_RECORDS:]]
-            self._findings = diagnose(records, layers, epochs, num_classes)
+            self._findings = diagnose(records, layers, epochs, num_classes, exclude=exclude)
             self._at = now
         return self._findings

@@ -83,6 +83,56 @@ def stalled_loss(
 
 FAR_ABOVE = 3.0  # a loss this many times ln(classes) is worse than guessing, not stuck at it
 
+UPDATES_TINY = "updates_tiny"
+
+
+def median_updates(records: Sequence[StepRecord], layers: Sequence[LayerInfo]
+                   ) -> dict[str, float]:
+    """Each trainable weight layer's median ||dW|| / ||W|| over the whole run (a
+    schedule's warm-up and decay are its ends, not its middle)."""
+    out: dict[str, float] = {}
+    for info in layers:
+        if not (info.trainable and info.used and info.fan_in):
+            continue
+        values = [r.layers[info.name].update_ratio for r in records if info.name in r.layers]
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            out[info.name] = float(np.median(finite))
+    return out
+
+
+def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
+                               layers: Sequence[LayerInfo], t: Thresholds) -> list[Finding]:
+    """A stalled loss where no gradient finding fired: the gradient reaches every layer,
+    so the gradient fixes are no advice. The stall says what to look at instead, and
+    where every layer's updates are tiny a finding of its own names the learning rate."""
+    updates = median_updates(records, layers)
+    biggest = max(updates.values(), default=math.nan)
+    tiny = bool(updates) and biggest < t.tiny_update
+    if tiny:
+        cause = (f"every layer's update is tiny (at most {biggest:.1e} of its norm per "
+                 "step): see updates_tiny.")
+    else:
+        sized = (f" (up to {biggest:.1e} of a layer's norm per step, median over the run)"
+                 if updates else "")
+        cause = (f"the updates are of a usual size{sized}: check that the labels belong "
+                 "to the inputs (shuffled or random labels cannot be learned), the loss "
+                 "function, and that the inputs carry the signal.")
+    stall = Finding(
+        stalled.id, stalled.severity, stalled.layers,
+        {**stalled.evidence, "gradients_flow": True},
+        f"{stalled.message} The gradient reaches every layer (no gradient finding), so "
+        f"this is not a vanishing gradient; {cause}")
+    if not tiny:
+        return [stall]
+    return [stall, Finding(
+        UPDATES_TINY, "warning", list(updates),
+        {"median_update_ratio": updates, "largest": biggest, "tiny_update": t.tiny_update},
+        f"Updates are tiny: each step moves every layer by at most {biggest:.1e} of its "
+        f"norm (median over the run; a net that learns moves ~1e-3). The learning rate "
+        f"is too low for this model: raise --lr (try 10-100x), or use adam, whose steps "
+        f"do not shrink with the gradient.")]
+
 
 def activations_growing(
     records: Sequence[StepRecord], layers: Sequence[LayerInfo], t: Thresholds

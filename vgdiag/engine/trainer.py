@@ -63,6 +63,7 @@ class _Run:
         self.non_finite = False
         self.classify = data.num_classes > 0
         self.live = LiveDiagnosis()
+        self._not_applicable: dict[str, str] | None = None
         self.evaluate = Evaluator(exp.loss_fn, exp.output_key, self.classify,
                                   self.cfg.batch_size, self.device, parallel)
 
@@ -84,7 +85,20 @@ class _Run:
     def findings(self) -> list[Finding]:
         """The diagnosis of everything recorded (the end of a run)."""
         return diagnose(self.history.records(), self.layers, self.epochs,
-                        self.data.num_classes)
+                        self.data.num_classes, exclude=self.not_applicable())
+
+    def not_applicable(self, look: bool = False) -> dict[str, str]:
+        """The plugins that cannot apply to this model, not to be advised. Looked up
+        once (`look`), at the first epoch's end: it builds the model and runs a dry
+        forward, which a failing or interrupted run's ending must not wait for or
+        repeat its failure in; a run that ends before that advises every plugin."""
+        if self._not_applicable is None:
+            if not (look and self.history.records()):
+                return {}
+            from vgdiag.plugin_api import not_applicable
+
+            self._not_applicable = not_applicable(self.exp)
+        return self._not_applicable
 
     def config(self, stages: list[Stage], steps_per_epoch: int) -> dict[str, Any]:
         return {
@@ -236,8 +250,9 @@ class _Run:
         )
         self.epochs.append(summary)
         self.layers = probe.layers
-        yield ev.EpochEnded(summary, self.live.findings(self.history, self.layers, self.epochs,
-                                                         self.data.num_classes))
+        yield ev.EpochEnded(summary, self.live.findings(
+            self.history, self.layers, self.epochs, self.data.num_classes,
+            exclude=self.not_applicable(look=True)))
         if self.cfg.keep_going:
             self.non_finite = False
 

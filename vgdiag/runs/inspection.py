@@ -71,6 +71,9 @@ def inspect_at_init(opts: RunOptions) -> InspectResult:
         probe.end_step()
         layers = probe.layers
     record = probe.history[0]
-    findings = diagnose([record], layers, (), data.num_classes)
+    from vgdiag.plugin_api import not_applicable
+
+    findings = diagnose([record], layers, (), data.num_classes,
+                        exclude=not_applicable(experiment))
     return InspectResult(experiment.model_spec, data.name, int(y.shape[0]), layers, record,
                          findings, warnings)

@@ -1,0 +1,100 @@
+"""The advice beside each finding fits the model and the cause: real runs, read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from vgdiag.cli.app import main
+
+FUNCTIONAL = '''
+import torch
+from torch import nn
+
+
+class Deep(nn.Module):
+    """Seven sigmoid layers called functionally: nothing for a module swap to replace."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(64, 32)] + [nn.Linear(32, 32) for _ in range(6)])
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for layer in self.layers:
+            x = torch.sigmoid(layer(x))
+        return self.head(x)
+'''
+
+RANDOM_LABELS = '''
+import torch
+
+
+def make(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1200, 16, generator=g)
+    y = torch.randint(0, 10, (1200,), generator=g)  # no relation to x: nothing to learn
+    return (x[:800], y[:800]), (x[800:1000], y[800:1000]), (x[1000:], y[1000:])
+'''
+
+
+def run(tmp_path: Path, *args: str) -> dict:
+    folder = tmp_path / "run"
+    code = main(["run", "--headless", "--out", str(folder), *args])
+    assert code in (0, 1), code
+    return {f["id"]: f for f in json.loads((folder / "summary.json").read_text())["findings"]}
+
+
+def test_a_learning_rate_too_low_is_named_and_the_gradient_fixes_are_not_advised(tmp_path):
+    # He-initialised ReLU net: the gradient flows; lr 1e-5 moves nothing.
+    found = run(tmp_path, "--activation", "relu", "--init", "he", "--depth", "3",
+                "--width", "32", "--lr", "1e-5", "--epochs", "3")
+    stalled, tiny = found["loss_stalled"], found["updates_tiny"]
+    assert stalled["recommend"] == [] and stalled["evidence"]["gradients_flow"]
+    assert "not a vanishing gradient" in stalled["message"]
+    assert tiny["severity"] == "warning" and tiny["recommend"] == ["adam"]
+    assert tiny["evidence"]["largest"] < 1e-4 and "raise --lr" in tiny["message"]
+    assert "vanishing_gradient" not in found
+
+
+def test_random_labels_point_at_the_labels_not_at_the_gradient(tmp_path):
+    data = tmp_path / "random_labels.py"
+    data.write_text(RANDOM_LABELS)
+    found = run(tmp_path, "--data", f"{data}:make", "--activation", "relu", "--init", "he",
+                "--depth", "2", "--width", "32", "--epochs", "4")
+    stalled = found["loss_stalled"]
+    assert stalled["recommend"] == [] and "labels" in stalled["message"]
+    assert "updates_tiny" not in found
+
+
+def test_the_sigmoid_baseline_keeps_the_gradient_fixes(tmp_path):
+    found = run(tmp_path, "--epochs", "2", "--depth", "7", "--width", "32")
+    assert "relu" in found["loss_stalled"]["recommend"]
+    assert not found["loss_stalled"]["evidence"].get("gradients_flow")
+
+
+def test_fixes_that_cannot_apply_to_the_model_are_not_advised(tmp_path):
+    model = tmp_path / "deep.py"
+    model.write_text(FUNCTIONAL)
+    found = run(tmp_path, "--model", f"{model}:Deep", "--epochs", "2")
+    advised = {p for f in found.values() for p in f["recommend"]}
+    from vgdiag.inputs.options import RunOptions
+    from vgdiag.inputs.recipe import build_experiment, load_data
+    from vgdiag.plugin_api import not_applicable
+
+    opts = RunOptions(model=f"{model}:Deep")
+    torch.manual_seed(0)
+    skipped = not_applicable(build_experiment(opts, load_data(opts)))
+    # No activation module to replace or wrap, no nn.Sequential to add skips to.
+    assert {"relu", "gradnorm", "skip", "layerwise"} <= set(skipped)
+    assert "weight-init" not in skipped and "weight-init" in advised
+    assert not advised & set(skipped)
+    from vgdiag.plugin_api import discover_plugins
+
+    # ... and without the exclusion they would have been: the run has findings they address
+    would = {name for name, p in discover_plugins()[0].items()
+             if any(f in p.addresses for f in found)}
+    assert would & set(skipped), list(found)
