@@ -156,6 +156,23 @@ def test_training_failure_exits_3_and_marks_the_folder(capsys, tmp_path):
     assert f'File "{model}", line 10, in forward' in proc.stderr
 
 
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path):
+    # CI turns --debug on to see more: bad input must still read 2, not Python's 1.
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\nclass Net(torch.nn.Module:\n    pass\n")
+    for args in (["run", "--headless", "--epochs", "-1", "--debug"],
+                 ["--debug", "inspect", "--model", f"{broken}:Net"],
+                 ["report", str(tmp_path / "nowhere"), "--debug"]):
+        proc = subprocess.run([sys.executable, "-m", "vgdiag", *args], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == ExitCode.BAD_INPUT, (args, proc.stderr)
+        assert "Traceback (most recent call last)" in proc.stderr, args
+        assert proc.stderr.rstrip().splitlines()[-1].startswith("vgdiag: error: "), args
+
+
 def test_report_formats(capsys, tmp_path: Path):
     out_dir = tmp_path / "r"
     assert cli(capsys, "run", *FAST, "--out", str(out_dir))[0] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Annotated
 
 import typer
@@ -119,8 +120,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"vgdiag: error: {message or 'no command given'}{hint}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except UserError as exc:
-        if STATE.debug:
-            raise
+        _debug_traceback()
         if signal_received():
             return _interrupted(exc)
         print(f"vgdiag: error: {one_line(str(exc))}", file=sys.stderr)
@@ -143,13 +143,21 @@ def _main(argv: list[str] | None) -> int:
         silence_stdout()
         return int(ExitCode.OK)
     except Exception as exc:  # the user's code (or ours) raised outside training
-        if STATE.debug:
-            raise
+        _debug_traceback()
         if signal_received():
             return _interrupted(exc)
-        print(f"vgdiag: error: {type(exc).__name__}: {one_line(str(exc))} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        hint = "" if STATE.debug else " (run with --debug for the traceback)"
+        print(f"vgdiag: error: {type(exc).__name__}: {one_line(str(exc))}{hint}",
+              file=sys.stderr)
         return int(ExitCode.TRAINING_FAILED)
+
+
+def _debug_traceback() -> None:
+    """Under --debug, the traceback of the error being handled, on stderr. The exit
+    code stays the one without --debug: a CI job that turns it on to see more must
+    not read bad input (2) as a failed gate (1)."""
+    if STATE.debug:
+        traceback.print_exc(file=sys.stderr)
 
 
 def _interrupted(exc: BaseException) -> int:
@@ -163,8 +171,7 @@ def _interrupted(exc: BaseException) -> int:
 
 def _user_exit(exc: BaseException) -> int:
     """User code exited (or raised KeyboardInterrupt) where no boundary caught it."""
-    if STATE.debug:
-        raise exc
+    _debug_traceback()
     print(f"vgdiag: error: the model's or data's code raised {describe_exit(exc)}: "
           "vgdiag counts that as a failure, not a success", file=sys.stderr)
     return int(ExitCode.TRAINING_FAILED)
