@@ -38,6 +38,20 @@ def test_interrupted_run_is_marked_and_readable(tmp_path):
     assert run.records and run.records[0].step == 0
 
 
+def test_summary_json_says_nothing_healthy_before_the_first_diagnosis(tmp_path):
+    # A CI job reading `jq .verdict` while the run trains, or after a kill -9 there.
+    opts = RunOptions(epochs=1, depth=3, width=16, every=5)
+    data = load_data(opts)
+    exp = build_experiment(opts, data)
+    verdicts = []
+    with RunStore(tmp_path / "r", exp.name, data.num_classes) as store:
+        for event in run_training(exp, data, threading.Event()):
+            store.handle(event)
+            verdicts.append(json.loads((tmp_path / "r" / "summary.json").read_text())["verdict"])
+    assert verdicts[0] == "running: not diagnosed yet"
+    assert verdicts[-1].startswith(("healthy", "unhealthy"))  # the final diagnosis
+
+
 def test_records_read_back_equal_what_was_written(tmp_path):
     small_run(tmp_path / "r", epochs=1)
     run = read_run(tmp_path / "r")

@@ -39,6 +39,9 @@ def one_line(text: str) -> str:
     return ""
 
 
+NOT_DIAGNOSED = "running: not diagnosed yet"
+
+
 def run_verdict(status: str, error: str | None, findings: Sequence[Finding]) -> str:
     """The verdict of a run: "failed: <one line>" for a failed run, else the findings'.
 
@@ -47,6 +50,10 @@ def run_verdict(status: str, error: str | None, findings: Sequence[Finding]) -> 
     """
     if status == RunStatus.FAILED:
         return FAILED_PREFIX + (one_line(error or "") or "training raised an error")
+    if status == RunStatus.RUNNING and not findings:
+        # No diagnosis yet (before the first epoch's end): a reader of summary.json must
+        # not see "healthy" for a run nothing has been said about, killed there or not.
+        return NOT_DIAGNOSED
     return findings_verdict(findings)
 
 
