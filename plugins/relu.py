@@ -25,6 +25,7 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import (
+    call_sequence,
     execution_order,
     is_layer,
     is_saturating,
@@ -86,8 +87,9 @@ def saturating_activations(
 
 def feeding_layers(model: nn.Module, input_shape: tuple[int, ...] | None,
                    activations: list[str]) -> list[str]:
-    """The Linear/Conv layer that runs last before each of `activations`, in order."""
-    order = execution_order(model, input_shape)
+    """The Linear/Conv layer that runs last before each call of `activations`, in
+    order: one shared `self.act` after six layers is fed by all six."""
+    order = call_sequence(model, input_shape)
     wanted = set(activations)
     found: list[str] = []
     producer: str | None = None
@@ -105,8 +107,8 @@ def reinit_for(model: nn.Module, layers: list[str], to: str, init: str) -> None:
         for name in layers:
             layer = model.get_submodule(name)
             weight = getattr(layer, "weight", None)
-            if not isinstance(weight, torch.Tensor):
-                continue
+            if not isinstance(weight, torch.Tensor) or not weight.requires_grad:
+                continue  # frozen (pretrained): fresh weights would never train
             if init.startswith("normal:"):
                 nn.init.normal_(weight, 0.0, float(init.partition(":")[2]))
             elif to == "leaky-relu":
@@ -162,8 +164,10 @@ class Relu(Plugin):
         model = inspect_model(experiment)
         hidden, _ = saturating_activations(model, experiment.input_shape)
         kinds = Counter(type(model.get_submodule(name)).__name__ for name in hidden)
-        reinit = [] if options.init == "keep" else feeding_layers(
-            model, experiment.input_shape, hidden)
+        reinit = [] if options.init == "keep" else [
+            name for name in feeding_layers(model, experiment.input_shape, hidden)
+            if getattr(model.get_submodule(name), "weight", None) is not None
+            and model.get_submodule(name).weight.requires_grad]
         note = {"to": options.to, "replaced": hidden, "kinds": dict(kinds),
                 "init": options.init, "reinitialised": reinit}
         transform = partial(replace_saturating, input_shape=experiment.input_shape,

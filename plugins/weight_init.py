@@ -2,7 +2,10 @@
 
 Small initial weights make every layer's gradient factor small (REFERENCE.md, sign 4);
 the reference fix draws N(0, 1.0); Xavier and He choose the scale from the fan-in/out
-and the activation instead.
+and the activation instead: the activation modules', or where the model calls its
+activations as functions (`F.relu`), those a dry forward calls. Recurrent layers get
+orthogonal recurrent weights (engine.models._init_recurrent). Frozen layers are left
+alone: a pretrained backbone drawn afresh would never train again.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.models import init_weights
+from vgdiag.engine.probe_functional import kind_of
 from vgdiag.plugin_api import Plugin, inspect_model, option
-from vgdiag.surgery import find_modules
+from vgdiag.surgery import TraceError, find_modules, trace
 
 # Activation module -> the activation name vgdiag.models.init_weights knows the gain of.
 _GAIN_OF: tuple[tuple[type[nn.Module], str], ...] = (
@@ -40,7 +46,38 @@ _GAIN_OF: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Softplus, "relu"),
     (nn.Hardswish, "relu"),
 )
-_INIT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_INIT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
+# A functional activation's kind (probe_functional.KINDS) -> its gain name.
+_GAIN_OF_KIND = {1: "sigmoid", 2: "tanh", 0: "relu"}
+
+
+def functional_activation(model: nn.Module, input_shape: tuple[int, ...] | None) -> str | None:
+    """The most common activation *function* a dry forward calls (`F.relu(self.fc(x))`),
+    as a gain name; None without an input shape or when the forward fails."""
+    if input_shape is None:
+        return None
+    counts: Counter[str] = Counter()
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                               kwargs: dict[str, Any] | None = None) -> Any:
+            spec = kind_of(func, args, kwargs or {})
+            if spec is not None:
+                counts[_GAIN_OF_KIND[spec[0]]] += 1
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with Count():
+            trace(model, input_shape)
+    except TraceError:
+        return None
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def trainable_layers(model: nn.Module) -> list[str]:
+    """The layers weight-init draws afresh: frozen ones keep their (pretrained) weights."""
+    return [name for name, m in find_modules(model, _INIT_TYPES)
+            if any(p.requires_grad for p in m.parameters())]
 
 
 def dominant_activation(model: nn.Module) -> str | None:
@@ -86,26 +123,30 @@ class WeightInit(Plugin):
     summary = "re-initialise Linear/Conv weights larger (normal std, Xavier or He), biases 0"
     addresses = ("vanishing_gradient", "weights_concentrated", "exploding_gradient",
                  "saturated_activations", "dead_units", "loss_stalled", "non_finite",
-                 "activations_growing")
+                 "activations_growing", "vanishing_through_time")
     rank = 10
     Options = WeightInitOptions
 
     def applies(self, experiment: Experiment, options: WeightInitOptions) -> str | None:
-        if not find_modules(inspect_model(experiment), _INIT_TYPES):
-            return "no Linear or Conv layers to re-initialise"
+        model = inspect_model(experiment)
+        if not find_modules(model, _INIT_TYPES):
+            return "no Linear, Conv or recurrent layers to re-initialise"
+        if not trainable_layers(model):
+            return "every Linear, Conv and recurrent layer is frozen"
         return None
 
     def transform(self, experiment: Experiment, options: WeightInitOptions) -> Experiment:
         scheme, std = options.spec()
         model = inspect_model(experiment)
-        activation = dominant_activation(model)
+        activation = dominant_activation(model) or functional_activation(
+            model, experiment.input_shape)
         if scheme is None:
             scheme = "he" if activation in ("relu", "leaky-relu", "gelu") else "xavier"
         spec = f"normal:{std}" if scheme == "normal" else scheme
         # The gain follows the activation most layers use; without activation modules
         # (functional calls) Xavier falls back to gain 1.
         gain_from = activation or "linear"
-        layers = [name for name, _ in find_modules(model, _INIT_TYPES)]
+        layers = trainable_layers(model)
         note = {"scheme": scheme, "std": std, "gain_from": gain_from, "layers": layers}
         transform = partial(init_weights, spec=spec, activation=gain_from)
         return self.with_model_transform(experiment, transform, note)

@@ -698,3 +698,76 @@ def test_trace_orders_by_execution_and_restores_modes() -> None:
     assert model.training and bn.training
     assert int(bn.num_batches_tracked) == 0  # eval mode: running statistics untouched
     assert not model.inp._forward_hooks and not model.inp._forward_pre_hooks
+
+
+class SharedSigmoid(nn.Module):
+    """One `self.act` after every conv, the first conv frozen (a pretrained stem)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(1 if i == 0 else 4, 4, 3, padding=1)
+                                    for i in range(4)])
+        self.act = nn.Sigmoid()
+        self.head = nn.Linear(4, 10)
+        self.convs[0].requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = self.act(conv(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_relu_reinitialises_every_layer_a_shared_activation_follows_but_frozen_ones() -> None:
+    experiment = make_experiment(model_factory=SharedSigmoid, input_shape=(1, 8, 8))
+    torch.manual_seed(0)
+    original = SharedSigmoid()
+    variant = Relu().apply(experiment, {})
+    assert variant.notes["relu"]["replaced"] == ["act"]
+    assert variant.notes["relu"]["reinitialised"] == ["convs.1", "convs.2", "convs.3"]
+    torch.manual_seed(0)
+    model = variant.build_model()
+    assert torch.equal(model.convs[0].weight, original.convs[0].weight)  # frozen: kept
+    for conv in model.convs[1:]:
+        assert not conv.bias.any()  # He with zero bias, for each of the three
+        assert abs(float(conv.weight.detach().std()) / math.sqrt(2 / 36) - 1) < 0.25
+
+
+def test_weight_init_reads_functional_activations_and_keeps_frozen_layers() -> None:
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(64, 256), nn.Linear(256, 256), nn.Linear(256, 10)
+            self.a.requires_grad_(False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(torch.nn.functional.relu(self.b(torch.nn.functional.relu(self.a(x)))))
+
+    experiment = make_experiment(model_factory=Functional, input_shape=(64,))
+    variant = WeightInit().apply(experiment, {})
+    note = variant.notes["weight-init"]
+    assert (note["scheme"], note["gain_from"], note["layers"]) == ("he", "relu", ["b", "c"])
+    torch.manual_seed(0)
+    kept = Functional().a.weight.clone()
+    torch.manual_seed(0)
+    model = variant.build_model()
+    assert torch.equal(model.a.weight, kept)
+    assert abs(float(model.b.weight.detach().std()) / math.sqrt(2 / 256) - 1) < 0.05
+
+
+def test_weight_init_gives_recurrent_layers_orthogonal_weights() -> None:
+    class Rows(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(8, 16, batch_first=True)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.rnn(x.reshape(x.shape[0], 8, 8))[0][:, -1])
+
+    variant = WeightInit().apply(make_experiment(model_factory=Rows, input_shape=(64,)), {})
+    assert variant.notes["weight-init"]["layers"] == ["rnn", "fc"]
+    lstm = variant.build_model().rnn
+    for gate in lstm.weight_hh_l0.detach().split(16):
+        assert torch.allclose(gate @ gate.T, torch.eye(16), atol=1e-5)
+    bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+    assert torch.equal(bias[16:32], torch.ones(16)) and not bias[:16].any()

@@ -10,7 +10,7 @@ custom forward() actually runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -126,6 +126,8 @@ class ModuleCall:
     in_shape: tuple[int, ...] | None  # first tensor argument, batch dimension included
     out_shape: tuple[int, ...] | None  # first tensor of the output
     calls: int = 1  # times it ran during the forward (shared or looped modules run more)
+    # positions of every one of its calls among all calls of the forward (0 = first)
+    at: list[int] = field(default_factory=list)
 
 
 def _first_tensor(value: object) -> torch.Tensor | None:
@@ -167,13 +169,17 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 2) -
     for name, module in model.named_modules():
         names.setdefault(id(module), name)
     calls: dict[int, ModuleCall] = {}
+    counter = [0]
 
     def before(module: nn.Module, args: tuple[object, ...]) -> None:
         key = id(module)
+        counter[0] += 1
         if key in calls:
             calls[key].calls += 1
+            calls[key].at.append(counter[0] - 1)
             return
-        calls[key] = ModuleCall(names[key], module, len(calls), _shape(args), None)
+        calls[key] = ModuleCall(names[key], module, len(calls), _shape(args), None,
+                                at=[counter[0] - 1])
 
     def after(module: nn.Module, args: tuple[object, ...], output: object) -> None:
         call = calls[id(module)]
@@ -216,6 +222,22 @@ def execution_order(
             return [(call.name, call.module) for call in trace(model, input_shape)]
         except TraceError:
             pass
+    return list(model.named_modules())
+
+
+def call_sequence(model: nn.Module, input_shape: tuple[int, ...] | None
+                  ) -> list[tuple[str, nn.Module]]:
+    """(name, module) for every call of a dry forward, in order: a shared module (one
+    `self.act` after each layer) appears once per call. Registration order when there is
+    no input shape or the dry forward fails."""
+    if input_shape is not None:
+        try:
+            calls = trace(model, input_shape)
+        except TraceError:
+            pass
+        else:
+            every = sorted((k, c.name, c.module) for c in calls for k in c.at)
+            return [(name, module) for _, name, module in every]
     return list(model.named_modules())
 
 

@@ -90,11 +90,36 @@ def parse_init(spec: str) -> tuple[str, float | None]:
     raise UserError(f"unknown --init {spec!r}: use {INIT_CHOICES}")
 
 
+def _init_recurrent(module: nn.RNNBase, scheme: str, std: float | None) -> None:
+    """Orthogonal hidden-to-hidden weights (every singular value 1: the gradient through
+    time neither shrinks nor grows from the weights, Saxe et al. 2014), Xavier input
+    weights, zero biases, and an LSTM's forget-gate bias at 1 (it remembers from the
+    start, Jozefowicz et al. 2015). 'normal:STD' draws every weight from N(0, STD)."""
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("bias"):
+            nn.init.zeros_(param)
+            if isinstance(module, nn.LSTM):  # gates in order input, forget, cell, output
+                param[module.hidden_size : 2 * module.hidden_size].fill_(0.5)
+        elif scheme == "normal":
+            assert std is not None
+            nn.init.normal_(param, 0.0, std)
+        elif name.startswith("weight_hh"):
+            for gate in param.split(module.hidden_size):  # one square block per gate
+                nn.init.orthogonal_(gate)
+        else:
+            nn.init.xavier_uniform_(param)
+
+
 def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn.Module:
-    """Re-initialise every Linear and Conv layer of `model` in place; biases to zero.
+    """Re-initialise every trainable Linear, Conv and recurrent layer of `model` in
+    place; biases to zero. Frozen layers are left as they are.
 
     'default' leaves PyTorch's initialisation alone. 'normal:STD' draws N(0, STD) as in
-    the reference experiment. 'xavier' and 'he' use the gain of `activation`.
+    the reference experiment. 'xavier' and 'he' use the gain of `activation`. A
+    recurrent layer (RNN, LSTM, GRU) gets orthogonal recurrent weights whatever the
+    scheme but 'normal' (see _init_recurrent).
     """
     scheme, std = parse_init(spec)
     if scheme == "default":
@@ -102,8 +127,13 @@ def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn
     gain_name = _GAIN_NAMES.get(activation, "linear")
     with torch.no_grad():
         for module in model.modules():
+            if isinstance(module, nn.RNNBase):
+                _init_recurrent(module, scheme, std)
+                continue
             if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 continue
+            if not module.weight.requires_grad:
+                continue  # frozen (a pretrained backbone): fresh weights would never train
             if scheme == "normal":
                 assert std is not None
                 nn.init.normal_(module.weight, 0.0, std)
