@@ -238,6 +238,18 @@ def test_deep_vanilla_rnn_vanishes_through_time():
     assert "vanishing_gradient" not in found  # across layers it is fine
 
 
+def test_a_recurrent_explosion_is_named_through_time_and_from_initialisation():
+    w, _ = train(zoo.exploding_rnn(), "long", 30, sgd=0.5)
+    found = {f.id: f for f in w.findings()}
+    through = found["exploding_through_time"]
+    profile = w.history[0].time_grad["rnn"]
+    assert through.layers == ["rnn"] and through.recommend == ["weight-init"]
+    ratio = through.evidence["ratio_first_last_step"]["rnn"]
+    assert ratio > 1e2 and ratio == pytest.approx(profile[0] / profile[-1], rel=1e-6)
+    assert "explodes through time" in through.message
+    assert "vanishing_through_time" not in found
+
+
 def test_lazy_modules_are_measured_from_their_first_forward():
     w, expected = train(zoo.lazy(), "img", 4)
     assert names(w) == ["0", "3", "5"]

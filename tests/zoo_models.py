@@ -187,6 +187,17 @@ def deep_rnn() -> SequenceClassifier:
     return SequenceClassifier(rnn, 16, last=True)
 
 
+def exploding_rnn() -> SequenceClassifier:
+    """Vanilla tanh RNN with recurrent weights 3x orthogonal: dL/dh grows step by step
+    backward in time until tanh saturates."""
+    torch.manual_seed(1)
+    rnn = nn.RNN(6, 16, batch_first=True)
+    with torch.no_grad():
+        q, _ = torch.linalg.qr(torch.randn(16, 16))
+        rnn.weight_hh_l0.copy_(3.0 * q)
+    return SequenceClassifier(rnn, 16, last=True)
+
+
 def lazy() -> nn.Sequential:
     return nn.Sequential(nn.LazyConv2d(6, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(16),
                          nn.ReLU(), nn.LazyLinear(5))

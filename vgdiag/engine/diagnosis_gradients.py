@@ -69,8 +69,9 @@ def gradient_ratio(
                 growing,
                 evidence,
                 f"The gradient grows toward the input: the first layer gets {common.fmt(ratio)}x "
-                f"the output layer's gradient norm, growing about "
-                f"{10 ** max(-slope, 0) if math.isfinite(slope) else math.nan:.1f}x per layer.",
+                f"the output layer's gradient norm"
+                + (f", growing about {common.fmt(10 ** max(-slope, 0))}x per layer."
+                   if math.isfinite(slope) and len(names) > 2 else "."),
                 ["weight-init", "batchnorm", "gradnorm"],
             )
         ]
@@ -141,8 +142,18 @@ def unused_layers(layers: Sequence[LayerInfo]) -> list[Finding]:
 
 
 def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
-    """dLoss/dx at the first time step against the last, per recurrent module."""
-    window = [r for r in common.recent(records, t) if r.time_grad]
+    """dLoss/dx at the first time step against the last, per recurrent module: the
+    gradient vanishing or exploding through time. Read on the recent records, else at
+    initialisation: an explosion there is the cause of what follows (saturated units,
+    a gradient of 0), which the recent records no longer show."""
+    found = _through_time(common.recent(records, t), t, "")
+    if not found and records and records[0].time_grad:
+        found = _through_time(records[:1], t, " at initialisation")
+    return found
+
+
+def _through_time(records: Sequence[StepRecord], t: Thresholds, when: str) -> list[Finding]:
+    window = [r for r in records if r.time_grad]
     if not window:
         return []
     modules = list(dict.fromkeys(n for r in window for n in r.time_grad))
@@ -157,33 +168,49 @@ def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
             ratios[name] = float(np.median(rs))
             steps[name] = len(series[-1])
             profile[name] = series[-1]
-    bad = {n: r for n, r in ratios.items() if r < t.through_time_warning}
-    if not bad:
-        return []
-    worst = min(bad, key=lambda n: bad[n])
-    ratio = bad[worst]
     # The decay per step is fitted over the steps whose gradient is not 0 (the earliest
     # ones can underflow to exactly 0).
     decays = {n: 10 ** -slope(profile[n]) for n in ratios}
-    decay = decays[worst]
-    return [
-        Finding(
+    evidence = {
+        "ratio_first_last_step": ratios,
+        "decay_per_step": decays,
+        "time_steps": steps,
+        "grad_per_step": profile,
+        **common.rests_on(window),
+    }
+    vanishing = {n: r for n, r in ratios.items() if r < t.through_time_warning}
+    exploding = {n: r for n, r in ratios.items() if r > 1 / t.through_time_warning}
+    found = []
+    if vanishing:
+        worst = min(vanishing, key=lambda n: vanishing[n])
+        ratio = vanishing[worst]
+        share = ("exactly 0 (it underflowed in float32)"
+                 if ratio == 0 else common.fmt(ratio))
+        found.append(Finding(
             "vanishing_through_time",
             "error" if ratio < t.through_time_error else "warning",
-            list(bad),
-            {
-                "ratio_first_last_step": ratios,
-                "decay_per_step": decays,
-                "time_steps": steps,
-                "grad_per_step": profile,
-                **common.rests_on(window),
-            },
-            f"The gradient vanishes through time in {worst}: the first of {steps[worst]} "
-            f"time steps gets {common.fmt(ratio)} of the last one's gradient (x{decay:.2f} per "
-            "step backward in time), so early inputs barely influence learning.",
+            list(vanishing), evidence,
+            f"The gradient vanishes through time in {worst}{when}: the first of "
+            f"{steps[worst]} time steps gets {share} of the last one's gradient "
+            f"(x{decays[worst]:.2f} per step backward in time), so early inputs barely "
+            "influence learning.",
             ["weight-init"],
-        )
-    ]
+        ))
+    if exploding:
+        worst = max(exploding, key=lambda n: exploding[n])
+        ratio = exploding[worst]
+        found.append(Finding(
+            "exploding_through_time",
+            "error" if ratio > 1 / t.through_time_error else "warning",
+            list(exploding), evidence,
+            f"The gradient explodes through time in {worst}{when}: the first of "
+            f"{steps[worst]} time steps gets {common.fmt(ratio)}x the last one's gradient "
+            f"(x{decays[worst]:.2f} per step backward in time): the recurrent weights "
+            "amplify it. Re-initialise them orthogonally (weight-init) or clip the "
+            "gradient norm (torch.nn.utils.clip_grad_norm_).",
+            ["weight-init"],
+        ))
+    return found
 
 
 def non_finite(
