@@ -50,6 +50,11 @@ def test_a_run_that_starts_to_vanish_fails_against_a_healthy_baseline(runs, tmp_
         ratios = sorted(gradient_profile(r, run.layers)["ratio"] for r in run.records[-5:])
         assert doc[key] == pytest.approx(ratios[2], rel=1e-9)
     assert {r["kind"] for r in doc["regressions"]} >= {"finding", "gradient"}
+    # Another model (8 sigmoid layers against 4 ReLU ones): said, not failed on.
+    model, layers = doc["differences"]
+    assert model.startswith("model builtin:mlp depth=4") and "depth=8" in model
+    assert layers == "5 layer names in common of 5 there and 9 here"
+    assert f"vgdiag: note: the baseline differs: {layers}" in proc.stderr
 
 
 def test_problems_the_baseline_shares_do_not_fail_the_build(runs) -> None:
@@ -66,6 +71,7 @@ def test_another_seed_of_a_healthy_run_is_no_regression(runs) -> None:
                   "--format", "html")
     assert proc.returncode == ExitCode.OK, proc.stderr
     assert "Against the baseline" in proc.stdout and "regression" not in proc.stderr
+    assert "differs" not in proc.stderr + proc.stdout  # the same model and data
 
 
 def test_a_bad_baseline_or_tolerance_is_one_line_and_exit_2(runs, tmp_path) -> None:

@@ -23,7 +23,7 @@ from vgdiag.engine.records import severity_rank
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.thresholds import DEFAULT_THRESHOLDS
 from vgdiag.inputs.options import DEFAULT_TOLERANCE
-from vgdiag.runs.reader import RunData
+from vgdiag.runs.reader import RunData, config_value
 from vgdiag.textfmt import fmt_num
 
 
@@ -43,21 +43,41 @@ class BaselineComparison:
     ratio: float  # first/last layer gradient ratio at the end: the run's
     baseline_ratio: float  # ... and the baseline's
     regressions: list[Regression] = field(default_factory=list)
+    # How the baseline differs from the run (data, model, layers): a wrong artifact,
+    # or the change under review; said, never failed on
+    differences: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "gate": self.gate, "tolerance": self.tolerance,
                 "ratio_first_last": self.ratio, "baseline_ratio_first_last": self.baseline_ratio,
                 "regressions": [{"kind": r.kind, "message": r.message}
-                                for r in self.regressions]}
+                                for r in self.regressions],
+                "differences": self.differences}
 
     def lines(self) -> list[str]:
-        """What the report says: the figures, then each regression (or that there is none)."""
+        """What the report says: the figures, how the baseline differs, then each
+        regression (or that there is none)."""
         head = (f"Against the baseline {self.baseline}: first/last layer gradient ratio "
                 f"{fmt_num(self.ratio)} (baseline {fmt_num(self.baseline_ratio)}).")
+        notes = [f"Note: the baseline differs: {d}." for d in self.differences]
         if not self.regressions:
-            return [head, "No regression: nothing new at or above "
+            return [head, *notes, "No regression: nothing new at or above "
                     f"{self.gate}, and the ratio within {fmt_num(self.tolerance)}x."]
-        return [head, *(f"Regression: {r.message}" for r in self.regressions)]
+        return [head, *notes, *(f"Regression: {r.message}" for r in self.regressions)]
+
+
+def differences(run: RunData, base: RunData) -> list[str]:
+    """What the two runs do not share: the data, the model, the layers."""
+    out = []
+    for what, keys in (("data", ("data", "name")), ("model", ("experiment", "model"))):
+        mine, theirs = config_value(run.config, *keys), config_value(base.config, *keys)
+        if mine and theirs and mine != theirs:
+            out.append(f"{what} {theirs!s:.60} there, {mine!s:.60} here")
+    mine_layers, their_layers = {i.name for i in run.layers}, {i.name for i in base.layers}
+    if mine_layers and their_layers and mine_layers != their_layers:
+        out.append(f"{len(mine_layers & their_layers)} layer names in common of "
+                   f"{len(their_layers)} there and {len(mine_layers)} here")
+    return out
 
 
 def end_ratio(run: RunData) -> float:
@@ -104,4 +124,5 @@ def compare_to_baseline(run: RunData, base: RunData, gate: str,
                 "gradient", f"the gradient reaching the first layer grew to {fmt_num(ratio)}x "
                 f"the output layer's, from {fmt_num(base_ratio)}x in the baseline (more than "
                 f"{fmt_num(tolerance)}x toward exploding)"))
-    return BaselineComparison(str(base.path), gate, tolerance, ratio, base_ratio, out)
+    return BaselineComparison(str(base.path), gate, tolerance, ratio, base_ratio, out,
+                              differences(run, base))

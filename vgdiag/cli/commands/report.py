@@ -41,6 +41,8 @@ def report(cmd: ReportOptions) -> None:
     if comparison is None:
         raise typer.Exit(report_exit_code(run_data.status, run_data.findings, cmd.fail_on))
     # Against a baseline only what got worse fails the build, each said on stderr.
+    for difference in comparison.differences:
+        print(f"vgdiag: note: the baseline differs: {difference}", file=sys.stderr)
     for regression in comparison.regressions:
         print(f"vgdiag: regression: {regression.message}", file=sys.stderr)
     raise typer.Exit(ExitCode.FINDINGS if comparison.regressions else ExitCode.OK)
