@@ -287,3 +287,18 @@ def test_learning_rates_beyond_the_accepted_range(lr):
 
 def test_the_largest_accepted_learning_rate():
     RunOptions(lr=1e6).validate()
+
+
+def test_raw_pixel_inputs_are_named_as_unscaled_and_scaled_ones_are_not():
+    y = torch.arange(200) % 4
+    raw = _bundle(y)
+    raw.train.x.copy_(torch.randint(0, 256, raw.train.x.shape).float())
+    raw.train.x[0, 0] = 255.0
+    (warning,) = check_shapes(nn.Linear(4, 4), raw, "cross-entropy")
+    assert warning.startswith("the training inputs span 0 to 255") and "divide them by 255" \
+        in warning
+    signed = _bundle(y)
+    signed.train.x.mul_(40)  # unscaled features of both signs
+    (warning,) = check_shapes(nn.Linear(4, 4), signed, "cross-entropy")
+    assert "standardise them" in warning
+    assert check_shapes(nn.Linear(4, 4), _bundle(y), "cross-entropy") == []  # N(0, 1)

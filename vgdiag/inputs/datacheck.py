@@ -13,6 +13,7 @@ made by :mod:`vgdiag.inputs.shapecheck`, which calls these.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,27 @@ def find_non_finite(t: torch.Tensor) -> NonFinite | None:
     samples = bad.nonzero().flatten().cpu()
     kind = "NaN" if bool(torch.isnan(t[int(samples[0])]).any()) else "inf"
     return NonFinite(kind, samples)
+
+
+# A network expects inputs of order 1 (standardised, or pixels in 0..1): inputs past
+# this are raw (0..255 pixels, unscaled features). Said, not refused: counts may be meant.
+RAW_INPUT_SCALE = 20.0
+
+
+def raw_scale(x: torch.Tensor) -> str | None:
+    """A warning where the inputs `x` (a split, whole or its first batch) are far from
+    order 1; None where they are not, are not float, or are not all finite."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return None
+    low, high = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None  # NaN/inf: its own error
+    if max(abs(low), abs(high)) <= RAW_INPUT_SCALE:
+        return None
+    fix = (f"divide them by {high:g}" if low >= 0 else "standardise them (x - mean) / std")
+    return (f"the training inputs span {low:g} to {high:g}, far from the order-1 range a "
+            f"network expects (not normalised?): {fix}; inputs this large saturate "
+            f"sigmoid/tanh layers and blow up the first layer's gradient")
 
 
 # ---------------------------------------------------------------------------- labels

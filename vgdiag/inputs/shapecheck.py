@@ -341,10 +341,14 @@ def check_shapes(
     warnings: list[str] = []
     batch_y: torch.Tensor | None = None  # a training DataLoader's first batch of targets
     if isinstance(bundle.train, TensorSplit):
+        scale = datacheck.raw_scale(bundle.train.x)  # the whole split: one aminmax
         x, y = bundle.train.x[:CHECK_SAMPLES], bundle.train.y[:CHECK_SAMPLES]
     else:
         x, batch_y = first_batch(bundle.train, "train")
+        scale = datacheck.raw_scale(x)
         x, y = x[:CHECK_SAMPLES], batch_y[:CHECK_SAMPLES]
+    if scale is not None:
+        warnings.append(scale)
     device = _model_device(model)
     if device is not None:
         x, y = x.to(device), y.to(device)
