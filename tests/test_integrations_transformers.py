@@ -170,3 +170,51 @@ def test_a_causal_lm_with_gradient_accumulation_records_each_steps_mean_loss(
     assert run.records[0].loss == pytest.approx(4.16, rel=0.1)
     # A language model's classes are its vocabulary, not config.num_labels (2 by default).
     assert run.summary["num_classes"] == 64
+
+
+class MicroLosses(transformers.TrainerCallback):
+    """Each micro-batch's loss as the model returned it, by optimizer step."""
+
+    def __init__(self, model: Any) -> None:
+        self.by_step: list[list[float]] = [[]]
+        model.register_forward_hook(self._seen)
+        self.model = model
+
+    def _seen(self, module: Any, args: Any, output: Any) -> None:
+        if module.training and torch.is_grad_enabled():
+            self.by_step[-1].append(float(output.loss))
+
+    def on_optimizer_step(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+        self.by_step.append([])
+
+
+def test_a_classifier_whose_loss_ignores_num_items_records_the_mean_and_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # BERT's forward takes **kwargs, so the Trainer passes num_items_in_batch and skips
+    # dividing for accumulation; its loss is a mean anyway, so the Trainer's log (and its
+    # gradient) is the micro-batches' sum: twice the mean at gradient accumulation 2.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=16, num_labels=2)
+    model = transformers.BertForSequenceClassification(config)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf-out"), num_train_epochs=1, per_device_train_batch_size=4,
+        gradient_accumulation_steps=2, learning_rate=1e-3, logging_steps=1,
+        save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, seed=0)
+    micro = MicroLosses(model)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Pairs(TRAIN, 1),
+                                   callbacks=[VgdiagCallback(tmp_path / "bert", every=1),
+                                              micro])
+    with pytest.warns(UserWarning, match="ignores num_items_in_batch"):
+        trainer.train()
+    run = read_run(tmp_path / "bert")
+    assert len(run.records) == TRAIN // 8
+    step_loss = {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+    for record in run.records:
+        losses = micro.by_step[record.step]
+        assert len(losses) == 2
+        assert record.loss == pytest.approx(sum(losses) / 2, rel=1e-5)  # the mean
+        assert step_loss[record.step + 1] == pytest.approx(sum(losses), abs=1e-3)
+    assert run.records[0].loss == pytest.approx(0.69, rel=0.1)  # ln 2, not 2 ln 2

@@ -351,3 +351,32 @@ def test_a_loop_stepping_another_optimizer_is_not_measured_and_fails_the_gate(
     assert [f.id for f in run.findings][:1] == ["not_measured"]
     gate = cli("report", str(tmp_path / "run"), "--format", "json", "--fail-on", "error")
     assert gate.returncode == 1, gate.stderr
+
+
+def test_micro_batch_losses_are_averaged_and_the_epoch_weights_by_samples() -> None:
+    # Gradient accumulation over two micro-batches of 16 and 8 samples (a short last
+    # batch): the step's record holds their mean, the epoch the per-sample mean.
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    w = vgdiag.watch(model, opt, every=1)
+    x, y = data()
+    seen: list[tuple[float, int]] = []
+    steps: list[list[float]] = []
+    for step in range(3):
+        opt.zero_grad()
+        steps.append([])
+        for size in (16, 8):
+            start = step * 24 + (0 if size == 16 else 16)
+            loss = nn.functional.cross_entropy(model(x[start:start + size]),
+                                               y[start:start + size])
+            w.observe_loss(loss, samples=size)
+            (loss * size / 24).backward()
+            seen.append((loss.item(), size))
+            steps[-1].append(loss.item())
+        opt.step()
+    epoch = w.observe_epoch()
+    w.close()
+    for record, losses in zip(w.history.records(), steps):
+        assert record.loss == pytest.approx(sum(losses) / 2, rel=1e-6)
+    per_sample = sum(v * n for v, n in seen) / sum(n for _, n in seen)
+    assert epoch.train_loss == pytest.approx(per_sample, rel=1e-9)

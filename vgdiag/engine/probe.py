@@ -151,7 +151,8 @@ class Probe:
         self._in_flight = False
         self._closed = False
         self._failed = False
-        self._loss: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None  # the mean of the step's losses so far
+        self._losses = 0  # how many
         self._grad_pieces: dict[str, Any] | None = None
         self._ready = False
         # The optimizer.step(closure) in progress (None outside one, and for plain steps).
@@ -234,7 +235,7 @@ class Probe:
     def _arm(self) -> None:
         """Get ready for a sampled step: fresh buffers, hooks in place."""
         self._in_flight = True
-        self._loss = None
+        self._loss, self._losses = None, 0
         self._layout.new_step()
         if not self._fwd_handles:  # still attached from the previous (sampled) step
             self._fwd_handles = self._layout.attach(self._grad_hooks)
@@ -301,12 +302,24 @@ class Probe:
     def observe_loss(self, loss: torch.Tensor) -> None:
         """Give the probe the step's loss, recorded with the step if it is sampled.
 
-        Inside optimizer.step(closure) the loss of the closure's first evaluation is
-        the step's (later evaluations are ignored); without one given there, the
-        record takes the loss that evaluation returned.
+        Several losses in one step (gradient accumulation: one per micro-batch) are
+        recorded as their mean, the mean over the step's batch. Inside
+        optimizer.step(closure) the loss of the closure's first evaluation is the
+        step's (later evaluations are ignored); without one given there, the record
+        takes the loss that evaluation returned.
         """
-        if self._in_flight:
-            self._loss = loss.detach()
+        if not self._in_flight:
+            return
+        value = loss.detach()
+        if value.dtype != torch.float64:
+            value = value.float()  # a 16-bit loss averaged in float32
+        if value.dim():
+            value = value.mean()
+        if self._loss is None:
+            self._loss, self._losses = value, 1
+        else:  # kept on the device: no sync per micro-batch
+            self._loss = self._loss + (value - self._loss) / (self._losses + 1)
+            self._losses += 1
 
     @property
     def reevaluating(self) -> bool:

@@ -66,6 +66,7 @@ class Watch:
         # a step never waits for it.
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
+        self._loss_weight = 0.0  # the samples behind _loss_sum (1 per loss given without)
         self._live = LiveDiagnosis()
         probe.epoch = 1  # the epoch in progress: one more than observe_epoch() calls
 
@@ -132,9 +133,11 @@ class Watch:
                         thresholds)
 
     # ----- what the user's loop tells us ----------------------------------------
-    def observe_loss(self, loss: torch.Tensor) -> None:
+    def observe_loss(self, loss: torch.Tensor, samples: int | None = None) -> None:
         """Give the step's loss: recorded with sampled steps, averaged into the epoch's
-        train_loss (enables the stalled-loss finding).
+        train_loss (enables the stalled-loss finding). With `samples` (the batch's size)
+        the epoch's mean weights each loss by it, a per-sample mean where the last batch
+        is short; several losses in one step (micro-batches) are recorded as their mean.
 
         Called inside the closure of `optimizer.step(closure)`, only the closure's first
         evaluation in each step counts (LBFGS evaluates it again in its line search, at
@@ -147,9 +150,11 @@ class Watch:
         if value.dim():
             value = value.float().mean()
         self.probe.observe_loss(value)
-        value = value.double()
+        weight = float(samples) if samples else 1.0
+        value = value.double() * weight
         self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
         self._loss_count += 1
+        self._loss_weight += weight
 
     def observe_epoch(
         self,
@@ -167,7 +172,7 @@ class Watch:
         """
         if train_loss is None and self._loss_count:
             assert self._loss_sum is not None
-            train_loss = float(self._loss_sum) / self._loss_count
+            train_loss = float(self._loss_sum) / self._loss_weight
         values = self._mean_over_ranks([train_loss, train_acc, val_loss, val_acc])
         now = time.perf_counter()
         record = EpochRecord(
@@ -179,7 +184,7 @@ class Watch:
         )
         self.epochs.append(record)
         self._epoch_t0 = now
-        self._loss_sum, self._loss_count = None, 0
+        self._loss_sum, self._loss_count, self._loss_weight = None, 0, 0.0
         self.probe.epoch = len(self.epochs) + 1
         if self._sink is not None:
             findings = self._live.findings(self.history, self.layers, self.epochs,

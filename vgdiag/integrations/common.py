@@ -94,3 +94,18 @@ class CallbackWatch:
     def close(self, error: BaseException | None = None) -> None:
         if self.watch is not None:
             self.watch.close(error)
+
+
+def batch_size_of(batch: Any) -> int | None:
+    """The number of samples in a batch as a loop hands it over (a tensor, a tuple or
+    list of them, a dict of them: the first tensor's first dimension); None if none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, (tuple, list)):
+        for item in batch:
+            size = batch_size_of(item)
+            if size is not None:
+                return size
+    return None

@@ -31,7 +31,13 @@ except ImportError as exc:  # pragma: no cover - the extra is absent
     ) from exc
 
 from vgdiag.engine.watch import Watch
-from vgdiag.integrations.common import CallbackWatch, WatchSettings, first_metric, plain_hparams
+from vgdiag.integrations.common import (
+    CallbackWatch,
+    WatchSettings,
+    batch_size_of,
+    first_metric,
+    plain_hparams,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # in typing from Python 3.11
@@ -95,8 +101,10 @@ class VgdiagCallback(pl.Callback):
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor) and loss.numel() == 1:  # stays on the device
-            # Lightning hands back the loss divided for gradient accumulation.
-            self.watch.observe_loss(loss * max(trainer.accumulate_grad_batches, 1))
+            # Lightning hands back the loss divided for gradient accumulation; its epoch
+            # mean weights each batch by its size, and so does this one.
+            self.watch.observe_loss(loss * max(trainer.accumulate_grad_batches, 1),
+                                    samples=batch_size_of(batch))
         self._run.after_update()  # when the batch ended an accumulation
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

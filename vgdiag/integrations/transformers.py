@@ -11,14 +11,20 @@ The Trainer steps an optimizer wrapped by accelerate, so the callback marks each
 update from the Trainer's own events (on_pre_optimizer_step: gradients accumulated and
 clipped; on_optimizer_step: after the update). The step's loss is the `loss` the
 model returns: the mean of its micro-batches' where each is a mean, their sum where
-the Trainer passes `num_items_in_batch` (then each is its share of a sum over the
-whole accumulated batch). An epoch's evaluation (eval_loss, eval_accuracy) comes after
-its on_epoch_end, so each epoch is written when the next one starts or training ends.
+the Trainer passes `num_items_in_batch` and the model's loss divides by it (then each
+is its share of a sum over the whole accumulated batch). A model whose forward takes
+`**kwargs` but computes its loss itself (BERT's classifiers call CrossEntropyLoss())
+returns a mean whatever the Trainer passes: its losses are means, and under gradient
+accumulation a warning says that the Trainer then sums their gradients. An epoch's
+evaluation (eval_loss, eval_accuracy) comes after its on_epoch_end, so each epoch is
+written when the next one starts or training ends.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +76,8 @@ class VgdiagCallback(TrainerCallback):
         # num_items_in_batch (each micro-batch's loss is then its part of a sum).
         self._share: torch.Tensor | None = None
         self._share_scale = 1
+        self._divides = True  # whether the model's loss divides by num_items_in_batch
+        self._warned = False
 
     @property
     def watch(self) -> Watch | None:
@@ -100,6 +108,7 @@ class VgdiagCallback(TrainerCallback):
         ranks = int(getattr(args, "world_size", 1) or 1)
         self._share_scale = ranks if getattr(args, "average_tokens_across_devices",
                                              False) and ranks > 1 else 1
+        self._divides = loss_divides_by_items(model)
         self._hook = model.register_forward_hook(self._loss_of, with_kwargs=True)
 
     def _loss_of(self, module: nn.Module, args: Any, kwargs: dict[str, Any],
@@ -110,11 +119,25 @@ class VgdiagCallback(TrainerCallback):
                                                                               None)
         if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
             return
-        if kwargs.get("num_items_in_batch") is None:
-            self.watch.observe_loss(loss)  # a mean: the epoch averages the micro-batches
+        if kwargs.get("num_items_in_batch") is not None and not self._divides:
+            self._warn_summed(module)
+        if kwargs.get("num_items_in_batch") is None or not self._divides:
+            self.watch.observe_loss(loss)  # a mean: the step's and epoch's average them
         else:  # a share of the accumulated batch's sum: the shares add up to its mean
             share = loss.detach().reshape(()) * self._share_scale
             self._share = share if self._share is None else self._share + share
+
+    def _warn_summed(self, module: nn.Module) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        warnings.warn(
+            f"vgdiag: {type(module).__name__} takes **kwargs, so the Trainer passes it "
+            "num_items_in_batch and does not divide its loss for gradient accumulation, but "
+            "its loss ignores num_items_in_batch (a mean per micro-batch): the Trainer's "
+            "gradients and logged loss are the sum over the micro-batches. vgdiag records "
+            "their mean; give the Trainer compute_loss_func, or set "
+            "model.accepts_loss_kwargs = False, for mean gradients", stacklevel=2)
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
                               control: TrainerControl, **kwargs: Any) -> None:
@@ -171,6 +194,19 @@ class VgdiagCallback(TrainerCallback):
             val_acc=first_metric(self._eval, EVAL_ACC),
         )
         self._logged, self._eval = [], {}
+
+
+def loss_divides_by_items(model: nn.Module) -> bool:
+    """Whether the model's own loss uses num_items_in_batch: transformers' heads that
+    compute it with `self.loss_function(..., **kwargs)` do (the language models); those
+    that call a torch loss themselves return a mean. Unknown (no source): assumed to."""
+    inner = getattr(model, "module", model)  # DDP's wrapper
+    inner = getattr(inner, "base_model", inner) if hasattr(inner, "peft_config") else inner
+    try:
+        source = inspect.getsource(type(inner).forward)
+    except (OSError, TypeError):
+        return True
+    return "loss_function" in source or "num_items_in_batch" in source
 
 
 # Model classes whose config.num_labels is the number of classes of their loss; a
