@@ -205,3 +205,36 @@ def test_histogram_axes_span_the_data_in_the_dashboard_and_the_report(tmp_path: 
     # The fake run's log10|grad| histograms sit around 1e-4..1e-7.5: no 1e-16 or 1e4 ends.
     grad_part = html[html.index("multiples grad-hist"):html.index('id="update-time"')]
     assert "1e-16" not in grad_part and "1e4" not in grad_part
+
+
+def test_a_legend_too_wide_for_its_plot_wraps_instead_of_running_into_the_next() -> None:
+    # compare's two plots side by side, one series per variant: a label cropped at the
+    # plot's edge ran into the next plot's title ("━ batchnval loss").
+    from textual.app import App, ComposeResult
+    from textual.containers import Horizontal
+
+    from vgdiag.tui.widgets.plot import LinePlot, Series
+
+    names = ["baseline", "weight-init", "relu", "adam", "batchnorm", "skip", "layerwise"]
+
+    class Two(App[None]):
+        CSS = "LinePlot { width: 1fr; height: 12; }"
+
+        def compose(self) -> ComposeResult:
+            with Horizontal():
+                yield LinePlot("val acc", x_label="epoch", id="a")
+                yield LinePlot("val loss", x_label="epoch", id="b")
+
+    async def main() -> None:
+        app = Two()
+        async with app.run_test(size=(80, 24)) as pilot:
+            for plot in app.query(LinePlot):
+                plot.series = tuple(Series(n, [0, 1], [0.1 * k, 0.2], f"series--{k % 4}")
+                                    for k, n in enumerate(names))
+            await pilot.pause(0.2)
+            text = "\n".join(screen_text(app))  # type: ignore[arg-type]
+            for name in names:
+                assert text.count(f"━ {name}") == 2, (name, text)
+            assert "val acc" in text and "val loss" in text
+
+    asyncio.run(main())

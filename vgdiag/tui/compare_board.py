@@ -47,8 +47,10 @@ COLUMNS = (
     ("val_acc", "val acc"),
     ("test_acc", "test acc"),
     ("steps", "steps"),
-    ("ratio_init", "first/last @init"),
-    ("ratio_end", "first/last @end"),
+    # first/last layer gradient ratio, named in the board's title line: short headers
+    # keep every number on an 80-column screen
+    ("ratio_init", "@init"),
+    ("ratio_end", "@end"),
     ("eta", "ETA s"),
     ("verdict", "verdict"),
 )
@@ -160,7 +162,8 @@ class CompareApp(App[list[VariantOutcome]]):
                  "running" if self.running else "finished")
         self.query_one("#board-title", Static).update(
             f"{self.title}  ·  {done}/{len(self.names)} done  ·  {self.jobs} job(s)  ·  "
-            f"{state}  ·  {self.out_dir}")
+            f"{state}  ·  {self.out_dir}  ·  @init, @end: the first layer's gradient over "
+            "the output layer's")
 
     # -- the work ----------------------------------------------------------------------------
 

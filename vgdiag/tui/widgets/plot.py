@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.reactive import reactive
 
+from vgdiag.textfmt import pack
 from vgdiag.tui.charts import BrailleCanvas, TextBuilder, fmt
 from vgdiag.tui.widgets.chart import Chart
 
@@ -60,17 +61,26 @@ class LinePlot(Chart):
     def render(self) -> Text:
         muted = self.style_of("chart--muted")
         out = Text(no_wrap=True, overflow="crop")
-        out.append(self.title, style=self.style_of("chart--title"))
-        for s in self.series:
-            out.append("  ━ ", style=self.style_of(s.style))
-            out.append(s.label, style=muted)
-        out.append("\n")
+        # The title and one "━ label" per series, in as many lines as the width needs:
+        # a legend cropped mid-label reads as another word (two plots side by side).
+        entries: list[tuple[str, str]] = [(self.title, "")] + [
+            (s.label, s.style) for s in self.series]
+        lines = pack(entries, self.size.width or 60, 2,
+                     lambda e: len(e[0]) + (2 if e[1] else 0))
+        for line in lines:
+            for k, (label, style) in enumerate(line):
+                if style:
+                    out.append("  ━ " if k else "━ ", style=self.style_of(style))
+                    out.append(label, style=muted)
+                else:
+                    out.append(label, style=self.style_of("chart--title"))
+            out.append("\n")
         drawn = [s for s in self.series if any(math.isfinite(y) for y in s.ys)]
         if not drawn:
             out.append("nothing to plot yet", style=muted)
             return out
         width = max((self.size.width or 60) - Y_LABEL_WIDTH - 1, 2)
-        height = max((self.size.height or 10) - 2, 1)
+        height = max((self.size.height or 10) - 1 - len(lines), 1)
         x_range = finite_range(drawn, "x")
         y_range = self.y_range or finite_range(drawn, "y")
         canvas = BrailleCanvas(width, height)
