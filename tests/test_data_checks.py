@@ -302,3 +302,31 @@ def test_raw_pixel_inputs_are_named_as_unscaled_and_scaled_ones_are_not():
     (warning,) = check_shapes(nn.Linear(4, 4), signed, "cross-entropy")
     assert "standardise them" in warning
     assert check_shapes(nn.Linear(4, 4), _bundle(y), "cross-entropy") == []  # N(0, 1)
+
+
+def test_labels_counted_from_one_are_named_as_shifted():
+    y = torch.arange(1, 321) % 10 + 1  # 1..10
+    assert _error(nn.Linear(4, 10), _bundle(y)) == (
+        "the training labels run 1..10 and the model outputs 10 classes: cross-entropy "
+        "wants labels 0..9; subtract 1 from the labels (no target is 0)")
+
+
+def test_an_output_with_an_extra_axis_asks_to_pool_not_to_resize_the_layer():
+    class Unpooled(nn.Module):  # forgot to pool over the 8 positions
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x).unsqueeze(1).expand(-1, 8, -1)
+
+    message = _error(Unpooled(), _bundle(torch.arange(320) % 10))
+    assert message.startswith("the model outputs shape (2, 8, 10) for one target per sample")
+    assert "pool or select to (batch, classes)" in message
+
+
+def test_float_labels_show_the_splits_shape_not_the_check_batchs():
+    bundle = _bundle(torch.arange(320) % 10)
+    bundle.train.y = bundle.train.y.float()
+    message = _error(nn.Linear(4, 10), bundle)
+    assert "float with shape (300,)" in message and "y.long()" in message

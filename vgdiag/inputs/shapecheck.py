@@ -208,12 +208,14 @@ def _check_cross_entropy(
     warnings: list[str],
     batch_targets: torch.Tensor | None = None,
 ) -> None:
+    whole = bundle.train.y if isinstance(bundle.train, TensorSplit) else None
     if y.is_floating_point():
         if output.shape != y.shape:
+            shape = _shape(whole) if whole is not None else f"{_shape(y[0].shape)} per sample"
             raise UserError(
                 f"cross-entropy needs integer class targets (or class probabilities shaped like "
-                f"the output), but the targets are float with shape {_shape(y)}: use --loss mse "
-                f"for regression"
+                f"the output), but the targets are float with shape {shape}: use --loss mse "
+                f"for regression, or make them class indices (y.long())"
             )
         return
     if not output.is_floating_point():
@@ -223,7 +225,21 @@ def _check_cross_entropy(
         )
     known = bundle.num_classes
     needed = max(known, int(y.max()) + 1 if y.numel() else 0)
-    span = f"targets 0..{needed - 1}"
+    lowest = int(whole.min()) if whole is not None and whole.numel() else 0
+    span = f"targets {max(lowest, 0)}..{needed - 1}"
+    if output.dim() > 2 and y.dim() == 1:
+        raise UserError(
+            f"the model outputs shape {_shape(output)} for one target per sample: "
+            f"cross-entropy reads (batch, classes, ...) and would take its {output.shape[1]} "
+            f"as the classes; pool or select to (batch, classes) in forward (out.mean(1), "
+            f"out[:, -1] or a flatten before the last layer)"
+        )
+    if lowest == 1 and output.dim() >= 2 and int(output.shape[1]) == needed - 1:
+        raise UserError(
+            f"the training labels run 1..{needed - 1} and the model outputs {needed - 1} "
+            f"classes: cross-entropy wants labels 0..{needed - 2}; subtract 1 from the labels "
+            f"(no target is 0)"
+        )
     if output.dim() < 2:
         raise UserError(
             f"the model outputs shape {_shape(output)}, one number per sample, but cross-entropy "
