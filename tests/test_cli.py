@@ -64,6 +64,7 @@ def test_healthy_model_exits_zero_with_fail_on(capsys, tmp_path):
         (["run", "--lr", "-1"], "--lr"),
         (["run", "--epochs", "abc"], "--epochs"),
         (["run", "--data", "nope"], "unknown --data"),
+        (["run", "--data", "my_data.py"], "give my_data.py:FUNCTION"),
         (["run", "--activation", "swish"], "--activation"),
         (["run", "--init", "normal:x"], "--init"),
         (["run", "--optimizer", "lbfgs"], "--optimizer"),

@@ -27,6 +27,10 @@ def check_model_and_data(opts: RunOptions) -> None:
     """The checks of RunOptions.validate that need the engine's tables (and torch)."""
     parse_init(opts.init)
     if opts.data not in DATASETS and ":" not in opts.data:
+        if opts.data.endswith(".py"):
+            raise UserError(
+                f"--data {opts.data!r} names a file but not the function in it that makes "
+                f"the data: give {opts.data}:FUNCTION (e.g. {opts.data}:make_data)")
         raise UserError(
             f"unknown --data {opts.data!r}: use one of {', '.join(DATASETS)} "
             "or file.py:factory"
