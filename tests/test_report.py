@@ -459,3 +459,19 @@ def test_a_run_still_writing_says_so_once_with_its_metrics_steps(short_run: Path
         "so far.**"
     assert not any("still being written" in ln for ln in box), box
     assert "**Status: running** \u00b7 160 steps" in md
+
+
+def test_the_block_summary_counts_repeated_blocks_not_the_stem_and_head(tmp_path: Path):
+    from vgdiag.cli.app import main
+
+    repo = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "res"
+    assert main(["run", "--headless", "--model",
+                 f"{repo / 'sample_models' / 'residual_net.py'}:ResidualNet",
+                 "--epochs", "1", "--out", str(folder)]) == 0
+    rows = json.loads((folder / "summary.json").read_text())["blocks"]["rows"]
+    single = [r for r in rows if r["layers"] == [r["name"]]]
+    assert single and len(single) < len(rows)  # a stem or head beside the blocks
+    md = render_report(read_run(folder), "md")
+    assert (f"{len(rows) - len(single)} blocks (and {len(single)} layer"
+            f"{'s' if len(single) > 1 else ''} outside them)") in md

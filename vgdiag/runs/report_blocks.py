@@ -11,6 +11,7 @@ import math
 from vgdiag.engine.gradflow import block_summary, first_last_ratio
 from vgdiag.runs.reader import RunData
 from vgdiag.runs.report_data import fmt_num
+from vgdiag.textfmt import plural
 
 BLOCK_HEAD = ["block", "layers", "grad_norm init", "grad_norm last", "last \u00f7 output"]
 TIME_HEAD = ["recurrent module", "time steps", "first step", "last step", "first \u00f7 last",
@@ -27,7 +28,11 @@ def block_rows(run: RunData) -> tuple[list[list[str]], str]:
             for r in summary.get("rows", [])]
     if not rows:
         return [], ""
-    line = (f"{len(rows)} blocks; first \u00f7 output block "
+    # A row of one layer named as itself (a stem, a norm, the head) is not a block.
+    single = sum(1 for r in summary.get("rows", [])
+                 if len(r["layers"]) == 1 and r["layers"][0] == r["name"])
+    outside = f" (and {plural(single, 'layer')} outside them)" if single else ""
+    line = (f"{plural(len(rows) - single, 'block')}{outside}; first \u00f7 output block "
             f"{fmt_num(summary.get('ratio_first_last'))}, log10 slope per block "
             f"{fmt_num(summary.get('log10_slope_per_block'))}.")
     return rows, line
