@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -245,6 +246,16 @@ def lost_peer(exc: BaseException) -> bool:
     """Whether `exc` is a collective failing because another rank's process died."""
     text = str(exc)
     return any(marker in text for marker in _LOST_PEER)
+
+
+# A C++ source location in a backend's message ("[/__w/pytorch/.../pair.cc:537] "):
+# the build machine's path, nothing a user can act on.
+_SOURCE_PLACE = re.compile(r"\[[^\]\s]*\.(?:cc|cpp|cu|h|hpp):\d+\]\s*")
+
+
+def backend_message(exc: BaseException) -> str:
+    """A collective's error as a user reads it: without the backend's source paths."""
+    return _SOURCE_PLACE.sub("", str(exc)).strip()
 
 
 def fsdp2_available() -> bool:

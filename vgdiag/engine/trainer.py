@@ -20,7 +20,7 @@ from torch import nn
 from vgdiag.engine import events as ev
 from vgdiag.engine.devices import cpu_settings_kept, flush_denormals, set_cpu_threads
 from vgdiag.engine.diagnosis import LiveDiagnosis, diagnose
-from vgdiag.engine.distributed import DataParallel, lost_peer
+from vgdiag.engine.distributed import DataParallel, backend_message, lost_peer
 from vgdiag.engine.environment import environment
 from vgdiag.engine.evaluation import Evaluator, accuracy, prediction
 from vgdiag.engine.experiment import Experiment, Stage, sampling_every
@@ -320,7 +320,7 @@ def _training(
             elif lost_peer(failure):
                 error = (f"another rank's process ended without saying why (killed, or out "
                          f"of memory), so rank {parallel.rank}'s collective failed: "
-                         f"{one_line(str(failure), 160)}")
+                         f"{one_line(backend_message(failure), 200)}")
         yield ev.RunFailed(
             error=error,
             traceback="".join(traceback.format_exception(failure)),
