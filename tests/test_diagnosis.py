@@ -342,3 +342,21 @@ def test_a_head_started_tiny_that_grows_by_learning_is_not_blown_up():
             opt.step()
     assert w.history[-1].layers["2"].weight_change > 1e3  # the case arises
     assert "weights_blown_up" not in ids(w.findings())
+
+
+def test_a_vanishing_gradient_in_a_model_that_learned_is_an_info():
+    from vgdiag.engine.records import EpochRecord
+
+    def epoch(val_acc: float) -> EpochRecord:
+        return EpochRecord(1, 0.05, 0.99, 0.06, val_acc, 1.0, 100)
+
+    vanishing = [record(0, grad_norm=[1e-6, 1e-3, 1.0])]
+    learned = {f.id: f for f in diagnose(vanishing, layers(3), [epoch(0.99)], 10)}
+    assert learned["vanishing_gradient"].severity == "info"
+    assert learned["vanishing_gradient"].evidence["learned"] == "val acc 0.99"
+    assert "learned anyway" in learned["vanishing_gradient"].message
+    # 0.8 of the way from chance (0.1) to 1 is 0.82: 0.8 has not learned enough.
+    stuck = {f.id: f for f in diagnose(vanishing, layers(3), [epoch(0.8)], 10)}
+    assert stuck["vanishing_gradient"].severity == "error"
+    no_epochs = {f.id: f for f in diagnose(vanishing, layers(3), (), 10)}
+    assert no_epochs["vanishing_gradient"].severity == "error"

@@ -57,6 +57,7 @@ def diagnose(
     else:
         findings.append(not_measured(epochs))
     findings = _without_repeats(findings)
+    findings = per_layer.vanishing_but_learned(findings, epochs, num_classes)
     stalled = per_layer.stalled_loss(records, epochs, num_classes, t)
     gradients_flow = bool(records) and not any(f.severity != "info" for f in findings)
     if stalled and gradients_flow:

@@ -84,6 +84,38 @@ def stalled_loss(
 FAR_ABOVE = 3.0  # a loss this many times ln(classes) is worse than guessing, not stuck at it
 
 UPDATES_TINY = "updates_tiny"
+# A model whose last epoch is this far from chance toward a perfect score has learned:
+# the gradient that vanishes toward its input is not what stops it.
+LEARNED_SHARE = 0.8
+LEARNED_LOSS = 0.1  # ... or, without a validation accuracy, a loss under 0.1 ln(classes)
+
+
+def learned(epochs: Sequence[EpochRecord], num_classes: int) -> str | None:
+    """How the last epoch shows the model learned ("val acc 0.99"), None if it did not."""
+    if not epochs or num_classes < 2:
+        return None
+    last = epochs[-1]
+    chance = 1.0 / num_classes
+    if math.isfinite(last.val_acc):
+        good = last.val_acc >= chance + LEARNED_SHARE * (1 - chance)
+        return f"val acc {last.val_acc:.3g}" if good else None
+    if math.isfinite(last.train_loss) and last.train_loss <= LEARNED_LOSS * math.log(num_classes):
+        return f"train loss {last.train_loss:.3g}"
+    return None
+
+
+def vanishing_but_learned(findings: list[Finding], epochs: Sequence[EpochRecord],
+                          num_classes: int) -> list[Finding]:
+    """A vanishing gradient in a model that learned anyway is worth knowing, not
+    fixing: an info, so that a CI gate at warning does not fail a model that works."""
+    how = learned(epochs, num_classes)
+    if how is None:
+        return findings
+    return [Finding(f.id, "info", f.layers, {**f.evidence, "learned": how},
+                    f"{f.message} The model learned anyway ({how}): the input side may learn "
+                    "slowly, but this is not what limits it.", f.recommend)
+            if f.id == "vanishing_gradient" and f.severity != "info" else f
+            for f in findings]
 
 
 def median_updates(records: Sequence[StepRecord], layers: Sequence[LayerInfo]
