@@ -35,6 +35,8 @@ def test_run_writes_a_complete_folder_and_fails_on_the_vanishing_baseline(capsys
                          "--fail-on", "error")
     assert code == ExitCode.FINDINGS, err
     assert "vanishing_gradient" in out
+    # The headline says what trains: the data's own learning rate, not one to guess.
+    assert "(cpu; sgd lr 0.1, batch 16)" in " ".join(out.split())
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["schema_version"] == 1

@@ -88,7 +88,9 @@ def _run_headless(
     sink = HeadlessSink(console, experiment.name, bundle.num_classes)
     sink._draw(lambda: console.print(
         f"[bold]vgdiag[/] training [cyan]{safe(experiment.model_spec)}[/] on "
-        f"[cyan]{safe(bundle.name)}[/]{intro} ({experiment.train.device}); run folder "
+        f"[cyan]{safe(bundle.name)}[/]{intro} ({experiment.train.device}; "
+        f"{experiment.optimizer_name} lr {experiment.train.lr:g}, batch "
+        f"{experiment.train.batch_size}); run folder "
         f"{safe(store.path)}"))
     folder_error: str | None = None
     with StopOnSignal() as stopper, store:
