@@ -38,7 +38,7 @@ COLUMNS = (
 TERMINAL_COLUMNS = ("variant", "test_acc", "published", "gain", "steps", "samples",
                     "ratio_init", "ratio_end", "seconds", "verdict")
 TERMINAL_LABELS = {"test_acc": "test acc", "published": "pub", "ratio_init": "@init",
-                   "ratio_end": "@end", "seconds": "s"}
+                   "ratio_end": "@end", "seconds": "time s"}
 TEXT_KEYS = ("variant", "verdict")
 
 
