@@ -31,6 +31,7 @@ from vgdiag.surgery import (
     is_saturating,
     output_layer_index,
     replace_module,
+    trains,
 )
 
 REPLACEMENTS: dict[str, type[nn.Module]] = {
@@ -88,15 +89,20 @@ def saturating_activations(
 def feeding_layers(model: nn.Module, input_shape: tuple[int, ...] | None,
                    activations: list[str]) -> list[str]:
     """The Linear/Conv layer that runs last before each call of `activations`, in
-    order: one shared `self.act` after six layers is fed by all six."""
+    order: one shared `self.act` after six layers is fed by all six. The output layer
+    never is (a shared activation also called on the output keeps the head's init)."""
     order = call_sequence(model, input_shape)
+    first = execution_order(model, input_shape)
+    last = output_layer_index(first)
+    output = first[last][0] if last is not None else None
     wanted = set(activations)
     found: list[str] = []
     producer: str | None = None
     for name, module in order:
         if is_layer(module):
             producer = name
-        elif name in wanted and producer is not None and producer not in found:
+        elif (name in wanted and producer is not None and producer != output
+              and producer not in found):
             found.append(producer)
     return found
 
@@ -107,17 +113,20 @@ def reinit_for(model: nn.Module, layers: list[str], to: str, init: str) -> None:
         for name in layers:
             layer = model.get_submodule(name)
             weight = getattr(layer, "weight", None)
-            if not isinstance(weight, torch.Tensor) or not weight.requires_grad:
-                continue  # frozen (pretrained): fresh weights would never train
-            if init.startswith("normal:"):
-                nn.init.normal_(weight, 0.0, float(init.partition(":")[2]))
-            elif to == "leaky-relu":
-                nn.init.kaiming_normal_(weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
-            else:  # GELU is ReLU-like for large inputs: He's gain is the usual choice
-                nn.init.kaiming_normal_(weight, nonlinearity="relu")
+            if isinstance(weight, torch.Tensor) and weight.requires_grad:
+                _draw(weight, to, init)  # a frozen (pretrained) one is kept: see trains()
             bias = getattr(layer, "bias", None)
-            if isinstance(bias, torch.Tensor):
+            if isinstance(bias, torch.Tensor) and bias.requires_grad:
                 nn.init.zeros_(bias)
+
+
+def _draw(weight: torch.Tensor, to: str, init: str) -> None:
+    if init.startswith("normal:"):
+        nn.init.normal_(weight, 0.0, float(init.partition(":")[2]))
+    elif to == "leaky-relu":
+        nn.init.kaiming_normal_(weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
+    else:  # GELU is ReLU-like for large inputs: He's gain is the usual choice
+        nn.init.kaiming_normal_(weight, nonlinearity="relu")
 
 
 def replace_saturating(
@@ -166,8 +175,7 @@ class Relu(Plugin):
         kinds = Counter(type(model.get_submodule(name)).__name__ for name in hidden)
         reinit = [] if options.init == "keep" else [
             name for name in feeding_layers(model, experiment.input_shape, hidden)
-            if getattr(model.get_submodule(name), "weight", None) is not None
-            and model.get_submodule(name).weight.requires_grad]
+            if trains(model.get_submodule(name))]
         note = {"to": options.to, "replaced": hidden, "kinds": dict(kinds),
                 "init": options.init, "reinitialised": reinit}
         transform = partial(replace_saturating, input_shape=experiment.input_shape,

@@ -22,7 +22,7 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.models import init_weights
 from vgdiag.engine.probe_functional import kind_of
 from vgdiag.plugin_api import Plugin, inspect_model, option
-from vgdiag.surgery import TraceError, find_modules, trace
+from vgdiag.surgery import TraceError, find_modules, trace, trains
 
 # Activation module -> the activation name vgdiag.models.init_weights knows the gain of.
 _GAIN_OF: tuple[tuple[type[nn.Module], str], ...] = (
@@ -76,8 +76,7 @@ def functional_activation(model: nn.Module, input_shape: tuple[int, ...] | None)
 
 def trainable_layers(model: nn.Module) -> list[str]:
     """The layers weight-init draws afresh: frozen ones keep their (pretrained) weights."""
-    return [name for name, m in find_modules(model, _INIT_TYPES)
-            if any(p.requires_grad for p in m.parameters())]
+    return [name for name, m in find_modules(model, _INIT_TYPES) if trains(m)]
 
 
 def dominant_activation(model: nn.Module) -> str | None:

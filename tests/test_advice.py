@@ -98,3 +98,53 @@ def test_fixes_that_cannot_apply_to_the_model_are_not_advised(tmp_path):
     would = {name for name, p in discover_plugins()[0].items()
              if any(f in p.addresses for f in found)}
     assert would & set(skipped), list(found)
+
+
+def test_a_folder_diagnosed_again_advises_the_same(tmp_path):
+    # Cut off (as kill -9 leaves it), the folder is diagnosed again from its metrics:
+    # the plugins that cannot apply stay out of that advice too.
+    from vgdiag.runs.reader import read_run
+
+    model = tmp_path / "deep.py"
+    model.write_text(FUNCTIONAL)
+    run(tmp_path, "--model", f"{model}:Deep", "--epochs", "2")
+    path = tmp_path / "run" / "summary.json"
+    summary = json.loads(path.read_text())
+    assert "relu" in summary["not_applicable"]
+    summary["status"] = "running"
+    path.write_text(json.dumps(summary))
+    again = read_run(tmp_path / "run")
+    assert again.status == "cut off" and again.findings
+    advised = {p for f in again.findings for p in f.recommend}
+    assert advised and not advised & set(summary["not_applicable"])
+
+
+def test_asking_the_plugins_leaves_every_random_stream_as_it_was():
+    # Asked mid-run: a factory that draws (numpy, Python, torch) must not shift the
+    # training's draws.
+    import random
+
+    import numpy as np
+
+    from vgdiag.engine.experiment import Experiment, TrainConfig, sgd
+    from vgdiag.plugin_api import not_applicable
+
+    def factory() -> torch.nn.Module:
+        np.random.rand(3)
+        random.random()
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Sigmoid(),
+                                   torch.nn.Linear(8, 2))
+
+    experiment = Experiment(name="t", model_factory=factory, optimizer_factory=sgd(0.1),
+                            loss_fn=torch.nn.functional.cross_entropy,
+                            train=TrainConfig(epochs=1, batch_size=4), model_spec="t",
+                            input_shape=(4,), num_classes=2)
+    np.random.seed(1)
+    random.seed(1)
+    torch.manual_seed(1)
+    not_applicable(experiment)
+    after = (np.random.rand(), random.random(), float(torch.rand(())))
+    np.random.seed(1)
+    random.seed(1)
+    torch.manual_seed(1)
+    assert after == (np.random.rand(), random.random(), float(torch.rand(())))

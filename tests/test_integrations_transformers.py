@@ -218,3 +218,19 @@ def test_a_classifier_whose_loss_ignores_num_items_records_the_mean_and_says_why
         assert record.loss == pytest.approx(sum(losses) / 2, rel=1e-5)  # the mean
         assert step_loss[record.step + 1] == pytest.approx(sum(losses), abs=1e-3)
     assert run.records[0].loss == pytest.approx(0.69, rel=0.1)  # ln 2, not 2 ln 2
+
+
+def test_which_heads_divide_their_loss_by_num_items() -> None:
+    from vgdiag.integrations.transformers import loss_divides_by_items
+
+    small = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32}
+    lm = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=32, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0))
+    bert = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=32, **small))
+    # Calls self.loss_function, which is the sequence classification loss: no num_items.
+    llama = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(
+        vocab_size=32, num_labels=2, pad_token_id=0, **small))
+    assert loss_divides_by_items(lm)
+    assert not loss_divides_by_items(bert) and not loss_divides_by_items(llama)

@@ -50,6 +50,11 @@ def test_summary_json_says_nothing_healthy_before_the_first_diagnosis(tmp_path):
             verdicts.append(json.loads((tmp_path / "r" / "summary.json").read_text())["verdict"])
     assert verdicts[0] == "running: not diagnosed yet"
     assert verdicts[-1].startswith(("healthy", "unhealthy"))  # the final diagnosis
+    # A healthy diagnosis has no findings, and is still one: once an epoch was
+    # diagnosed, a run in progress reads healthy.
+    from vgdiag.engine.summary import run_verdict
+
+    assert run_verdict("running", None, [], diagnosed=True) == "healthy"
 
 
 def test_records_read_back_equal_what_was_written(tmp_path):

@@ -9,11 +9,12 @@ reported and skipped instead of taking the tool down.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import typing
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -392,6 +393,30 @@ def not_applicable(experiment: Experiment) -> dict[str, str]:
     model is built once for all the checks (they only look at it); a plugin whose
     check fails stays advised (its own run will say why)."""
     out: dict[str, str] = {}
+    with _random_states_kept():
+        return _not_applicable(experiment, out)
+
+
+@contextlib.contextmanager
+def _random_states_kept() -> Iterator[None]:
+    """Every random stream a model factory may draw from, as it was: called mid-run,
+    building the model once more must not shift the training's draws (torch's CPU and
+    CUDA generators, numpy's and Python's)."""
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+
+
+def _not_applicable(experiment: Experiment, out: dict[str, str]) -> dict[str, str]:
     # The user's code runs here (the factory, a dry forward): sys.exit() in it is no
     # more than a check that cannot tell.
     try:
@@ -411,6 +436,16 @@ def not_applicable(experiment: Experiment) -> dict[str, str]:
     return out
 
 
+def _in_place(plugin: Plugin, records: Sequence[StepRecord], layers: Sequence[LayerInfo]
+              ) -> bool:
+    """`plugin.in_place`, where a plugin's own failure means "advise it": a third
+    party's bug must not end the user's run at the first epoch's diagnosis."""
+    try:
+        return bool(plugin.in_place(records, layers))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def recommend(findings: list[Finding], plugins: Iterable[Plugin] | None = None, *,
               records: Sequence[StepRecord] = (), layers: Sequence[LayerInfo] = (),
               exclude: Collection[str] = ()) -> list[Finding]:
@@ -424,7 +459,7 @@ def recommend(findings: list[Finding], plugins: Iterable[Plugin] | None = None, 
     chosen = sorted(_installed() if plugins is None else plugins, key=lambda p: (p.rank, p.name))
     chosen = [p for p in chosen if p.name not in exclude]
     if records:
-        chosen = [p for p in chosen if not p.in_place(records, layers)]
+        chosen = [p for p in chosen if not _in_place(p, records, layers)]
     return [
         dataclasses.replace(f, recommend=[p.name for p in chosen if f.id in p.addresses])
         for f in findings

@@ -80,6 +80,12 @@ def find_modules(
     return [(name, m) for name, m in root.named_modules() if isinstance(m, types)]
 
 
+def trains(module: nn.Module) -> bool:
+    """Whether any of the module's own parameters trains. A re-initialisation draws
+    only those that do: a frozen (pretrained) weight drawn afresh would never train."""
+    return any(p.requires_grad for p in module.parameters(recurse=False))
+
+
 def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
     """Replace the submodule called `name` by `new`, through its parent; returns the root.
 

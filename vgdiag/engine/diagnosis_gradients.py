@@ -143,19 +143,23 @@ def unused_layers(layers: Sequence[LayerInfo]) -> list[Finding]:
 
 def through_time(records: Sequence[StepRecord], t: Thresholds) -> list[Finding]:
     """dLoss/dx at the first time step against the last, per recurrent module: the
-    gradient vanishing or exploding through time. Read on the recent records, else at
-    initialisation: an explosion there is the cause of what follows (saturated units,
-    a gradient of 0), which the recent records no longer show."""
-    found = _through_time(common.recent(records, t), t, "")
-    if not found and records and records[0].time_grad:
-        found = _through_time(records[:1], t, " at initialisation")
+    gradient vanishing or exploding through time. Read on the recent records; only
+    where they have no ratio left to read (an explosion saturated the units and the
+    gradient is 0 at every step) an explosion at initialisation is reported, the cause
+    of what followed. A profile that training mended is not."""
+    found, measured = _through_time(common.recent(records, t), t, "")
+    if not measured and records and records[0].time_grad:
+        early, _ = _through_time(records[:1], t, " at initialisation")
+        found = [f for f in early if f.id == "exploding_through_time"]
     return found
 
 
-def _through_time(records: Sequence[StepRecord], t: Thresholds, when: str) -> list[Finding]:
+def _through_time(records: Sequence[StepRecord], t: Thresholds, when: str
+                  ) -> tuple[list[Finding], bool]:
+    """The findings of `records`, and whether any module had a ratio to read."""
     window = [r for r in records if r.time_grad]
     if not window:
-        return []
+        return [], False
     modules = list(dict.fromkeys(n for r in window for n in r.time_grad))
     ratios: dict[str, float] = {}
     steps: dict[str, int] = {}
@@ -210,7 +214,7 @@ def _through_time(records: Sequence[StepRecord], t: Thresholds, when: str) -> li
             "gradient norm (torch.nn.utils.clip_grad_norm_).",
             ["weight-init"],
         ))
-    return found
+    return found, bool(ratios)
 
 
 def non_finite(

@@ -84,6 +84,7 @@ def stalled_loss(
 FAR_ABOVE = 3.0  # a loss this many times ln(classes) is worse than guessing, not stuck at it
 
 UPDATES_TINY = "updates_tiny"
+LARGE_UPDATE = 0.05  # ||dW|| / ||W|| per step: a twentieth of the weights each step
 # A model whose last epoch is this far from chance toward a perfect score has learned:
 # the gradient that vanishes toward its input is not what stops it.
 LEARNED_SHARE = 0.8
@@ -144,12 +145,19 @@ def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
     if tiny:
         cause = (f"every layer's update is tiny (at most {biggest:.1e} of its norm per "
                  "step): see updates_tiny.")
+    elif not updates:
+        cause = ("the updates were not measured; check the learning rate, that the labels "
+                 "belong to the inputs (shuffled or random labels cannot be learned), and "
+                 "the loss function.")
+    elif biggest > LARGE_UPDATE:
+        cause = (f"the updates are large (up to {biggest:.1e} of a layer's norm per step, "
+                 "median over the run): a learning rate this high can keep the loss at "
+                 "chance; lower --lr, and check that the labels belong to the inputs.")
     else:
-        sized = (f" (up to {biggest:.1e} of a layer's norm per step, median over the run)"
-                 if updates else "")
-        cause = (f"the updates are of a usual size{sized}: check that the labels belong "
-                 "to the inputs (shuffled or random labels cannot be learned), the loss "
-                 "function, and that the inputs carry the signal.")
+        cause = (f"the updates are of a usual size (up to {biggest:.1e} of a layer's norm "
+                 "per step, median over the run): check that the labels belong to the "
+                 "inputs (shuffled or random labels cannot be learned), the loss function, "
+                 "and that the inputs carry the signal.")
     stall = Finding(
         stalled.id, stalled.severity, stalled.layers,
         {**stalled.evidence, "gradients_flow": True},
@@ -162,8 +170,7 @@ def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
         {"median_update_ratio": updates, "largest": biggest, "tiny_update": t.tiny_update},
         f"Updates are tiny: each step moves every layer by at most {biggest:.1e} of its "
         f"norm (median over the run; a net that learns moves ~1e-3). The learning rate "
-        f"is too low for this model: raise --lr (try 10-100x), or use adam, whose steps "
-        f"do not shrink with the gradient.")]
+        f"is too low for this model: raise --lr (try 10-100x).")]
 
 
 def activations_growing(

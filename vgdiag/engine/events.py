@@ -52,6 +52,9 @@ class StepProgress:
 class EpochEnded:
     record: EpochRecord
     findings: list[Finding]  # diagnosis of the history so far
+    # plugins that cannot apply to the model (not advised); kept in summary.json so a
+    # folder diagnosed again (cut off, followed) advises the same
+    not_applicable: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -132,8 +132,12 @@ def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn
                 continue
             if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 continue
+            # A frozen parameter (a pretrained backbone) is kept: drawn afresh it would
+            # never train again (vgdiag.surgery.trains).
+            if module.bias is not None and module.bias.requires_grad:
+                nn.init.zeros_(module.bias)
             if not module.weight.requires_grad:
-                continue  # frozen (a pretrained backbone): fresh weights would never train
+                continue
             if scheme == "normal":
                 assert std is not None
                 nn.init.normal_(module.weight, 0.0, std)
@@ -144,6 +148,4 @@ def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn
                 nn.init.kaiming_normal_(
                     module.weight, nonlinearity=nonlinearity  # type: ignore[arg-type]
                 )
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
     return model

@@ -151,7 +151,7 @@ class Probe:
         self._in_flight = False
         self._closed = False
         self._failed = False
-        self._loss: torch.Tensor | None = None  # the mean of the step's losses so far
+        self._loss: torch.Tensor | None = None  # the sum of the step's losses so far
         self._losses = 0  # how many
         self._grad_pieces: dict[str, Any] | None = None
         self._ready = False
@@ -315,11 +315,10 @@ class Probe:
             value = value.float()  # a 16-bit loss averaged in float32
         if value.dim():
             value = value.mean()
-        if self._loss is None:
-            self._loss, self._losses = value, 1
-        else:  # kept on the device: no sync per micro-batch
-            self._loss = self._loss + (value - self._loss) / (self._losses + 1)
-            self._losses += 1
+        # A sum kept on the device (no sync per micro-batch), divided when recorded: an
+        # inf loss stays inf (a running mean would turn inf - inf into NaN).
+        self._loss = value if self._loss is None else self._loss + value
+        self._losses += 1
 
     @property
     def reevaluating(self) -> bool:
@@ -478,8 +477,10 @@ class Probe:
         loss = self._loss
         if loss is None:
             loss = torch.full((), math.nan, device=device)
-        elif loss.dim():
+        elif loss.dim():  # the closure's own return value (probe_closure)
             loss = loss.float().mean()
+        elif self._losses > 1:
+            loss = loss / self._losses
 
         # Everything goes into one vector that is copied to the host once.
         scalars: dict[str, list[torch.Tensor]] = {

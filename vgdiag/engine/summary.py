@@ -42,7 +42,8 @@ def one_line(text: str) -> str:
 NOT_DIAGNOSED = "running: not diagnosed yet"
 
 
-def run_verdict(status: str, error: str | None, findings: Sequence[Finding]) -> str:
+def run_verdict(status: str, error: str | None, findings: Sequence[Finding],
+                diagnosed: bool = True) -> str:
     """The verdict of a run: "failed: <one line>" for a failed run, else the findings'.
 
     A run that failed is never called healthy: what it measured before failing says
@@ -50,7 +51,7 @@ def run_verdict(status: str, error: str | None, findings: Sequence[Finding]) -> 
     """
     if status == RunStatus.FAILED:
         return FAILED_PREFIX + (one_line(error or "") or "training raised an error")
-    if status == RunStatus.RUNNING and not findings:
+    if status == RunStatus.RUNNING and not diagnosed:
         # No diagnosis yet (before the first epoch's end): a reader of summary.json must
         # not see "healthy" for a run nothing has been said about, killed there or not.
         return NOT_DIAGNOSED
@@ -83,6 +84,7 @@ class RunSummary:
     total_epochs: int = 0  # over all stages
     steps_per_epoch: int = 0  # of the first stage
     extra: dict[str, Any] = field(default_factory=dict)  # RunFinished.extra
+    not_applicable: list[str] = field(default_factory=list)  # EpochEnded's: not advised
 
     # -- the fold -------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class RunSummary:
         elif isinstance(event, ev.EpochEnded):
             self.epochs.append(event.record)
             self.findings = list(event.findings)
+            self.not_applicable = list(event.not_applicable)
             self.steps = max(self.steps, event.record.steps)
             if event.record.epoch < self.total_epochs:
                 self.epoch = event.record.epoch + 1
@@ -180,7 +183,8 @@ class RunSummary:
 
     @property
     def verdict(self) -> str:
-        return run_verdict(self.status, self.error, self.findings)
+        return run_verdict(self.status, self.error, self.findings,
+                           diagnosed=bool(self.epochs or self.findings))
 
     def to_json(self) -> dict[str, Any]:
         """summary.json's content (its schema is documented in the README)."""
@@ -188,7 +192,7 @@ class RunSummary:
             name=self.name, status=self.status, layers=self.layers, first=self.first,
             last=self.last, epochs=self.epochs, test=self.test, findings=self.findings,
             seconds=self.seconds, steps=self.steps, error=self.error,
-            num_classes=self.num_classes,
+            num_classes=self.num_classes, not_applicable=self.not_applicable,
         )
 
 
@@ -206,6 +210,7 @@ def summary_json(
     steps: int,
     error: str | None = None,
     num_classes: int = 0,
+    not_applicable: Sequence[str] = (),
 ) -> dict[str, Any]:
     """summary.json's content from its parts (also used for the JSON report)."""
 
@@ -240,5 +245,6 @@ def summary_json(
         "epochs": [{k: v for k, v in e.to_json().items() if k != "type"} for e in epochs],
         "test": test,
         "findings": [f.to_json() for f in findings],
-        "verdict": run_verdict(status, error, findings),
+        "not_applicable": list(not_applicable),  # plugins left out of the advice
+        "verdict": run_verdict(status, error, findings, diagnosed=bool(epochs or findings)),
     }

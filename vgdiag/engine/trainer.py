@@ -93,8 +93,8 @@ class _Run:
         forward, which a failing or interrupted run's ending must not wait for or
         repeat its failure in; a run that ends before that advises every plugin."""
         if self._not_applicable is None:
-            if not (look and self.history.records()):
-                return {}
+            if not (look and self.history.records()) or (self.parallel and self.parallel.rank):
+                return {}  # rank 0 alone builds the model again: it writes the folder
             from vgdiag.plugin_api import not_applicable
 
             self._not_applicable = not_applicable(self.exp)
@@ -250,9 +250,10 @@ class _Run:
         )
         self.epochs.append(summary)
         self.layers = probe.layers
+        skipped = self.not_applicable(look=True)
         yield ev.EpochEnded(summary, self.live.findings(
             self.history, self.layers, self.epochs, self.data.num_classes,
-            exclude=self.not_applicable(look=True)))
+            exclude=skipped), sorted(skipped))
         if self.cfg.keep_going:
             self.non_finite = False
 

@@ -228,11 +228,17 @@ def _check_cross_entropy(
     lowest = int(whole.min()) if whole is not None and whole.numel() else 0
     span = f"targets {max(lowest, 0)}..{needed - 1}"
     if output.dim() > 2 and y.dim() == 1:
+        # Which axis holds the classes says which to pool: (N, 8, 10) from a Linear on a
+        # sequence pools dim 1; (N, 10, 8) from a Conv1d head pools the positions.
+        if int(output.shape[1]) == needed:
+            hint = "pool over the positions after dim 1 in forward (out.mean(-1))"
+        else:
+            hint = ("pool or select to (batch, classes) in forward (out.mean(1), "
+                    "out[:, -1] or a flatten before the last layer)")
         raise UserError(
             f"the model outputs shape {_shape(output)} for one target per sample: "
             f"cross-entropy reads (batch, classes, ...) and would take its {output.shape[1]} "
-            f"as the classes; pool or select to (batch, classes) in forward (out.mean(1), "
-            f"out[:, -1] or a flatten before the last layer)"
+            f"as the classes; {hint}"
         )
     if lowest == 1 and output.dim() >= 2 and int(output.shape[1]) == needed - 1:
         raise UserError(

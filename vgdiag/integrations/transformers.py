@@ -197,16 +197,29 @@ class VgdiagCallback(TrainerCallback):
 
 
 def loss_divides_by_items(model: nn.Module) -> bool:
-    """Whether the model's own loss uses num_items_in_batch: transformers' heads that
-    compute it with `self.loss_function(..., **kwargs)` do (the language models); those
-    that call a torch loss themselves return a mean. Unknown (no source): assumed to."""
+    """Whether the model's own loss uses num_items_in_batch. transformers' heads that
+    compute it with `self.loss_function(..., **kwargs)` use it where that function takes
+    it (the causal LM loss does, the sequence classification loss does not); heads that
+    call a torch loss themselves (BERT's) return a mean. Unknown: assumed to."""
     inner = getattr(model, "module", model)  # DDP's wrapper
-    inner = getattr(inner, "base_model", inner) if hasattr(inner, "peft_config") else inner
+    base = getattr(inner, "get_base_model", None)  # PEFT: the model it wraps
+    if callable(base):
+        inner = base()
     try:
         source = inspect.getsource(type(inner).forward)
     except (OSError, TypeError):
         return True
-    return "loss_function" in source or "num_items_in_batch" in source
+    if "num_items_in_batch" in source:
+        return True
+    if "loss_function" not in source:
+        return False
+    loss_fn = getattr(inner, "loss_function", None)
+    if not callable(loss_fn):
+        return True
+    try:
+        return "num_items_in_batch" in inspect.signature(loss_fn).parameters
+    except (TypeError, ValueError):
+        return True
 
 
 # Model classes whose config.num_labels is the number of classes of their loss; a

@@ -282,7 +282,8 @@ class FolderFollower:
         return int(self.summary.get("num_classes") or data.get("num_classes") or 0)
 
     def _diagnose(self) -> list[Finding]:
-        return diagnose(self._history.records(), self._layers, self._epochs, self._num_classes())
+        return diagnose(self._history.records(), self._layers, self._epochs, self._num_classes(),
+                        exclude=self.summary.get("not_applicable") or ())
 
     # -- the end --------------------------------------------------------------------------
 

@@ -123,7 +123,8 @@ def read_run(path: Path) -> RunData:
             # written after it may show more, so the diagnosis is made again from them.
             # A run cut off before its first sampled step is `not measured` (an error a
             # CI gate fails), not healthy.
-            findings = diagnose(records, layers, epochs, summary["num_classes"])
+            findings = diagnose(records, layers, epochs, summary["num_classes"],
+                                exclude=summary.get("not_applicable") or ())
             if records:
                 notes.append("findings were recomputed from the metrics the run wrote")
     state.findings = list(findings)

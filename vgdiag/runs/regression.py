@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vgdiag.engine.records import severity_rank
@@ -66,13 +67,24 @@ class BaselineComparison:
         return [head, *notes, *(f"Regression: {r.message}" for r in self.regressions)]
 
 
+def _named(spec: Any) -> str:
+    """A model or data spec without its folder: a baseline built in another checkout
+    names the same file:Name under another path."""
+    if not isinstance(spec, str) or not spec:
+        return ""
+    file, colon, name = spec.rpartition(":")
+    if colon and file.endswith(".py"):
+        return f"{Path(file).name}:{name}"
+    return Path(spec).name if "/" in spec or "\\" in spec else spec
+
+
 def differences(run: RunData, base: RunData) -> list[str]:
     """What the two runs do not share: the data, the model, the layers."""
     out = []
     for what, keys in (("data", ("data", "name")), ("model", ("experiment", "model"))):
-        mine, theirs = config_value(run.config, *keys), config_value(base.config, *keys)
+        mine, theirs = (_named(config_value(r.config, *keys)) for r in (run, base))
         if mine and theirs and mine != theirs:
-            out.append(f"{what} {theirs!s:.60} there, {mine!s:.60} here")
+            out.append(f"{what} {theirs} there, {mine} here")
     mine_layers, their_layers = {i.name for i in run.layers}, {i.name for i in base.layers}
     if mine_layers and their_layers and mine_layers != their_layers:
         out.append(f"{len(mine_layers & their_layers)} layer names in common of "
