@@ -90,7 +90,11 @@ def test_a_trainer_run_writes_a_run_folder(tmp_path: Path,
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Pairs(TRAIN, 1),
                                    eval_dataset=Pairs(16, 2), compute_metrics=accuracy,
                                    callbacks=[callback, measure])
-    trainer.train()
+    import warnings
+
+    with warnings.catch_warnings():  # one micro-batch per step: nothing is summed
+        warnings.filterwarnings("error", message=".*ignores num_items_in_batch")
+        trainer.train()
 
     run = read_run(tmp_path / "hf")
     steps = EPOCHS * TRAIN // BATCH
@@ -182,7 +186,7 @@ class MicroLosses(transformers.TrainerCallback):
 
     def _seen(self, module: Any, args: Any, output: Any) -> None:
         if module.training and torch.is_grad_enabled():
-            self.by_step[-1].append(float(output.loss))
+            self.by_step[-1].append(float(output.loss.detach()))
 
     def on_optimizer_step(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
         self.by_step.append([])

@@ -77,6 +77,7 @@ class VgdiagCallback(TrainerCallback):
         self._share: torch.Tensor | None = None
         self._share_scale = 1
         self._divides = True  # whether the model's loss divides by num_items_in_batch
+        self._accumulates = False  # gradient accumulation over more than one micro-batch
         self._warned = False
 
     @property
@@ -109,6 +110,8 @@ class VgdiagCallback(TrainerCallback):
         self._share_scale = ranks if getattr(args, "average_tokens_across_devices",
                                              False) and ranks > 1 else 1
         self._divides = loss_divides_by_items(model)
+        # With one micro-batch per step the sum of their losses is their mean: no warning.
+        self._accumulates = int(args.gradient_accumulation_steps or 1) > 1
         self._hook = model.register_forward_hook(self._loss_of, with_kwargs=True)
 
     def _loss_of(self, module: nn.Module, args: Any, kwargs: dict[str, Any],
@@ -119,7 +122,8 @@ class VgdiagCallback(TrainerCallback):
                                                                               None)
         if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
             return
-        if kwargs.get("num_items_in_batch") is not None and not self._divides:
+        if kwargs.get("num_items_in_batch") is not None and not self._divides \
+                and self._accumulates:
             self._warn_summed(module)
         if kwargs.get("num_items_in_batch") is None or not self._divides:
             self.watch.observe_loss(loss)  # a mean: the step's and epoch's average them
