@@ -67,6 +67,14 @@ class Measure(transformers.TrainerCallback):
         self.seen[-1]["update_ratio"] = ((after - self._before).norm() / after.norm()).item()
 
 
+def tiny_bert(layers: int) -> Any:
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=layers,
+                                     num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=16, num_labels=2)
+    return transformers.BertForSequenceClassification(config)
+
+
 def accuracy(pred: Any) -> dict[str, float]:
     return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
@@ -74,11 +82,7 @@ def accuracy(pred: Any) -> dict[str, float]:
 def test_a_trainer_run_writes_a_run_folder(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=16, num_labels=2)
-    model = transformers.BertForSequenceClassification(config)
+    model = tiny_bert(2)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "hf-out"), num_train_epochs=EPOCHS,
         per_device_train_batch_size=BATCH, per_device_eval_batch_size=16,
@@ -198,11 +202,7 @@ def test_a_classifier_whose_loss_ignores_num_items_records_the_mean_and_says_why
     # dividing for accumulation; its loss is a mean anyway, so the Trainer's log (and its
     # gradient) is the micro-batches' sum: twice the mean at gradient accumulation 2.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=16, num_labels=2)
-    model = transformers.BertForSequenceClassification(config)
+    model = tiny_bert(1)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "hf-out"), num_train_epochs=1, per_device_train_batch_size=4,
         gradient_accumulation_steps=2, learning_rate=1e-3, logging_steps=1,
