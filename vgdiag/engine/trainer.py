@@ -34,6 +34,9 @@ from vgdiag.engine.tracebacks import failure_line
 from vgdiag.errors import UserError
 from vgdiag.textfmt import one_line
 
+# Above this many parameters the model is not built again to ask the plugins whether
+# they apply (a second copy in memory mid-run): every plugin is advised.
+ADVICE_BUILD_LIMIT = 50_000_000
 PROGRESS_INTERVAL_S = 0.25  # StepProgress at most this often: enough for a smooth bar
 
 
@@ -95,6 +98,10 @@ class _Run:
         if self._not_applicable is None:
             if not (look and self.history.records()) or (self.parallel and self.parallel.rank):
                 return {}  # rank 0 alone builds the model again: it writes the folder
+            if self.model is not None and sum(
+                    p.numel() for p in self.model.parameters()) > ADVICE_BUILD_LIMIT:
+                self._not_applicable = {}  # a second copy could not fit: advise them all
+                return self._not_applicable
             from vgdiag.plugin_api import not_applicable
 
             self._not_applicable = not_applicable(self.exp)
