@@ -112,6 +112,13 @@ def test_explicit_options_override_the_preset() -> None:
         "baseline-seed42", "baseline-seed43", "adam-seed42", "adam-seed43",
         "skip-seed42", "skip-seed43"]
     assert specs[2].options == {"lr": "3e-4"}
+    # An explicit --init is every variant's: the preset's N(0, 0.05) for the mitigation
+    # runs gives way, so the comparison stays like for like.
+    opts, specs, _ = resolve(request(init="xavier"), available)
+    assert opts.init == "xavier"
+    assert all(s.run_options(opts).init == "xavier" for s in specs)
+    _, specs, _ = resolve(request(), available)
+    assert {s.run_options(opts).init for s in specs if s.plugin} == {"normal:0.05"}
 
 
 def test_unknown_preset_is_bad_input() -> None:

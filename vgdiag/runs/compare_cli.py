@@ -56,7 +56,7 @@ def resolve(request: CompareRequest, available: dict[str, Any]
         opts = preset.run_options(request.defaults, request.run_fields)
         names = (None if request.plugins is None else
                  resolve_plugin_names(request.plugins, available))
-        specs = preset.specs(names, request.plugin_opts)
+        specs = preset.specs(names, request.plugin_opts, request.run_fields)
         jobs = preset.jobs if request.jobs is None else request.jobs
     else:
         opts = RunOptions(**{**request.defaults, **request.run_fields})

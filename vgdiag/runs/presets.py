@@ -9,6 +9,7 @@ option given explicitly on the command line wins over the preset's value.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +33,19 @@ class Preset:
         assert not unknown, unknown  # a preset naming a field that does not exist
         return RunOptions(**{**defaults, **self.run, **explicit})
 
-    def specs(self, plugins: list[str] | None,
-              plugin_opts: dict[str, dict[str, str]]) -> list[VariantSpec]:
+    def specs(self, plugins: list[str] | None, plugin_opts: dict[str, dict[str, str]],
+              explicit: Collection[str] = ()) -> list[VariantSpec]:
         """The preset's variants, only those of `plugins` when given; explicit plugin
-        options override the preset's for that plugin (in every variant using it)."""
+        options override the preset's for that plugin (in every variant using it), and
+        an option given explicitly (`explicit`: RunOptions field names) overrides a
+        variant's own value too (`--init xavier` is every variant's init)."""
         chosen = []
         for spec in self.variants:
             if spec.plugin is not None and plugins is not None and spec.plugin not in plugins:
                 continue
             options = {**spec.options, **plugin_opts.get(spec.plugin or "", {})}
-            chosen.append(dataclasses.replace(spec, options=options))
+            overrides = {k: v for k, v in spec.overrides.items() if k not in explicit}
+            chosen.append(dataclasses.replace(spec, options=options, overrides=overrides))
         return chosen
 
 
