@@ -15,6 +15,7 @@ run under torch.no_grad(): they get no gradient, so no optimizer can move them.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 
@@ -30,19 +31,32 @@ from vgdiag_plugins.weight_init import dominant_activation
 
 
 class Frozen(nn.Module):
-    """Runs `body` without recording gradients: its parameters stay as they are.
+    """Runs one layer without recording gradients: its parameters stay as they are.
 
     BatchNorm running statistics inside still update in train mode (they are buffers,
-    not parameters), as when freezing with requires_grad=False.
+    not parameters), as when freezing with requires_grad=False. The layer is held as
+    `_frozen_module`, a part the probe leaves out of names (probe_layers.clean_name):
+    a frozen layer keeps the full model's name in every stage's records.
     """
 
-    def __init__(self, body: nn.Module) -> None:
+    def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        self.body = body
+        self._frozen_module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.body(x)
+            return self._frozen_module(x)
+
+
+def named(model: nn.Module, modules: list[nn.Module], frozen: bool = False
+          ) -> list[tuple[str, nn.Module]]:
+    """`modules` (children of `model`) under their names in `model`: a stage's layers
+    are recorded under the names the full model gives them."""
+    names = {id(child): name for name, child in model.named_children()}
+    return [(names[id(m)], Frozen(m) if frozen else m) for m in modules]
+
+
+HEAD = "head"  # a stage's fresh output head (the full model's output layer is its own)
 
 
 @dataclass
@@ -168,23 +182,26 @@ def build_stages(
         for module in (model, *heads):
             init_weights(module, "xavier", gain_from)
     last = len(blocks) - 1
+
+    def stage(*parts: list[tuple[str, nn.Module]]) -> nn.Sequential:
+        return nn.Sequential(OrderedDict(item for part in parts for item in part))
+
     plan: list[tuple[str, nn.Module, list[nn.Parameter] | None]] = []
     if last == 0:  # one group: ordinary training of the whole model
         plan.append((f"train all {ends[0]} layers + output layer", model, None))
     else:
-        first = nn.Sequential(*stack.prefix, *upto(ends[0]), heads[0])
+        first = stage(named(model, stack.prefix + upto(ends[0])), [(HEAD, heads[0])])
         plan.append((f"train {_layers(1, ends[0])} + head", first, None))
     for g in range(1, len(blocks)):
         lo, hi = ends[g - 1], ends[g]
-        frozen = Frozen(nn.Sequential(*stack.prefix, *upto(lo)))
         new = upto(hi, lo)
-        top = [heads[g]] if g < last else stack.output
-        grow = nn.Sequential(frozen, *new, *top)
+        top = [(HEAD, heads[g])] if g < last else named(model, stack.output)
+        grow = stage(named(model, stack.prefix + upto(lo), frozen=True), named(model, new), top)
         what = "head" if g < last else "output layer"
         name = f"train {_layers(lo + 1, hi)} + {what}, {_layers(1, lo)} frozen"
-        plan.append((name, grow, _params(new + top)))
+        plan.append((name, grow, _params(new + [m for _, m in top])))
         if g < last:
-            tune: nn.Module = nn.Sequential(*stack.prefix, *upto(hi), heads[g])
+            tune = stage(named(model, stack.prefix + upto(hi)), [(HEAD, heads[g])])
             plan.append((f"fine-tune {_layers(1, hi)} + head", tune, None))
         else:
             plan.append((f"fine-tune all {hi} layers + output layer", model, None))

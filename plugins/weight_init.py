@@ -22,7 +22,14 @@ from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.models import init_weights
 from vgdiag.engine.probe_functional import kind_of
 from vgdiag.plugin_api import Plugin, inspect_model, option
-from vgdiag.surgery import TraceError, find_modules, trace, trains
+from vgdiag.surgery import (
+    TraceError,
+    execution_order,
+    find_modules,
+    output_layer_index,
+    trace,
+    trains,
+)
 
 # Activation module -> the activation name vgdiag.models.init_weights knows the gain of.
 _GAIN_OF: tuple[tuple[type[nn.Module], str], ...] = (
@@ -146,6 +153,10 @@ class WeightInit(Plugin):
         # (functional calls) Xavier falls back to gain 1.
         gain_from = activation or "linear"
         layers = trainable_layers(model)
-        note = {"scheme": scheme, "std": std, "gain_from": gain_from, "layers": layers}
-        transform = partial(init_weights, spec=spec, activation=gain_from)
+        order = execution_order(model, experiment.input_shape)
+        last = output_layer_index(order)
+        output = order[last][0] if last is not None and scheme != "normal" else None
+        note = {"scheme": scheme, "std": std, "gain_from": gain_from, "layers": layers,
+                "output_gain_1": output}
+        transform = partial(init_weights, spec=spec, activation=gain_from, output=output)
         return self.with_model_transform(experiment, transform, note)

@@ -343,6 +343,7 @@ def test_weight_init_defaults_to_xavier_for_sigmoid_convolutions() -> None:
         "std": None,
         "gain_from": "sigmoid",
         "layers": ["0", "2", "4", "6", "9"],
+        "output_gain_1": "9",  # the logits: no sigmoid follows the output layer
     }
     model = built(variant)
     conv = model[2].weight.detach()  # (4, 4, 3, 3): fan_in = fan_out = 36
@@ -630,8 +631,14 @@ def test_layerwise_schedule_for_2_2_2_1() -> None:
     assert ids(stages[3].trainable) == params_of(lin[4], lin[5], stages[3].model[-1])
     assert ids(stages[5].trainable) == params_of(lin[6], lin[7])  # the real output layer
     assert stages[5].model[-1] is lin[7]
-    frozen_ids = params_of(*list(stages[5].model[0].body))
-    assert frozen_ids == params_of(*lin[:6])
+    frozen = [m for m in stages[5].model if isinstance(m, Frozen)]
+    assert params_of(*frozen) == params_of(*lin[:6])
+    # Every stage's layers carry the full model's names; the fresh heads are "head".
+    names = {id(m): n for n, m in model.named_modules()}
+    for stage in stages:
+        for name, module in stage.model.named_children():
+            inner = module._frozen_module if isinstance(module, Frozen) else module
+            assert name == (names.get(id(inner)) or "head"), (stage.name, name)
 
 
 def test_layerwise_training_a_stage_leaves_frozen_layers_bit_identical() -> None:
@@ -771,3 +778,49 @@ def test_weight_init_gives_recurrent_layers_orthogonal_weights() -> None:
         assert torch.allclose(gate @ gate.T, torch.eye(16), atol=1e-5)
     bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
     assert torch.equal(bias[16:32], torch.ones(16)) and not bias[:16].any()
+
+
+def test_layerwise_records_each_layer_under_its_own_name_in_every_stage(tmp_path) -> None:
+    # A frozen layer keeps its name (not "0.body.1") and its weights; a stage's "1" is
+    # the full model's "1"; a frozen layer reports no gradient, not the last stage's.
+    import json
+
+    from vgdiag.cli.app import main
+
+    out = tmp_path / "lw"
+    assert main(["run", "--headless", "--depth", "4", "--width", "16", "--epochs", "3",
+                 "--every", "1", "--plugin", "layerwise", "--out", str(out)]) in (0, 1)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    stages, steps, stage = {}, [], -1
+    for line in lines:
+        if line["type"] == "stage":
+            stage = line["index"]
+            stages[stage] = line
+        elif line["type"] == "step":
+            steps.append((stage, line))
+    assert len(stages) == 3  # 2,2: train 1-2 + head, train 3-4 + output, fine-tune all
+    names = {n for _, s in steps for n in s["layers"]}
+    assert not any("body" in n or "_frozen" in n for n in names), names
+    frozen = [s for st, s in steps if st == 1]
+    first = [n for n in ("1", "3") if n in frozen[0]["layers"]]
+    assert first == ["1", "3"]
+    for name in first:  # frozen in stage 2: its weights do not move, and no gradient
+        norms = {s["layers"][name]["weight_norm"] for s in frozen}
+        assert len(norms) == 1, (name, norms)
+        assert all(s["layers"][name]["grad_norm"] in (None, 0.0) for s in frozen)
+    last_of_stage_1 = [s for st, s in steps if st == 0][-1]["layers"]["1"]["weight_norm"]
+    assert frozen[0]["layers"]["1"]["weight_norm"] == pytest.approx(last_of_stage_1, rel=1e-3)
+
+
+def test_weight_init_starts_a_sigmoid_net_near_the_loss_of_guessing() -> None:
+    # Sigmoid's gain of 4 belongs to the hidden layers: on the output layer it made the
+    # logits 4x too large, a first loss near 6 where guessing is ln(10) = 2.3.
+    variant = WeightInit().apply(make_experiment(), {})
+    torch.manual_seed(0)
+    model = variant.build_model()
+    x, y = batch()
+    with torch.no_grad():
+        loss = float(nn.functional.cross_entropy(model(x), y))
+    assert loss < 1.3 * math.log(10), loss
+    out = model[-1]
+    assert abs(float(out.weight.std()) / math.sqrt(2 / (out.in_features + 10)) - 1) < 0.2

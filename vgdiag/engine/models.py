@@ -112,19 +112,23 @@ def _init_recurrent(module: nn.RNNBase, scheme: str, std: float | None) -> None:
             nn.init.xavier_uniform_(param)
 
 
-def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn.Module:
+def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid",
+                 output: str | None = None) -> nn.Module:
     """Re-initialise every trainable Linear, Conv and recurrent layer of `model` in
     place; biases to zero. Frozen layers are left as they are.
 
     'default' leaves PyTorch's initialisation alone. 'normal:STD' draws N(0, STD) as in
     the reference experiment. 'xavier' and 'he' use the gain of `activation`. A
     recurrent layer (RNN, LSTM, GRU) gets orthogonal recurrent weights whatever the
-    scheme but 'normal' (see _init_recurrent).
+    scheme but 'normal' (see _init_recurrent). `output` names the output layer: under
+    'xavier' and 'he' it gets Xavier with gain 1, since no activation follows it (the
+    logits): sigmoid's gain of 4 there starts the loss far above ln(classes).
     """
     scheme, std = parse_init(spec)
     if scheme == "default":
         return model
     gain_name = _GAIN_NAMES.get(activation, "linear")
+    head = model.get_submodule(output) if output is not None else None
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.RNNBase):
@@ -138,7 +142,9 @@ def init_weights(model: nn.Module, spec: str, activation: str = "sigmoid") -> nn
                 nn.init.zeros_(module.bias)
             if not module.weight.requires_grad:
                 continue
-            if scheme == "normal":
+            if module is head and scheme != "normal":
+                nn.init.xavier_normal_(module.weight, gain=1.0)
+            elif scheme == "normal":
                 assert std is not None
                 nn.init.normal_(module.weight, 0.0, std)
             elif scheme == "xavier":

@@ -46,7 +46,10 @@ _CHANNEL_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm,
                   nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
 # Name parts that wrappers insert between the user's modules (torch.compile, FSDP,
 # activation checkpointing); dropped so layers keep the names the user gave them.
-_WRAPPER_PARTS = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+# Wrappers whose part of a name is not the user's: torch.compile's, FSDP1's, activation
+# checkpointing's, and layer-wise training's frozen layers (plugins/layerwise.Frozen).
+_WRAPPER_PARTS = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module",
+                  "_frozen_module")
 _RNN_SUFFIX = re.compile(r"_l(\d+)(_reverse)?$")
 
 

@@ -160,6 +160,9 @@ class _Run:
             )
             try:
                 trainable_ids = {id(p) for p in params}
+                for p in stage.model.parameters():  # frozen here: a gradient left from an
+                    if id(p) not in trainable_ids:  # earlier stage is not this stage's
+                        p.grad = None
                 yield ev.StageStarted(
                     index,
                     stage.name,
