@@ -360,3 +360,14 @@ def test_a_vanishing_gradient_in_a_model_that_learned_is_an_info():
     assert stuck["vanishing_gradient"].severity == "error"
     no_epochs = {f.id: f for f in diagnose(vanishing, layers(3), (), 10)}
     assert no_epochs["vanishing_gradient"].severity == "error"
+
+
+def test_three_short_epochs_at_chance_are_a_stall():
+    # 13 steps an epoch: 39 steps in all, under the 50-step minimum, yet 3 epochs at
+    # chance have said enough; one such epoch has not.
+    from vgdiag.engine.records import EpochRecord
+
+    epochs = [EpochRecord(e, 2.31, 0.1, 2.31, 0.1, 1.0, 13 * e) for e in (1, 2, 3)]
+    healthy = [record(0, grad_norm=[1.0, 1.0])]
+    assert "loss_stalled" in {f.id for f in diagnose(healthy, layers(2), epochs, 10)}
+    assert "loss_stalled" not in {f.id for f in diagnose(healthy, layers(2), epochs[:1], 10)}

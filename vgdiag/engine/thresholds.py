@@ -21,6 +21,7 @@ class Thresholds:
     through_time_error: float = 1e-3
     stall_tolerance: float = 0.01  # loss above 99% of ln(classes) = no better than chance
     stall_min_steps: int = 50  # optimizer steps before a loss at chance can be called stalled
+    stall_min_epochs: int = 3  # ... or this many epochs at chance, however short
     # ||dW|| / ||W|| per step: ~1e-3 is a net that learns; with a stalled loss, updates
     # under 1e-4 of every layer's norm get nowhere in any budget (a learning rate too low).
     tiny_update: float = 1e-4
