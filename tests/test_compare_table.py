@@ -134,6 +134,10 @@ def test_the_budget_line_says_when_a_variant_saw_more_samples() -> None:
     more = [*same, {"variant": "layerwise", "samples": 1.89e7}]
     line = budget_line(more)
     assert "samples seen differ" in line and "layerwise 3.5x" in line and "adam" not in line
+    assert "Published" not in line
+    # A preset's published figures come with the budget they were measured at.
+    line = budget_line([{**r, "published": 0.9} for r in same])
+    assert "Published: the test accuracy REFERENCE.md reports" in line and "100 epochs" in line
     # The terminal says it too, at any width, not only compare.md and compare.html.
     for width in (60, 160):
         console = Console(width=width, record=True)
