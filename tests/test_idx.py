@@ -342,7 +342,11 @@ def test_files_that_do_not_belong_together(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="label 10"):
         load_mnist_family("mnist", data_dir=tmp_path, download=False)
     labels.write_bytes(idx_bytes(list(range(100)), (50, 2)))
-    with pytest.raises(UserError, match="expected unsigned bytes \\(N,\\)"):
+    with pytest.raises(UserError, match="declares 2 dimension.* where a labels file has 1"):
+        load_mnist_family("mnist", data_dir=tmp_path, download=False)
+    # The images file given as labels: named as such, not as a file of the wrong length.
+    labels.write_bytes((tmp_path / "train-images-idx3-ubyte").read_bytes())
+    with pytest.raises(UserError, match="where a labels file has 1: is it the images file"):
         load_mnist_family("mnist", data_dir=tmp_path, download=False)
 
 

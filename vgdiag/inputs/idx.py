@@ -30,12 +30,15 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+def parse_idx(data: bytes, source: str = "<bytes>", ndim: int | None = None) -> np.ndarray:
     """Parse the bytes of one (uncompressed) IDX file.
 
     Args:
         data: the whole file.
         source: a name for the data, used in error messages.
+        ndim: the dimensions the file must have (3 for images, 1 for labels), checked
+            against its header first: a labels file given for images, or a wrong magic
+            number, is named as such rather than as a file of the wrong length.
 
     Returns:
         A read-only array with the file's shape, in native byte order.
@@ -50,11 +53,19 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise UserError(
             f"{source} is not an IDX file (magic number {data[:4].hex()}); download it again"
         )
-    code, ndim = data[2], data[3]
+    code = data[2]
     if code not in _IDX_DTYPES:
         raise UserError(f"{source}: unknown IDX type code 0x{code:02x}; download it again")
-    if ndim == 0:
+    declared = data[3]
+    if declared == 0:
         raise UserError(f"{source}: IDX header declares no dimensions; download it again")
+    if ndim is not None and declared != ndim:
+        expected_kind = {1: "a labels file", 3: "an images file"}.get(ndim, "this file")
+        declared_kind = {1: "the labels file", 3: "the images file"}.get(declared, "another")
+        raise UserError(
+            f"{source} declares {declared} dimension(s) (magic number {data[:4].hex()}) where "
+            f"{expected_kind} has {ndim}: is it {declared_kind}, or is its magic number wrong?")
+    ndim = declared
     header = 4 + 4 * ndim
     if len(data) < header:
         raise UserError(f"{source} is truncated inside its IDX header; download it again")
@@ -65,13 +76,13 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise UserError(
             f"{source} is {what} ({len(data)} bytes, expected {expected} for shape "
-            f"{dims}); download it again"
+            f"{dims} of {dtype.name} values, type code 0x{code:02x}); download it again"
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
     """Read one IDX file, gzipped or not (told apart by content, not by name).
 
     Args:
@@ -92,4 +103,4 @@ def read_idx(path: Path) -> np.ndarray:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise UserError(f"{path} is a corrupt gzip file ({exc}); download it again") from None
-    return parse_idx(data, str(path))
+    return parse_idx(data, str(path), ndim)

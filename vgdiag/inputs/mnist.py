@@ -153,8 +153,8 @@ def load_mnist_family(
         if files is None:  # e.g. a file removed between download and read
             raise UserError(f"{src.name} files not found in {target}: {advice}")
 
-    train_x, train_y = read_idx(files[TRAIN_IMAGES]), read_idx(files[TRAIN_LABELS])
-    test_x, test_y = read_idx(files[TEST_IMAGES]), read_idx(files[TEST_LABELS])
+    train_x, train_y = read_idx(files[TRAIN_IMAGES], 3), read_idx(files[TRAIN_LABELS], 1)
+    test_x, test_y = read_idx(files[TEST_IMAGES], 3), read_idx(files[TEST_LABELS], 1)
     _check_pair(train_x, train_y, files[TRAIN_IMAGES], files[TRAIN_LABELS])
     _check_pair(test_x, test_y, files[TEST_IMAGES], files[TEST_LABELS])
     if train_x.shape[1:] != test_x.shape[1:]:
