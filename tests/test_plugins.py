@@ -810,6 +810,17 @@ def test_layerwise_records_each_layer_under_its_own_name_in_every_stage(tmp_path
         assert all(s["layers"][name]["grad_norm"] in (None, 0.0) for s in frozen)
     last_of_stage_1 = [s for st, s in steps if st == 0][-1]["layers"]["1"]["weight_norm"]
     assert frozen[0]["layers"]["1"]["weight_norm"] == pytest.approx(last_of_stage_1, rel=1e-3)
+    # At initialisation the output layer is the first stage's head (the full model's
+    # layers are not all there yet): the first/last ratio is read against it.
+    from vgdiag.engine.gradflow import gradient_profile
+    from vgdiag.runs.reader import read_run
+
+    run = read_run(out)
+    first = steps[0][1]["layers"]
+    profile = gradient_profile(run.records[0], run.layers)
+    assert profile["output"] == "head.0"
+    assert profile["ratio"] == pytest.approx(
+        first["1"]["grad_norm"] / first["head.0"]["grad_norm"], rel=1e-9)
 
 
 def test_weight_init_starts_a_sigmoid_net_near_the_loss_of_guessing() -> None:

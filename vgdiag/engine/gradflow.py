@@ -103,7 +103,14 @@ def health(ratio: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> str:
 def _ordered(layers: Sequence[LayerInfo], record: StepRecord) -> list[LayerInfo]:
     if not layers:  # a record read back without layer information: its own order
         return [LayerInfo(n, "", i, 0, ()) for i, n in enumerate(record.layers)]
-    return sorted(layers, key=lambda i: i.depth)
+    ordered = sorted(layers, key=lambda i: i.depth)
+    # A staged run's layers are its last stage's: an earlier stage's record also holds
+    # that stage's own output head (layer-wise training), its output layer then.
+    known = {i.name for i in ordered}
+    top = ordered[-1].depth + 1 if ordered else 0
+    extra = [LayerInfo(n, "", top + k, 0, (), fan_in=1)
+             for k, n in enumerate(n for n in record.layers if n not in known)]
+    return ordered + extra
 
 
 def _grad(record: StepRecord, name: str) -> float:
