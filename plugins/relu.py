@@ -27,6 +27,7 @@ from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import (
     call_sequence,
     execution_order,
+    functional_kinds,
     is_layer,
     is_saturating,
     output_layer_index,
@@ -158,10 +159,12 @@ class Relu(Plugin):
             return None
         if output:
             return f"the only saturating activations follow the output layer ({', '.join(output)})"
-        return (
-            "no saturating activation modules found "
-            "(functional calls such as torch.sigmoid cannot be replaced)"
-        )
+        calls = functional_kinds(inspect_model(experiment), experiment.input_shape)
+        if calls and (calls[1] or calls[2]):
+            return ("its saturating activations are function calls in forward "
+                    "(torch.sigmoid, torch.tanh), which cannot be replaced: use modules "
+                    "(nn.Sigmoid) or change forward")
+        return "the model has no saturating activation (sigmoid, tanh...) to replace"
 
     def in_place(self, records: Sequence[StepRecord], layers: Sequence[LayerInfo]) -> bool:
         # Every activation measured is ReLU-like (a dead-unit count, no saturated one).

@@ -13,21 +13,17 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from vgdiag.engine.experiment import Experiment
 from vgdiag.engine.models import init_weights
-from vgdiag.engine.probe_functional import kind_of
 from vgdiag.plugin_api import Plugin, inspect_model, option
 from vgdiag.surgery import (
-    TraceError,
     execution_order,
     find_modules,
+    functional_kinds,
     output_layer_index,
-    trace,
     trains,
 )
 
@@ -61,24 +57,8 @@ _GAIN_OF_KIND = {1: "sigmoid", 2: "tanh", 0: "relu"}
 def functional_activation(model: nn.Module, input_shape: tuple[int, ...] | None) -> str | None:
     """The most common activation *function* a dry forward calls (`F.relu(self.fc(x))`),
     as a gain name; None without an input shape or when the forward fails."""
-    if input_shape is None:
-        return None
-    counts: Counter[str] = Counter()
-
-    class Count(TorchFunctionMode):
-        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
-                               kwargs: dict[str, Any] | None = None) -> Any:
-            spec = kind_of(func, args, kwargs or {})
-            if spec is not None:
-                counts[_GAIN_OF_KIND[spec[0]]] += 1
-            return func(*args, **(kwargs or {}))
-
-    try:
-        with Count():
-            trace(model, input_shape)
-    except TraceError:
-        return None
-    return counts.most_common(1)[0][0] if counts else None
+    counts = functional_kinds(model, input_shape)
+    return _GAIN_OF_KIND[counts.most_common(1)[0][0]] if counts else None
 
 
 def trainable_layers(model: nn.Module) -> list[str]:

@@ -90,6 +90,7 @@ def test_fixes_that_cannot_apply_to_the_model_are_not_advised(tmp_path):
     skipped = not_applicable(build_experiment(opts, load_data(opts)))
     # No activation module to replace or wrap, no nn.Sequential to add skips to.
     assert {"relu", "gradnorm", "skip", "layerwise"} <= set(skipped)
+    assert "function calls in forward" in skipped["relu"]  # torch.sigmoid, not a module
     assert "weight-init" not in skipped and "weight-init" in advised
     assert not advised & set(skipped)
     from vgdiag.plugin_api import discover_plugins

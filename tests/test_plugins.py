@@ -135,7 +135,7 @@ APPLIES = {
         "skip": "no nn.Sequential",
         "layerwise": "needs an nn.Sequential stack",
     },
-    "relu-mlp": {**dict.fromkeys(PLUGINS), "relu": "no saturating activation modules"},
+    "relu-mlp": {**dict.fromkeys(PLUGINS), "relu": "the model has no saturating activation"},
     "sigmoid-output": {
         **dict.fromkeys(PLUGINS),
         "relu": "follow the output layer",

@@ -10,7 +10,9 @@ custom forward() actually runs.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -245,6 +247,35 @@ def call_sequence(model: nn.Module, input_shape: tuple[int, ...] | None
             every = sorted((k, c.name, c.module) for c in calls for k in c.at)
             return [(name, module) for _, name, module in every]
     return list(model.named_modules())
+
+
+def functional_kinds(model: nn.Module, input_shape: tuple[int, ...] | None
+                     ) -> Counter[int] | None:
+    """How often a dry forward calls each kind of activation *function* (`F.relu(x)`,
+    `torch.sigmoid(x)`: probe_functional's kinds, 1 sigmoid-like, 2 tanh-like, 0 the
+    rest); None without an input shape or when the forward fails."""
+    from torch.overrides import TorchFunctionMode
+
+    from vgdiag.engine.probe_functional import kind_of
+
+    if input_shape is None:
+        return None
+    counts: Counter[int] = Counter()
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                               kwargs: dict[str, Any] | None = None) -> Any:
+            spec = kind_of(func, args, kwargs or {})
+            if spec is not None:
+                counts[spec[0]] += 1
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with Count():
+            trace(model, input_shape)
+    except TraceError:
+        return None
+    return counts
 
 
 def output_layer_index(order: list[tuple[str, nn.Module]]) -> int | None:
