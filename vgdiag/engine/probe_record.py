@@ -101,22 +101,24 @@ def assemble(
             v[2] / units if units > 0 else nan,
         )
 
-    def norm(values: list[float], ks: range) -> float:
-        return math.sqrt(sum(values[k] * values[k] for k in ks))
-
+    # A layer's parameters are one contiguous slice (layout.slices): its norms are one
+    # C-level hypot of the slice, not a generator per statistic (this loop runs for
+    # every layer of every sampled step).
+    hypot = math.hypot
     layers: dict[str, LayerStats] = {}
     no_act = (nan, nan, nan, nan)
     for info, i in zip(probe.layers, layout.order):
         ks = layout.slices[i]
-        g, w, w0 = norm(g2, ks), norm(wn, ks), norm(w0n, ks)
-        size = sum(numel[k] for k in ks)
+        first, end = ks.start, ks.stop
+        g, w, w0 = hypot(*g2[first:end]), hypot(*wn[first:end]), hypot(*w0n[first:end])
+        size = sum(numel[first:end])
         a = act_of.get(i, no_act)
         layers[info.name] = LayerStats(
             grad_norm=g,
-            grad_mean_abs=sum(g1[k] for k in ks) / size if size else nan,
+            grad_mean_abs=sum(g1[first:end]) / size if size else nan,
             weight_norm=w,
-            weight_change=norm(ch, ks) / w0 if w0 else nan,
-            update_ratio=norm(up, ks) / w if w else nan,
+            weight_change=hypot(*ch[first:end]) / w0 if w0 else nan,
+            update_ratio=hypot(*up[first:end]) / w if w else nan,
             grad_output_norm=grad_out.get(i, nan),
             act_mean=a[0],
             act_std=a[1],
