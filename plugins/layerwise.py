@@ -48,15 +48,21 @@ class Frozen(nn.Module):
             return self._frozen_module(x)
 
 
-def named(model: nn.Module, modules: list[nn.Module], frozen: bool = False
-          ) -> list[tuple[str, nn.Module]]:
-    """`modules` (children of `model`) under their names in `model`: a stage's layers
-    are recorded under the names the full model gives them."""
-    names = {id(child): name for name, child in model.named_children()}
-    return [(names[id(m)], Frozen(m) if frozen else m) for m in modules]
+def head_name(model: nn.Module) -> str:
+    """The name of a stage's fresh output head: "head", unless a child has it."""
+    taken = set(model._modules)
+    return next(n for n in ("head", *(f"head_{k}" for k in range(1, len(taken) + 2)))
+                if n not in taken)
 
 
-HEAD = "head"  # a stage's fresh output head (the full model's output layer is its own)
+def last_layer(module: nn.Module) -> str | None:
+    """The name of `module`'s last Linear/Conv in registration order (a Sequential's
+    output layer), None if it has none."""
+    names = [n for n, m in module.named_modules() if isinstance(m, _LAYER_TYPES)]
+    return names[-1] if names else None
+
+
+_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
@@ -172,15 +178,28 @@ def build_stages(
         )
     ends = [sum(blocks[: g + 1]) for g in range(len(blocks))]
     tail = stack.output[1:]
+    # Children by position, under the names the full model gives them (a module used
+    # twice, one shared activation, keeps both places): a stage's layers are recorded
+    # under the full model's names.
+    assert isinstance(model, nn.Sequential)  # analyse() said it is
+    prefix, units = sequential_units(model)
+    keys, children = list(model._modules), list(model)
+    head = head_name(model)
 
-    def upto(end: int, start: int = 0) -> list[nn.Module]:
-        return [m for unit in stack.hidden[start:end] for m in unit]
+    def named(indices: list[int], frozen: bool = False) -> list[tuple[str, nn.Module]]:
+        return [(keys[i], Frozen(children[i]) if frozen else children[i]) for i in indices]
+
+    def upto(end: int, start: int = 0) -> list[int]:
+        return [i for unit in units[start:end] for i in unit]
+
+    def modules(indices: list[int]) -> list[nn.Module]:
+        return [children[i] for i in indices]
 
     heads = [_head(stack.hidden_shapes[end - 1], stack.classes, tail, model) for end in ends[:-1]]
     if init == "xavier":
         gain_from = dominant_activation(model) or "linear"
-        for module in (model, *heads):
-            init_weights(module, "xavier", gain_from)
+        for module in (model, *heads):  # the logits get gain 1 (init_weights' output)
+            init_weights(module, "xavier", gain_from, output=last_layer(module))
     last = len(blocks) - 1
 
     def stage(*parts: list[tuple[str, nn.Module]]) -> nn.Sequential:
@@ -190,18 +209,18 @@ def build_stages(
     if last == 0:  # one group: ordinary training of the whole model
         plan.append((f"train all {ends[0]} layers + output layer", model, None))
     else:
-        first = stage(named(model, stack.prefix + upto(ends[0])), [(HEAD, heads[0])])
+        first = stage(named(prefix + upto(ends[0])), [(head, heads[0])])
         plan.append((f"train {_layers(1, ends[0])} + head", first, None))
     for g in range(1, len(blocks)):
         lo, hi = ends[g - 1], ends[g]
         new = upto(hi, lo)
-        top = [(HEAD, heads[g])] if g < last else named(model, stack.output)
-        grow = stage(named(model, stack.prefix + upto(lo), frozen=True), named(model, new), top)
+        top = [(head, heads[g])] if g < last else named(units[-1])
+        grow = stage(named(prefix + upto(lo), frozen=True), named(new), top)
         what = "head" if g < last else "output layer"
         name = f"train {_layers(lo + 1, hi)} + {what}, {_layers(1, lo)} frozen"
-        plan.append((name, grow, _params(new + [m for _, m in top])))
+        plan.append((name, grow, _params(modules(new) + [m for _, m in top])))
         if g < last:
-            tune = stage(named(model, stack.prefix + upto(hi)), [(HEAD, heads[g])])
+            tune = stage(named(prefix + upto(hi)), [(head, heads[g])])
             plan.append((f"fine-tune {_layers(1, hi)} + head", tune, None))
         else:
             plan.append((f"fine-tune all {hi} layers + output layer", model, None))

@@ -160,7 +160,10 @@ class Relu(Plugin):
         if output:
             return f"the only saturating activations follow the output layer ({', '.join(output)})"
         calls = functional_kinds(inspect_model(experiment), experiment.input_shape)
-        if calls and (calls[1] or calls[2]):
+        if calls is None:  # no input shape, or the dry forward failed: cannot look inside
+            return ("no saturating activation modules found (functional calls such as "
+                    "torch.sigmoid cannot be replaced)")
+        if calls[1] or calls[2]:
             return ("its saturating activations are function calls in forward "
                     "(torch.sigmoid, torch.tanh), which cannot be replaced: use modules "
                     "(nn.Sigmoid) or change forward")

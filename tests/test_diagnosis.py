@@ -371,3 +371,7 @@ def test_three_short_epochs_at_chance_are_a_stall():
     healthy = [record(0, grad_norm=[1.0, 1.0])]
     assert "loss_stalled" in {f.id for f in diagnose(healthy, layers(2), epochs, 10)}
     assert "loss_stalled" not in {f.id for f in diagnose(healthy, layers(2), epochs[:1], 10)}
+    # Three short epochs of which only the last is at chance: not yet.
+    learning = [EpochRecord(e, loss, 0.5, loss, 0.5, 1.0, 13 * e)
+                for e, loss in ((1, 1.2), (2, 1.1), (3, 2.31))]
+    assert "loss_stalled" not in {f.id for f in diagnose(healthy, layers(2), learning, 10)}

@@ -835,3 +835,30 @@ def test_weight_init_starts_a_sigmoid_net_near_the_loss_of_guessing() -> None:
     assert loss < 1.3 * math.log(10), loss
     out = model[-1]
     assert abs(float(out.weight.std()) / math.sqrt(2 / (out.in_features + 10)) - 1) < 0.2
+
+
+def test_layerwise_stages_keep_a_shared_activation_and_a_child_named_head() -> None:
+    from collections import OrderedDict
+
+    from vgdiag_plugins.layerwise import build_stages
+
+    act = nn.Tanh()  # one module after every layer: each stage must keep every call
+    shared = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), act, nn.Linear(8, 8), act,
+                           nn.Linear(8, 8), act, nn.Linear(8, 10))
+    stages = build_stages(shared, input_shape=SHAPE, blocks=(1, 1, 1), epochs=(1,) * 5,
+                          batch_size=None)
+    grow = stages[1].model  # layer 1 frozen, layer 2 + a head trained
+    assert [type(m).__name__ for m in grow] == [
+        "Frozen", "Frozen", "Frozen", "Linear", "Tanh", "Sequential"]
+    assert list(grow._modules)[:5] == ["0", "1", "2", "3", "4"]
+    named = nn.Sequential(OrderedDict([
+        ("flat", nn.Flatten()), ("a", nn.Linear(64, 8)), ("ra", nn.ReLU()),
+        ("head", nn.Linear(8, 8)), ("rh", nn.ReLU()), ("c", nn.Linear(8, 8)),
+        ("rc", nn.ReLU()), ("out", nn.Linear(8, 10))]))
+    stages = build_stages(named, input_shape=SHAPE, blocks=(1, 1, 1), epochs=(1,) * 5,
+                          batch_size=None)
+    grow = stages[1].model
+    assert list(grow._modules) == ["flat", "a", "ra", "head", "rh", "head_1"]
+    assert grow.head is named.head and grow.head_1 is not named.head
+    x, y = batch(4)
+    assert grow(x).shape == (4, 10)

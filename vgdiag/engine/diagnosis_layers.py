@@ -26,8 +26,7 @@ def stalled_loss(
     chance = math.log(num_classes)
     # A loss at chance after a handful of steps is a run that has not started yet.
     steps = epochs[-1].steps if epochs else (records[-1].step + 1 if records else 0)
-    if steps < t.stall_min_steps and len(epochs) < t.stall_min_epochs:
-        return []  # short epochs: three of them at chance are a stall all the same
+    short = steps < t.stall_min_steps  # short epochs: 3 of them at chance still count
     if epochs:
         losses = [e.train_loss for e in epochs]
         loss_now = epochs[-1].train_loss
@@ -49,6 +48,8 @@ def stalled_loss(
         if not value >= floor:
             break
         stalled_epochs += 1
+    if short and not (epochs and stalled_epochs >= t.stall_min_epochs):
+        return []
     unit = "epoch" if epochs else "record"
     evidence: dict[str, Any] = {
         "loss": loss_now,

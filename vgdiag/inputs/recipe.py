@@ -87,7 +87,9 @@ def build_experiment(opts: RunOptions, data: DataBundle) -> Experiment:
         build_mlp(in_features, classes, depth, width, act)  # fail now on bad options
 
         def factory() -> torch.nn.Module:
-            return init_weights(build_mlp(in_features, classes, depth, width, act), init, act)
+            model = build_mlp(in_features, classes, depth, width, act)
+            # The output layer (the last child) feeds the logits: gain 1, not the act's.
+            return init_weights(model, init, act, output=str(len(model) - 1))
 
         spec = f"{BUILTIN_MLP} depth={depth} width={width} activation={act} init={init}"
         if opts.weights is not None:
