@@ -93,9 +93,13 @@ def feeding_layers(model: nn.Module, input_shape: tuple[int, ...] | None,
     order: one shared `self.act` after six layers is fed by all six. The output layer
     never is (a shared activation also called on the output keeps the head's init)."""
     order = call_sequence(model, input_shape)
-    first = execution_order(model, input_shape)
-    last = output_layer_index(first)
-    output = first[last][0] if last is not None else None
+    # The first calls alone are the execution order: read from the same dry forward.
+    first: dict[int, tuple[str, nn.Module]] = {}
+    for name, module in order:
+        first.setdefault(id(module), (name, module))
+    ranked = list(first.values())
+    last = output_layer_index(ranked)
+    output = ranked[last][0] if last is not None else None
     wanted = set(activations)
     found: list[str] = []
     producer: str | None = None

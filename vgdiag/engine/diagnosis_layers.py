@@ -124,15 +124,11 @@ def median_updates(records: Sequence[StepRecord], layers: Sequence[LayerInfo]
                    ) -> dict[str, float]:
     """Each trainable weight layer's median ||dW|| / ||W|| over the whole run (a
     schedule's warm-up and decay are its ends, not its middle)."""
-    out: dict[str, float] = {}
-    for info in layers:
-        if not (info.trainable and info.used and info.fan_in):
-            continue
-        values = [r.layers[info.name].update_ratio for r in records if info.name in r.layers]
-        finite = [v for v in values if math.isfinite(v)]
-        if finite:
-            out[info.name] = float(np.median(finite))
-    return out
+    names = [i.name for i in layers if i.trainable and i.used and i.fan_in]
+    if not names or not records:
+        return {}
+    medians = common.median_over(records, "update_ratio", names)
+    return {n: float(v) for n, v in zip(names, medians) if math.isfinite(v)}
 
 
 def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],

@@ -151,7 +151,7 @@ class Watch:
             value = value.float().mean()
         self.probe.observe_loss(value)
         weight = float(samples) if samples else 1.0
-        value = value.double() * weight
+        value = value.double() if weight == 1.0 else value.double() * weight  # every step
         self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
         self._loss_count += 1
         self._loss_weight += weight

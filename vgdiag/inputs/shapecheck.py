@@ -363,14 +363,14 @@ def check_shapes(
     warnings: list[str] = []
     batch_y: torch.Tensor | None = None  # a training DataLoader's first batch of targets
     if isinstance(bundle.train, TensorSplit):
-        scale = datacheck.raw_scale(bundle.train.x)  # the whole split: one aminmax
+        # the whole split's scale is read with its NaN check (_check_splits)
         x, y = bundle.train.x[:CHECK_SAMPLES], bundle.train.y[:CHECK_SAMPLES]
     else:
         x, batch_y = first_batch(bundle.train, "train")
-        scale = datacheck.raw_scale(x)
+        scale = datacheck.raw_scale(datacheck.value_ends(x))
+        if scale is not None:
+            warnings.append(scale)
         x, y = x[:CHECK_SAMPLES], batch_y[:CHECK_SAMPLES]
-    if scale is not None:
-        warnings.append(scale)
     device = _model_device(model)
     if device is not None:
         x, y = x.to(device), y.to(device)
@@ -401,7 +401,7 @@ def check_shapes(
             _check_elementwise(output, y, loss_name)
         if fn is not None:
             _check_loss(fn, loss_name, output, y, model, warnings)
-        _check_splits(model, bundle, loss_name, fn, output_key, device)
+        _check_splits(model, bundle, loss_name, fn, output_key, device, warnings)
     return warnings
 
 
@@ -432,8 +432,10 @@ def _check_splits(
     fn: LossFn | None,
     output_key: str | None,
     device: torch.device | None,
+    warnings: list[str],
 ) -> None:
-    """Every split's input shape against the training inputs', and NaN/inf anywhere.
+    """Every split's input shape against the training inputs', NaN/inf anywhere, and
+    (into `warnings`) training inputs far from order 1.
 
     A split whose per-sample shape differs from the training inputs' is an error only
     where the model (or the loss) fails on two of its samples: a model that flattens or
@@ -452,9 +454,13 @@ def _check_splits(
                 _check_other_shape(model, first, label, train_shape, fn, output_key, device)
         if not isinstance(split, TensorSplit):
             continue
-        bad = datacheck.find_non_finite(split.x)
+        ends = datacheck.value_ends(split.x)  # one aminmax for the NaN check and the scale
+        bad = datacheck.find_non_finite(split.x, ends)
         if bad is not None and not _tolerates(model, split.x, bad, output_key, device):
             raise UserError(bad.message(which, "inputs"))
+        scale = datacheck.raw_scale(ends) if which == "train" else None
+        if scale is not None:
+            warnings.append(scale)
         if loss_name in LOSSES and split.y.is_floating_point():
             bad = datacheck.find_non_finite(split.y)
             if bad is not None:
