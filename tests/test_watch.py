@@ -337,6 +337,43 @@ def test_sigterm_marks_the_folder_interrupted_and_still_ends_the_process(
         assert other.status == "interrupted" and len(other.records) > 6
 
 
+MID_WRITE = """
+import os, signal, sys, torch
+from torch import nn
+import vgdiag
+from vgdiag.engine import events
+from vgdiag.engine.summary import RunSummary
+apply = RunSummary.apply
+def apply_then_term(self, event):
+    # The signal lands where the store has folded a step in: between its bytecodes.
+    apply(self, event)
+    if isinstance(event, events.StepSampled) and event.record.step == 9:
+        os.kill(os.getpid(), signal.SIGTERM)
+RunSummary.apply = apply_then_term
+model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+w = vgdiag.watch(model, opt, out=sys.argv[1], every=1, num_classes=3)
+for step in range(20):
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.randint(0, 3, (4,))).backward()
+    opt.step()
+"""
+
+
+def test_a_sigterm_while_a_step_is_written_keeps_that_step(tmp_path: Path) -> None:
+    # The folder is closed after the write in progress, never inside it: closing
+    # inside it counted a step whose record was never written.
+    script = tmp_path / "loop.py"
+    script.write_text(textwrap.dedent(MID_WRITE))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    run = read_run(tmp_path / "run")
+    assert run.status == "interrupted"
+    assert [r.step for r in run.records] == list(range(10))
+    assert run.summary["steps"] == 10
+
+
 def test_a_loop_stepping_another_optimizer_is_not_measured_and_fails_the_gate(
         tmp_path: Path) -> None:
     # The probe follows the optimizer it was given; a loop stepping a different one

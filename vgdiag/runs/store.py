@@ -50,6 +50,16 @@ def _write_failure(exc: OSError, path: Path) -> str:
     return f"cannot write {path}: {exc.strerror or exc}"
 
 
+def _metrics_line(event: ev.Event) -> dict[str, Any] | None:
+    """The metrics.jsonl line an event adds as the run goes, if any."""
+    if isinstance(event, (ev.StepSampled, ev.EpochEnded)):
+        return event.record.to_json()
+    if isinstance(event, ev.StageStarted):
+        return {"type": "stage", "index": event.index, "name": event.name,
+                "epochs": event.epochs, "trainable": event.trainable}
+    return None
+
+
 class RunStore:
     """A sink that writes the event stream into a run folder.
 
@@ -85,6 +95,10 @@ class RunStore:
         """Fold `event` in and write what it adds; RunFolderError when that fails."""
         if self.write_error is not None:
             return  # the folder already says why it stopped
+        line = _metrics_line(event)
+        if line is not None:
+            # Written before it is folded in: a Ctrl-C between the two keeps the record.
+            self._guarded(lambda: self._append(line), self.path / METRICS_FILE)
         self.run.apply(event)
         self._guarded(lambda: self._write(event), self.path / METRICS_FILE)
 
@@ -92,13 +106,7 @@ class RunStore:
         if isinstance(event, ev.RunStarted):
             write_json_atomic(self.path / CONFIG_FILE, {"schema_version": SCHEMA_VERSION,
                                                          **self.run.config})
-        elif isinstance(event, ev.StepSampled):
-            self._append(event.record.to_json())
-        elif isinstance(event, ev.StageStarted):
-            self._append({"type": "stage", "index": event.index, "name": event.name,
-                          "epochs": event.epochs, "trainable": event.trainable})
         elif isinstance(event, ev.EpochEnded):
-            self._append(event.record.to_json())
             if time.monotonic() - self._summary_at >= SUMMARY_INTERVAL_S:
                 self._write_summary(durable=False)
         elif isinstance(event, ev.RunFinished):

@@ -49,6 +49,11 @@ class _FolderSink:
         self.watch: Watch | None = None
         self._old_term: Any = None
         self._guarding = False
+        # A SIGTERM that arrives while the store writes an event waits for the write to
+        # end: closing the folder from inside it would fold in a step whose record was
+        # never written.
+        self._writing = False
+        self._term_pending: tuple[int, FrameType | None] | None = None
 
     def guard(self, watch: Watch) -> None:
         self.watch = watch
@@ -63,7 +68,15 @@ class _FolderSink:
         self._guarding = True
 
     def handle(self, event: Event) -> None:
-        self.store.handle(event)
+        self._writing = True
+        try:
+            self.store.handle(event)
+        finally:
+            self._writing = False
+        if self._term_pending is not None:
+            signum, frame = self._term_pending
+            self._term_pending = None
+            self._on_term(signum, frame)
 
     def close(self) -> None:
         atexit.unregister(self._at_exit)
@@ -75,6 +88,9 @@ class _FolderSink:
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         watch, old = self.watch, self._old_term
         if watch is None:
+            return
+        if self._writing:
+            self._term_pending = (signum, frame)
             return
         watch.interrupted = True
         chained = isinstance(getattr(old, "__self__", None), _FolderSink)  # another watch's
