@@ -119,15 +119,20 @@ def test_gpt_tied_embedding_attention_and_layernorm():
     reference = copy.deepcopy(model)
     w, expected = train(model, "tok", 20)
     order = names(w)
-    # The tied head is the token embedding's weight: it sits with the embedding.
-    assert order[:2] == ["wte", "wpe"] and "lm_head" not in order
-    assert order[2:8] == ["blocks.0.ln1", "blocks.0.attn", "blocks.0.attn.out_proj",
+    # The head applies the token embedding's weight after every other layer: that
+    # layer is the output layer, last in depth, and says what it is tied to.
+    assert order[0] == "wpe" and "lm_head" not in order
+    assert order[1:7] == ["blocks.0.ln1", "blocks.0.attn", "blocks.0.attn.out_proj",
                           "blocks.0.ln2", "blocks.0.mlp.0", "blocks.0.mlp.2"]
-    assert order[-1] == "ln_f" == gradflow.output_layer(w.history[-1], w.layers)
+    assert order[-2:] == ["ln_f", "wte"]
+    assert gradflow.output_layer(w.history[-1], w.layers) == "wte"
+    tied = {i.name: i.tied for i in w.layers if i.tied}
+    assert tied == {"wte": ("lm_head",)} and w.layers[-1].kind_label == "Embedding, tied to lm_head"
+    assert not w.layers[-1].normalized_after  # it acts after ln_f
     # std-0.02 init under LayerNorm is standard, not concentrated weights.
     assert not severe(w.findings())
     blocks = gradflow.block_summary(w.history[0], w.history[-1], w.layers)
-    assert [r["name"] for r in blocks["rows"]][2:5] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert [r["name"] for r in blocks["rows"]][1:4] == ["blocks.0", "blocks.1", "blocks.2"]
     check_norms(w, expected)
     # The probe left the training bit-identical.
     torch.manual_seed(0)
@@ -139,6 +144,34 @@ def test_gpt_tied_embedding_attention_and_layernorm():
         opt.step()
     for a, b in zip(reference.parameters(), model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_weight_shared_inside_the_model_is_not_taken_for_a_tied_head():
+    # Two layers sharing one weight in the middle (a tied block) act before the head:
+    # the output layer stays the head, the shared layer keeps its place.
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+            self.b = nn.Linear(8, 8, bias=False)
+            self.b.weight = self.a.weight
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+    torch.manual_seed(0)
+    model = Shared()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    w = vgdiag.watch(model, opt, every=1, num_classes=3)
+    for _ in range(2):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(torch.randn(16, 8)), torch.randint(0, 3, (16,)))
+        loss.backward()
+        opt.step()
+    w.close()
+    assert names(w)[-1] == "head" == gradflow.output_layer(w.history[-1], w.layers)
+    assert {i.name: i.tied for i in w.layers if i.tied} == {"a": ("b",)}
 
 
 def test_sparse_embedding_is_measured_and_training_goes_on():

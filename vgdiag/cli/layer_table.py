@@ -52,7 +52,7 @@ def layer_table(
         updates = [] if at_init else [fmt(s1.update_ratio if s1 else None, 2),
                                       fmt(s1.weight_change if s1 else None, 2)]
         table.add_layer(
-            info.name, f"{info.kind}{frozen}",
+            info.name, f"{info.kind_label}{frozen}",
             *grads,
             f"[{style}]{fmt(rel, 2)}[/]" if style else fmt(rel, 2),
             *updates,

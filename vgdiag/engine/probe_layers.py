@@ -148,6 +148,26 @@ def find_layers(model: nn.Module) -> tuple[Owners, Params]:
     return owners, params
 
 
+def tied_modules(model: nn.Module, owners: Owners,
+                 params: Params) -> list[tuple[str, nn.Module, int]]:
+    """Modules that own no layer but apply an earlier layer's parameters: (name,
+    module, layer).
+
+    A language model's head tied to its embedding is one (`lm_head` applies
+    `wte.weight`): find_layers counts the weight once, at the embedding. The layer is
+    that of the module's weight (else of its first parameter).
+    """
+    owner = {id(p): i for i, _, p in params}
+    layers = {id(m) for _, m in owners}
+    found = []
+    for name, module in model.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        if not own or id(module) in layers or any(id(p) not in owner for p in own.values()):
+            continue
+        found.append((name, module, owner[id(own.get("weight", next(iter(own.values()))))]))
+    return found
+
+
 def depth_order(forward: list[int], backward: list[int], count: int) -> list[int]:
     """Layer indices from input to loss.
 
@@ -219,6 +239,7 @@ def layer_info(
     in_features: int | None,
     used: bool,
     normalized: bool,
+    tied: tuple[str, ...] = (),
 ) -> LayerInfo:
     """The LayerInfo of one layer from its own parameters (name, tensor, full shape)."""
     weight = next((q for q in params if q[0] == "weight" or q[0].startswith("weight_ih")),
@@ -235,4 +256,5 @@ def layer_info(
         used=used,
         role=role_of(module),
         normalized_after=normalized,
+        tied=tied,
     )

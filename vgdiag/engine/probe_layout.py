@@ -39,6 +39,7 @@ from vgdiag.engine.probe_layers import (
     layer_info,
     normalized_after,
     role_of,
+    tied_modules,
 )
 from vgdiag.engine.records import LayerInfo
 
@@ -76,6 +77,10 @@ class LayerLayout:
                              if isinstance(m, ACTIVATION_TYPES)]
         self._recurrent = [(clean_name(name), m) for name, m in root.named_modules()
                            if isinstance(m, nn.RNNBase)]
+        self._tied = tied_modules(root, owners, params)
+        # The layer a tied module applies after every layer ran (a language model's
+        # head tied to its embedding): the output layer, whatever its own depth.
+        self.tied_head: int | None = None
         self.forward: list[int] = []  # layers in order of first forward execution
         self._forward_seen: set[int] = set()
         self.backward: list[int] = []  # layers that got a gradient, input side first
@@ -106,6 +111,7 @@ class LayerLayout:
         self.act: dict[int, tuple[int, int, list[torch.Tensor]]] = {}
         self.time: dict[str, list[torch.Tensor]] = {}
         self.last_layer: int | None = None
+        self._tied_last: int | None = None  # set by a tied module, cleared by a layer
         # That layer's output, held weakly: it is only compared with an activation's
         # input, and must not keep a model's logits alive between steps.
         self._last_out: weakref.ref[torch.Tensor] | None = None
@@ -126,6 +132,8 @@ class LayerLayout:
                    for m, idx in self._modules.values() if hookable(m)]
         handles += [m.register_forward_hook(self._guard(self._act_hook(name, m)))
                     for name, m in self._activations if hookable(m)]
+        handles += [m.register_forward_hook(self._guard(self._tied_hook(i)))
+                    for _, m, i in self._tied if hookable(m)]
         if grad_hooks:
             handles += [m.register_forward_pre_hook(self._guard(self._time_hook(name, m)))
                         for name, m in self._recurrent if hookable(m)]
@@ -160,6 +168,9 @@ class LayerLayout:
             self._need_order = True
 
     def backward_done(self) -> None:
+        if self._tied_last is not None and self._tied_last != self.tied_head:
+            self.tied_head = self._tied_last
+            self._infos = None
         if self._fired:
             last: dict[int, int] = {}
             for pos, k in enumerate(self._fired):
@@ -204,6 +215,7 @@ class LayerLayout:
             if not torch.is_grad_enabled():
                 return  # evaluation passes are not training steps
             self.ran.update(indices)
+            self._tied_last = None
             for i in indices:
                 if i not in self._forward_seen:
                     self._forward_seen.add(i)
@@ -228,6 +240,12 @@ class LayerLayout:
 
                 out.register_hook(self._guard(grad_hook))
 
+        return hook
+
+    def _tied_hook(self, layer: int) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if torch.is_grad_enabled():
+                self._tied_last = layer
         return hook
 
     def _act_hook(self, name: str, module: nn.Module) -> Callable[..., None]:
@@ -351,7 +369,12 @@ class LayerLayout:
     def infos(self) -> list[LayerInfo]:
         if self._infos is None:
             order = depth_order(self.forward, self.backward, len(self.owners))
+            if self.tied_head is not None:  # it acts last: the output layer
+                order = [i for i in order if i != self.tied_head] + [self.tied_head]
             self.order = order
+            tied: dict[int, list[str]] = {}
+            for name, _, i in self._tied:
+                tied.setdefault(i, []).append(clean_name(name))
             rescaled = normalized_after(order, self.roles)
             known = bool(self.backward)
             self._infos = [
@@ -364,6 +387,7 @@ class LayerLayout:
                     used=(not known or i in self.used
                           or not any(self.params[k][2].requires_grad for k in self.slices[i])),
                     normalized=i in rescaled,
+                    tied=tuple(tied.get(i, ())),
                 )
                 for depth, i in enumerate(order)
             ]

@@ -45,10 +45,19 @@ class LayerInfo:
     used: bool = True  # False when trainable but no gradient reached it (not on the loss path)
     role: str = ""  # "embedding", "norm", "recurrent" or "" (findings treat these apart)
     normalized_after: bool = False  # a normalisation layer runs later: its scale is reset
+    # Modules that apply this layer's weight too (a language model's head tied to its
+    # embedding); where one runs last the layer is the output layer, at the last depth.
+    tied: tuple[str, ...] = ()
+
+    @property
+    def kind_label(self) -> str:
+        """The kind as the tables show it: with the modules its weight is tied to."""
+        return f"{self.kind}, tied to {', '.join(self.tied)}" if self.tied else self.kind
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["param_names"] = list(self.param_names)
+        out["tied"] = list(self.tied)
         return out
 
     @classmethod
@@ -65,6 +74,7 @@ class LayerInfo:
             used=bool(data.get("used", True)),
             role=str(data.get("role", "")),
             normalized_after=bool(data.get("normalized_after", False)),
+            tied=tuple(data.get("tied", ())),
         )
 
 

@@ -158,7 +158,7 @@ def layer_rows(run: RunData, layers: Sequence[LayerInfo]) -> list[LayerRow]:
         LayerRow(
             depth=info.depth,
             name=info.name,
-            kind=info.kind,
+            kind=info.kind_label,
             trainable=info.trainable,
             grad_init=stat(first, info.name, "grad_norm", "grad_norm_first"),
             grad_last=stat(last, info.name, "grad_norm", "grad_norm_last"),

@@ -43,7 +43,7 @@ class LayerHistogramsPanel(LayerChart):
     def draw(self, view: RunView, layer: str) -> Text:
         muted = self.style_of("chart--muted")
         info = view.layer(layer)
-        kind = f" · {info.kind} · {info.num_params:,} params" if info and info.kind else ""
+        kind = f" · {info.kind_label} · {info.num_params:,} params" if info and info.kind else ""
         out = Text(no_wrap=True, overflow="crop")
         out.append(f"layer {layer or '<root>'}{kind}\n", style=self.style_of("chart--title"))
         pair = view.weight_hists.get(layer) or view.grad_hists.get(layer)

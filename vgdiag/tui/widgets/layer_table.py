@@ -63,7 +63,7 @@ class LayerTable(DataTable[Text]):
 
             rows[info.name] = {
                 "layer": Text(info.name or "<root>"),
-                "kind": Text(info.kind + ("" if info.trainable else " (frozen)")),
+                "kind": Text(info.kind_label + ("" if info.trainable else " (frozen)")),
                 "grad": Text(fmt(num("grad_norm")), justify="right"),
                 "ratio": Text(fmt(ratio), style=style, justify="right"),
                 "update": Text(fmt(num("update_ratio")), justify="right"),
