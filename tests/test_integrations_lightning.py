@@ -117,6 +117,38 @@ def test_a_lightning_fit_writes_a_run_folder(tmp_path: Path) -> None:
     assert all(not m._forward_hooks for m in module.modules())
 
 
+def test_a_loss_scaler_is_divided_out_of_what_backward_measured(tmp_path: Path) -> None:
+    # 16-mixed's GradScaler: backward runs on the loss times 2^16. Lightning lends no
+    # scaler on the CPU, so the plugin is given one, as it is on a GPU.
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    class Scaled(Tiny):
+        def training_step(self, batch, idx):  # type: ignore[no-untyped-def]
+            x, y = batch
+            logits = self.net(x)
+            scale = self.trainer.precision_plugin.scaler.get_scale()
+            logits.register_hook(
+                lambda g: self.seen[-1].update(out=g.float().norm().item() / scale))
+            loss = nn.functional.cross_entropy(logits, y)
+            self.seen.append({"loss": loss.item()})
+            return loss
+
+    module = Scaled()
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, plugins=[plugin],
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[VgdiagCallback(tmp_path / "lit", every=1)])
+    trainer.fit(module, loader(1))
+    run = read_run(tmp_path / "lit")
+    assert len(run.records) == BATCHES
+    for record in run.records:
+        seen = module.seen[record.step]
+        assert record.layers["net.2"].grad_output_norm == pytest.approx(seen["out"], rel=1e-4)
+        assert record.layers["net.0"].grad_norm == pytest.approx(seen["grad_norm"], rel=1e-4)
+        assert 1e-3 < seen["out"] < 10  # of the loss itself, not 2^16 times it
+
+
 def test_an_exception_in_training_step_marks_the_folder_failed(tmp_path: Path) -> None:
     class Broken(Tiny):
         def training_step(self, batch, idx):  # type: ignore[no-untyped-def]

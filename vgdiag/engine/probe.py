@@ -36,6 +36,7 @@ from torch.utils.hooks import RemovableHandle
 from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
 from vgdiag.engine.history import History
 from vgdiag.engine.probe_activations import SATURATION_EPS  # re-exported
+from vgdiag.engine.probe_amp import calling_scaler, loss_scale
 from vgdiag.engine.probe_closure import ClosureStep
 from vgdiag.engine.probe_distributed import (
     DISTRIBUTED_MODES,
@@ -98,6 +99,8 @@ class Probe:
         snapshot_threshold: parameters with more elements keep a seeded sample of
             their coordinates for W0 and the pre-update copy, and their weight_change
             and update_ratio are estimated from it (vgdiag.engine.snapshots).
+        scaler: the loop's torch.amp.GradScaler, for updates marked by hand
+            (before_update); under scaler.step(optimizer) it is found by itself.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class Probe:
         start_step: int = 0,
         distributed: str = "auto",
         snapshot_threshold: int = SAMPLE_THRESHOLD,
+        scaler: Any = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
@@ -154,6 +158,12 @@ class Probe:
         self._loss: torch.Tensor | None = None  # the sum of the step's losses so far
         self._losses = 0  # how many
         self._grad_pieces: dict[str, Any] | None = None
+        # Mixed precision's loss scaler, where the loop has one (torch.amp.GradScaler);
+        # found by itself when scaler.step() calls the optimizer, else set by the
+        # front end (vgdiag.watch(scaler=), the integrations).
+        self.scaler: Any = scaler
+        self._scale: torch.Tensor | None = None  # the sampled step's, on the device
+        self._grads_scaled = False  # its parameters' .grad still carry the scale
         self._ready = False
         # The optimizer.step(closure) in progress (None outside one, and for plain steps).
         self._closure_step: ClosureStep | None = None
@@ -343,12 +353,19 @@ class Probe:
         autograd); a failure drops the sample, never the user's step."""
         try:
             self._stop_forward_side()
+            self._scale, self._grads_scaled = loss_scale(self.scaler or calling_scaler(),
+                                                         self.optimizer)
             with torch.no_grad():
                 self._grad_pieces = self._measure_grads()
                 if then is not None:
                     then()
         except Exception as exc:
             self._drop_sample(exc)
+
+    def grads_hold_scale(self) -> bool:
+        """Whether `.grad` holds the loss scale now: measured scaled, and not unscaled
+        in place since (scaler.step() between before_update() and after_update())."""
+        return self._grads_scaled and loss_scale(self.scaler, self.optimizer)[1]
 
     def _keep_before(self) -> None:
         # The weights before the update; the post-step hook subtracts in place.
@@ -484,7 +501,8 @@ class Probe:
 
         # Everything goes into one vector that is copied to the host once.
         scalars: dict[str, list[torch.Tensor]] = {
-            "gout": step["gout"], "act": step["act"], "loss": [loss]}
+            "gout": step["gout"], "act": step["act"], "loss": [loss],
+            "scale": [] if self._scale is None else [self._scale.to(device)]}
         vectors: dict[str, list[torch.Tensor]] = {"time": step["time"], "hist": hist_parts}
         n_update = parameter_groups(self, pieces, with_update, scalars, vectors)
         chunks = host_copy(scalars, vectors, device)

@@ -78,7 +78,12 @@ def assemble(
         overflowed(wn, tensors, lambda t: t)
         overflowed(g2, tensors, lambda t: t.grad)
     up = chunks["up"].tolist() if len(chunks["up"]) == n_params else [nan] * n_params
-    gout = chunks["gout"].tolist()
+    # Under a loss scaler the backward pass ran on the scaled loss (probe_amp).
+    scale = float(chunks["scale"][0]) if len(chunks.get("scale", ())) else 1.0
+    if scale != 1.0 and probe._grads_scaled:
+        g2 = [v / scale for v in g2]
+        g1 = [v / scale for v in g1]
+    gout = [v / scale for v in chunks["gout"].tolist()] if scale != 1.0 else chunks["gout"].tolist()
     act = chunks["act"].tolist()
 
     grad_out: dict[int, float] = {}

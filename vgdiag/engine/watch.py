@@ -311,6 +311,10 @@ class ProbeOptions(TypedDict, total=False):
     # are estimates; raise it for a model whose changes are concentrated in few
     # coordinates (docs/PERFORMANCE.md).
     snapshot_threshold: int
+    # The loop's torch.amp.GradScaler: the probe divides what backward measured by its
+    # scale. Found by itself where scaler.step(optimizer) runs the watched optimizer;
+    # give it where the update is marked by hand (w.before_update()).
+    scaler: Any
 
 
 def watch(

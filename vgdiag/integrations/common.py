@@ -68,14 +68,15 @@ class CallbackWatch:
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, *,
               num_classes: int, hparams: Mapping[str, Any], total_epochs: int,
-              steps_per_epoch: int, source: str) -> Watch:
-        """Start watching `model` (the optimizer is only described in config.json)."""
+              steps_per_epoch: int, source: str, scaler: Any = None) -> Watch:
+        """Start watching `model` (the optimizer is only described in config.json);
+        `scaler` is the framework's loss scaler under float16 mixed precision."""
         name = self.name or type(model).__name__
         self.watch = watch(
             model, optimizer, out=self.out or default_run_dir(name), name=name,
             every=self.every, hist_every=self.hist_every, num_classes=num_classes,
             hparams=hparams, total_epochs=total_epochs, steps_per_epoch=steps_per_epoch,
-            source=source, hook_optimizer=False,
+            source=source, hook_optimizer=False, scaler=scaler,
         )
         return self.watch
 

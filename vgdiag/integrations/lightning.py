@@ -89,6 +89,7 @@ class VgdiagCallback(pl.Callback):
             hparams={**plain_hparams(pl_module.hparams),
                      "accumulate_grad_batches": trainer.accumulate_grad_batches},
             total_epochs=epochs, steps_per_epoch=steps, source="lightning",
+            scaler=getattr(trainer.precision_plugin, "scaler", None),  # 16-mixed's
         )
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

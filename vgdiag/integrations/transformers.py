@@ -102,6 +102,7 @@ class VgdiagCallback(TrainerCallback):
                      "gradient_accumulation_steps": args.gradient_accumulation_steps,
                      "max_grad_norm": args.max_grad_norm},
             total_epochs=epochs, steps_per_epoch=steps, source="transformers",
+            scaler=getattr(optimizer, "scaler", None),  # accelerate's, under fp16
         )
         # Under several processes the Trainer counts num_items_in_batch over all of
         # them (average_tokens_across_devices) and scales the loss by their number

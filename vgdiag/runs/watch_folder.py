@@ -157,7 +157,7 @@ def watch(
             mark each update.
         **probe: what the probe samples and keeps (`ProbeSettings`): every,
             hist_every, num_classes, max_records (in memory; the folder keeps every
-            record), distributed, snapshot_threshold; their defaults and meaning are
+            record), distributed, snapshot_threshold, scaler; their defaults and meaning are
             those of `vgdiag.engine.watch.watch`.
 
     Returns:
