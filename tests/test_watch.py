@@ -112,6 +112,25 @@ def test_the_folder_holds_what_the_loop_recorded(tmp_path: Path) -> None:
     assert {f.id for f in w.findings()} == ids
 
 
+@pytest.mark.parametrize(("plan", "sampled"), [
+    ({}, list(range(50)) + [50, 75, 100]),  # length unknown: the first 50, then every 25th
+    ({"total_epochs": 2, "steps_per_epoch": 60}, list(range(0, 101, 2))),  # 120 // 50
+])
+def test_the_default_sampling_gives_a_short_loop_enough_samples(
+        plan: dict[str, int], sampled: list[int]) -> None:
+    # A loop of 101 steps sampled every 25th would be diagnosed on 5 samples.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, **plan) as w:
+        for _ in range(101):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(torch.randn(4, 8)),
+                                        torch.randint(0, 3, (4,))).backward()
+            opt.step()
+    assert [r.step for r in w.history] == sampled
+
+
 def test_report_and_fail_on_work_on_the_folder(tmp_path: Path) -> None:
     model = deep_sigmoid()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -179,7 +198,10 @@ def test_an_exception_in_the_loop_marks_the_folder_failed(tmp_path: Path) -> Non
     run = read_run(tmp_path / "run")
     assert run.status == "failed" and w.status == "failed"
     # one line, with where the user's code raised it (as `vgdiag run` says it)
-    assert run.summary["error"] == "RuntimeError: data ran out second line (test_watch.py:178)"
+    error = run.summary["error"]
+    assert error.startswith("RuntimeError: data ran out second line (test_watch.py:")
+    line = int(error.rsplit(":", 1)[1].rstrip(")"))
+    assert "raise RuntimeError" in Path(__file__).read_text().splitlines()[line - 1]
     errors = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()
               if '"error"' in line]
     assert "raise RuntimeError" in errors[0]["traceback"]

@@ -200,10 +200,11 @@ def test_lbfgs_every_second_step_measures_the_closures_forward() -> None:
 
 def test_sgd_closure_at_the_default_rate() -> None:
     # SGD takes a closure too; the loss given to no observe_loss() is the one returned.
+    # Steps between samples pass their closure straight through.
     steps = 2 * DEFAULT_EVERY + 1
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
-    with vgdiag.watch(model, opt) as w:
+    with vgdiag.watch(model, opt, every=DEFAULT_EVERY) as w:
         assert w.probe.every == DEFAULT_EVERY
         expected, evaluations, same = train(model, opt, steps, w, observe=False,
                                             keyword=True, expect_every=DEFAULT_EVERY)

@@ -37,6 +37,15 @@ def sampling_every(every: int, total_steps: int, min_samples: int = MIN_SAMPLED_
     return max(1, min(every, total_steps // min_samples))
 
 
+def watch_sampling(total_steps: int) -> dict[str, int]:
+    """A watched loop's default sampling: `vgdiag run`'s where its length is known
+    (sampling_every); else every 25th step and each of the first MIN_SAMPLED_STEPS,
+    so that a short loop of unknown length is still diagnosed on enough samples."""
+    if total_steps > 0:
+        return {"every": sampling_every(DEFAULT_EVERY, total_steps)}
+    return {"every": DEFAULT_EVERY, "sample_first": MIN_SAMPLED_STEPS}
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30  # passes over the training set (over all stages)

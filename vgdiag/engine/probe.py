@@ -87,6 +87,8 @@ class Probe:
         optimizer: its step() marks step boundaries; without one, call `end_step()`
             yourself after each backward (update ratios are then not measured).
         every: sample every N-th optimizer step; step 0 is always sampled.
+        sample_first: every one of the first N steps is sampled too (a loop of
+            unknown length still gets enough samples to be diagnosed if it is short).
         hist_every: histograms on every N-th sampled step (0 disables them).
         max_records: bound of the in-memory history (older records are decimated).
         on_record: called with each StepRecord as soon as it is measured.
@@ -117,6 +119,7 @@ class Probe:
         distributed: str = "auto",
         snapshot_threshold: int = SAMPLE_THRESHOLD,
         scaler: Any = None,
+        sample_first: int = 0,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive integer, got {every}")
@@ -128,6 +131,7 @@ class Probe:
         self.model = model
         self.optimizer = optimizer
         self.every = every
+        self.sample_first = sample_first
         self.hist_every = hist_every
         self.history = history if history is not None else History(max_records)
         self.on_record = on_record
@@ -240,7 +244,7 @@ class Probe:
 
     # ----- hook management ----------------------------------------------------
     def _is_sampled(self, step: int) -> bool:
-        return step % self.every == 0
+        return step % self.every == 0 or step < self.sample_first
 
     def _arm(self) -> None:
         """Get ready for a sampled step: fresh buffers, hooks in place."""

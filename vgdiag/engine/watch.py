@@ -315,6 +315,7 @@ class ProbeOptions(TypedDict, total=False):
     # scale. Found by itself where scaler.step(optimizer) runs the watched optimizer;
     # give it where the update is marked by hand (w.before_update()).
     scaler: Any
+    sample_first: int  # every one of the first N steps is sampled too
 
 
 def watch(

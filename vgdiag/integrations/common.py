@@ -11,10 +11,10 @@ from typing import Any, TypedDict
 import torch
 from torch import nn
 
-from vgdiag.engine.defaults import DEFAULT_EVERY, DEFAULT_HIST_EVERY
+from vgdiag.engine.defaults import DEFAULT_HIST_EVERY
 from vgdiag.engine.watch import Watch
 from vgdiag.runs.folder import default_run_dir
-from vgdiag.runs.watch_folder import watch
+from vgdiag.runs.watch_folder import ProbeSettings, watch
 
 
 def scalar(value: Any) -> float | None:
@@ -48,7 +48,9 @@ class WatchSettings(TypedDict, total=False):
     """What either callback takes besides its folder and the run's classes."""
 
     name: str | None  # the run's name [default: the model's class name]
-    every: int  # sample every N-th optimizer step (step 0 always)
+    # sample every N-th optimizer step (step 0 always) [default: vgdiag.watch's, every
+    # 25th, or more often on a run too short for 50 samples]
+    every: int
     hist_every: int  # histograms on every N-th sampled step (0 turns them off)
 
 
@@ -58,7 +60,7 @@ class CallbackWatch:
     closure, an accelerate wrapper)."""
 
     def __init__(self, out: str | Path | None = None, *, name: str | None = None,
-                 every: int = DEFAULT_EVERY, hist_every: int = DEFAULT_HIST_EVERY) -> None:
+                 every: int | None = None, hist_every: int = DEFAULT_HIST_EVERY) -> None:
         self.out = Path(out) if out is not None else None
         self.name = name
         self.every = every
@@ -72,11 +74,14 @@ class CallbackWatch:
         """Start watching `model` (the optimizer is only described in config.json);
         `scaler` is the framework's loss scaler under float16 mixed precision."""
         name = self.name or type(model).__name__
+        probe = ProbeSettings(hist_every=self.hist_every, num_classes=num_classes,
+                              scaler=scaler)
+        if self.every is not None:  # else vgdiag.watch's default for the run's length
+            probe["every"] = self.every
         self.watch = watch(
             model, optimizer, out=self.out or default_run_dir(name), name=name,
-            every=self.every, hist_every=self.hist_every, num_classes=num_classes,
             hparams=hparams, total_epochs=total_epochs, steps_per_epoch=steps_per_epoch,
-            source=source, hook_optimizer=False, scaler=scaler,
+            source=source, hook_optimizer=False, **probe,
         )
         return self.watch
 

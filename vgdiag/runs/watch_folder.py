@@ -26,6 +26,7 @@ from torch.optim import Optimizer
 
 from vgdiag.engine.environment import run_config
 from vgdiag.engine.events import Event
+from vgdiag.engine.experiment import watch_sampling
 from vgdiag.engine.watch import ProbeOptions, Watch
 from vgdiag.engine.watch import watch as engine_watch
 from vgdiag.runs.store import RunStore
@@ -164,6 +165,10 @@ def watch(
         the Watch; `w.out` is the folder this process writes (None on ranks other
         than 0, and without `out`).
     """
+    if "every" not in probe:
+        sampling = watch_sampling(total_epochs * steps_per_epoch)
+        probe["every"] = sampling["every"]
+        probe.setdefault("sample_first", sampling.get("sample_first", 0))
     w = engine_watch(model, optimizer if hook_optimizer else None, **probe)
     if out is None or w.rank != 0:
         return w
