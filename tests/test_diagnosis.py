@@ -375,3 +375,28 @@ def test_three_short_epochs_at_chance_are_a_stall():
     learning = [EpochRecord(e, loss, 0.5, loss, 0.5, 1.0, 13 * e)
                 for e, loss in ((1, 1.2), (2, 1.1), (3, 2.31))]
     assert "loss_stalled" not in {f.id for f in diagnose(healthy, layers(2), learning, 10)}
+
+
+def test_vanishing_through_time_reads_every_number_at_one_step():
+    from vgdiag.engine.records import EpochRecord
+
+    # Three sampled steps whose gradient through 30 time steps decays by 0.5, 0.7
+    # and 0.9 per step: the median one (0.7) gives the ratio, the decay and the profile.
+    records = []
+    for step, decay in enumerate((0.5, 0.7, 0.9)):
+        r = record(step, grad_norm=[1.0, 1.0])
+        r.time_grad["rnn"] = [decay ** (29 - t) for t in range(30)]
+        records.append(r)
+    found = {f.id: f for f in diagnose(records, layers(2), (), 10)}
+    through = found["vanishing_through_time"]
+    assert through.evidence["ratio_first_last_step"]["rnn"] == pytest.approx(0.7 ** 29)
+    assert through.evidence["decay_per_step"]["rnn"] == pytest.approx(0.7)
+    assert through.evidence["grad_per_step"]["rnn"] == records[1].time_grad["rnn"]
+    assert "x0.70 per step" in through.message
+    assert f"gets {0.7 ** 29:.2g}" in through.message
+    assert through.severity == "error"
+    # A model that learned anyway: worth knowing, not an error a CI gate fails on.
+    learned = {f.id: f for f in diagnose(records, layers(2),
+                                         [EpochRecord(1, 0.2, 0.95, 0.25, 0.92, 1.0, 3)], 10)}
+    assert learned["vanishing_through_time"].severity == "info"
+    assert "learned anyway (val acc 0.92)" in learned["vanishing_through_time"].message

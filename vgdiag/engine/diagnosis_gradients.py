@@ -166,12 +166,13 @@ def _through_time(records: Sequence[StepRecord], t: Thresholds, when: str
     profile: dict[str, list[float]] = {}
     for name in modules:
         series = [r.time_grad[name] for r in window if len(r.time_grad.get(name, ())) > 1]
-        rs = [first_last_ratio(s) for s in series]
-        rs = [r for r in rs if math.isfinite(r)]
-        if rs:
-            ratios[name] = float(np.median(rs))
-            steps[name] = len(series[-1])
-            profile[name] = series[-1]
+        read = [(first_last_ratio(s), s) for s in series]
+        read = sorted((p for p in read if math.isfinite(p[0])), key=lambda p: p[0])
+        if read:
+            # The median step's profile, whose ratio it is: every number the finding
+            # gives (the ratio, the decay per step, the profile) is read at one step.
+            ratios[name], profile[name] = read[(len(read) - 1) // 2]
+            steps[name] = len(profile[name])
     # The decay per step is fitted over the steps whose gradient is not 0 (the earliest
     # ones can underflow to exactly 0).
     decays = {n: 10 ** -slope(profile[n]) for n in ratios}

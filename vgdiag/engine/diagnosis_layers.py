@@ -113,10 +113,12 @@ def vanishing_but_learned(findings: list[Finding], epochs: Sequence[EpochRecord]
     how = learned(epochs, num_classes)
     if how is None:
         return findings
+    slow = {"vanishing_gradient": "the input side may learn slowly",
+            "vanishing_through_time": "the early time steps count for little"}
     return [Finding(f.id, "info", f.layers, {**f.evidence, "learned": how},
-                    f"{f.message} The model learned anyway ({how}): the input side may learn "
-                    "slowly, but this is not what limits it.", f.recommend)
-            if f.id == "vanishing_gradient" and f.severity != "info" else f
+                    f"{f.message} The model learned anyway ({how}): {slow[f.id]}, but this "
+                    "is not what limits it.", f.recommend)
+            if f.id in slow and f.severity != "info" else f
             for f in findings]
 
 
