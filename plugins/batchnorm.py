@@ -75,7 +75,8 @@ class BatchNorm(Plugin):
     name = "batchnorm"
     summary = "insert BatchNorm after each hidden Linear/Conv layer, before its activation"
     addresses = ("vanishing_gradient", "saturated_activations", "exploding_gradient",
-                 "dead_units", "loss_stalled", "non_finite", "activations_growing")
+                 "dead_units", "loss_stalled", "non_finite", "activations_growing",
+                 "zero_gradient")
     rank = 40
     # BatchNorm's own passes in forward and backward: 103 s against the baseline's 86 s
     # in the reference preset.

@@ -109,7 +109,8 @@ class WeightInit(Plugin):
     summary = "re-initialise Linear/Conv weights larger (normal std, Xavier or He), biases 0"
     addresses = ("vanishing_gradient", "weights_concentrated", "exploding_gradient",
                  "saturated_activations", "dead_units", "loss_stalled", "non_finite",
-                 "activations_growing", "vanishing_through_time", "exploding_through_time")
+                 "activations_growing", "vanishing_through_time", "exploding_through_time",
+                 "zero_gradient")
     rank = 10
     Options = WeightInitOptions
 

@@ -149,3 +149,27 @@ def test_asking_the_plugins_leaves_every_random_stream_as_it_was():
     random.seed(1)
     torch.manual_seed(1)
     assert after == (np.random.rand(), random.random(), float(torch.rand(())))
+
+
+def test_dead_relu_units_cutting_the_gradient_get_a_fix(tmp_path):
+    # Biases of -10 kill every ReLU unit: no gradient reaches the hidden layers. The
+    # finding names each dead activation and advises what revives them.
+    import vgdiag
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                          nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+    for k in (0, 2, 4):
+        nn.init.constant_(model[k].bias, -10.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, out=tmp_path / "run", num_classes=10) as w:
+        for _ in range(20):
+            opt.zero_grad()
+            x, y = torch.rand(32, 16), torch.randint(0, 10, (32,))
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    zero = next(f for f in w.findings() if f.id == "zero_gradient")
+    assert zero.layers == ["0", "2", "4"]
+    assert "activation after 0, 2, 4 is dead" in zero.evidence["cause"]
+    assert {"weight-init", "batchnorm"} <= set(zero.recommend)

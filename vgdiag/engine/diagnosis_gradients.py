@@ -108,7 +108,8 @@ def zero_gradient(
         dead = [n for n in names if last.layers[n].act_dead >= 1.0
                 and depth[n] >= depth[zero[0]]]
         if dead:
-            cause = (f"every unit of the activation after {dead[0]} is dead (<= 0 for the "
+            after = ", ".join(dead[:3]) + (", ..." if len(dead) > 3 else "")
+            cause = (f"every unit of the activation after {after} is dead (<= 0 for the "
                      "whole batch), so it passes back nothing")
     return [
         Finding(
