@@ -436,6 +436,20 @@ def test_wrong_input_channels(digits: DataBundle) -> None:
     )
 
 
+@pytest.mark.parametrize("size", [8, 28])
+def test_images_without_a_channel_axis(size: int) -> None:
+    # A batch of (N, H, W) reads to Conv2d as one unbatched image of N channels: the
+    # message must say the samples lack a channel axis, not count the batch as channels.
+    bundle = small_bundle(torch.rand(40, size, size), torch.randint(0, 10, (40,)), 10)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    message = check(model, bundle)
+    assert message.startswith("layer '0' (Conv2d) takes inputs shaped (batch, channels, "
+                              "height, width) but the data's samples have shape "
+                              f"({size}, {size}), with no channel axis")
+    assert f"x.unsqueeze(1) makes them (1, {size}, {size})" in message
+    assert "in_channels" not in message
+
+
 def test_channels_inside_the_model(digits: DataBundle) -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(64, 10))
     assert check(model, digits).startswith("layer '1' (Conv2d) expects 8 input channels but gets 4")

@@ -103,6 +103,17 @@ def _explain_forward_error(
     )
     if match:
         expected, got = match.groups()
+        conv = layer[1] if layer is not None else None
+        if (raw_input and isinstance(conv, nn.modules.conv._ConvNd)
+                and x.dim() == len(conv.kernel_size) + 1):
+            # The batch is read as one unbatched sample whose channels are the samples.
+            axes = {1: "length", 2: "height, width", 3: "depth, height, width"}
+            return (
+                f"{label} takes inputs shaped (batch, channels, "
+                f"{axes.get(len(conv.kernel_size), '...')}) but the data's samples have "
+                f"shape {data_shape}, with no channel axis: give them one (x.unsqueeze(1) "
+                f"makes them (1, {data_shape.strip('()')}), one channel)"
+            )
         if raw_input or layer is None:
             return (
                 f"the model expects {expected} input channels but the data has {got} "
