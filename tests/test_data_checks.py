@@ -270,6 +270,17 @@ def test_a_few_stray_labels_in_two_splits_are_named_with_their_counts():
         "outputs)")
 
 
+def test_stray_labels_in_a_small_dataset_are_still_strays():
+    # 200 samples, 20 a class: 4 stray targets in all, but each value is 2 of them.
+    y = torch.arange(200) % 10
+    y[[3, 7, 190, 195]] = torch.tensor([11, 12, 11, 12])
+    err = _error(nn.Linear(4, 10), _bundle(y))
+    assert "those labels look wrong, fix or drop them" in err
+    # As many of one value as a class holds: a class the model lacks.
+    y = torch.arange(220) % 11
+    assert "change the model's last layer to 11 outputs" in _error(nn.Linear(4, 10), _bundle(y))
+
+
 def test_ignore_index_is_not_a_negative_label():
     y = torch.arange(200) % 10
     y[0] = -100

@@ -195,10 +195,19 @@ def typical_class_size(targets: list[tuple[str, torch.Tensor]], classes: int) ->
     return float(present.float().median()) if present.numel() else 0.0
 
 
-def look_like_strays(beyond: list[OutOfRange], typical: float) -> bool:
-    """Out-of-range targets so rare beside the real classes that they are wrong labels,
-    not classes the model lacks: together under a tenth of a typical class."""
-    return sum(f.count for f in beyond) * 10 <= typical
+def look_like_strays(targets: list[tuple[str, torch.Tensor]], classes: int) -> bool:
+    """Targets of `classes` or more so rare beside the real classes that they are wrong
+    labels, not classes the model lacks: each value (over all splits) at most a tenth
+    as frequent as a typical class."""
+    typical = typical_class_size(targets, classes)
+    per_value: dict[int, int] = {}
+    for _, y in targets:
+        beyond = y[y >= classes].flatten()
+        if beyond.numel():
+            values, counts = torch.unique(beyond, return_counts=True)
+            for v, c in zip(values.tolist(), counts.tolist()):
+                per_value[v] = per_value.get(v, 0) + c
+    return bool(per_value) and max(per_value.values()) * 10 <= typical
 
 
 # ---------------------------------------------------------------------------- shapes

@@ -303,9 +303,7 @@ def _check_class_targets(
     if classes >= needed:
         return
     beyond = datacheck.targets_beyond(targets, classes)
-    if not beyond or not datacheck.look_like_strays(
-        beyond, datacheck.typical_class_size(targets, classes)
-    ):
+    if not beyond or not datacheck.look_like_strays(targets, classes):
         return  # many targets beyond: the model lacks classes, as the caller says
     described = "; ".join(f.describe() for f in beyond)
     one = sum(f.count for f in beyond) == 1
