@@ -439,3 +439,28 @@ def test_micro_batch_losses_are_averaged_and_the_epoch_weights_by_samples() -> N
         assert record.loss == pytest.approx(sum(losses) / 2, rel=1e-6)
     per_sample = sum(v * n for v, n in seen) / sum(n for _, n in seen)
     assert epoch.train_loss == pytest.approx(per_sample, rel=1e-9)
+
+
+@pytest.mark.parametrize(("outputs", "num_classes", "warns"), [
+    (4, 10, True), (4, 4, False), (1, 2, False), (4, 0, False)])
+def test_num_classes_is_checked_against_the_output_layer(outputs: int, num_classes: int,
+                                                         warns: bool) -> None:
+    # A stall is read against ln(num_classes): a wrong count makes a wrong verdict.
+    import warnings as w_
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, outputs))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with w_.catch_warnings(record=True) as seen:
+        w_.simplefilter("always")
+        with vgdiag.watch(model, opt, every=1, num_classes=num_classes) as w:
+            for _ in range(3):
+                opt.zero_grad()
+                model(torch.randn(4, 8)).pow(2).mean().backward()
+                opt.step()
+        w.findings()
+    said = [str(s.message) for s in seen if "num_classes" in str(s.message)]
+    assert said == ([f"vgdiag: num_classes={num_classes}, but the output layer 2 (Linear) "
+                     f"has {outputs} outputs: a stalled loss is read against "
+                     f"ln({num_classes}); give num_classes={outputs} if the model classifies "
+                     "into that many"] if warns else [])

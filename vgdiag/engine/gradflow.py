@@ -65,6 +65,16 @@ def can_be_output(info: LayerInfo) -> bool:
     return info.fan_in > 0 or info.role in ("norm", "embedding", "recurrent")
 
 
+def output_units(info: LayerInfo) -> int | None:
+    """How many outputs a weight layer has, from its size: out x (fan-in, + 1 with a
+    bias); None for a layer without a weight matrix or a recurrent one."""
+    if info.fan_in <= 0 or info.role == "recurrent":
+        return None
+    per_unit = info.fan_in + (1 if "bias" in info.param_names else 0)
+    units, rest = divmod(info.num_params, per_unit)
+    return units if units and not rest else None
+
+
 def ratios_to_output(grads: Sequence[float], ok: Sequence[bool],
                      matrix: Sequence[bool] | None = None) -> list[float]:
     """Each gradient over the output layer's (NaN where not eligible or unknown)."""

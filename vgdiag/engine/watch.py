@@ -27,6 +27,7 @@ from torch.optim import Optimizer
 
 from vgdiag.engine import events as ev
 from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, LiveDiagnosis, Thresholds, diagnose
+from vgdiag.engine.gradflow import output_layer, output_units
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
@@ -68,6 +69,7 @@ class Watch:
         self._loss_count = 0
         self._loss_weight = 0.0  # the samples behind _loss_sum (1 per loss given without)
         self._live = LiveDiagnosis()
+        self._classes_checked = num_classes <= 0
         probe.epoch = 1  # the epoch in progress: one more than observe_epoch() calls
 
     def attach(
@@ -129,6 +131,8 @@ class Watch:
 
     def findings(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Finding]:
         """Diagnose what was recorded so far."""
+        if self.history:
+            self._check_classes(self.history[-1])
         return diagnose(self.history.records(), self.layers, self.epochs, self.num_classes,
                         thresholds)
 
@@ -252,8 +256,26 @@ class Watch:
         self.close(exc)
 
     # ----- internals ----------------------------------------------------------------
+    def _check_classes(self, record: StepRecord) -> None:
+        """Warn once where num_classes disagrees with the output layer's outputs: the
+        stall the diagnosis reads against ln(num_classes) would be the wrong one."""
+        if self._classes_checked:
+            return
+        self._classes_checked = True
+        name = output_layer(record, self.layers)
+        info = next((i for i in self.layers if i.name == name), None)
+        units = output_units(info) if info is not None else None
+        if units is None or units == self.num_classes or (units == 1 and self.num_classes == 2):
+            return
+        warnings.warn(
+            f"vgdiag: num_classes={self.num_classes}, but the output layer {name} "
+            f"({info.kind if info else '?'}) has {units} outputs: a stalled loss is read "
+            f"against ln({self.num_classes}); give num_classes={units} if the model "
+            "classifies into that many", stacklevel=4)
+
     def _on_record(self, record: StepRecord) -> None:
         # Called in the optimizer's post-step hook, before the probe counts the step.
+        self._check_classes(record)
         self._emit(ev.StepSampled(record, self.probe.layers, self.probe.step + 1,
                                time.perf_counter() - self._t0))
 
