@@ -56,7 +56,7 @@ def test_a_learning_rate_too_low_is_named_and_the_gradient_fixes_are_not_advised
     assert stalled["recommend"] == [] and stalled["evidence"]["gradients_flow"]
     assert "not a vanishing gradient" in stalled["message"]
     assert tiny["severity"] == "warning" and tiny["recommend"] == ["adam"]
-    assert tiny["evidence"]["largest"] < 1e-4 and "raise --lr" in tiny["message"]
+    assert tiny["evidence"]["largest"] < 1e-4 and "learning rate is too low for this model: raise it" in tiny["message"]
     assert "vanishing_gradient" not in found
 
 

@@ -341,3 +341,12 @@ def test_float_labels_show_the_splits_shape_not_the_check_batchs():
     bundle.train.y = bundle.train.y.float()
     message = _error(nn.Linear(4, 10), bundle)
     assert "float with shape (300,)" in message and "y.long()" in message
+
+
+@pytest.mark.parametrize(("high", "advice"), [
+    (254.969, "divide them by 255"),  # 8-bit pixels whose batch never reached 255
+    (40_000.0, "divide them by 65535"), (1000.0, "divide them by 1000")])
+def test_unscaled_inputs_are_told_their_full_scale(high, advice):
+    from vgdiag.inputs.datacheck import raw_scale
+
+    assert f": {advice}; " in raw_scale((0.0, high))

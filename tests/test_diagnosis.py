@@ -248,7 +248,7 @@ def test_a_learning_rate_that_throws_the_weights_off_is_named_and_not_called_fro
     events = list(run_training(build_experiment(options, data), data))
     found = {f.id: f for f in events[-1].findings}
     blown = found["weights_blown_up"]
-    assert blown.severity == "error" and "lower --lr" in blown.message
+    assert blown.severity == "error" and "lower the learning rate" in blown.message
     # Independent: the largest ||W - W0|| / ||W0|| of any sampled step, per layer.
     history = [e.record for e in events if isinstance(e, StepSampled)]
     for name, change in blown.evidence["weight_change"].items():
@@ -299,11 +299,11 @@ def test_nan_before_any_update_is_not_blamed_on_the_learning_rate():
     first = dataclasses.replace(record(0, grad_norm=[math.nan, 1.0]), loss=math.nan)
     first.layers["l0"].param_grad_norms["weight"] = math.nan
     msg = next(f for f in diagnose([first], layers(2)) if f.id == "non_finite").message
-    assert "before any update" in msg and "not the cause" in msg and "lower --lr" not in msg
+    assert "before any update" in msg and "not the cause" in msg and "lower learning rate" not in msg
     later = [record(0, grad_norm=[1, 1]), dataclasses.replace(record(1, grad_norm=[1, 1]),
                                                               loss=math.inf)]
     msg = next(f for f in diagnose(later, layers(2)) if f.id == "non_finite").message
-    assert "at step 1" in msg and "lower --lr" in msg
+    assert "at step 1" in msg and "lower learning rate" in msg
 
 
 def test_advice_leaves_out_the_fixes_the_model_already_has():

@@ -242,7 +242,7 @@ def non_finite(
     when = ""
     # Step 0's loss and gradients come from the initial weights: no update, so no
     # learning rate, had a part in them.
-    cause = ("training diverged (a lower --lr is often enough; an operation such as log, "
+    cause = ("training diverged (a lower learning rate is often enough; an operation such as log, "
              "sqrt or a division in forward can also make NaN on some inputs)")
     if first_step is not None:
         # Only sampled steps are looked at: between the last finite one and this one,
@@ -307,7 +307,7 @@ def weights_blown_up(
                if math.isfinite(largest[top]) else "overflowed to infinity")
             + f" (past {common.fmt(t.blown_up_warning)}x from step {first_step}), "
             "so it no longer holds what it learned: the learning rate is too large for "
-            "these gradients (lower --lr, or clip the gradient norm).",
+            "these gradients (lower the learning rate, or clip the gradient norm).",
             [],
         )
     ]

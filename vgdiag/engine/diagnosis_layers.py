@@ -151,7 +151,7 @@ def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
     elif biggest > LARGE_UPDATE:
         cause = (f"the updates are large (up to {biggest:.1e} of a layer's norm per step, "
                  "median over the run): a learning rate this high can keep the loss at "
-                 "chance; lower --lr, and check that the labels belong to the inputs.")
+                 "chance; lower the learning rate, and check that the labels belong to the inputs.")
     else:
         cause = (f"the updates are of a usual size (up to {biggest:.1e} of a layer's norm "
                  "per step, median over the run): check that the labels belong to the "
@@ -169,7 +169,7 @@ def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
         {"median_update_ratio": updates, "largest": biggest, "tiny_update": t.tiny_update},
         f"Updates are tiny: each step moves every layer by at most {biggest:.1e} of its "
         f"norm (median over the run; a net that learns moves ~1e-3). The learning rate "
-        f"is too low for this model: raise --lr (try 10-100x).")]
+        f"is too low for this model: raise it (try 10-100x).")]
 
 
 def activations_growing(

@@ -116,7 +116,11 @@ def raw_scale(ends: tuple[float, float] | None) -> str | None:
         return None  # NaN/inf: its own error
     if max(abs(low), abs(high)) <= RAW_INPUT_SCALE:
         return None
-    fix = (f"divide them by {high:g}" if low >= 0 else "standardise them (x - mean) / std")
+    # Pixels of 8 or 16 bits, whatever the batch's own maximum: their full scale.
+    scale = next((f for f in (255, 65535) if f / 2 < high <= f), None)
+    fix = ("standardise them (x - mean) / std" if low < 0
+           else f"divide them by {scale}" if scale is not None
+           else f"divide them by {float(f'{high:.3g}'):g}")
     return (f"the training inputs span {low:g} to {high:g}, far from the order-1 range a "
             f"network expects (not normalised?): {fix}; inputs this large saturate "
             f"sigmoid/tanh layers and blow up the first layer's gradient")
