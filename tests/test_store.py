@@ -83,6 +83,20 @@ def test_cut_off_run_reads_every_complete_line(tmp_path):
     assert len(run.records) + len(run.epochs) == complete
 
 
+def test_a_compare_folder_points_at_its_table_and_variants(tmp_path):
+    (tmp_path / "compare.json").write_text("{}")
+    for name in ("relu", "baseline"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text("{}")
+    with pytest.raises(UserError) as excinfo:
+        read_run(tmp_path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{tmp_path} is a compare folder, not a run: its table is "
+                              f"{tmp_path / 'compare.md'}")
+    assert "(baseline, relu)" in message
+    assert message.endswith(f"e.g. vgdiag report {tmp_path / 'baseline'}")
+
+
 def test_foreign_and_newer_folders_are_refused(tmp_path):
     with pytest.raises(UserError, match="not a vgdiag run folder"):
         read_run(tmp_path)

@@ -14,7 +14,7 @@ from rich.text import Text
 from vgdiag.engine.records import _jsonable
 from vgdiag.runs.compare import VariantOutcome, VariantProgress, VariantState
 from vgdiag.runs.compare_table import budget_line, comparison_rows, verdict_text
-from vgdiag.runs.folder import write_json_atomic, write_text_atomic
+from vgdiag.runs.folder import COMPARE_FILE, write_json_atomic, write_text_atomic
 from vgdiag.textfmt import pack
 
 COLUMNS = (
@@ -203,7 +203,7 @@ def write_outputs(
         "skipped": [o.name for o in outcomes if o.state is VariantState.SKIPPED],
         "table": rows,
     }
-    write_json_atomic(out_dir / "compare.json", _jsonable(document))
+    write_json_atomic(out_dir / COMPARE_FILE, _jsonable(document))
     write_text_atomic(out_dir / "compare.md", markdown(rows, target_acc, command))
     write_text_atomic(out_dir / "compare.html", html_page(
         outcomes, rows, target_acc, command, [labels for _, labels in COLUMNS],

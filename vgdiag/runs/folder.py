@@ -26,6 +26,7 @@ from vgdiag.errors import UserError
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+COMPARE_FILE = "compare.json"  # a compare's folder: its table, beside one folder per variant
 
 
 def default_run_dir(name: str, root: Path = Path("runs")) -> Path:

@@ -26,7 +26,14 @@ from vgdiag.engine.records import SEVERITIES, EpochRecord, Finding, LayerInfo, S
 from vgdiag.engine.status import WRITTEN_STATUSES, RunStatus
 from vgdiag.engine.summary import SCHEMA_VERSION, RunSummary
 from vgdiag.errors import UserError
-from vgdiag.runs.folder import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, pid_alive, writer_gone
+from vgdiag.runs.folder import (
+    COMPARE_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    pid_alive,
+    writer_gone,
+)
 
 # The notes that say a "running" folder's status: a report's status line says it too.
 RUNNING_NOTE = "the run is still being written: this is how it stands now"
@@ -201,6 +208,15 @@ def _without_summary(path: Path, has_config: bool, has_metrics: bool, lines: lis
                 if there]
         notes.append(f"{SUMMARY_FILE} is missing: the run was read from {' and '.join(read)}")
         return
+    if (path / COMPARE_FILE).is_file():
+        variants = sorted(p.name for p in path.iterdir() if (p / SUMMARY_FILE).is_file())
+        example = next((v for v in variants if v.startswith("baseline")),
+                       variants[0] if variants else "baseline")
+        shown = ", ".join(variants[:6]) + (", ..." if len(variants) > 6 else "")
+        raise UserError(
+            f"{path} is a compare folder, not a run: its table is {path / 'compare.md'} "
+            f"(and compare.html); each variant is a run folder in it "
+            f"({shown or 'none written yet'}), e.g. vgdiag report {path / example}")
     metrics = f"no records in {METRICS_FILE}" if has_metrics else f"no {METRICS_FILE}"
     raise UserError(f"{path} is not a vgdiag run folder, or its run was killed before it "
                     f"wrote anything: it has no {SUMMARY_FILE}, no {CONFIG_FILE} and {metrics}")
