@@ -306,7 +306,7 @@ def test_weights_errors(net_file: Path, tmp_path: Path) -> None:
         ("{net}:Nett", "no 'Nett' in"),
         ("{net}:NOT_A_MODEL", "is a int, not an nn.Module class"),
         ("{net}:Helper", "not a torch.nn.Module subclass"),
-        ("{net}:returns_int", "returns_int() returned a int, not a torch.nn.Module"),
+        ("{net}:returns_int", "returns_int() returned an int, not a torch.nn.Module"),
         ("no_such_module_xyz.models:Net", "no module named 'no_such_module_xyz'"),
         ("{net}:bad-name", "is not a Python name"),
     ],

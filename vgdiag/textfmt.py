@@ -58,3 +58,9 @@ def pack(items: Sequence[T], width: int, sep: int,
 def plural(n: int, word: str) -> str:
     """'1 epoch', '2 epochs', '0 epochs'."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def a_type(value: object) -> str:
+    """'an int', 'a list': the type of `value` named with its article."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

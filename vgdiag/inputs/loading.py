@@ -58,6 +58,7 @@ from vgdiag.inputs.usercode import (
     user_code_path,
     where_in,
 )
+from vgdiag.textfmt import a_type
 
 SPEC_FORMS = "path/to/file.py:Name, package.module:Name, or a TorchScript file (.pt, .ts)"
 
@@ -94,7 +95,7 @@ def _calling_factory(
         with user_code_path(folder):
             model = target(*args, **kwargs)
         if not isinstance(model, nn.Module):
-            raise UserError(f"{display}() returned a {type(model).__name__}, not a torch.nn.Module")
+            raise UserError(f"{display}() returned {a_type(model)}, not a torch.nn.Module")
         return model
 
     return build

@@ -65,6 +65,7 @@ from vgdiag.inputs.usercode import (
     user_code_path,
     where_in,
 )
+from vgdiag.textfmt import a_type
 
 # Data up to this size is stacked into tensors held on the device; 2 GiB fits any
 # current GPU beside a model, and beyond it host memory for the copy becomes a concern.
@@ -153,7 +154,7 @@ def _unpack(result: Any, shown: str) -> tuple[Any, Any, Any]:
         return result[0], result[1], result[2] if len(result) == 3 else None
     size = f" of {len(result)} items" if isinstance(result, (tuple, list)) else ""
     raise UserError(
-        f"{shown} returned a {type(result).__name__}{size}: return (train, val) or "
+        f"{shown} returned {a_type(result)}{size}: return (train, val) or "
         f"(train, val, test)"
     )
 
