@@ -512,3 +512,33 @@ def test_saved_runs_before_after_cycles_through_the_variants(tmp_path: Path) -> 
             await pilot.press("q")
 
     asyncio.run(main())
+
+
+def test_a_model_without_activations_says_why_its_activation_plot_is_empty(
+        tmp_path: Path) -> None:
+    import vgdiag
+    from vgdiag.tui.widgets import ActivationsPanel
+    from vgdiag.tui.widgets.plot import LinePlot
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 3))  # nothing an activation reads
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with vgdiag.watch(model, opt, out=tmp_path / "run", every=1, num_classes=3):
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(torch.randn(4, 8)),
+                                        torch.randint(0, 3, (4,))).backward()
+            opt.step()
+
+    async def main() -> None:
+        app = build_app(run=read_run(tmp_path / "run"), title="view")
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one(ActivationsPanel)
+            panel.selected = "0"
+            await pilot.pause()
+            text = panel.query_one(LinePlot).render().plain
+            assert "no activation measured after 0: the probe reads an activation module" in text
+            assert "nothing to plot yet" not in text
+            await pilot.press("q")
+
+    asyncio.run(main())

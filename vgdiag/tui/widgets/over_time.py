@@ -191,6 +191,12 @@ class ActivationsPanel(_LayerOverTime):
             plot.series = ()
             return
         plot.title = f"activation after {layer}"
+        measured = any(math.isfinite(getattr(r.layers[layer], "act_mean", math.nan))
+                       for r in view.records if layer in r.layers)
+        plot.empty = ("nothing to plot yet" if measured or not view.records else
+                      f"no activation measured after {layer}: the probe reads an "
+                      "activation module (nn.ReLU, nn.Tanh...) or a call such as F.relu "
+                      "that follows a layer")
         plot.series = (
             _series(view, layer, "act_mean", "mean", "series--0"),
             _series(view, layer, "act_std", "std", "series--1"),

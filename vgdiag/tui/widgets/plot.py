@@ -57,6 +57,7 @@ class LinePlot(Chart):
         self.title = title
         self.x_label = x_label
         self.y_range = y_range  # fixed range (accuracy 0..1); None fits the data
+        self.empty = "nothing to plot yet"  # shown when no series has a finite value
 
     def render(self) -> Text:
         muted = self.style_of("chart--muted")
@@ -77,7 +78,7 @@ class LinePlot(Chart):
             out.append("\n")
         drawn = [s for s in self.series if any(math.isfinite(y) for y in s.ys)]
         if not drawn:
-            out.append("nothing to plot yet", style=muted)
+            out.append(self.empty, style=muted)
             return out
         width = max((self.size.width or 60) - Y_LABEL_WIDTH - 1, 2)
         height = max((self.size.height or 10) - 1 - len(lines), 1)
