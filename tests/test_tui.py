@@ -539,6 +539,12 @@ def test_a_model_without_activations_says_why_its_activation_plot_is_empty(
             text = panel.query_one(LinePlot).render().plain
             assert "no activation measured after 0: the probe reads an activation module" in text
             assert "nothing to plot yet" not in text
+            # Three sampled steps, histograms on every 10th: step 0's is the only one.
+            hists = app.query_one(LayerHistogramsPanel)
+            hists.selected = "0"
+            await pilot.pause()
+            said = hists.draw(app.view, "0").plain  # type: ignore[arg-type]
+            assert "init: step 0 · the only histogram so far" in said and "now:" not in said
             await pilot.press("q")
 
     asyncio.run(main())
