@@ -56,7 +56,8 @@ def test_a_learning_rate_too_low_is_named_and_the_gradient_fixes_are_not_advised
     assert stalled["recommend"] == [] and stalled["evidence"]["gradients_flow"]
     assert "not a vanishing gradient" in stalled["message"]
     assert tiny["severity"] == "warning" and tiny["recommend"] == ["adam"]
-    assert tiny["evidence"]["largest"] < 1e-4 and "learning rate is too low for this model: raise it" in tiny["message"]
+    assert tiny["evidence"]["largest"] < 1e-4
+    assert "learning rate is too low for this model: raise it" in tiny["message"]
     assert "vanishing_gradient" not in found
 
 
@@ -154,8 +155,9 @@ def test_asking_the_plugins_leaves_every_random_stream_as_it_was():
 def test_dead_relu_units_cutting_the_gradient_get_a_fix(tmp_path):
     # Biases of -10 kill every ReLU unit: no gradient reaches the hidden layers. The
     # finding names each dead activation and advises what revives them.
-    import vgdiag
     from torch import nn
+
+    import vgdiag
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
