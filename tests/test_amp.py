@@ -49,11 +49,12 @@ def train(mode: str, steps: int = 4) -> vgdiag.Watch:
         scaler.scale(loss).backward()
         if by_hand:  # measured before the scaler unscales: .grad still holds the scale
             w.before_update()
-            scaler.step(opt)
+            scaler.step(opt)  # unscales .grad in place before the histogram is taken
+            scaler.update()  # and forgets it did (as accelerate's step does)
             w.after_update()
         else:
             scaler.step(opt)  # the probe finds the scaler calling optimizer.step()
-        scaler.update()
+            scaler.update()
         assert scaler.get_scale() == SCALE  # no step was skipped
     w.close()
     return w
@@ -81,8 +82,5 @@ def test_an_update_marked_by_hand_before_unscaling_is_divided_too() -> None:
         for name, ha in ra.grad_hist.items():
             hb = rb.grad_hist[name]
             assert (hb.lo, hb.hi) == (ha.lo, ha.hi)
-            # log10(g * s) - log10(s) rounds differently from log10(g) at a bin edge:
-            # a gradient may land in the neighbouring bin, no further.
-            assert hb.counts.sum() == ha.counts.sum()
-            assert abs(hb.counts.cumsum() - ha.counts.cumsum()).max() <= 2
+            assert hb.counts.tolist() == ha.counts.tolist()  # g * 2^16 / 2^16 is exact
         assert ra.grad_hist

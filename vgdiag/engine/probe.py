@@ -361,15 +361,15 @@ class Probe:
                                                          self.optimizer)
             with torch.no_grad():
                 self._grad_pieces = self._measure_grads()
+                kept = self._grad_pieces["grads"]
+                if kept is not None and self._scale is not None and self._grads_scaled:
+                    # The histogram is taken after the update, by when the scaler may
+                    # have unscaled .grad in place: keep them unscaled now, as copies.
+                    self._grad_pieces["grads"] = [g / self._scale.to(g.device) for g in kept]
                 if then is not None:
                     then()
         except Exception as exc:
             self._drop_sample(exc)
-
-    def grads_hold_scale(self) -> bool:
-        """Whether `.grad` holds the loss scale now: measured scaled, and not unscaled
-        in place since (scaler.step() between before_update() and after_update())."""
-        return self._grads_scaled and loss_scale(self.scaler, self.optimizer)[1]
 
     def _keep_before(self) -> None:
         # The weights before the update; the post-step hook subtracts in place.

@@ -149,10 +149,8 @@ def histograms(
     layers: Iterable[int],
     sharded: bool,
     device: torch.device,
-    scale: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
-    """Weight and log10|grad| histograms per layer, computed on the device; the
-    gradients divided by `scale` (a loss scaler's, on the device) where given."""
+    """Weight and log10|grad| histograms per layer, computed on the device."""
     parts: list[torch.Tensor] = []
     meta: list[tuple[str, int, float, float]] = []
     # The weight range needs the current max |w|: one extra, small host copy on
@@ -169,31 +167,26 @@ def histograms(
             parts.append(torch.histc(w.float(), HIST_BINS, -m, m))
             meta.append(("weight", li, -m, m))
     lo, hi = GRAD_LOG_RANGE
-    shift = scale.to(device, torch.float32).log10() if scale is not None else None
     for li in layers:
         gs = grads.get(li)
         if not gs:  # a rank may hold no slice of a layer: it still adds zeros
             parts.append(torch.zeros(HIST_BINS, device=device))
         else:
-            parts.append(_log_abs_histogram(gs, lo, hi, shift))
+            parts.append(_log_abs_histogram(gs, lo, hi))
         meta.append(("grad", li, lo, hi))
     return parts, meta
 
 
-def _log_abs_histogram(gs: list[torch.Tensor], lo: float, hi: float,
-                       shift: torch.Tensor | None = None) -> torch.Tensor:
-    """Counts of log10|g| - shift over the gradients `gs`, a bounded piece at a time."""
-    def logs(c: torch.Tensor, fresh: bool) -> torch.Tensor:
-        # In place only on a fresh tensor: a piece may be a view of the user's .grad.
-        g = (c.float().abs_() if fresh else c.float().abs()).clamp_min_(1e-30).log10_()
-        return (g if shift is None else g.sub_(shift)).clamp_(lo, hi)
-
+def _log_abs_histogram(gs: list[torch.Tensor], lo: float, hi: float) -> torch.Tensor:
+    """Counts of log10|g| over the gradients `gs`, a bounded piece at a time."""
     pieces = [c for g in gs for c in g.reshape(-1).split(TEMPORARY)]
     if len(pieces) == 1 or sum(c.numel() for c in pieces) <= TEMPORARY:
-        return torch.histc(logs(torch.cat(pieces), True), HIST_BINS, lo, hi)
+        g = torch.cat(pieces).float().abs_().clamp_min_(1e-30).log10_().clamp_(lo, hi)
+        return torch.histc(g, HIST_BINS, lo, hi)
     counts = torch.zeros(HIST_BINS, device=pieces[0].device)
     for c in pieces:
-        counts += torch.histc(logs(c, False), HIST_BINS, lo, hi)
+        g = c.float().abs().clamp_min_(1e-30).log10_().clamp_(lo, hi)
+        counts += torch.histc(g, HIST_BINS, lo, hi)
     return counts
 
 

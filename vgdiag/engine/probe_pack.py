@@ -109,5 +109,4 @@ def layer_histograms(
     for k, g in zip(present, grads):
         per_layer.setdefault(layout.owner_of[k], []).append(g.reshape(-1))
     layers = range(len(layout.owners)) if probe._sharded else sorted(per_layer)
-    scale = probe._scale if probe.grads_hold_scale() else None
-    return histograms(weights, per_layer, layers, probe._sharded, probe._device, scale)
+    return histograms(weights, per_layer, layers, probe._sharded, probe._device)
