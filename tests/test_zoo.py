@@ -174,6 +174,67 @@ def test_a_weight_shared_inside_the_model_is_not_taken_for_a_tied_head():
     assert {i.name: i.tied for i in w.layers if i.tied} == {"a": ("b",)}
 
 
+class TiedLM(nn.Module):
+    """A head tied to the embedding, its one hidden layer checkpointed (reentrant, as
+    Hugging Face's gradient checkpointing is by default) when asked."""
+
+    def __init__(self, reentrant: bool) -> None:
+        super().__init__()
+        self.reentrant = reentrant
+        self.wte = nn.Embedding(20, 8)
+        self.h = nn.Linear(8, 8)
+        self.ln_f = nn.LayerNorm(8)
+        self.lm_head = nn.Linear(8, 20, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        h = self.wte(x)
+        h = checkpoint(self.h, h, use_reentrant=True) if self.reentrant else self.h(h)
+        return self.lm_head(self.ln_f(torch.tanh(h)))
+
+
+class SharedInContainer(nn.Module):
+    """A container keeps the embedding's weight and applies it first, then its layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.dec = nn.Module()
+        self.dec.weight = self.emb.weight
+        self.dec.h = nn.Linear(8, 8)
+        self.dec.head = nn.Linear(8, 3)
+        self.dec.forward = lambda x: self.dec.head(torch.tanh(self.dec.h(
+            nn.functional.embedding(x, self.dec.weight))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(x).mean(1)
+
+
+@pytest.mark.parametrize(("model", "output"), [
+    (lambda: TiedLM(reentrant=False), "wte"),
+    (lambda: TiedLM(reentrant=True), "wte"),  # the recomputed forward runs h after the head
+    (SharedInContainer, "dec.head"),  # the container's forward ends after its head's
+])
+def test_the_tied_head_is_read_where_the_forward_ends(model, output):
+    torch.manual_seed(0)
+    m = model()
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    w = vgdiag.watch(m, opt, every=1)
+    for _ in range(2):
+        x = torch.randint(0, 20, (4, 5))
+        opt.zero_grad()
+        out = m(x)
+        loss = nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]),
+                                           torch.randint(0, out.shape[-1], (out.numel()
+                                                                            // out.shape[-1],)))
+        loss.backward()
+        opt.step()
+    w.close()
+    assert names(w)[-1] == output == gradflow.output_layer(w.history[-1], w.layers)
+
+
 def test_sparse_embedding_is_measured_and_training_goes_on():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the probe must not even warn

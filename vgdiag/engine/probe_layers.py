@@ -164,6 +164,8 @@ def tied_modules(model: nn.Module, owners: Owners,
         own = dict(module.named_parameters(recurse=False))
         if not own or id(module) in layers or any(id(p) not in owner for p in own.values()):
             continue
+        if any(id(m) in layers for m in module.modules() if m is not module):
+            continue  # a container: its forward ends after its own layers, whatever it applies
         found.append((name, module, owner[id(own.get("weight", next(iter(own.values()))))]))
     return found
 

@@ -112,6 +112,10 @@ class LayerLayout:
         self.time: dict[str, list[torch.Tensor]] = {}
         self.last_layer: int | None = None
         self._tied_last: int | None = None  # set by a tied module, cleared by a layer
+        # _tied_last when the model's forward returned: a forward recomputed in backward
+        # (reentrant activation checkpointing) runs layers again, after the head.
+        self._tied_end: int | None = None
+        self._root_returned = False
         # That layer's output, held weakly: it is only compared with an activation's
         # input, and must not keep a model's logits alive between steps.
         self._last_out: weakref.ref[torch.Tensor] | None = None
@@ -132,8 +136,10 @@ class LayerLayout:
                    for m, idx in self._modules.values() if hookable(m)]
         handles += [m.register_forward_hook(self._guard(self._act_hook(name, m)))
                     for name, m in self._activations if hookable(m)]
-        handles += [m.register_forward_hook(self._guard(self._tied_hook(i)))
-                    for _, m, i in self._tied if hookable(m)]
+        if self._tied and hookable(self._root):
+            handles += [m.register_forward_hook(self._guard(self._tied_hook(i)))
+                        for _, m, i in self._tied if hookable(m)]
+            handles.append(self._root.register_forward_hook(self._guard(self._root_done)))
         if grad_hooks:
             handles += [m.register_forward_pre_hook(self._guard(self._time_hook(name, m)))
                         for name, m in self._recurrent if hookable(m)]
@@ -168,8 +174,9 @@ class LayerLayout:
             self._need_order = True
 
     def backward_done(self) -> None:
-        if self._tied_last is not None and self._tied_last != self.tied_head:
-            self.tied_head = self._tied_last
+        tied = self._tied_end if self._root_returned else self._tied_last
+        if tied is not None and tied != self.tied_head:
+            self.tied_head = tied
             self._infos = None
         if self._fired:
             last: dict[int, int] = {}
@@ -241,6 +248,11 @@ class LayerLayout:
                 out.register_hook(self._guard(grad_hook))
 
         return hook
+
+    def _root_done(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if torch.is_grad_enabled() and not self._root_returned:
+            self._root_returned = True
+            self._tied_end = self._tied_last
 
     def _tied_hook(self, layer: int) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
