@@ -84,3 +84,34 @@ def test_an_update_marked_by_hand_before_unscaling_is_divided_too() -> None:
             assert (hb.lo, hb.hi) == (ha.lo, ha.hi)
             assert hb.counts.tolist() == ha.counts.tolist()  # g * 2^16 / 2^16 is exact
         assert ra.grad_hist
+
+
+class GRUNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru = nn.GRU(4, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gru(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_gradient_through_time_is_unscaled_too(scaled: bool) -> None:
+    m = GRUNet()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, enabled=scaled)
+    w = vgdiag.watch(m, opt, every=1)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(16, 6, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+    x.requires_grad_(True)
+    opt.zero_grad()
+    loss = nn.functional.cross_entropy(m(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    w.close()
+    # Independent: ||dLoss/dx_t|| per time step, from the input's own gradient.
+    expected = (x.grad / (SCALE if scaled else 1.0)).norm(dim=(0, 2)).tolist()
+    assert w.history[0].time_grad["gru"] == pytest.approx(expected, rel=1e-5)

@@ -135,6 +135,8 @@ def assemble(
     record = StepRecord(step=probe.step, epoch=probe.epoch, loss=loss, layers=layers)
     offset = 0
     times = chunks["time"].tolist()
+    if scale != 1.0:  # read in backward: scaled like the output gradients
+        times = [v / scale for v in times]
     for name, length in step["time_idx"]:
         record.time_grad[name] = times[offset : offset + length]
         offset += length
