@@ -441,15 +441,21 @@ def test_micro_batch_losses_are_averaged_and_the_epoch_weights_by_samples() -> N
     assert epoch.train_loss == pytest.approx(per_sample, rel=1e-9)
 
 
-@pytest.mark.parametrize(("outputs", "num_classes", "warns"), [
-    (4, 10, True), (4, 4, False), (1, 2, False), (4, 0, False)])
+@pytest.mark.parametrize(("outputs", "num_classes", "warns", "norm"), [
+    (4, 10, True, False), (4, 4, False, False), (1, 2, False, False), (4, 0, False, False),
+    (10, 10, False, True)])  # a weight-normed head the probe cannot size: no false alarm
 def test_num_classes_is_checked_against_the_output_layer(outputs: int, num_classes: int,
-                                                         warns: bool) -> None:
+                                                         warns: bool, norm: bool) -> None:
     # A stall is read against ln(num_classes): a wrong count makes a wrong verdict.
     import warnings as w_
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, outputs))
+    head = nn.Linear(8, outputs)
+    if norm:
+        with w_.catch_warnings():
+            w_.simplefilter("ignore")  # deprecated in favour of parametrizations, still used
+            head = nn.utils.weight_norm(head)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), head)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with w_.catch_warnings(record=True) as seen:
         w_.simplefilter("always")
@@ -460,6 +466,7 @@ def test_num_classes_is_checked_against_the_output_layer(outputs: int, num_class
                 opt.step()
         w.findings()
     said = [str(s.message) for s in seen if "num_classes" in str(s.message)]
+    assert all(s.filename == __file__ for s in seen if "num_classes" in str(s.message))
     assert said == ([f"vgdiag: num_classes={num_classes}, but the output layer 2 (Linear) "
                      f"has {outputs} outputs: a stalled loss is read against "
                      f"ln({num_classes}); give num_classes={outputs} if the model classifies "

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 import traceback
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import torch
@@ -262,16 +264,20 @@ class Watch:
         if self._classes_checked:
             return
         self._classes_checked = True
-        name = output_layer(record, self.layers)
-        info = next((i for i in self.layers if i.name == name), None)
+        layers = self.layers
+        name = output_layer(record, layers)
+        # Only where the output layer is the model's last: behind a head the probe
+        # cannot size (weight_norm's weight_g/weight_v) stands a hidden layer.
+        info = layers[-1] if layers and layers[-1].name == name else None
         units = output_units(info) if info is not None else None
-        if units is None or units == self.num_classes or (units == 1 and self.num_classes == 2):
+        if (units is None or units == self.num_classes or (units == 1 and self.num_classes == 2)
+                or self.rank != 0):
             return
         warnings.warn(
             f"vgdiag: num_classes={self.num_classes}, but the output layer {name} "
             f"({info.kind if info else '?'}) has {units} outputs: a stalled loss is read "
             f"against ln({self.num_classes}); give num_classes={units} if the model "
-            "classifies into that many", stacklevel=4)
+            "classifies into that many", stacklevel=user_stacklevel())
 
     def _on_record(self, record: StepRecord) -> None:
         # Called in the optimizer's post-step hook, before the probe counts the step.
@@ -304,6 +310,20 @@ class Watch:
         n = len(values)
         sums, counts = vector[:n].tolist(), vector[n:].tolist()
         return [s / c if c else None for s, c in zip(sums, counts)]
+
+
+_INSIDE = (str(Path(__file__).resolve().parents[1]), str(Path(torch.__file__).resolve().parent))
+
+
+def user_stacklevel() -> int:
+    """The stacklevel that points a warning at the first frame outside vgdiag and torch
+    (the user's loop), from the function calling warnings.warn."""
+    level = 2
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_INSIDE):
+        level += 1
+        frame = frame.f_back
+    return level
 
 
 def _status_for(error: BaseException | None, interrupted: bool) -> RunStatus:
