@@ -366,12 +366,13 @@ import vgdiag
 from vgdiag.engine import events
 from vgdiag.engine.summary import RunSummary
 apply = RunSummary.apply
-def apply_then_term(self, event):
-    # The signal lands where the store has folded a step in: between its bytecodes.
-    apply(self, event)
+def term_then_apply(self, event):
+    # The signal lands inside the store's write of step 9: its line is written, the
+    # summary has not folded it in yet.
     if isinstance(event, events.StepSampled) and event.record.step == 9:
         os.kill(os.getpid(), signal.SIGTERM)
-RunSummary.apply = apply_then_term
+    apply(self, event)
+RunSummary.apply = term_then_apply
 model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 w = vgdiag.watch(model, opt, out=sys.argv[1], every=1, num_classes=3)
@@ -384,7 +385,7 @@ for step in range(20):
 
 def test_a_sigterm_while_a_step_is_written_keeps_that_step(tmp_path: Path) -> None:
     # The folder is closed after the write in progress, never inside it: closing
-    # inside it counted a step whose record was never written.
+    # inside it left the summary a step behind its records (or a record short).
     script = tmp_path / "loop.py"
     script.write_text(textwrap.dedent(MID_WRITE))
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run")],

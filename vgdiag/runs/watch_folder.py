@@ -74,10 +74,10 @@ class _FolderSink:
             self.store.handle(event)
         finally:
             self._writing = False
-        if self._term_pending is not None:
-            signum, frame = self._term_pending
-            self._term_pending = None
-            self._on_term(signum, frame)
+            if self._term_pending is not None:  # even after a write that failed
+                signum, frame = self._term_pending
+                self._term_pending = None
+                self._on_term(signum, frame)
 
     def close(self) -> None:
         atexit.unregister(self._at_exit)
