@@ -67,6 +67,7 @@ from vgdiag.engine.probe_pack import (
     layer_histograms,
     parameter_groups,
     read_back,
+    scaled_grad_histograms,
 )
 from vgdiag.engine.probe_record import assemble
 from vgdiag.engine.records import LayerInfo, StepRecord
@@ -363,9 +364,8 @@ class Probe:
                 self._grad_pieces = self._measure_grads()
                 kept = self._grad_pieces["grads"]
                 if kept is not None and self._scale is not None and self._grads_scaled:
-                    # The histogram is taken after the update, by when the scaler may
-                    # have unscaled .grad in place: keep them unscaled now, as copies.
-                    self._grad_pieces["grads"] = [g / self._scale.to(g.device) for g in kept]
+                    self._grad_pieces["grad_hists"] = scaled_grad_histograms(
+                        self, self._grad_pieces["present"], kept, self._scale)
                 if then is not None:
                     then()
         except Exception as exc:
@@ -491,7 +491,8 @@ class Probe:
         assert self._grad_pieces is not None
         pieces = self._grad_pieces
         layout = self._layout
-        hist_parts, hist_meta = (layer_histograms(self, pieces["present"], pieces["grads"])
+        hist_parts, hist_meta = (layer_histograms(self, pieces["present"], pieces["grads"],
+                                                  pieces.get("grad_hists"))
                                  if pieces["grads"] is not None else ([], []))
         step = layout.step_tensors()
         device = self._device

@@ -149,8 +149,10 @@ def histograms(
     layers: Iterable[int],
     sharded: bool,
     device: torch.device,
+    grad_hists: tuple[list[torch.Tensor], list[tuple[str, int, float, float]]] | None = None,
 ) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
-    """Weight and log10|grad| histograms per layer, computed on the device."""
+    """Weight and log10|grad| histograms per layer, computed on the device (the
+    gradients' taken already where `grad_hists` holds them)."""
     parts: list[torch.Tensor] = []
     meta: list[tuple[str, int, float, float]] = []
     # The weight range needs the current max |w|: one extra, small host copy on
@@ -166,26 +168,45 @@ def histograms(
             # max |w| is in the data, so [-m, m] holds every weight: no clamp needed.
             parts.append(torch.histc(w.float(), HIST_BINS, -m, m))
             meta.append(("weight", li, -m, m))
+    grad_parts, grad_meta = (grad_hists if grad_hists is not None
+                             else grad_histograms(grads, layers, device))
+    return parts + grad_parts, meta + grad_meta
+
+
+def grad_histograms(
+    grads: dict[int, list[torch.Tensor]],
+    layers: Iterable[int],
+    device: torch.device,
+    scale: torch.Tensor | None = None,
+) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
+    """log10|grad| histograms per layer, of the gradients divided by `scale` (a loss
+    scaler's, on the device) where given."""
     lo, hi = GRAD_LOG_RANGE
+    parts: list[torch.Tensor] = []
+    meta: list[tuple[str, int, float, float]] = []
     for li in layers:
         gs = grads.get(li)
         if not gs:  # a rank may hold no slice of a layer: it still adds zeros
             parts.append(torch.zeros(HIST_BINS, device=device))
         else:
-            parts.append(_log_abs_histogram(gs, lo, hi))
+            parts.append(_log_abs_histogram(gs, lo, hi, scale))
         meta.append(("grad", li, lo, hi))
     return parts, meta
 
 
-def _log_abs_histogram(gs: list[torch.Tensor], lo: float, hi: float) -> torch.Tensor:
-    """Counts of log10|g| over the gradients `gs`, a bounded piece at a time."""
+def _log_abs_histogram(gs: list[torch.Tensor], lo: float, hi: float,
+                       scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Counts of log10|g / scale| over the gradients `gs`, a bounded piece at a time."""
+    def magnitudes(g: torch.Tensor) -> torch.Tensor:  # g: a fresh float tensor, |.| taken
+        return g if scale is None else g.div_(scale)  # exact for a power-of-two scale
+
     pieces = [c for g in gs for c in g.reshape(-1).split(TEMPORARY)]
     if len(pieces) == 1 or sum(c.numel() for c in pieces) <= TEMPORARY:
-        g = torch.cat(pieces).float().abs_().clamp_min_(1e-30).log10_().clamp_(lo, hi)
-        return torch.histc(g, HIST_BINS, lo, hi)
+        g = magnitudes(torch.cat(pieces).float().abs_()).clamp_min_(1e-30).log10_()
+        return torch.histc(g.clamp_(lo, hi), HIST_BINS, lo, hi)
     counts = torch.zeros(HIST_BINS, device=pieces[0].device)
     for c in pieces:
-        g = c.float().abs().clamp_min_(1e-30).log10_().clamp_(lo, hi)
+        g = magnitudes(c.float().abs()).clamp_min_(1e-30).log10_().clamp_(lo, hi)
         counts += torch.histc(g, HIST_BINS, lo, hi)
     return counts
 

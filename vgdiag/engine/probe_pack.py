@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -9,7 +10,13 @@ import torch
 
 from vgdiag.engine.probe_distributed import local, reduce_across_ranks
 from vgdiag.engine.probe_flat import FlatStats, unpack
-from vgdiag.engine.probe_kernels import foreach_norm, histograms, l1_norms, stack
+from vgdiag.engine.probe_kernels import (
+    foreach_norm,
+    grad_histograms,
+    histograms,
+    l1_norms,
+    stack,
+)
 
 if TYPE_CHECKING:
     from vgdiag.engine.probe import Probe
@@ -98,15 +105,31 @@ def read_back(probe: Probe, chunks: dict[str, np.ndarray], pieces: dict[str, Any
         probe._w0_norm = chunks["w0n"].tolist()
 
 
-def layer_histograms(
-    probe: Probe, present: list[int], grads: list[torch.Tensor]
-) -> tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]:
-    """Weight and log10|grad| histograms per layer (probe_kernels.histograms)."""
+Hists = tuple[list[torch.Tensor], list[tuple[str, int, float, float]]]
+
+
+def _per_layer(probe: Probe, present: list[int], grads: list[torch.Tensor]
+               ) -> tuple[dict[int, list[torch.Tensor]], Iterable[int]]:
     layout = probe._layout
-    weights = [(i, local(probe._tensors[k]).detach().reshape(-1))
-               for i, k in enumerate(layout.weight_param)]
     per_layer: dict[int, list[torch.Tensor]] = {}
     for k, g in zip(present, grads):
         per_layer.setdefault(layout.owner_of[k], []).append(g.reshape(-1))
-    layers = range(len(layout.owners)) if probe._sharded else sorted(per_layer)
-    return histograms(weights, per_layer, layers, probe._sharded, probe._device)
+    return per_layer, range(len(layout.owners)) if probe._sharded else sorted(per_layer)
+
+
+def layer_histograms(probe: Probe, present: list[int], grads: list[torch.Tensor],
+                     grad_hists: Hists | None = None) -> Hists:
+    """Weight and log10|grad| histograms per layer (probe_kernels.histograms); the
+    gradients' taken already where `grad_hists` holds them."""
+    weights = [(i, local(probe._tensors[k]).detach().reshape(-1))
+               for i, k in enumerate(probe._layout.weight_param)]
+    per_layer, layers = _per_layer(probe, present, grads)
+    return histograms(weights, per_layer, layers, probe._sharded, probe._device, grad_hists)
+
+
+def scaled_grad_histograms(probe: Probe, present: list[int], grads: list[torch.Tensor],
+                           scale: torch.Tensor) -> Hists:
+    """The gradients' histograms now, divided by a loss scaler's scale: taken when
+    measured, since the scaler may unscale `.grad` in place before the update ends."""
+    per_layer, layers = _per_layer(probe, present, grads)
+    return grad_histograms(per_layer, layers, probe._device, scale.to(probe._device))
