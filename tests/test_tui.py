@@ -544,7 +544,7 @@ def test_a_model_without_activations_says_why_its_activation_plot_is_empty(
             hists.selected = "0"
             await pilot.pause()
             said = hists.draw(app.view, "0").plain  # type: ignore[arg-type]
-            assert "init: step 0 · the only histogram so far" in said and "now:" not in said
+            assert "init: step 0 · the only histogram (taken" in said and "now:" not in said
             await pilot.press("q")
 
     asyncio.run(main())

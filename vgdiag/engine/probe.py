@@ -88,8 +88,8 @@ class Probe:
         optimizer: its step() marks step boundaries; without one, call `end_step()`
             yourself after each backward (update ratios are then not measured).
         every: sample every N-th optimizer step; step 0 is always sampled.
-        sample_first: every one of the first N steps is sampled too (a loop of
-            unknown length still gets enough samples to be diagnosed if it is short).
+        sample_first: every step numbered below N is sampled too (a loop of unknown
+            length still gets enough samples to be diagnosed if it is short).
         hist_every: histograms on every N-th sampled step (0 disables them).
         max_records: bound of the in-memory history (older records are decimated).
         on_record: called with each StepRecord as soon as it is measured.

@@ -382,7 +382,8 @@ def watch(
             starting weights; the update across the whole step.
         num_classes: for classification, lets the diagnosis spot a loss stuck at
             ln(num_classes); give the loss with `w.observe_loss(loss)`.
-        **options: the probe's (`ProbeOptions`: every, hist_every, max_records,
-            distributed, snapshot_threshold), with the Probe's defaults.
+        **options: the probe's (`ProbeOptions`: every, sample_first, hist_every,
+            max_records, distributed, snapshot_threshold, scaler), with the Probe's
+            defaults.
     """
     return Watch(Probe(model, optimizer, **options), num_classes)

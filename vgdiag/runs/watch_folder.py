@@ -157,9 +157,11 @@ def watch(
             described in config.json, and `w.before_update()` / `w.after_update()`
             mark each update.
         **probe: what the probe samples and keeps (`ProbeSettings`): every,
-            hist_every, num_classes, max_records (in memory; the folder keeps every
-            record), distributed, snapshot_threshold, scaler; their defaults and meaning are
-            those of `vgdiag.engine.watch.watch`.
+            sample_first, hist_every, num_classes, max_records (in memory; the folder
+            keeps every record), distributed, snapshot_threshold, scaler; their meaning
+            is that of `vgdiag.engine.watch.watch`, their defaults too but for every
+            and sample_first: without `every`, the plan sets them
+            (`vgdiag.engine.experiment.watch_sampling`).
 
     Returns:
         the Watch; `w.out` is the folder this process writes (None on ranks other

@@ -49,8 +49,9 @@ class LayerHistogramsPanel(LayerChart):
         pair = view.weight_hists.get(layer) or view.grad_hists.get(layer)
         if pair is not None and pair.now_step == pair.init_step:
             # One histogram so far: "now" is the init one, not the latest step.
-            out.append(f"init: step {pair.init_step} · the only histogram so far (taken "
-                       "every few sampled steps)\n", style=muted)
+            out.append(f"init: step {pair.init_step} · the only histogram "
+                       f"{'so far ' if view.live else ''}(taken every few sampled steps)\n",
+                       style=muted)
         elif pair is not None:
             out.append(f"init: step {pair.init_step} · now: step {pair.now_step}\n", style=muted)
         width = self.size.width or 40

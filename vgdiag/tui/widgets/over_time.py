@@ -188,6 +188,7 @@ class ActivationsPanel(_LayerOverTime):
 
     def plot(self, plot: LinePlot, view: RunView, layer: str | None) -> None:
         if layer is None:
+            plot.empty = "nothing to plot yet"
             plot.series = ()
             return
         plot.title = f"activation after {layer}"
