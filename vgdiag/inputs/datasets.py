@@ -2,7 +2,8 @@
 
 Everything small enough to fit stays on the device as one tensor per split, so a
 batch is one index_select, not a DataLoader round trip. Image data are float tensors
-(N, 1, H, W) in [0, 1]; labels are int64 class indices; models flatten themselves.
+(N, C, H, W) in [0, 1] (C is 1, or 3 for CIFAR-10); labels are int64 class indices;
+models flatten themselves.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "synthetic")
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,12 @@ class DataDefaults:
 # digits has only 1,797 images: with the reference's lr 0.01 even a healthy sigmoid
 # net needs thousands of steps, so its defaults give a ten-second run about the
 # reference's learning budget (lr x steps ~ 100): small batches and lr 0.1.
-# The MNIST family uses the reference experiment's budget.
+# The MNIST family uses the reference experiment's budget, and so does CIFAR-10.
 DATA_DEFAULTS: dict[str, DataDefaults] = {
     "digits": DataDefaults(epochs=100, batch_size=16, sgd_lr=0.1),
     "fashion-mnist": DataDefaults(epochs=100, batch_size=512, sgd_lr=0.01),
     "mnist": DataDefaults(epochs=100, batch_size=512, sgd_lr=0.01),
+    "cifar10": DataDefaults(epochs=100, batch_size=512, sgd_lr=0.01),
     "synthetic": DataDefaults(epochs=10, batch_size=64, sgd_lr=0.01),
 }
 
@@ -108,4 +110,8 @@ def load_dataset(
         from vgdiag.inputs.mnist import load_mnist_family
 
         return load_mnist_family(name, data_dir=data_dir, seed=seed, download=download)
+    if name == "cifar10":
+        from vgdiag.inputs.cifar import load_cifar10
+
+        return load_cifar10(data_dir=data_dir, seed=seed, download=download)
     raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")

@@ -84,9 +84,11 @@ class RunOptions:
     width: int = opt(128, "Units per hidden layer of the built-in MLP.")
     activation: Activation = opt(Activation.sigmoid, "Built-in MLP activation.")
     init: str = opt("default", "default | normal:STD | xavier | he.")
-    data: str = opt("digits", "digits | fashion-mnist | mnist | synthetic, or file.py:factory.")
-    data_dir: Path | None = opt(None, "Folder with the MNIST-family IDX files (downloaded "
-                                "there if absent).", default_text="the cache folder")
+    data: str = opt("digits", "digits | fashion-mnist | mnist | cifar10 | synthetic, or "
+                    "file.py:factory.")
+    data_dir: Path | None = opt(None, "Folder with the MNIST-family IDX files or the CIFAR-10 "
+                                "batches (downloaded there if absent).",
+                                default_text="the cache folder")
     synthetic_size: int = opt(6000, "Samples of the synthetic dataset.")
     loss: str = opt("cross-entropy", "cross-entropy | mse | l1 | bce-with-logits | file.py:fn.")
     output_key: str | None = opt(None, "For models returning a dict or tuple: the key or "
@@ -95,9 +97,9 @@ class RunOptions:
     lr: float | None = opt(None, "Learning rate.",
                            default_text="adam 1e-3; sgd 0.01 as in the reference, 0.1 on digits")
     epochs: int | None = opt(None, "Epochs.",
-                             default_text="digits and fashion-mnist/mnist 100, synthetic 10")
+                             default_text="synthetic 10, else 100")
     batch_size: int | None = opt(None, "Batch size.",
-                                 default_text="digits 16, fashion-mnist/mnist 512, synthetic 64")
+                                 default_text="digits 16, synthetic 64, else 512")
     seed: int = opt(42, "Seeds model init, data split and data order.")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N.")
     every: int = opt(DEFAULT_EVERY, "Sample statistics every N-th step (step 0 always).")
@@ -156,8 +158,8 @@ class RunOptions:
                 if getattr(self, name) != getattr(default, name):
                     raise UserError(f"--{name} applies to the built-in MLP only, not to "
                                     f"--model {self.model}: {what}")
-        if self.data_dir is not None and self.data not in ("mnist", "fashion-mnist"):
-            raise UserError(f"--data-dir applies to --data mnist and fashion-mnist, "
+        if self.data_dir is not None and self.data not in ("mnist", "fashion-mnist", "cifar10"):
+            raise UserError(f"--data-dir applies to --data mnist, fashion-mnist and cifar10, "
                             f"not {self.data}: drop it, or choose one of those")
         if self.synthetic_size != default.synthetic_size and self.data != "synthetic":
             raise UserError(f"--synthetic-size applies to --data synthetic, not {self.data}")

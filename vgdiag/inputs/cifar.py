@@ -1,0 +1,416 @@
+"""CIFAR-10 as a DataBundle: the batches found or downloaded, read, split.
+
+Works offline first: the six batches (data_batch_1..5, test_batch) are looked for in the
+user's folder (or the cache) in the forms the dataset is published in: torchvision's
+`<root>/cifar-10-batches-py/` (pickles), the binary version `<root>/cifar-10-batches-bin/`
+(`*.bin`), the same files directly in the folder, or the archives
+`cifar-10-python.tar.gz` / `cifar-10-binary.tar.gz` (read in place, not extracted).
+Only when none is there is the binary archive downloaded, through the MNIST family's
+download machinery: a `.part` file, checked against the published MD5, then renamed.
+
+The pickles are read with a restricted unpickler that knows only the few names a CIFAR
+batch needs (numpy's array reconstruction and dtype, plain containers): a file naming
+anything else is refused before anything in it runs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import http.client
+import io
+import logging
+import math
+import os
+import pickle
+import tarfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vgdiag.engine.splits import DataBundle, TensorSplit
+from vgdiag.errors import UserError
+from vgdiag.inputs.mnist import VAL_FRACTION, _remove_empty, split_train_val
+from vgdiag.inputs.mnist_files import DATA_DIR_ENV, DEFAULT_TIMEOUT_S, _fetch
+from vgdiag.textfmt import one_line
+
+logger = logging.getLogger(__name__)
+
+NAME = "cifar10"  # vgdiag's dataset name, and the cache subfolder
+NUM_CLASSES = 10
+IMAGE_SHAPE = (3, 32, 32)  # channels first; a record is 1024 red, 1024 green, 1024 blue
+PIXELS = math.prod(IMAGE_SHAPE)
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+BATCHES = (*TRAIN_BATCHES, TEST_BATCH)
+PY_FOLDER = "cifar-10-batches-py"  # torchvision's layout, and the python archive's folder
+BIN_FOLDER = "cifar-10-batches-bin"
+PY_ARCHIVE = "cifar-10-python.tar.gz"
+BIN_ARCHIVE = "cifar-10-binary.tar.gz"
+
+MIRROR_ENV = "VGDIAG_CIFAR_MIRROR"  # base URL(s), comma-separated, tried in order
+MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+BIN_ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # published on the dataset's page
+
+
+# --- reading a batch -----------------------------------------------------------------
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    # The installed numpy's own reconstructors, taken from what it pickles, so that
+    # pickles written by numpy 1 (numpy.core) and numpy 2 (numpy._core) both resolve
+    # without importing the deprecated module names.
+    reconstruct = np.ndarray((0,), np.uint8).__reduce__()[0]
+    frombuffer = np.ndarray((1,), np.uint8).__reduce_ex__(5)[0]
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # bytes pickled by Python 3, protocol 2
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    for builtins in ("builtins", "__builtin__"):  # __builtin__: Python 2's name
+        for kind in (list, dict, tuple, set, frozenset, bytearray):
+            allowed[(builtins, kind.__name__)] = kind
+    return allowed
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the names a CIFAR batch needs.
+
+    Any other global (os.system, builtins.eval, a class of some module) is refused with a
+    UserError naming the file, so a hostile file fails before any of its code runs.
+    """
+
+    def __init__(self, file: Any, source: str) -> None:
+        super().__init__(file, encoding="latin1")  # the batches were pickled by Python 2
+        self.source = source
+        self.allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise UserError(
+                f"{self.source} is not a CIFAR-10 batch file: it asks for {module}.{name}, "
+                "which a CIFAR-10 batch never does (not loaded, nothing in it was run)"
+            ) from None
+
+
+def _check_batch(images: Any, labels: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 \
+            or images.shape[1] != PIXELS:
+        shape = getattr(images, "shape", None)
+        what = f"{images.dtype} data of shape {shape}" if isinstance(images, np.ndarray) \
+            else f"a {type(images).__name__}"
+        raise UserError(
+            f"{source} holds {what} as its images; expected unsigned bytes (N, {PIXELS}): "
+            "is it a CIFAR-10 batch file?"
+        )
+    try:
+        label_array = np.asarray(labels)
+    except (TypeError, ValueError):
+        label_array = np.asarray([])
+    if label_array.ndim != 1 or label_array.dtype.kind not in "iu" \
+            or len(label_array) != len(images):
+        raise UserError(
+            f"{source} holds {len(images)} images but labels of shape "
+            f"{label_array.shape} ({label_array.dtype}); expected {len(images)} integers: "
+            "is it a CIFAR-10 batch file?"
+        )
+    if len(label_array) and (label_array.min() < 0 or label_array.max() >= NUM_CLASSES):
+        bad = int(label_array.max() if label_array.max() >= NUM_CLASSES else label_array.min())
+        raise UserError(f"{source} has label {bad}; CIFAR-10 labels are 0..9")
+    return images, label_array.astype(np.int64)
+
+
+def parse_pickled_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of the python version: (images (N, 3072) uint8, labels (N,) int64).
+
+    Raises:
+        UserError: the file is not a pickled CIFAR-10 batch (including a pickle that
+            names anything but numpy arrays and plain containers: it is not run).
+    """
+    try:
+        batch = BatchUnpickler(io.BytesIO(data), source).load()
+    except UserError:
+        raise
+    except Exception as exc:  # a malformed pickle fails in many ways; all mean one thing
+        raise UserError(
+            f"{source} is not a CIFAR-10 batch file ({one_line(exc) or type(exc).__name__}); "
+            "download it again"
+        ) from None
+    if not isinstance(batch, dict):
+        raise UserError(
+            f"{source} is not a CIFAR-10 batch file (it holds a {type(batch).__name__}, "
+            "not a dict)"
+        )
+    fields = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in fields or "labels" not in fields:
+        hint = " (a CIFAR-100 file?)" if "fine_labels" in fields else ""
+        raise UserError(
+            f"{source} is not a CIFAR-10 batch file{hint}: it has no 'data' and 'labels' "
+            f"entries (it has {', '.join(sorted(map(str, fields))) or 'none'})"
+        )
+    return _check_batch(fields["data"], fields["labels"], source)
+
+
+def parse_binary_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of the binary version (records of 1 label byte + 3072 pixel bytes)."""
+    record = 1 + PIXELS
+    if not data or len(data) % record:
+        raise UserError(
+            f"{source} is not a CIFAR-10 binary batch: {len(data)} bytes is not a whole "
+            f"number of {record}-byte records; download it again"
+        )
+    rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, record)
+    return _check_batch(rows[:, 1:], rows[:, 0], source)
+
+
+# --- finding the files ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CifarFiles:
+    """Where the six batches are: a folder of files, or an archive."""
+
+    path: Path  # the folder, or the .tar.gz
+    binary: bool  # the binary version (*.bin records), else the python one (pickles)
+
+    @property
+    def is_archive(self) -> bool:
+        return self.path.name.endswith(".tar.gz")
+
+
+def cache_dir() -> Path:
+    """`$VGDIAG_DATA_DIR/cifar10` when that variable is set, else `~/.cache/vgdiag/cifar10`."""
+    root = os.environ.get(DATA_DIR_ENV)
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "vgdiag"
+    return base / NAME
+
+
+def candidate_dirs(data_dir: Path | None) -> tuple[Path, list[Path]]:
+    """The folder to download into, and every folder to look in (that one first)."""
+    target = Path(data_dir).expanduser() if data_dir is not None else cache_dir()
+    root = target if data_dir is not None else target.parent
+    candidates = [target, target / PY_FOLDER, target / BIN_FOLDER, root / PY_FOLDER,
+                  root / BIN_FOLDER]
+    unique: list[Path] = []
+    for folder in candidates:
+        if folder not in unique:
+            unique.append(folder)
+    return target, unique
+
+
+def find_cifar_files(data_dir: Path | None = None) -> CifarFiles | None:
+    """Find the six batches, all in one folder or in one archive.
+
+    Looks in `data_dir` (or the cache folder when None) and its `cifar-10-batches-py/` and
+    `cifar-10-batches-bin/` subfolders (and those beside the cache folder, torchvision's
+    root); in each, the pickles win over the binary files, files over the archives.
+    """
+    _, folders = candidate_dirs(data_dir)
+    for folder in folders:
+        if all((folder / stem).is_file() for stem in BATCHES):
+            return CifarFiles(folder, binary=False)
+        if all((folder / f"{stem}.bin").is_file() for stem in BATCHES):
+            return CifarFiles(folder, binary=True)
+        for archive, binary in ((PY_ARCHIVE, False), (BIN_ARCHIVE, True)):
+            if (folder / archive).is_file():
+                return CifarFiles(folder / archive, binary=binary)
+    return None
+
+
+def _read_folder(files: CifarFiles) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    parse = parse_binary_batch if files.binary else parse_pickled_batch
+    out = {}
+    for stem in BATCHES:
+        path = files.path / (f"{stem}.bin" if files.binary else stem)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        out[stem] = parse(data, str(path))
+    return out
+
+
+def _read_archive(files: CifarFiles) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The batches from the archive, read member by member in one pass, not extracted."""
+    parse = parse_binary_batch if files.binary else parse_pickled_batch
+    wanted = {f"{stem}.bin" if files.binary else stem: stem for stem in BATCHES}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        with tarfile.open(files.path, mode="r:*") as tar:
+            for member in tar:
+                stem = wanted.get(member.name.rsplit("/", 1)[-1])
+                if stem is None or stem in out or not member.isfile():
+                    continue
+                handle = tar.extractfile(member)
+                if handle is None:
+                    continue
+                with handle:
+                    out[stem] = parse(handle.read(), f"{files.path} member {member.name}")
+    except (tarfile.TarError, OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserError(
+            f"{files.path} is not a readable archive ({one_line(exc) or type(exc).__name__}); "
+            "download it again"
+        ) from None
+    missing = [name for name, stem in wanted.items() if stem not in out]
+    if missing:
+        raise UserError(
+            f"{files.path} lacks {', '.join(missing)}: is it the "
+            f"{'binary' if files.binary else 'python'} version of CIFAR-10?"
+        )
+    return out
+
+
+def read_cifar_files(files: CifarFiles) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Batch name -> (images (N, 3072) uint8, labels (N,) int64), checked."""
+    return _read_archive(files) if files.is_archive else _read_folder(files)
+
+
+# --- downloading ---------------------------------------------------------------------
+
+
+def _mirrors(mirrors: Sequence[str] | None) -> list[str]:
+    if mirrors is not None:
+        chosen = list(mirrors)
+    elif os.environ.get(MIRROR_ENV):
+        chosen = [m for m in os.environ[MIRROR_ENV].replace(",", " ").split() if m]
+    else:
+        chosen = list(MIRRORS)
+    if not chosen:
+        raise UserError(f"no download mirror given: set {MIRROR_ENV} to a base URL")
+    return chosen
+
+
+def download_cifar10(
+    dest: Path,
+    *,
+    mirrors: Sequence[str] | None = None,
+    md5: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Download the binary archive into dest, verifying its MD5; each mirror in turn.
+
+    Args:
+        dest: the folder to download into (created if needed).
+        mirrors: base URLs, overriding $VGDIAG_CIFAR_MIRROR and the official source.
+        md5: the archive's MD5, replacing the published one.
+        timeout: seconds allowed for the connection and for each read.
+
+    Returns:
+        The path written (`dest/cifar-10-binary.tar.gz`).
+
+    Raises:
+        UserError: the archive could not be downloaded with a matching checksum from any
+            mirror; the message is one line with every mirror's reason.
+    """
+    bases = _mirrors(mirrors)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {dest}: {exc.strerror or exc}") from None
+    reasons: list[str] = []
+    for base in bases:
+        url = f"{base.rstrip('/')}/{BIN_ARCHIVE}"
+        logger.info("downloading %s", url)
+        try:
+            _fetch(url, dest / BIN_ARCHIVE, md5 or BIN_ARCHIVE_MD5, timeout)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            reasons.append(f"{url}: {one_line(exc) or type(exc).__name__}")
+            continue
+        return dest / BIN_ARCHIVE
+    raise UserError(f"could not download {BIN_ARCHIVE} ({'; '.join(reasons)})")
+
+
+# --- the dataset ---------------------------------------------------------------------
+
+
+def _to_split(images: np.ndarray, labels: np.ndarray, index: torch.Tensor | None) -> TensorSplit:
+    # Select on the bytes, then convert: one float copy per split (and a writable one).
+    if index is None:
+        images = images.copy()
+    else:
+        rows = index.numpy()
+        images, labels = images[rows], labels[rows]
+    x = torch.from_numpy(images.reshape(-1, *IMAGE_SHAPE)).to(torch.float32).div_(255.0)
+    return TensorSplit(x, torch.from_numpy(labels))
+
+
+def load_cifar10(
+    *,
+    data_dir: Path | None = None,
+    seed: int = 42,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    md5: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> DataBundle:
+    """Load CIFAR-10 as a DataBundle: train/val from the five training batches, test.
+
+    Pixels become float32 in [0, 1] (x / 255, no mean/std normalisation), shape
+    (N, 3, 32, 32); labels int64. The training images are split 90/10 into train/val
+    with `split_train_val(n, seed)`, as the MNIST family (45,000 / 5,000 for the real
+    files); test is test_batch.
+
+    Args:
+        data_dir: folder holding the batches or an archive (see `find_cifar_files`);
+            None uses the cache folder (see `cache_dir`).
+        seed: seed of the train/val split.
+        download: fetch the binary archive when nothing is found.
+        mirrors: base URLs, overriding $VGDIAG_CIFAR_MIRROR and the official source.
+        md5: the archive's MD5, replacing the published one.
+        timeout: seconds allowed for each connection and read while downloading.
+
+    Raises:
+        UserError: the files are missing and could not be downloaded (the message says
+            which folder to put which files in), or a file is corrupt or not CIFAR-10.
+    """
+    files = find_cifar_files(data_dir)
+    if files is None:
+        target, _ = candidate_dirs(data_dir)
+        advice = (
+            f"put {BIN_ARCHIVE} or {PY_ARCHIVE} (or its extracted {BIN_FOLDER}/ or "
+            f"{PY_FOLDER}/ folder) in {target}"
+            + (" or pass --data-dir DIR where they are" if data_dir is None else "")
+        )
+        if not download:
+            raise UserError(f"{NAME} files not found in {target} (download is off): {advice}")
+        created = [d for d in (target, *target.parents) if not d.exists()]
+        try:
+            download_cifar10(target, mirrors=mirrors, md5=md5, timeout=timeout)
+        except UserError as exc:
+            _remove_empty(created)  # a failed download leaves no folders behind
+            raise UserError(
+                f"{NAME} files not found in {target} and download failed ({exc}): {advice}"
+            ) from None
+        files = find_cifar_files(data_dir)
+        if files is None:  # e.g. a file removed between download and read
+            raise UserError(f"{NAME} files not found in {target}: {advice}")
+
+    batches = read_cifar_files(files)
+    train_x = np.concatenate([batches[stem][0] for stem in TRAIN_BATCHES])
+    train_y = np.concatenate([batches[stem][1] for stem in TRAIN_BATCHES])
+    test_x, test_y = batches[TEST_BATCH]
+    min_train = math.ceil(1 / VAL_FRACTION)  # a validation split of at least one image
+    if len(train_x) < min_train:
+        raise UserError(
+            f"{files.path} holds {len(train_x)} training images; at least {min_train} are "
+            "needed for a validation split"
+        )
+    train_idx, val_idx = split_train_val(len(train_x), seed)
+    return DataBundle(
+        NAME,
+        _to_split(train_x, train_y, train_idx),
+        _to_split(train_x, train_y, val_idx),
+        _to_split(test_x, test_y, None),
+        num_classes=NUM_CLASSES,
+        input_shape=IMAGE_SHAPE,
+    )
