@@ -14,3 +14,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def serve():
+    """Serve a folder on 127.0.0.1 (tests/local_http.py); returns its base URL."""
+    from local_http import mirrors
+
+    with mirrors() as start:
+        yield start

@@ -3,24 +3,19 @@ split, and `vgdiag run --data cifar10`."""
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
 import os
 import pickle
-import socket
 import struct
 import subprocess
 import sys
 import tarfile
-import threading
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from local_http import closed_port_url, md5_of
 
 from vgdiag.errors import UserError
 from vgdiag.inputs.cifar import (
@@ -162,37 +157,6 @@ def check_bundle(bundle, arrays, seed: int = 42) -> None:
     assert float(bundle.train.x.min()) >= 0.0 and float(bundle.train.x.max()) <= 1.0
 
 
-def md5_of(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-# --- a local HTTP mirror -------------------------------------------------------------
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def serve() -> Iterator[object]:
-    """Start an HTTP server on 127.0.0.1 for a folder; return its base URL."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(folder: Path) -> str:
-        server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), partial(QuietHandler, directory=str(folder))
-        )
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def mirror(tmp_path: Path, serve) -> tuple[str, dict, str]:
     """A mirror serving a fake binary archive: (base URL, arrays written, its md5)."""
@@ -201,13 +165,6 @@ def mirror(tmp_path: Path, serve) -> tuple[str, dict, str]:
         tmp_path / "mirror" / BIN_ARCHIVE, "cifar-10-batches-bin", batch_files(arrays, True)
     )
     return serve(archive.parent), arrays, md5_of(archive)
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(autouse=True)

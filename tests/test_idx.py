@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.server
 import re
 import socket
 import struct
-import threading
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from local_http import closed_port_url, md5_of
 from torch.utils.data import random_split
 
 from vgdiag.errors import UserError
@@ -62,37 +59,6 @@ def write_dataset(
     return arrays
 
 
-def md5_of(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-# --- a local HTTP mirror -------------------------------------------------------------
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def serve() -> Iterator[object]:
-    """Start an HTTP server on 127.0.0.1 for a folder; return its base URL."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(folder: Path, handler: type = QuietHandler) -> str:
-        server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), partial(handler, directory=str(folder))
-        )
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def mirror(tmp_path: Path, serve) -> tuple[str, dict[str, np.ndarray], dict[str, str]]:
     """A mirror serving gzipped files: (base URL, arrays written, md5 table)."""
@@ -100,13 +66,6 @@ def mirror(tmp_path: Path, serve) -> tuple[str, dict[str, np.ndarray], dict[str,
     arrays = write_dataset(folder, gz=True)
     checksums = {p.name: md5_of(p) for p in folder.iterdir()}
     return serve(folder), arrays, checksums
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(autouse=True)

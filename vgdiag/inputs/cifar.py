@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import http.client
 import io
-import logging
 import math
 import os
 import pickle
@@ -36,10 +34,8 @@ import torch
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
 from vgdiag.inputs.mnist import VAL_FRACTION, _remove_empty, split_train_val
-from vgdiag.inputs.mnist_files import DATA_DIR_ENV, DEFAULT_TIMEOUT_S, _fetch
+from vgdiag.inputs.mnist_files import DATA_DIR_ENV, DEFAULT_TIMEOUT_S, fetch_from_mirrors
 from vgdiag.textfmt import one_line
-
-logger = logging.getLogger(__name__)
 
 NAME = "cifar10"  # vgdiag's dataset name, and the cache subfolder
 NUM_CLASSES = 10
@@ -317,17 +313,7 @@ def download_cifar10(
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {dest}: {exc.strerror or exc}") from None
-    reasons: list[str] = []
-    for base in bases:
-        url = f"{base.rstrip('/')}/{BIN_ARCHIVE}"
-        logger.info("downloading %s", url)
-        try:
-            _fetch(url, dest / BIN_ARCHIVE, md5 or BIN_ARCHIVE_MD5, timeout)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            reasons.append(f"{url}: {one_line(exc) or type(exc).__name__}")
-            continue
-        return dest / BIN_ARCHIVE
-    raise UserError(f"could not download {BIN_ARCHIVE} ({'; '.join(reasons)})")
+    return fetch_from_mirrors(BIN_ARCHIVE, bases, dest, md5 or BIN_ARCHIVE_MD5, timeout)
 
 
 # --- the dataset ---------------------------------------------------------------------

@@ -225,17 +225,25 @@ def download_mnist_family(
         filename = f"{stem}.gz"
         if filename not in table:
             raise UserError(f"no checksum known for {filename}: add it to the checksum table")
-        reasons: list[str] = []
-        for base in bases:
-            url = f"{base.rstrip('/')}/{filename}"
-            logger.info("downloading %s", url)
-            try:
-                _fetch(url, dest / filename, table[filename], timeout)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                reasons.append(f"{url}: {one_line(exc) or type(exc).__name__}")
-                continue
-            written.append(dest / filename)
-            break
-        else:
-            raise UserError(f"could not download {filename} ({'; '.join(reasons)})")
+        written.append(fetch_from_mirrors(filename, bases, dest, table[filename], timeout))
     return written
+
+
+def fetch_from_mirrors(filename: str, bases: Sequence[str], dest: Path, md5: str,
+                       timeout: float) -> Path:
+    """`filename` from the first base URL that serves it with this MD5, into `dest`.
+
+    Raises:
+        UserError: no mirror did; the message is one line with every mirror's reason.
+    """
+    reasons: list[str] = []
+    for base in bases:
+        url = f"{base.rstrip('/')}/{filename}"
+        logger.info("downloading %s", url)
+        try:
+            _fetch(url, dest / filename, md5, timeout)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            reasons.append(f"{url}: {one_line(exc) or type(exc).__name__}")
+            continue
+        return dest / filename
+    raise UserError(f"could not download {filename} ({'; '.join(reasons)})")
