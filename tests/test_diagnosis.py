@@ -401,3 +401,18 @@ def test_vanishing_through_time_reads_every_number_at_one_step():
                                          [EpochRecord(1, 0.2, 0.95, 0.25, 0.92, 1.0, 3)], 10)}
     assert learned["vanishing_through_time"].severity == "info"
     assert "learned anyway (val acc 0.92)" in learned["vanishing_through_time"].message
+
+
+def test_a_norm_gain_first_in_line_is_not_the_input_side():
+    # A tied language model's embedding is its output layer: the first layer in depth is
+    # then a norm, whose gain vector's gradient is of another scale than a matrix's.
+    infos = [LayerInfo("ln", "LayerNorm", 0, 8, ("weight", "bias"), role="norm"),
+             LayerInfo("fc", "Linear", 1, 72, ("weight", "bias"), fan_in=8),
+             LayerInfo("head", "Linear", 2, 90, ("weight", "bias"), fan_in=8)]
+    r = StepRecord(step=0, epoch=1, loss=1.0, layers={
+        "ln": LayerStats(grad_norm=1e-6), "fc": LayerStats(grad_norm=0.5),
+        "head": LayerStats(grad_norm=1.0)})
+    assert gradient_profile(r, infos)["ratio"] == pytest.approx(0.5)
+    assert "vanishing_gradient" not in {f.id for f in diagnose([r], infos)}
+    # With no weight layer before the output one, the norm is still read.
+    assert gradient_profile(r, [infos[0], infos[2]])["ratio"] == pytest.approx(1e-6)

@@ -42,7 +42,9 @@ def gradient_ratio(
         severity = "error" if ratio < t.vanishing_error else "warning"
         upto = names.index(output) if output in names else len(names)
         last = g_now[upto] if upto < len(names) else finite[-1]
-        starving = [n for n, v in zip(names[:upto], g_now) if v < last * t.vanishing_warning]
+        norms = {i.name for i in layers if i.role == "norm"}  # gains: of another scale
+        starving = [n for n, v in zip(names[:upto], g_now)
+                    if v < last * t.vanishing_warning and n not in norms]
         per_layer = f", shrinking about {10 ** max(slope, 0):.1f}x per layer" \
             if math.isfinite(slope) else ""
         return [

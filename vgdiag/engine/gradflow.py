@@ -85,13 +85,29 @@ def ratios_to_output(grads: Sequence[float], ok: Sequence[bool],
     return [g / ref if e and math.isfinite(g) else math.nan for g, e in zip(grads, ok)]
 
 
-def first_last_ratio(grads: Sequence[float], matrix: Sequence[bool] | None = None) -> float:
-    """Input-side over output-layer gradient, input side first (zero counts as 0)."""
+def first_last_ratio(grads: Sequence[float], matrix: Sequence[bool] | None = None,
+                     firsts: Sequence[bool] | None = None) -> float:
+    """Input-side over output-layer gradient, input side first (zero counts as 0).
+
+    The input side is the first layer `firsts` allows, where it allows one: a norm's
+    gain vector (a tied model's first layer once its embedding is the output layer)
+    has a gradient of another scale than the weight matrices'.
+    """
     out = output_index(grads, [True] * len(grads), matrix)
     if out is None:
         return math.nan
-    first = next((i for i, g in enumerate(grads[:out]) if math.isfinite(g)), None)
-    return math.nan if first is None else float(grads[first] / grads[out])
+    finite = [i for i, g in enumerate(grads[:out]) if math.isfinite(g)]
+    allowed = [i for i in finite if firsts is None or firsts[i]]
+    if not finite:
+        return math.nan
+    first = (allowed or finite)[0]
+    return float(grads[first] / grads[out])
+
+
+def has_weight(info: LayerInfo) -> bool:
+    """A layer whose gradient compares with a weight matrix's: not a norm's gain vector
+    nor a module's loose parameters."""
+    return info.fan_in > 0 or info.role in ("embedding", "recurrent")
 
 
 def health(ratio: float, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> str:
@@ -171,7 +187,7 @@ def gradient_profile(record: StepRecord, layers: Sequence[LayerInfo]) -> dict[st
     out = output_index(g.tolist(), [True] * len(g), matrix)
     upto = g[: out + 1] if out is not None else g[:0]
     return {
-        "ratio": first_last_ratio(g.tolist(), matrix),
+        "ratio": first_last_ratio(g.tolist(), matrix, [has_weight(i) for i in infos]),
         "slope": slope(upto.tolist()),
         "names": names,
         "grad_norm": g,
