@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -128,6 +129,13 @@ def test_weights_shrinking_fires_only_when_norms_fall():
     assert "weights_shrinking" in ids(diagnose([first, shrunk], layers(3)))
     steady = record(100, grad_norm=[1, 1, 1], weight_norm=[1.9, 2, 2.2])
     assert "weights_shrinking" not in ids(diagnose([first, steady], layers(3)))
+    # An embedding's unused rows decay: not the gradient's doing.
+    embedded = [dataclasses.replace(layers(3)[0], role="embedding"), *layers(3)[1:]]
+    assert "weights_shrinking" not in ids(diagnose([first, shrunk], embedded))
+    # In a model that learned anyway it is worth knowing, not a failed gate.
+    learned = [EpochRecord(1, 0.05, 0.99, 0.06, 0.99, 1.0, 100)]
+    found = {f.id: f for f in diagnose([first, shrunk], layers(3), learned, 10)}
+    assert found["weights_shrinking"].severity == "info"
 
 
 def test_dead_units_and_saturation_thresholds():

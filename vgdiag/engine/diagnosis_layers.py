@@ -114,7 +114,8 @@ def vanishing_but_learned(findings: list[Finding], epochs: Sequence[EpochRecord]
     if how is None:
         return findings
     slow = {"vanishing_gradient": "the input side may learn slowly",
-            "vanishing_through_time": "the early time steps count for little"}
+            "vanishing_through_time": "the early time steps count for little",
+            "weights_shrinking": "the weights shrink (weight decay does that)"}
     return [Finding(f.id, "info", f.layers, {**f.evidence, "learned": how},
                     f"{f.message} The model learned anyway ({how}): {slow[f.id]}, but this "
                     "is not what limits it.", f.recommend)
@@ -219,7 +220,10 @@ def weights_shrinking(
 ) -> list[Finding]:
     if records[-1].step == 0:
         return []
-    names = common.trainable_names(layers)
+    # An embedding's rows no batch looks up only decay (weight decay, a position table
+    # longer than the sequences): its norm says nothing of the gradient.
+    embeddings = {i.name for i in layers if i.role == "embedding"}
+    names = [n for n in common.trainable_names(layers) if n not in embeddings]
     w0 = common.values(records[0], "weight_norm", names)
     w1 = common.values(records[-1], "weight_norm", names)
     with np.errstate(all="ignore"):
