@@ -425,3 +425,17 @@ def test_a_norm_gain_first_in_line_is_not_the_input_side():
     # With no weight layer before the output one, the norm is still read.
     del r.layers["fc"]
     assert gradient_profile(r, [infos[0], infos[2]])["ratio"] == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize(("first", "weakened"), [(0.03, True), (0.5, False)])
+def test_a_stall_beside_a_weakened_gradient_keeps_the_gradient_fixes(first, weakened):
+    # 0.03 is above a vanishing gradient's 1e-2, yet far from flowing freely: the
+    # stall must not send the user to the labels alone.
+    epochs = [EpochRecord(e, 2.31, 0.1, 2.31, 0.1, 1.0, 40 * e) for e in (1, 2, 3)]
+    records = [record(s, grad_norm=[first, 1.0], update_ratio=[1e-3, 1e-3],
+                      weight_norm=[1.0, 1.0]) for s in range(0, 120, 10)]
+    stall = next(f for f in diagnose(records, layers(2), epochs, 10) if f.id == "loss_stalled")
+    assert ("weakened: the first layer gets 0.03 of the output layer's" in stall.message) \
+        is weakened
+    assert bool(stall.recommend) is weakened
+    assert stall.evidence["gradients_flow"] is not weakened

@@ -134,6 +134,11 @@ def median_updates(records: Sequence[StepRecord], layers: Sequence[LayerInfo]
     return {n: float(v) for n, v in zip(names, medians) if math.isfinite(v)}
 
 
+# A first/last gradient ratio under this, above the vanishing limit, is weakened: a
+# stall beside it may still be the gradient's doing.
+WEAKENED = 0.1
+
+
 def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
                                layers: Sequence[LayerInfo], t: Thresholds) -> list[Finding]:
     """A stalled loss where no gradient finding fired: the gradient reaches every layer,
@@ -158,6 +163,17 @@ def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
                  "per step, median over the run): check that the labels belong to the "
                  "inputs (shuffled or random labels cannot be learned), the loss function, "
                  "and that the inputs carry the signal.")
+    ratio = common.recent_ratio(records, layers, t)
+    if not tiny and ratio < WEAKENED:
+        # Below a vanishing gradient's limit it is not, but weak enough that the
+        # gradient fixes may still be what the model needs: they stay advised.
+        return [Finding(
+            stalled.id, stalled.severity, stalled.layers,
+            {**stalled.evidence, "gradients_flow": False, "ratio_first_last": ratio},
+            f"{stalled.message} The gradient reaches every layer but weakened: the first "
+            f"layer gets {common.fmt(ratio)} of the output layer's (a vanishing gradient "
+            f"is under {common.fmt(t.vanishing_warning)}), so a gradient fix may still "
+            f"help; if none does, {cause}")]
     stall = Finding(
         stalled.id, stalled.severity, stalled.layers,
         {**stalled.evidence, "gradients_flow": True},
