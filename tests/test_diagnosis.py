@@ -439,3 +439,18 @@ def test_a_stall_beside_a_weakened_gradient_keeps_the_gradient_fixes(first, weak
         is weakened
     assert bool(stall.recommend) is weakened
     assert stall.evidence["gradients_flow"] is not weakened
+
+
+def test_a_loss_at_chance_after_two_steps_is_said_not_judged():
+    epochs = [EpochRecord(1, 2.30, 0.1, 2.31, 0.1, 1.0, 1), EpochRecord(2, 2.30, 0.1, 2.31,
+                                                                        0.1, 1.0, 2)]
+    records = [record(s, grad_norm=[0.5, 1.0], update_ratio=[1e-3, 1e-3]) for s in (0, 1)]
+    found = {f.id: f for f in diagnose(records, layers(2), epochs, 10)}
+    assert set(found) == {"too_short_to_judge"}
+    short = found["too_short_to_judge"]
+    assert short.severity == "info" and "after only 2 steps" in short.message
+    assert verdict(list(found.values())) == "healthy"  # an info fails no gate
+    # Fifty steps at chance are a stall.
+    epochs = [EpochRecord(e, 2.30, 0.1, 2.31, 0.1, 1.0, 25 * e) for e in (1, 2)]
+    records = [record(s, grad_norm=[0.5, 1.0], update_ratio=[1e-3, 1e-3]) for s in (0, 49)]
+    assert "loss_stalled" in {f.id for f in diagnose(records, layers(2), epochs, 10)}

@@ -60,7 +60,7 @@ def diagnose(
     findings = per_layer.vanishing_but_learned(findings, epochs, num_classes)
     stalled = per_layer.stalled_loss(records, epochs, num_classes, t)
     gradients_flow = bool(records) and not any(f.severity != "info" for f in findings)
-    if stalled and gradients_flow:
+    if stalled and stalled[0].id == "loss_stalled" and gradients_flow:
         stalled = per_layer.stall_not_in_the_gradients(stalled[0], records, layers, t)
     findings += grads.unused_layers(layers)
     findings += stalled

@@ -49,7 +49,15 @@ def stalled_loss(
             break
         stalled_epochs += 1
     if short and not (epochs and stalled_epochs >= t.stall_min_epochs):
-        return []
+        # At chance, but too soon to tell a stall from a slow start: said, not judged.
+        return [Finding(
+            TOO_SHORT, "info", [],
+            {"loss": loss_now, "ln_classes": chance, "steps": steps,
+             "stall_min_steps": t.stall_min_steps, "stall_min_epochs": t.stall_min_epochs},
+            f"The loss {loss_now:.4g} is at chance (ln({num_classes}) = {chance:.4f}) after "
+            f"only {plural(steps, 'step')}: too few to tell a stall from a slow start "
+            f"(that takes {t.stall_min_steps} steps or {t.stall_min_epochs} epochs at "
+            "chance). Train longer, or with smaller batches, before reading the verdict.")]
     unit = "epoch" if epochs else "record"
     evidence: dict[str, Any] = {
         "loss": loss_now,
@@ -134,6 +142,7 @@ def median_updates(records: Sequence[StepRecord], layers: Sequence[LayerInfo]
     return {n: float(v) for n, v in zip(names, medians) if math.isfinite(v)}
 
 
+TOO_SHORT = "too_short_to_judge"
 # A first/last gradient ratio under this, above the vanishing limit, is weakened: a
 # stall beside it may still be the gradient's doing.
 WEAKENED = 0.1
