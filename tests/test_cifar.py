@@ -19,6 +19,7 @@ from local_http import closed_port_url, md5_of
 
 from vgdiag.errors import UserError
 from vgdiag.inputs.cifar import (
+    BATCHES,
     BIN_ARCHIVE,
     BIN_ARCHIVE_MD5,
     PY_ARCHIVE,
@@ -263,8 +264,31 @@ def test_a_missing_batch_is_not_a_dataset(tmp_path: Path) -> None:
     write_layout(tmp_path, "bin-plain", make_arrays())
     (tmp_path / "data_batch_3.bin").unlink()
     assert find_cifar_files(tmp_path) is None
-    with pytest.raises(UserError, match="not found"):
+    # Named, and nothing downloaded over the five that are there.
+    with pytest.raises(UserError) as excinfo:
+        load_cifar10(data_dir=tmp_path, mirrors=["http://127.0.0.1:9/"])
+    assert str(excinfo.value) == (
+        f"{tmp_path} holds 5 of the 6 CIFAR-10 batches; missing: data_batch_3.bin: copy "
+        "them there (or empty the folder to download the dataset again)")
+
+
+def test_a_file_that_is_no_pickle_is_named_plainly(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for stem in BATCHES:
+        (folder / stem).write_text("just some text, not a pickle\n" * 10)
+    with pytest.raises(UserError) as excinfo:
         load_cifar10(data_dir=tmp_path, download=False)
+    assert str(excinfo.value).endswith("is not a CIFAR-10 batch file (not a readable pickle); "
+                                       "download it again")
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    from vgdiag.inputs.recipe import RunOptions
+
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UserError, match="is a file: give the folder"):
+        RunOptions(data="cifar10", data_dir=tmp_path / "f").validate()
 
 
 # --- the restricted unpickler --------------------------------------------------------

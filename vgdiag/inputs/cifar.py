@@ -137,10 +137,10 @@ def parse_pickled_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarra
         batch = BatchUnpickler(io.BytesIO(data), source).load()
     except UserError:
         raise
-    except Exception as exc:  # a malformed pickle fails in many ways; all mean one thing
+    except Exception:  # a malformed pickle fails in many ways; all mean one thing
         raise UserError(
-            f"{source} is not a CIFAR-10 batch file ({one_line(exc) or type(exc).__name__}); "
-            "download it again"
+            f"{source} is not a CIFAR-10 batch file (not a readable pickle); download it "
+            "again"
         ) from None
     if not isinstance(batch, dict):
         raise UserError(
@@ -361,7 +361,16 @@ def load_cifar10(
     """
     files = find_cifar_files(data_dir)
     if files is None:
-        target, _ = candidate_dirs(data_dir)
+        target, folders = candidate_dirs(data_dir)
+        for folder in folders:  # some batches but not all: a copy cut short, not absent
+            for suffix in ("", ".bin"):
+                there = [stem for stem in BATCHES if (folder / f"{stem}{suffix}").is_file()]
+                if there:
+                    missing = [f"{stem}{suffix}" for stem in BATCHES if stem not in there]
+                    raise UserError(
+                        f"{folder} holds {len(there)} of the 6 CIFAR-10 batches; missing: "
+                        f"{', '.join(missing)}: copy them there (or empty the folder to "
+                        "download the dataset again)")
         advice = (
             f"put {BIN_ARCHIVE} or {PY_ARCHIVE} (or its extracted {BIN_FOLDER}/ or "
             f"{PY_FOLDER}/ folder) in {target}"

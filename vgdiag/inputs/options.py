@@ -158,6 +158,9 @@ class RunOptions:
                 if getattr(self, name) != getattr(default, name):
                     raise UserError(f"--{name} applies to the built-in MLP only, not to "
                                     f"--model {self.model}: {what}")
+        if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
+            raise UserError(f"--data-dir {self.data_dir} is a file: give the folder that "
+                            "holds the dataset's files")
         if self.data_dir is not None and self.data not in ("mnist", "fashion-mnist", "cifar10"):
             raise UserError(f"--data-dir applies to --data mnist, fashion-mnist and cifar10, "
                             f"not {self.data}: drop it, or choose one of those")
