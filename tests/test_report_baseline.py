@@ -53,7 +53,7 @@ def test_a_run_that_starts_to_vanish_fails_against_a_healthy_baseline(runs, tmp_
     # Another model (8 sigmoid layers against 4 ReLU ones): said, not failed on.
     model, layers = doc["differences"]
     assert model.startswith("model builtin:mlp depth=4") and "depth=8" in model
-    assert layers == "5 layer names in common of 5 there and 9 here"
+    assert layers == "5 layers in common (name and kind) of 5 there and 9 here"
     assert f"vgdiag: note: the baseline differs: {layers}" in proc.stderr
 
 
@@ -92,3 +92,19 @@ def test_a_run_that_did_not_finish_is_a_regression(runs, tmp_path) -> None:
     assert proc.returncode == ExitCode.FINDINGS, proc.stderr
     assert "vgdiag: regression: the run is cut off where the baseline completed" in proc.stderr
 
+
+
+def test_a_layer_of_the_same_name_and_another_kind_is_not_in_common() -> None:
+    # "2" a Linear in both, "0" and "1" convolutions in one and Linear in the other.
+    from vgdiag.engine.records import LayerInfo
+    from vgdiag.runs.regression import differences
+
+    class Run:
+        def __init__(self, kinds: list[str]) -> None:
+            self.config: dict = {}
+            self.layers = [LayerInfo(str(k), kind, k, 1, ()) for k, kind in enumerate(kinds)]
+
+    cnn, mlp = Run(["Conv2d", "Conv2d", "Linear"]), Run(["Linear", "Linear", "Linear"])
+    assert differences(cnn, mlp) == ["1 layers in common (name and kind) of 3 there and 3 "
+                                     "here"]
+    assert differences(mlp, mlp) == []

@@ -85,10 +85,15 @@ def differences(run: RunData, base: RunData) -> list[str]:
         mine, theirs = (_named(config_value(r.config, *keys)) for r in (run, base))
         if mine and theirs and mine != theirs:
             out.append(f"{what} {theirs} there, {mine} here")
-    mine_layers, their_layers = {i.name for i in run.layers}, {i.name for i in base.layers}
-    if mine_layers and their_layers and mine_layers != their_layers:
-        out.append(f"{len(mine_layers & their_layers)} layer names in common of "
-                   f"{len(their_layers)} there and {len(mine_layers)} here")
+    mine = {i.name: i.kind for i in run.layers}
+    theirs = {i.name: i.kind for i in base.layers}
+    # A layer is in common where its name and its kind are ("3" a Conv2d here and a
+    # Linear there is not the same layer).
+    common = {n for n in mine.keys() & theirs.keys()
+              if mine[n] == theirs[n] or not (mine[n] and theirs[n])}
+    if mine and theirs and (mine.keys() != theirs.keys() or len(common) < len(mine)):
+        out.append(f"{len(common)} layers in common (name and kind) of {len(theirs)} there "
+                   f"and {len(mine)} here")
     return out
 
 
