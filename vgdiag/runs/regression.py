@@ -85,15 +85,15 @@ def differences(run: RunData, base: RunData) -> list[str]:
         mine, theirs = (_named(config_value(r.config, *keys)) for r in (run, base))
         if mine and theirs and mine != theirs:
             out.append(f"{what} {theirs} there, {mine} here")
-    mine = {i.name: i.kind for i in run.layers}
-    theirs = {i.name: i.kind for i in base.layers}
+    here = {i.name: i.kind for i in run.layers}
+    there = {i.name: i.kind for i in base.layers}
     # A layer is in common where its name and its kind are ("3" a Conv2d here and a
     # Linear there is not the same layer).
-    common = {n for n in mine.keys() & theirs.keys()
-              if mine[n] == theirs[n] or not (mine[n] and theirs[n])}
-    if mine and theirs and (mine.keys() != theirs.keys() or len(common) < len(mine)):
-        out.append(f"{len(common)} layers in common (name and kind) of {len(theirs)} there "
-                   f"and {len(mine)} here")
+    common = {n for n in here.keys() & there.keys()
+              if here[n] == there[n] or not (here[n] and there[n])}
+    if here and there and (here.keys() != there.keys() or len(common) < len(here)):
+        out.append(f"{len(common)} layers in common (name and kind) of {len(there)} there "
+                   f"and {len(here)} here")
     return out
 
 
