@@ -454,3 +454,18 @@ def test_a_loss_at_chance_after_two_steps_is_said_not_judged():
     epochs = [EpochRecord(e, 2.30, 0.1, 2.31, 0.1, 1.0, 25 * e) for e in (1, 2)]
     records = [record(s, grad_norm=[0.5, 1.0], update_ratio=[1e-3, 1e-3]) for s in (0, 49)]
     assert "loss_stalled" in {f.id for f in diagnose(records, layers(2), epochs, 10)}
+
+
+def test_a_model_that_memorises_random_labels_is_said_to():
+    # Train loss far under ln(10), validation at chance: memorised, not learned.
+    records = [record(s, grad_norm=[0.5, 1.0], update_ratio=[1e-3, 1e-3]) for s in (0, 99)]
+    memorised = [EpochRecord(1, 1.5, 0.5, 2.4, 0.1, 1.0, 50),
+                 EpochRecord(2, 0.3, 0.95, 2.9, 0.09, 1.0, 100)]
+    found = {f.id: f for f in diagnose(records, layers(2), memorised, 10)}
+    assert found["memorising"].severity == "warning"
+    assert "val loss 2.9, no better than ln(10)" in found["memorising"].message
+    assert found["memorising"].recommend == []
+    # Validation following training down is learning.
+    learned = [EpochRecord(1, 1.5, 0.5, 1.6, 0.5, 1.0, 50),
+               EpochRecord(2, 0.3, 0.95, 0.5, 0.9, 1.0, 100)]
+    assert "memorising" not in {f.id for f in diagnose(records, layers(2), learned, 10)}

@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Collection, Sequence
 
+from vgdiag.engine import diagnosis_fit as fit
 from vgdiag.engine import diagnosis_gradients as grads
 from vgdiag.engine import diagnosis_layers as per_layer
 from vgdiag.engine.diagnosis_gradients import ALL_FIXES
@@ -64,6 +65,7 @@ def diagnose(
         stalled = per_layer.stall_not_in_the_gradients(stalled[0], records, layers, t)
     findings += grads.unused_layers(layers)
     findings += stalled
+    findings += fit.memorising(epochs, num_classes, t)
     findings.sort(key=lambda f: -severity_rank(f.severity))
     from vgdiag.plugin_api import recommend  # the installed plugins say what they fix
 
