@@ -503,3 +503,39 @@ def test_cli_run_on_cifar10(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "summary.json").is_file()
+
+
+FORGED_DTYPE = """
+import pickle, sys
+import numpy as np
+from numpy._core.numeric import _frombuffer  # what numpy 2 pickles arrays with
+
+class R:
+    def __init__(self, f, a, st=None):
+        self.f, self.a, self.st = f, a, st
+
+    def __reduce__(self):
+        return (self.f, self.a) if self.st is None else (self.f, self.a, self.st)
+
+# A dtype whose pickled state claims two object fields but clears the flag that says
+# so: numpy would then read pointers from the file's bytes (0x4141...).
+obj = R(np.dtype, ("O", False, True))
+forged = R(np.dtype, ("V16", False, True),
+           (3, "|", None, ("a", "b"), {"a": (obj, 0), "b": (obj, 8)}, 16, 1, 0))
+array = R(_frombuffer, (b"A" * 16, forged, (1,), "C"))
+data = pickle.dumps({"data": R(dict, (array,)), "labels": [0]}, protocol=2)
+from vgdiag.errors import UserError
+from vgdiag.inputs.cifar import parse_pickled_batch
+try:
+    parse_pickled_batch(data, "forged")
+except UserError as exc:
+    print(exc)
+"""
+
+
+def test_a_forged_dtype_builds_no_array_over_memory() -> None:
+    # In a subprocess: a regression would crash the interpreter, not fail an assert.
+    proc = subprocess.run([sys.executable, "-c", FORGED_DTYPE], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("forged is not a CIFAR-10 batch file")

@@ -15,7 +15,6 @@ anything else is refused before anything in it runs.
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import io
 import math
@@ -57,31 +56,107 @@ BIN_ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # published on the dataset
 # --- reading a batch -----------------------------------------------------------------
 
 
+# The array element types a batch may hold (its images are bytes, its labels
+# integers; floats are refused later, by name); any other dtype is refused, never made.
+_PLAIN_DTYPES = frozenset({"b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"})
+
+
+class _Dtype:
+    """A dtype as the pickle describes it, inert until _PickledArray makes it real.
+
+    Only its type code and byte order are kept: the state numpy would apply (fields,
+    flags) is what a tampered file would use to build an object array over memory of
+    its choosing, and a plain integer dtype has none.
+    """
+
+    def __init__(self, spec: object, align: object = False, copy: object = True) -> None:
+        self.spec = spec
+        self.order = "|"
+
+    def __setstate__(self, state: object) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.order = state[1]
+
+    def real(self, source: str) -> np.dtype[Any]:
+        if not isinstance(self.spec, str) or self.spec not in _PLAIN_DTYPES:
+            raise UserError(f"{source} is not a CIFAR-10 batch file: it holds an array of "
+                            f"{self.spec!r}, not of bytes or integers")
+        return np.dtype(self.spec if self.order in ("|", "=") else self.order + self.spec)
+
+
+class _PickledArray:
+    """An ndarray as the pickle describes it (shape, dtype, raw bytes), inert until
+    `real()` checks the parts and builds it with np.frombuffer."""
+
+    def __init__(self, buffer: object = None, dtype: object = None, shape: object = None,
+                 order: object = "C") -> None:
+        self.buffer, self.dtype, self.shape, self.fortran = buffer, dtype, shape, order == "F"
+
+    def __setstate__(self, state: object) -> None:  # (version,) shape, dtype, fortran, raw
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise ValueError("not an array's state")
+        self.shape, self.dtype, self.fortran, self.buffer = state[-4:]
+
+    def real(self, source: str) -> np.ndarray:
+        if not isinstance(self.dtype, _Dtype):
+            raise UserError(f"{source} is not a CIFAR-10 batch file: an array without a dtype")
+        dtype = self.dtype.real(source)
+        raw = self.buffer.encode("latin1") if isinstance(self.buffer, str) else self.buffer
+        shape = self.shape
+        if not (isinstance(raw, (bytes, bytearray)) and isinstance(shape, tuple)
+                and all(isinstance(n, int) and n >= 0 for n in shape)
+                and math.prod(shape) * dtype.itemsize == len(raw)):
+            raise UserError(f"{source} is not a CIFAR-10 batch file: an array whose shape "
+                            "and bytes disagree")
+        return np.frombuffer(raw, dtype).reshape(shape, order="F" if self.fortran else "C")
+
+
+def _reconstruct(subtype: object, shape: object, dtype: object) -> _PickledArray:
+    return _PickledArray()  # numpy.core.multiarray._reconstruct: the state follows
+
+
+def _encode(text: object, encoding: object = "latin1") -> bytes:
+    # Python 3's protocol 2 writes bytes as _codecs.encode(str, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ValueError("not bytes written as latin-1 text")
+    return text.encode("latin1")
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    # The installed numpy's own reconstructors, taken from what it pickles, so that
-    # pickles written by numpy 1 (numpy.core) and numpy 2 (numpy._core) both resolve
-    # without importing the deprecated module names.
-    reconstruct = np.ndarray((0,), np.uint8).__reduce__()[0]
-    frombuffer = np.ndarray((1,), np.uint8).__reduce_ex__(5)[0]
+    """What the pickle may name, as inert stand-ins (numpy 1 writes numpy.core, numpy
+    2 numpy._core; Python 2 __builtin__): nothing numpy builds runs on its word."""
     allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): codecs.encode,  # bytes pickled by Python 3, protocol 2
+        ("numpy", "ndarray"): _PickledArray,  # only ever _reconstruct's first argument
+        ("numpy", "dtype"): _Dtype,
+        ("_codecs", "encode"): _encode,
     }
     for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
-    for builtins in ("builtins", "__builtin__"):  # __builtin__: Python 2's name
-        for kind in (list, dict, tuple, set, frozenset, bytearray):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = _PickledArray
+    for builtins in ("builtins", "__builtin__"):
+        for kind in (list, dict, tuple):
             allowed[(builtins, kind.__name__)] = kind
     return allowed
 
 
+def _real(obj: Any, source: str) -> Any:
+    """The unpickled value with its array stand-ins made real (checked) arrays."""
+    if isinstance(obj, _PickledArray):
+        return obj.real(source)
+    if isinstance(obj, dict):
+        return {k: _real(v, source) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_real(v, source) for v in obj)
+    return obj
+
+
 class BatchUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the names a CIFAR batch needs.
+    """An unpickler that resolves only the names a CIFAR batch needs, each to an inert
+    stand-in (see _allowed_globals); `_real` then builds the arrays from checked parts.
 
     Any other global (os.system, builtins.eval, a class of some module) is refused with a
-    UserError naming the file, so a hostile file fails before any of its code runs.
+    UserError naming the file, so a hostile file fails before any of its code runs, and
+    no numpy constructor ever sees what the file says.
     """
 
     def __init__(self, file: Any, source: str) -> None:
@@ -134,7 +209,7 @@ def parse_pickled_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarra
             names anything but numpy arrays and plain containers: it is not run).
     """
     try:
-        batch = BatchUnpickler(io.BytesIO(data), source).load()
+        batch = _real(BatchUnpickler(io.BytesIO(data), source).load(), source)
     except UserError:
         raise
     except Exception:  # a malformed pickle fails in many ways; all mean one thing
