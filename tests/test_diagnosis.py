@@ -469,3 +469,19 @@ def test_a_model_that_memorises_random_labels_is_said_to():
     learned = [EpochRecord(1, 1.5, 0.5, 1.6, 0.5, 1.0, 50),
                EpochRecord(2, 0.3, 0.95, 0.5, 0.9, 1.0, 100)]
     assert "memorising" not in {f.id for f in diagnose(records, layers(2), learned, 10)}
+
+
+def test_overfitting_that_still_generalises_is_not_memorising():
+    # Binary: train loss 0.01, val loss 0.80 > ln 2, yet val acc 0.92: overconfident
+    # where wrong, right on new data.
+    records = [record(s, grad_norm=[0.5, 1.0], update_ratio=[1e-3, 1e-3]) for s in (0, 99)]
+    epochs = [EpochRecord(1, 0.2, 0.95, 0.5, 0.9, 1.0, 50),
+              EpochRecord(2, 0.01, 1.0, 0.80, 0.92, 1.0, 100)]
+    assert "memorising" not in {f.id for f in diagnose(records, layers(2), epochs, 2)}
+    # Without a val accuracy, a val loss no better than guessing is not "learned anyway".
+    vanishing = [record(0, grad_norm=[1e-6, 1e-3, 1.0])]
+    blind = [EpochRecord(1, 0.05, math.nan, 2.5, math.nan, 1.0, 100),
+             EpochRecord(2, 0.05, math.nan, 2.5, math.nan, 1.0, 200)]
+    found = {f.id: f for f in diagnose(vanishing, layers(3), blind, 10)}
+    assert found["vanishing_gradient"].severity == "error"
+    assert "memorising" in found

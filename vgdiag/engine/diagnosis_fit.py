@@ -11,6 +11,8 @@ from vgdiag.engine.thresholds import Thresholds
 MEMORISING = "memorising"
 # The training loss this far under ln(classes) says the training set was learned.
 TRAIN_FITTED = 0.5
+# A validation accuracy within this share of the way from chance to 1 is guessing.
+NEAR_CHANCE = 0.1
 
 
 def memorising(epochs: Sequence[EpochRecord], num_classes: int, t: Thresholds
@@ -26,6 +28,9 @@ def memorising(epochs: Sequence[EpochRecord], num_classes: int, t: Thresholds
         return []
     if last.train_loss > TRAIN_FITTED * chance or last.val_loss < chance * (1 - t.stall_tolerance):
         return []
+    guess = 1.0 / num_classes
+    if math.isfinite(last.val_acc) and last.val_acc > guess + NEAR_CHANCE * (1 - guess):
+        return []  # right on new data, only overconfident where wrong: overfitting
     acc = (f", val acc {last.val_acc:.3g} against {1 / num_classes:.3g} by guessing"
            if math.isfinite(last.val_acc) else "")
     return [Finding(

@@ -109,7 +109,10 @@ def learned(epochs: Sequence[EpochRecord], num_classes: int) -> str | None:
     if math.isfinite(last.val_acc):
         good = last.val_acc >= chance + LEARNED_SHARE * (1 - chance)
         return f"val acc {last.val_acc:.3g}" if good else None
-    if math.isfinite(last.train_loss) and last.train_loss <= LEARNED_LOSS * math.log(num_classes):
+    chance = math.log(num_classes)
+    if math.isfinite(last.val_loss) and last.val_loss >= chance:
+        return None  # a training set fitted, new data guessed: memorised, not learned
+    if math.isfinite(last.train_loss) and last.train_loss <= LEARNED_LOSS * chance:
         return f"train loss {last.train_loss:.3g}"
     return None
 
