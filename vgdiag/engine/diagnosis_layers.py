@@ -54,7 +54,9 @@ def stalled_loss(
             TOO_SHORT, "info", [],
             {"loss": loss_now, "ln_classes": chance, "steps": steps,
              "stall_min_steps": t.stall_min_steps, "stall_min_epochs": t.stall_min_epochs},
-            f"The loss {loss_now:.4g} is at chance (ln({num_classes}) = {chance:.4f}) after "
+            f"The loss {loss_now:.4g} is "
+            f"{'far above' if loss_now > FAR_ABOVE * chance else 'at'} chance "
+            f"(ln({num_classes}) = {chance:.4f}) after "
             f"only {plural(steps, 'step')}: too few to tell a stall from a slow start "
             f"(that takes {t.stall_min_steps} steps or {t.stall_min_epochs} epochs at "
             "chance). Train longer, or with smaller batches, before reading the verdict.")]
