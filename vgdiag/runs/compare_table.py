@@ -12,7 +12,8 @@ import math
 import statistics
 from typing import Any
 
-from vgdiag.engine.gradflow import first_last_ratio
+from vgdiag.engine.gradflow import can_be_output, first_last_ratio, has_weight
+from vgdiag.engine.records import LayerInfo
 from vgdiag.runs.compare import BASELINE, VariantOutcome, VariantState
 
 # Fractions of the way from chance to perfect accuracy: below the first a variant
@@ -41,9 +42,11 @@ def _ratio(summary: dict[str, Any] | None, key: str) -> float:
     layers = [layer for layer in summary.get("layers", [])
               if layer.get("trainable", True) and layer.get("used", True)]
     values = [layer.get(key) for layer in layers]
+    infos = [LayerInfo.from_json({"name": "", **layer}) for layer in layers]
+    # The diagnosis' own choice of output and first layer (gradflow.gradient_profile).
     return first_last_ratio([float(v) if isinstance(v, (int, float)) else math.nan
                              for v in values],
-                            [bool(layer.get("fan_in", 0)) for layer in layers])
+                            [can_be_output(i) for i in infos], [has_weight(i) for i in infos])
 
 
 def _epoch_reaching(summary: dict[str, Any] | None, target: float) -> int | None:
