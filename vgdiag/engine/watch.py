@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 import traceback
@@ -312,7 +313,9 @@ class Watch:
         return [s / c if c else None for s, c in zip(sums, counts)]
 
 
-_INSIDE = (str(Path(__file__).resolve().parents[1]), str(Path(torch.__file__).resolve().parent))
+# Folders, not name prefixes: torchvision or a user's vgdiag_demo.py are outside.
+_INSIDE = tuple(str(p) + os.sep for p in (Path(__file__).resolve().parents[1],
+                                          Path(torch.__file__).resolve().parent))
 
 
 def user_stacklevel() -> int:
