@@ -6,7 +6,9 @@ as a ratio to it: the first/last ratio and the decay slope are what vanishing an
 exploding verdicts rest on, and the health level of a ratio is what every front end
 colours. Layers no gradient reaches (an unused head, a frozen layer) have no ratio:
 they are reported as such, never blamed. A gradient of exactly zero counts: it is
-the most vanished gradient there is.
+the most vanished gradient there is. The input side of the first/last ratio is the
+first layer with a weight (`has_weight`): a norm's gain vector, first in line where a
+tied embedding became the output layer, has a gradient of another scale.
 
 Blocks are the repeated structure of module names (`layer1.0`, `blocks.3`,
 `encoder.layers.5`): the gradient of a block is the norm over its layers' gradients.
