@@ -8,7 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from vgdiag.engine import diagnosis_common as common
-from vgdiag.engine.gradflow import can_be_output, first_last_ratio, gradient_profile, slope
+from vgdiag.engine.gradflow import (
+    can_be_output,
+    first_last_ratio,
+    gradient_profile,
+    has_weight,
+    slope,
+)
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.thresholds import Thresholds
 
@@ -62,7 +68,10 @@ def gradient_ratio(
         ]
     if ratio > t.exploding_warning and len(finite):
         severity = "error" if ratio > t.exploding_error else "warning"
-        first = finite[0]
+        # The input side as the ratio reads it: the first weight layer, not a norm's gain.
+        weights = {i.name for i in layers if has_weight(i)}
+        firsts = [v for n, v in zip(names, g_now) if n in weights and math.isfinite(v) and v > 0]
+        first = firsts[0] if firsts else finite[0]
         growing = [n for n, v in zip(names, g_now) if v > first / t.exploding_warning]
         return [
             Finding(

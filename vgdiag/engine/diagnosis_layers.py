@@ -148,11 +148,6 @@ def median_updates(records: Sequence[StepRecord], layers: Sequence[LayerInfo]
 
 
 TOO_SHORT = "too_short_to_judge"
-# A first/last gradient ratio under this, above the vanishing limit, is weakened: a
-# stall beside it may still be the gradient's doing.
-WEAKENED = 0.1
-
-
 def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
                                layers: Sequence[LayerInfo], t: Thresholds) -> list[Finding]:
     """A stalled loss where no gradient finding fired: the gradient reaches every layer,
@@ -178,7 +173,7 @@ def stall_not_in_the_gradients(stalled: Finding, records: Sequence[StepRecord],
                  "inputs (shuffled or random labels cannot be learned), the loss function, "
                  "and that the inputs carry the signal.")
     ratio = common.recent_ratio(records, layers, t)
-    if not tiny and ratio < WEAKENED:
+    if not tiny and ratio < t.weakened_ratio:
         # Below a vanishing gradient's limit it is not, but weak enough that the
         # gradient fixes may still be what the model needs: they stay advised.
         return [Finding(

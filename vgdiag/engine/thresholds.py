@@ -25,6 +25,9 @@ class Thresholds:
     # ||dW|| / ||W|| per step: ~1e-3 is a net that learns; with a stalled loss, updates
     # under 1e-4 of every layer's norm get nowhere in any budget (a learning rate too low).
     tiny_update: float = 1e-4
+    # A first/last gradient ratio above the vanishing limit but under this is weakened:
+    # a stall beside it may still be the gradient's doing (the gradient fixes stay).
+    weakened_ratio: float = 0.1
     frozen_change_ratio: float = 1e-2  # input-side weights move <1% as much as output-side
     frozen_change_max: float = 0.1  # ... and under 10% of their own initial norm
     # ||W - W0|| / ||W0||: a layer that moved 1e3x its initial norm was thrown off by its
