@@ -115,3 +115,31 @@ def test_the_gradient_through_time_is_unscaled_too(scaled: bool) -> None:
     # Independent: ||dLoss/dx_t|| per time step, from the input's own gradient.
     expected = (x.grad / (SCALE if scaled else 1.0)).norm(dim=(0, 2)).tolist()
     assert w.history[0].time_grad["gru"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_one_scaler_two_optimizers_marked_by_hand() -> None:
+    # A GAN-like loop: one scaler, the other optimizer unscaled and stepped first. The
+    # watched one's .grad is still scaled when it is measured.
+    plain = numbers(train("plain"))
+    m = model()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    other = nn.Linear(8, 3)
+    other_opt = torch.optim.SGD(other.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, growth_interval=10_000)
+    w = vgdiag.watch(m, opt, every=1, hist_every=1, num_classes=3, hook_optimizer=False,
+                     scaler=scaler)
+    for x, y in batches(4):
+        opt.zero_grad()
+        other_opt.zero_grad()
+        scaler.scale(other(x).pow(2).mean()).backward()
+        scaler.step(other_opt)  # this optimizer's stage: unscaled, then stepped
+        loss = nn.functional.cross_entropy(m(x), y)
+        w.observe_loss(loss)
+        scaler.scale(loss).backward()
+        w.before_update()
+        scaler.step(opt)
+        w.after_update()
+        scaler.update()
+    w.close()
+    for a, b in zip(plain, numbers(w)):
+        assert b == pytest.approx(a, rel=1e-5)

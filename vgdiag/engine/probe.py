@@ -167,6 +167,9 @@ class Probe:
         # found by itself when scaler.step() calls the optimizer, else set by the
         # front end (vgdiag.watch(scaler=), the integrations).
         self.scaler: Any = scaler
+        # The optimizer whose updates are marked by hand (not hooked): the scaler's
+        # state for it says whether .grad is still scaled.
+        self.scaled_optimizer: Any = None
         self._scale: torch.Tensor | None = None  # the sampled step's, on the device
         self._grads_scaled = False  # its parameters' .grad still carry the scale
         self._ready = False
@@ -358,8 +361,8 @@ class Probe:
         autograd); a failure drops the sample, never the user's step."""
         try:
             self._stop_forward_side()
-            self._scale, self._grads_scaled = loss_scale(self.scaler or calling_scaler(),
-                                                         self.optimizer)
+            self._scale, self._grads_scaled = loss_scale(
+                self.scaler or calling_scaler(), self.optimizer or self.scaled_optimizer)
             with torch.no_grad():
                 self._grad_pieces = self._measure_grads()
                 kept = self._grad_pieces["grads"]

@@ -54,9 +54,9 @@ def loss_scale(scaler: GradScaler | None,
     if not isinstance(scale, torch.Tensor):
         return None, False
     states = getattr(scaler, "_per_optimizer_states", {})
-    if optimizer is not None and id(optimizer) in states:
-        stages = [states[id(optimizer)].get("stage")]
-    else:  # the probe was not given the optimizer: any one the scaler unscaled
+    if optimizer is not None:  # no state yet: neither unscaled nor stepped this step
+        stages = [states[id(optimizer)].get("stage")] if id(optimizer) in states else []
+    else:  # the optimizer is not known: any one the scaler unscaled
         stages = [s.get("stage") for s in states.values()]
     unscaled = OptState.UNSCALED in stages or OptState.STEPPED in stages
     return scale.detach().clone().reshape(()), not unscaled

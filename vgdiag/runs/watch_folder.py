@@ -172,6 +172,7 @@ def watch(
         probe["every"] = sampling["every"]
         probe.setdefault("sample_first", sampling.get("sample_first", 0))
     w = engine_watch(model, optimizer if hook_optimizer else None, **probe)
+    w.probe.scaled_optimizer = optimizer  # not hooked, still known to the loss scaler
     if out is None or w.rank != 0:
         return w
     path = Path(out)
