@@ -26,7 +26,7 @@ from vgdiag.engine.experiment import Experiment, Stage
 from vgdiag.engine.models import init_weights
 from vgdiag.errors import UserError
 from vgdiag.plugin_api import Plugin, inspect_model, option
-from vgdiag.surgery import TraceError, device_and_dtype, sequential_units, trace
+from vgdiag.surgery import LAYER_TYPES, TraceError, device_and_dtype, sequential_units, trace
 from vgdiag_plugins.weight_init import dominant_activation
 
 
@@ -58,11 +58,8 @@ def head_name(model: nn.Module) -> str:
 def last_layer(module: nn.Module) -> str | None:
     """The name of `module`'s last Linear/Conv in registration order (a Sequential's
     output layer), None if it has none."""
-    names = [n for n, m in module.named_modules() if isinstance(m, _LAYER_TYPES)]
+    names = [n for n, m in module.named_modules() if isinstance(m, LAYER_TYPES)]
     return names[-1] if names else None
-
-
-_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass

@@ -134,9 +134,11 @@ class WeightInit(Plugin):
         # (functional calls) Xavier falls back to gain 1.
         gain_from = activation or "linear"
         layers = trainable_layers(model)
-        order = execution_order(model, experiment.input_shape)
-        last = output_layer_index(order)
-        output = order[last][0] if last is not None and scheme != "normal" else None
+        output = None  # normal:STD draws every layer alike: no dry forward to find it
+        if scheme != "normal":
+            order = execution_order(model, experiment.input_shape)
+            last = output_layer_index(order)
+            output = order[last][0] if last is not None else None
         note = {"scheme": scheme, "std": std, "gain_from": gain_from, "layers": layers,
                 "output_gain_1": output}
         transform = partial(init_weights, spec=spec, activation=gain_from, output=output)

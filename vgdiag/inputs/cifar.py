@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
 import pickle
 import tarfile
 import zlib
@@ -33,7 +32,12 @@ import torch
 from vgdiag.engine.splits import DataBundle, TensorSplit
 from vgdiag.errors import UserError
 from vgdiag.inputs.mnist import VAL_FRACTION, _remove_empty, split_train_val
-from vgdiag.inputs.mnist_files import DATA_DIR_ENV, DEFAULT_TIMEOUT_S, fetch_from_mirrors
+from vgdiag.inputs.mnist_files import (
+    DEFAULT_TIMEOUT_S,
+    choose_mirrors,
+    data_cache,
+    fetch_from_mirrors,
+)
 from vgdiag.textfmt import one_line
 
 NAME = "cifar10"  # vgdiag's dataset name, and the cache subfolder
@@ -261,9 +265,7 @@ class CifarFiles:
 
 def cache_dir() -> Path:
     """`$VGDIAG_DATA_DIR/cifar10` when that variable is set, else `~/.cache/vgdiag/cifar10`."""
-    root = os.environ.get(DATA_DIR_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "vgdiag"
-    return base / NAME
+    return data_cache(NAME)
 
 
 def candidate_dirs(data_dir: Path | None) -> tuple[Path, list[Path]]:
@@ -350,15 +352,7 @@ def read_cifar_files(files: CifarFiles) -> dict[str, tuple[np.ndarray, np.ndarra
 
 
 def _mirrors(mirrors: Sequence[str] | None) -> list[str]:
-    if mirrors is not None:
-        chosen = list(mirrors)
-    elif os.environ.get(MIRROR_ENV):
-        chosen = [m for m in os.environ[MIRROR_ENV].replace(",", " ").split() if m]
-    else:
-        chosen = list(MIRRORS)
-    if not chosen:
-        raise UserError(f"no download mirror given: set {MIRROR_ENV} to a base URL")
-    return chosen
+    return choose_mirrors(mirrors, MIRROR_ENV, MIRRORS)
 
 
 def download_cifar10(

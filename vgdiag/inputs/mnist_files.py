@@ -94,6 +94,11 @@ def cache_dir(name: str) -> Path:
     `$VGDIAG_DATA_DIR/<name>` when that variable is set, else `~/.cache/vgdiag/<name>`.
     """
     source_of(name)
+    return data_cache(name)
+
+
+def data_cache(name: str) -> Path:
+    """`$VGDIAG_DATA_DIR/<name>`, else `~/.cache/vgdiag/<name>`: any dataset's cache."""
     root = os.environ.get(DATA_DIR_ENV)
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "vgdiag"
     return base / name
@@ -146,14 +151,21 @@ def find_idx_files(name: str, data_dir: Path | None = None) -> dict[str, Path] |
 
 
 def _mirrors(src: MnistSource, mirrors: Sequence[str] | None) -> list[str]:
+    return choose_mirrors(mirrors, MIRROR_ENV, src.mirrors)
+
+
+def choose_mirrors(mirrors: Sequence[str] | None, env: str,
+                   defaults: Sequence[str]) -> list[str]:
+    """The base URLs to try: those given, else $`env` (comma or space separated), else
+    the dataset's official ones."""
     if mirrors is not None:
         chosen = list(mirrors)
-    elif os.environ.get(MIRROR_ENV):
-        chosen = [m for m in os.environ[MIRROR_ENV].replace(",", " ").split() if m]
+    elif os.environ.get(env):
+        chosen = [m for m in os.environ[env].replace(",", " ").split() if m]
     else:
-        chosen = list(src.mirrors)
+        chosen = list(defaults)
     if not chosen:
-        raise UserError(f"no download mirror given: set {MIRROR_ENV} to a base URL")
+        raise UserError(f"no download mirror given: set {env} to a base URL")
     return chosen
 
 

@@ -170,7 +170,8 @@ def watch(
     if "every" not in probe:
         sampling = watch_sampling(total_epochs * steps_per_epoch)
         probe["every"] = sampling["every"]
-        probe.setdefault("sample_first", sampling.get("sample_first", 0))
+        if "sample_first" in sampling:
+            probe.setdefault("sample_first", sampling["sample_first"])
     w = engine_watch(model, optimizer if hook_optimizer else None, **probe)
     w.probe.scaled_optimizer = optimizer  # not hooked, still known to the loss scaler
     if out is None or w.rank != 0:
