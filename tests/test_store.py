@@ -218,3 +218,19 @@ def test_dumps_writes_strict_json_that_reads_back_inf_and_keeps_strings():
     back = json.loads(text, parse_constant=refuse)  # no Infinity/NaN tokens left
     assert back == {"a": math.inf, "b": [-math.inf, None, 1.5], "text": obj["text"]}
     assert dumps({"x": 1.0}) == json.dumps({"x": 1.0})
+
+
+def test_a_ctrl_c_while_the_folder_is_made_leaves_it_interrupted(tmp_path, monkeypatch):
+    # The first summary is on disk when the Ctrl-C lands: the folder must not read as a
+    # run still being written, then cut off.
+    write = RunStore._write_summary
+
+    def write_then_interrupt(self, durable=True):
+        write(self, durable)
+        if self.run.status.value == "running":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunStore, "_write_summary", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        RunStore(tmp_path / "r", "r", 10)
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "interrupted"

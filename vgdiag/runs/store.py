@@ -78,8 +78,12 @@ class RunStore:
         self._metrics: IO[str] = open(self.path / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._closed = False
         self._summary_at = 0.0
-        self._guarded(self._reserve, self.path / RESERVE_FILE)
-        self._guarded(self._write_summary, self.path / SUMMARY_FILE)
+        try:
+            self._guarded(self._reserve, self.path / RESERVE_FILE)
+            self._guarded(self._write_summary, self.path / SUMMARY_FILE)
+        except KeyboardInterrupt:  # the folder exists: it must not read "running"
+            self.close()
+            raise
 
     def _reserve(self) -> None:
         with open(self.path / RESERVE_FILE, "wb") as f:

@@ -67,14 +67,19 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
     experiment, bundle = prepare()
     path = cmd.out or default_run_dir(experiment.name)
     store = RunStore(path, experiment.name, bundle.num_classes)
-    if use_tui:
-        from vgdiag.cli.headless import print_ending
+    try:
+        if use_tui:
+            from vgdiag.cli.headless import print_ending
 
-        status = _run_tui(experiment, bundle, store)
-        findings = store.findings
-        print_ending(console, store.run, store.path, verdict=True)
-    else:
-        status, findings = _run_headless(experiment, bundle, store, console)
+            status = _run_tui(experiment, bundle, store)
+            findings = store.findings
+            print_ending(console, store.run, store.path, verdict=True)
+        else:
+            status, findings = _run_headless(experiment, bundle, store, console)
+    except KeyboardInterrupt:
+        # A Ctrl-C before training took the folder over: interrupted, not cut off.
+        store.close()
+        raise
     raise typer.Exit(exit_code_for_run(status, findings, cmd.fail_on))
 
 
