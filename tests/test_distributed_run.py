@@ -231,11 +231,30 @@ def test_bad_input_found_on_rank_0_alone_stops_every_rank_with_its_line(tmp_path
     (taken / "notes.txt").write_text("mine")
     proc = torchrun(tmp_path, *ARGS, "--out", "taken")
     assert proc.returncode != 0
-    # Both ranks print rank 0's one line (rank 1 got it through the exchange).
-    assert proc.stderr.count("--out taken already holds files") == 2, proc.stderr[-2000:]
-    assert "rank 0: --out taken" in proc.stderr  # rank 1 names where it came from
+    # Rank 0 prints its one line; rank 1, which got it through the exchange, exits 2
+    # without printing it a second time.
+    assert proc.stderr.count("--out taken already holds files") == 1, proc.stderr[-2000:]
+    assert proc.stderr.count("vgdiag: error:") == 1
     assert "/vgdiag/" not in proc.stderr  # no traceback of ours (torchrun prints its own)
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]  # nothing lost
+    # A bad option, found by every rank on its own, is said once too.
+    proc = torchrun(tmp_path, "run", "--headless", "--epochs", "0")
+    assert proc.returncode != 0
+    assert proc.stderr.count("vgdiag: error:") == 1, proc.stderr[-2000:]
+    assert "--epochs" in proc.stderr
+
+
+def test_a_rank_other_than_0_leaves_bad_input_to_rank_0_to_say(capsys, monkeypatch, tmp_path):
+    for key, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("vgdiag.cli.app._RANK_ZERO_GRACE_S", 0.0)
+    for argv in (["compare", "--epochs", "1"], ["run", "--plugin-opt", "relu.init=keep"],
+                 ["run", "--epochs", "x"]):
+        assert main(argv) == ExitCode.BAD_INPUT
+        assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["run", "--plugin-opt", "relu.init=keep"]) == ExitCode.BAD_INPUT
+    assert "add --plugin relu" in capsys.readouterr().err
 
 
 def test_fsdp_refuses_a_staged_schedule():

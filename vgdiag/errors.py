@@ -19,6 +19,11 @@ class UserError(Exception):
     """Something the user can fix: shown as one line on stderr, exit code 2."""
 
 
+class SaidByRankZero(UserError):
+    """Bad input every rank of a torchrun run knows of: rank 0 says it, the others exit 2
+    silently, so the one line is not printed once per process."""
+
+
 class RunFolderError(Exception):
     """The run folder could not be written (a full disk, a vanished folder): exit code 3.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from typing import Annotated
 
@@ -25,8 +26,9 @@ from vgdiag.engine.interrupts import (
     restore_signals,
     signal_received,
 )
-from vgdiag.errors import ExitCode, RunFolderError, UserError
+from vgdiag.errors import ExitCode, RunFolderError, SaidByRankZero, UserError
 from vgdiag.textfmt import one_line
+from vgdiag.torchrun_env import not_rank_zero
 
 app = typer.Typer(
     name="vgdiag",
@@ -96,6 +98,9 @@ def entry() -> None:
     sys.exit(code)
 
 
+_RANK_ZERO_GRACE_S = 2.0
+
+
 def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     STATE.debug = "--debug" in args or bool(os.environ.get("VGDIAG_DEBUG"))
@@ -117,12 +122,16 @@ def _main(argv: list[str] | None) -> int:
         # The option parser words a bad choice "Value error, ..."; the help it printed
         # for a bare `vgdiag` comes with an empty message.
         message = one_line(exc.format_message()).replace("Value error, ", "")
+        if not_rank_zero():  # every rank parsed the same command line
+            return _leave_it_to_rank_zero()
         print(f"vgdiag: error: {message or 'no command given'}{hint}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except UserError as exc:
         _debug_traceback()
         if signal_received():
             return _interrupted(exc)
+        if isinstance(exc, SaidByRankZero):
+            return _leave_it_to_rank_zero()
         print(f"vgdiag: error: {one_line(str(exc))}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except (typer.Abort, KeyboardInterrupt) as exc:
@@ -158,6 +167,13 @@ def _debug_traceback() -> None:
     not read bad input (2) as a failed gate (1)."""
     if STATE.debug:
         traceback.print_exc(file=sys.stderr)
+
+
+def _leave_it_to_rank_zero() -> int:
+    """Exit 2 without a word: rank 0 prints the line. torchrun stops every rank once one
+    has exited, so this one waits a moment first, lest rank 0 be stopped mid-sentence."""
+    time.sleep(_RANK_ZERO_GRACE_S)
+    return int(ExitCode.BAD_INPUT)
 
 
 def _interrupted(exc: BaseException) -> int:

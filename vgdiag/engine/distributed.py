@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from vgdiag.errors import UserError
+from vgdiag.errors import SaidByRankZero, UserError
+from vgdiag.torchrun_env import every_ranks_error, launched_by_torchrun
 
 # torchrun sets these for every worker it starts.
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # A collective that waits longer than this fails instead of hanging: long enough for a
 # slow epoch's evaluation or the first CUDA compilation on one rank, short enough that
 # a lost rank ends the run. VGDIAG_DIST_TIMEOUT_S overrides it.
@@ -42,15 +42,10 @@ _FAILED_KEY = "vgdiag/failed/"  # + rank: the one-line error of a rank that rais
 _PEER_ERROR_WAIT_S = 2.0
 
 
-def launched_by_torchrun() -> bool:
-    """True in a process started by torchrun (or any launcher that sets its variables)."""
-    return all(k in os.environ for k in TORCHRUN_ENV)
-
-
 def refuse_under_torchrun(what: str) -> None:
     """UserError for front ends that are single-process by design."""
     if launched_by_torchrun():
-        raise UserError(
+        raise every_ranks_error(
             f"{what} runs in one process: start it without torchrun "
             "(torchrun is for `vgdiag run`, which then trains data-parallel)"
         )
@@ -65,7 +60,7 @@ def _timeout_s() -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        raise UserError(f"{TIMEOUT_ENV}={raw!r}: give a positive number of seconds")
+        raise every_ranks_error(f"{TIMEOUT_ENV}={raw!r}: give a positive number of seconds")
     return value
 
 
@@ -104,19 +99,20 @@ class DataParallel:
         local = int(os.environ["LOCAL_RANK"])
         spec = device_spec.strip().lower()
         if spec.startswith("cuda:"):
-            raise UserError(
+            raise every_ranks_error(
                 f"--device {spec} under torchrun: each rank uses the GPU of its local rank; "
                 "give --device cuda (or auto)"
             )
         cuda = spec in ("auto", "cuda") and torch.cuda.is_available()
         if spec == "cuda" and not cuda:
-            raise UserError("--device cuda was asked for but CUDA is not available here: "
-                            "use --device cpu or --device auto")
+            raise every_ranks_error("--device cuda was asked for but CUDA is not available "
+                                    "here: use --device cpu or --device auto")
         if cuda and local >= torch.cuda.device_count():
             raise UserError(f"local rank {local} has no GPU: this machine has "
                             f"{torch.cuda.device_count()}; start fewer processes per node")
         if not dist.is_available():
-            raise UserError("this PyTorch build has no torch.distributed: run without torchrun")
+            raise every_ranks_error(
+                "this PyTorch build has no torch.distributed: run without torchrun")
         backend = "nccl" if cuda else "gloo"
         device = f"cuda:{local}" if cuda else "cpu"
         if cuda:
@@ -124,8 +120,9 @@ class DataParallel:
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=timedelta(seconds=_timeout_s()))
         if fsdp and not fsdp2_available():
-            raise UserError("--fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard), which "
-                            "this PyTorch build lacks: drop --fsdp to train with DDP")
+            raise every_ranks_error(
+                "--fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard), which this PyTorch "
+                "build lacks: drop --fsdp to train with DDP")
         return cls(rank, world, local, device, fsdp)
 
     def check_all(self, error: str | None) -> None:
@@ -141,7 +138,8 @@ class DataParallel:
         for rank, message in enumerate(errors):
             if message:
                 where = "" if message == error else f"rank {rank}: "
-                raise UserError(f"{where}{message}")
+                # Every rank got the message, rank 0 included: it alone prints it.
+                raise (UserError if self.is_main else SaidByRankZero)(f"{where}{message}")
 
     def close(self) -> None:
         """Leave the process group after a run every rank finished."""

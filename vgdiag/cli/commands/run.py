@@ -26,17 +26,20 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
 
     Under `torchrun --nproc_per_node N -m vgdiag run ...` it trains data-parallel.
     """
-    from vgdiag.engine.distributed import launched_by_torchrun
     from vgdiag.inputs.recipe import build_experiment, load_data
     from vgdiag.runs.folder import default_run_dir
     from vgdiag.runs.store import RunStore
+    from vgdiag.torchrun_env import every_ranks_error, launched_by_torchrun
 
-    opts.validate()
-    plugin_opts = parse_plugin_options(cmd.plugin_opt)
-    unused = [name for name in plugin_opts if name not in (cmd.plugin or [])]
-    if unused:
-        raise UserError(f"--plugin-opt {unused[0]}.* sets options of {unused[0]}, which this "
-                        f"run does not apply: add --plugin {unused[0]}")
+    try:
+        opts.validate()
+        plugin_opts = parse_plugin_options(cmd.plugin_opt)
+        unused = [name for name in plugin_opts if name not in (cmd.plugin or [])]
+        if unused:
+            raise UserError(f"--plugin-opt {unused[0]}.* sets options of {unused[0]}, which "
+                            f"this run does not apply: add --plugin {unused[0]}")
+    except UserError as exc:  # the command line's own: the same on every rank
+        raise every_ranks_error(str(exc)) from None
 
     def prepare() -> tuple[Any, Any]:
         bundle = load_data(opts)
