@@ -513,3 +513,32 @@ def test_more_outputs_than_classes_is_said_on_stderr_and_the_run_goes_on(capsys,
     code, out, err = cli(capsys, "inspect", "--model", f"{model}:Wide", "--json")
     assert code == 0 and json.loads(out)["layers"]
     assert "vgdiag: warning: the model outputs 24 classes but the data has 10" in err
+
+
+def test_report_out_writes_through_links_and_into_pipes_never_replacing_them(capsys,
+                                                                           tmp_path: Path):
+    import os
+    import stat
+    import threading
+
+    out_dir = tmp_path / "r"
+    assert cli(capsys, "run", *FAST, "--out", str(out_dir))[0] == 0
+    # A link keeps being a link; its target gets the report, with its permissions kept.
+    target, link = tmp_path / "target.md", tmp_path / "link.md"
+    target.write_text("old")
+    target.chmod(0o640)
+    link.symlink_to(target.name)
+    assert cli(capsys, "report", str(out_dir), "--out", str(link))[0] == 0
+    assert link.is_symlink() and target.read_text().startswith("# vgdiag report")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    # A FIFO (as /dev/null or /dev/stdout would be) is written into, not renamed over.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert cli(capsys, "report", str(out_dir), "--format", "json", "--out", str(fifo))[0] == 0
+    reader.join(30)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert json.loads(got[0])["status"] == "completed"
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,15 +102,32 @@ def write_json_atomic(path: Path, obj: Any, *, durable: bool = True,
 
 def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
     """Write a whole text file in one rename: never a partial or empty file. A write
-    that fails leaves no temporary file behind."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    that fails leaves no temporary file behind.
+
+    Only a regular file is replaced, keeping its permissions. A symbolic link is kept
+    and its target written. A device or a pipe (`--out /dev/null`, `/dev/stdout`, a
+    FIFO) is written into: renamed over, /dev/null would become a file, for every
+    program on the machine when run as root.
+    """
+    try:
+        found = os.stat(path)  # through links, /proc's fd links included
+    except FileNotFoundError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        with open(path, "w", encoding="utf-8") as f:  # a directory raises IsADirectoryError
+            f.write(text)
+        return
+    target = Path(os.path.realpath(path))  # a dangling link: its target is made
+    tmp = target.with_name(f".{target.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
+            if found is not None:
+                os.chmod(f.fileno(), stat.S_IMODE(found.st_mode))
             if durable:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
