@@ -480,6 +480,29 @@ def test_compare_board_quit_skips_the_variants_not_started(tmp_path: Path) -> No
     asyncio.run(main())
 
 
+def test_compare_board_ctrl_c_interrupts_the_variants_in_training(tmp_path: Path) -> None:
+    # As in the headless compare: ctrl+c does not wait for the running variants.
+    from vgdiag.tui.compare_board import CompareApp
+
+    opts = RunOptions(epochs=200, depth=3, width=16, data="digits", device="cpu", every=4)
+
+    async def main() -> None:
+        app = CompareApp(opts, build_specs(["adam"], {}), tmp_path / "cmp")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: (tmp_path / "cmp" / "baseline").exists(), timeout=60)
+            await pilot.press("ctrl+c")
+            await wait_for(pilot, lambda: not app.running, timeout=60)
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running, timeout=30)
+        outcomes = app.return_value
+        assert outcomes is not None and [o.name for o in outcomes] == ["baseline"]
+        run = read_run(tmp_path / "cmp" / "baseline")
+        assert run.status == "interrupted" and len(run.epochs) < 200
+        assert not (tmp_path / "cmp" / "adam").exists()
+
+    asyncio.run(main())
+
+
 def test_saved_runs_before_after_cycles_through_the_variants(tmp_path: Path) -> None:
     from vgdiag.plugin_api import discover_plugins
 

@@ -6,7 +6,8 @@ messages (coalesced per variant) and its outcomes post lifecycle messages (never
 coalesced). The board shows one row per variant, every variant's validation accuracy
 and loss on shared axes, and opens any finished variant against the baseline.
 Quitting once starts no new variant and lets those in training finish; quitting
-again interrupts them (their folders are marked interrupted).
+again, or Ctrl-C at any time (as in the headless compare), interrupts them (their
+folders are marked interrupted).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class CompareApp(App[list[VariantOutcome]]):
     CSS_PATH = "vgdiag.tcss"
     TITLE = "vgdiag compare"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *quit_keys("Quit (once: start no new variant; twice: interrupt those training)"),
+        *quit_keys("Quit (once: start no new variant; twice, or ctrl+c: interrupt those "
+                   "training)", ctrl_c="interrupt"),
         Binding("enter", "open", "Before/after",
                 tooltip="The selected variant against the baseline"),
         HELP_KEY,
@@ -269,6 +271,16 @@ class CompareApp(App[list[VariantOutcome]]):
         self._title()
         self.notify("stopping: the variants in training finish, no other starts; "
                     "q again interrupts them", timeout=8)
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: the running variants stop now, marked interrupted; none starts."""
+        if not self.running:
+            self.exit(self.result())
+            return
+        self.no_new.set()
+        self.stop.set()
+        self._title()
+        self.notify("interrupting the variants in training", timeout=6)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()  # the table takes enter before the app binding sees it

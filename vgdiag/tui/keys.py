@@ -11,10 +11,11 @@ from vgdiag.tui.layout import TABS
 from vgdiag.tui.screens.help import HelpScreen
 
 
-def quit_keys(tooltip: str) -> list[BindingType]:
-    """q (what it does said by `tooltip`), and ctrl+c doing the same unlisted."""
+def quit_keys(tooltip: str, ctrl_c: str = "quit") -> list[BindingType]:
+    """q (what it does said by `tooltip`), and ctrl+c, unlisted, doing the action
+    `ctrl_c` (the same as q unless a board's q stops gently)."""
     return [Binding("q", "quit", "Quit", tooltip=tooltip),
-            Binding("ctrl+c", "quit", "Quit", show=False, priority=True)]
+            Binding("ctrl+c", ctrl_c, "Quit", show=False, priority=True)]
 
 
 HELP_KEY = Binding("question_mark", "help", "Keys", tooltip="This list of keys")
