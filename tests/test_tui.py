@@ -503,6 +503,42 @@ def test_compare_board_ctrl_c_interrupts_the_variants_in_training(tmp_path: Path
     asyncio.run(main())
 
 
+def test_compare_board_keeps_its_numbers_beside_a_variant_that_does_not_apply(
+        tmp_path: Path) -> None:
+    # layerwise refuses a model with its own forward, in a sentence: the sentence goes
+    # below the table, which keeps every column on the screen.
+    from textual.widgets import DataTable, Static
+
+    from vgdiag.tui.compare_board import CompareApp
+
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = nn.Linear(64, 16), nn.Linear(16, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.b(self.a(x.flatten(1)).sigmoid())\n")
+    opts = RunOptions(epochs=1, data="digits", device="cpu", every=4,
+                      model=f"{tmp_path / 'net.py'}:Net")
+
+    async def main() -> None:
+        app = CompareApp(opts, build_specs(["layerwise"], {}), tmp_path / "cmp")
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait_for(pilot, lambda: not app.running, timeout=120)
+            await pilot.pause()
+            table = app.query_one("#board", DataTable)
+            assert str(table.get_cell("layerwise", "state")) == "not applicable"
+            widths = sum(c.get_render_width(table) for c in table.columns.values())
+            assert widths <= 120, widths  # every column, the verdict included, is shown
+            assert str(table.get_cell("baseline", "test_acc")) != "-"
+            note = str(app.query_one("#board-note", Static).render())
+            assert "layerwise not applicable: " in note
+            await pilot.press("q")
+
+    asyncio.run(main())
+
+
 def test_saved_runs_before_after_cycles_through_the_variants(tmp_path: Path) -> None:
     from vgdiag.plugin_api import discover_plugins
 

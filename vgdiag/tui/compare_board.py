@@ -123,6 +123,8 @@ class CompareApp(App[list[VariantOutcome]]):
         self.stop = threading.Event()
         self.running = False
         self.error: str | None = None
+        self.status_note = ""
+        self.reasons: dict[str, str] = {}  # variant: why it did not apply, or failed
         self.exception: BaseException | None = None  # what the engine raised, if anything
         if jobs > 1:
             from vgdiag.runs.compare_workers import prepare_for_workers
@@ -203,6 +205,11 @@ class CompareApp(App[list[VariantOutcome]]):
                 curve.append((p.epoch, p.val_acc, p.val_loss))
                 self._plots()
 
+    def _note(self) -> None:
+        """Below the plots: how the comparison stands, then why a variant did not train."""
+        lines = [self.status_note, *self.reasons.values()]
+        self.query_one("#board-note", Static).update("\n".join(x for x in lines if x))
+
     def _plots(self) -> None:
         for plot_id, index in (("#board-acc", 1), ("#board-loss", 2)):
             self.query_one(plot_id, LinePlot).series = tuple(
@@ -215,19 +222,22 @@ class CompareApp(App[list[VariantOutcome]]):
         outcome = message.outcome
         self.outcomes[outcome.name] = outcome
         row = variant_row(outcome, target_acc=1.0)
-        state = outcome.state.value
         if outcome.reason and outcome.state in (VariantState.NOT_APPLICABLE,
                                                 VariantState.FAILED):
-            state = f"{state}: {outcome.reason}"
+            # Below the table: in a cell, a sentence would widen the state column until
+            # the numbers' columns left the screen.
+            self.reasons[outcome.name] = f"{outcome.name} {outcome.state.value}: {outcome.reason}"
+            self._note()
         cells = {
-            "state": state,
+            "state": outcome.state.value,
             "val_acc": fmt(row["val_acc"], 3),
             "test_acc": fmt(row["test_acc"], 3),
             "steps": str(row["steps"] or "-"),
             "ratio_init": fmt(row["ratio_init"]),
             "ratio_end": fmt(row["ratio_end"]),
             "eta": "-",
-            "verdict": verdict_text(row) or "-",
+            "verdict": (outcome.state.value if outcome.name in self.reasons
+                        else verdict_text(row) or "-"),
         }
         table = self.query_one("#board", DataTable)
         for key, value in cells.items():
@@ -242,13 +252,13 @@ class CompareApp(App[list[VariantOutcome]]):
             if outcome.state is VariantState.SKIPPED:
                 self.query_one("#board", DataTable).update_cell(
                     outcome.name, "state", VariantState.SKIPPED.value)
-        note = self.query_one("#board-note", Static)
         if message.error:
-            note.update(f"the comparison stopped: {message.error}")
+            self.status_note = f"the comparison stopped: {message.error}"
         elif self.interrupted:
-            note.update("stopped: the variants not started were skipped")
+            self.status_note = "stopped: the variants not started were skipped"
         else:
-            note.update("finished: enter opens a variant against the baseline; q quits")
+            self.status_note = "finished: enter opens a variant against the baseline; q quits"
+        self._note()
         self._title()
         if self.interrupted:
             self.exit(self.result())
