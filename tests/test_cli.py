@@ -86,6 +86,9 @@ def test_healthy_model_exits_zero_with_fail_on(capsys, tmp_path):
         (["run", "--data-dir", "/tmp"], "--data-dir applies to --data mnist"),
         (["run", "--synthetic-size", "100"], "--synthetic-size applies"),
         (["run", "--plugin-opt", "weight-init.std=1.0"], "add --plugin weight-init"),
+        (["run", "--model-arg", "depth=12"], "give --depth 12 instead"),
+        (["compare", "--model-arg", "x=1"], "not the built-in MLP"),
+        (["compare", "--plugins", "relu", "--plugin-opt", "adam.lr=1"], "add adam to --plugins"),
         # an unset shell variable (--plugins "$P") is not a request for all seven
         (["compare", "--epochs", "1", "--plugins", ""], "no plugin named in ''"),
     ],
@@ -270,7 +273,8 @@ def test_recipe_file_with_command_line_override(capsys, tmp_path):
 @pytest.mark.parametrize(
     "text, words",
     [('depht = 3\n', "unknown option 'depht'"), ('depth = "three"\n', "depth must be int"),
-     ('activation = "swish"\n', "unknown --activation"), ('depth = \n', "not valid TOML")],
+     ('activation = "swish"\n', "unknown --activation"), ('depth = \n', "not valid TOML"),
+     ('fail-on = "error"\n', "give --fail-on on the command line")],
 )
 def test_bad_recipe_is_one_line(capsys, tmp_path, text, words):
     recipe = tmp_path / "recipe.toml"

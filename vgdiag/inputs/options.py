@@ -158,6 +158,13 @@ class RunOptions:
                 if getattr(self, name) != getattr(default, name):
                     raise UserError(f"--{name} applies to the built-in MLP only, not to "
                                     f"--model {self.model}: {what}")
+        elif self.model_args:  # the built-in MLP has flags of its own, which say so
+            key, _, value = (part.strip() for part in self.model_args[0].partition("="))
+            flag = f"--{key.replace('_', '-')} {value}"
+            hint = (f"give {flag} instead" if key in ("depth", "width", "activation", "init")
+                    else "its options are --depth, --width, --activation and --init")
+            raise UserError(f"--model-arg {self.model_args[0]} applies to a model of your own "
+                            f"(--model FILE.py:NAME), not the built-in MLP: {hint}")
         if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
             raise UserError(f"--data-dir {self.data_dir} is a file: give the folder that "
                             "holds the dataset's files")
@@ -344,6 +351,11 @@ def coerce_choices(options: Any, strict: bool = True) -> None:
             raise UserError(f"unknown {flag_name(f)} {value!r}: choose one of {names}") from None
 
 
+# The commands' own flags (--out, --fail-on, --plugin...): not what to train.
+_COMMAND_FIELDS = {f.name for cls in (RunCommandOptions, InspectOptions, CompareOptions)
+                   for f in dataclasses.fields(cls)}
+
+
 def load_recipe(path: Path) -> dict[str, Any]:
     """RunOptions fields from a TOML file (keys as field names or flags, - or _), or
     from a run folder's config.json (the recipe it recorded: the same run again)."""
@@ -362,6 +374,10 @@ def load_recipe(path: Path) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.replace("-", "_")
         name = name if name in known else aliases.get(name, name)
+        if name in _COMMAND_FIELDS and name not in known:
+            raise UserError(f"--recipe {path}: {key!r} is a flag of the command, not an "
+                            f"option of what it trains: give --{name.replace('_', '-')} on "
+                            "the command line")
         if name not in known:
             raise UserError(f"--recipe {path}: unknown option {key!r}; a recipe holds the "
                             "model, data and training options of `vgdiag run --help`, "

@@ -65,6 +65,11 @@ def resolve(request: CompareRequest, available: dict[str, Any]
                                      available)
         specs = build_specs(names, request.plugin_opts)
         jobs = 1 if request.jobs is None else request.jobs
+    applied = {s.plugin for s in specs}
+    unused = [name for name in request.plugin_opts if name not in applied]
+    if unused:  # as `vgdiag run` says it: an option for a plugin not run does nothing
+        raise UserError(f"--plugin-opt {unused[0]}.* sets options of {unused[0]}, which this "
+                        f"comparison does not run: add {unused[0]} to --plugins")
     if request.seeds > 1:
         seeds = [opts.seed + i for i in range(request.seeds)]
         specs = [dataclasses.replace(s, seed=seed) for s in specs for seed in seeds]
