@@ -178,13 +178,13 @@ class TiedLM(nn.Module):
     """A head tied to the embedding, its one hidden layer checkpointed (reentrant, as
     Hugging Face's gradient checkpointing is by default) when asked."""
 
-    def __init__(self, reentrant: bool) -> None:
+    def __init__(self, reentrant: bool, bias: bool = False) -> None:
         super().__init__()
         self.reentrant = reentrant
         self.wte = nn.Embedding(20, 8)
         self.h = nn.Linear(8, 8)
         self.ln_f = nn.LayerNorm(8)
-        self.lm_head = nn.Linear(8, 20, bias=False)
+        self.lm_head = nn.Linear(8, 20, bias=bias)
         self.lm_head.weight = self.wte.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,6 +215,8 @@ class SharedInContainer(nn.Module):
 @pytest.mark.parametrize(("model", "output"), [
     (lambda: TiedLM(reentrant=False), "wte"),
     (lambda: TiedLM(reentrant=True), "wte"),  # the recomputed forward runs h after the head
+    # A head with a bias of its own is a layer too (PyTorch's word_language_model).
+    (lambda: TiedLM(reentrant=False, bias=True), "wte"),
     (SharedInContainer, "dec.head"),  # the container's forward ends after its head's
 ])
 def test_the_tied_head_is_read_where_the_forward_ends(model, output):

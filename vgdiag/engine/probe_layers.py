@@ -158,13 +158,21 @@ def tied_modules(model: nn.Module, owners: Owners,
     that of the module's weight (else of its first parameter).
     """
     owner = {id(p): i for i, _, p in params}
-    layers = {id(m) for _, m in owners}
+    layer_of = {id(m): i for i, (_, m) in enumerate(owners)}
     found = []
     for name, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
-        if not own or id(module) in layers or any(id(p) not in owner for p in own.values()):
+        if not own or any(id(p) not in owner for p in own.values()):
             continue
-        if any(id(m) in layers for m in module.modules() if m is not module):
+        if id(module) in layer_of:
+            # A layer of its own by its other parameters (a decoder's bias, as in
+            # PyTorch's word_language_model) applying another layer's weight: tied too.
+            weight = own.get("weight")
+            if weight is None or owner[id(weight)] == layer_of[id(module)]:
+                continue
+            found.append((name, module, owner[id(weight)]))
+            continue
+        if any(id(m) in layer_of for m in module.modules() if m is not module):
             continue  # a container: its forward ends after its own layers, whatever it applies
         found.append((name, module, owner[id(own.get("weight", next(iter(own.values()))))]))
     return found
