@@ -546,3 +546,21 @@ def test_report_out_writes_through_links_and_into_pipes_never_replacing_them(cap
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert json.loads(got[0])["status"] == "completed"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_dashboards_refuse_to_open_without_a_terminal(tmp_path: Path):
+    # A CI job or a pipe: one line and exit 2, not a dashboard drawn into the log that
+    # only a signal could end.
+    import subprocess
+    import sys
+
+    out_dir = tmp_path / "r"
+    assert main(["run", *FAST, "--out", str(out_dir)]) == 0
+    for args, instead in ((["view", str(out_dir)], f"`vgdiag report {out_dir}`"),
+                          (["compare", "--tui", "--epochs", "1"], "drop --tui")):
+        proc = subprocess.run([sys.executable, "-m", "vgdiag", *args], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL)
+        assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
+        assert proc.stderr.startswith("vgdiag: error: ") and instead in proc.stderr
+        assert proc.stdout == ""
+    assert not (tmp_path / "runs").exists()  # compare made no folder

@@ -69,6 +69,10 @@ def compare(opts: RunOptions, cmd: CompareOptions) -> None:
         plugin_opts=parse_plugin_options(cmd.plugin_opt), preset=cmd.preset,
         seeds=cmd.seeds, jobs=cmd.jobs if "jobs" in typed or cmd.preset is None else None)
     opts, specs, jobs = compare_cli.resolve(request, found)
+    if cmd.tui:
+        from vgdiag.cli.terminal import need_terminal
+
+        need_terminal("vgdiag compare --tui", "drop --tui for the text table")
     # Load once up front so bad data or model specs fail before any variant starts.
     from vgdiag.inputs.recipe import build_experiment, load_data
 

@@ -32,6 +32,9 @@ def view(
         print(f"{run_dir}: {run_data.status}, {len(run_data.epochs)} epoch(s), "
               f"{len(run_data.records)} sampled step(s); verdict: {run_data.verdict}")
         return
+    from vgdiag.cli.terminal import need_terminal
+
+    need_terminal("vgdiag view", f"`vgdiag report {run_dir}` prints the run as text")
     from vgdiag.tui.app import view_folder  # Textual is loaded only here
 
     view_folder(run_dir, run_data)
