@@ -413,6 +413,34 @@ def test_a_loop_stepping_another_optimizer_is_not_measured_and_fails_the_gate(
     assert gate.returncode == 1, gate.stderr
 
 
+def test_layers_the_followed_optimizer_does_not_hold_are_named_once() -> None:
+    # A backbone and a head with optimizers of their own: the probe follows one, so
+    # the head's update is measured before its optimizer makes it (0): said, once.
+    import warnings as w_
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    backbone = torch.optim.SGD(model[0].parameters(), lr=0.1)
+    head = torch.optim.Adam(model[2].parameters(), lr=1e-3)
+    for followed, warns in ((backbone, True), (torch.optim.SGD(model.parameters()), False)):
+        with w_.catch_warnings(record=True) as seen:
+            w_.simplefilter("always")
+            with vgdiag.watch(model, followed, every=1) as w:
+                for _ in range(3):
+                    backbone.zero_grad()
+                    head.zero_grad()
+                    model(torch.randn(4, 8)).pow(2).mean().backward()
+                    followed.step()
+                    if followed is backbone:
+                        head.step()
+        said = [s for s in seen if "not in the optimizer vgdiag follows" in str(s.message)]
+        assert len(said) == int(warns)
+        if warns:
+            assert "1 layer with a gradient (2) is not" in str(said[0].message)
+            assert said[0].filename == __file__  # it points at the user's loop
+            assert all(r.layers["2"].update_ratio == 0 for r in w.history.records())
+
+
 def test_micro_batch_losses_are_averaged_and_the_epoch_weights_by_samples() -> None:
     # Gradient accumulation over two micro-batches of 16 and 8 samples (a short last
     # batch): the step's record holds their mean, the epoch the per-sample mean.

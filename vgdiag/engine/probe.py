@@ -22,6 +22,7 @@ probe_record (the host-side StepRecord).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections import deque
@@ -72,6 +73,7 @@ from vgdiag.engine.probe_pack import (
 from vgdiag.engine.probe_record import assemble
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.engine.snapshots import SAMPLE_THRESHOLD, Snapshots
+from vgdiag.textfmt import plural
 
 __all__ = ["DISTRIBUTED_MODES", "GRAD_LOG_RANGE", "HIST_BINS", "SATURATION_EPS", "Probe"]
 
@@ -177,6 +179,7 @@ class Probe:
         self._closure_step: ClosureStep | None = None
         self._reevaluating = False  # a step's closure is being evaluated again
         self._warned_closure = False
+        self._coverage_checked = False  # whether the optimizer holds every layer: once
         if self.optimizer is not None:
             self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
             self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
@@ -426,6 +429,10 @@ class Probe:
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._closure_step is not None:
             self._end_closure_step()
+        if not self._coverage_checked:
+            self._coverage_checked = True
+            with contextlib.suppress(Exception):  # a check, never a reason to break training
+                self._check_coverage(optimizer)
         if self._in_flight:
             try:
                 with torch.no_grad():
@@ -433,6 +440,29 @@ class Probe:
             except Exception as exc:
                 self._drop_sample(exc)
         self._advance()
+
+    def _check_coverage(self, optimizer: Any) -> None:
+        """Warn once where layers that got a gradient are not in the hooked optimizer
+        (a second optimizer updates them): their update reads 0 at every step."""
+        if not hasattr(self, "_layout"):
+            return
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = list(dict.fromkeys(
+            self._layout.owners[i][0] or "<root>" for i, _, p in self._layout.params
+            if p.requires_grad and p.grad is not None and id(p) not in held))
+        if not missing:
+            return
+        from vgdiag.engine.watch import user_stacklevel  # watch imports this module
+
+        named = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                          else "")
+        warnings.warn(
+            f"vgdiag: {plural(len(missing), 'layer')} with a gradient ({named}) "
+            f"{'is' if len(missing) == 1 else 'are'} not in the optimizer vgdiag follows, "
+            "so an update another optimizer makes reads 0 in update_ratio: with several "
+            "optimizers, watch with hook_optimizer=False and mark the update yourself "
+            "(w.before_update(); opt_a.step(); opt_b.step(); w.after_update())",
+            stacklevel=user_stacklevel())
 
     def end_step(self) -> None:
         """Mark the end of a step when no optimizer was given (after backward)."""
