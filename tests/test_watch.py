@@ -314,8 +314,15 @@ for step in range(100000 if mode.startswith("sigterm") else 20):
         print("epoch", flush=True)
     if mode.startswith("sigterm") and step > 5:
         time.sleep(0.01)
+    if mode == "caught" and step == 10:
+        try:  # a library's exit, caught: training goes on, nothing ended
+            sys.exit(2)
+        except SystemExit:
+            pass
 if mode == "raise":
     raise ValueError("the user's code broke")
+if mode.startswith("exit"):
+    sys.exit(int(mode[4:]))
 # mode "forgot": the loop ends without close()
 """
 
@@ -327,14 +334,18 @@ def run_script(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize(("mode", "status"), [("forgot", "completed"), ("raise", "failed")])
+@pytest.mark.parametrize(("mode", "status", "code"), [
+    ("forgot", "completed", 0), ("raise", "failed", 1), ("exit2", "failed", 2),
+    ("exit0", "completed", 0), ("caught", "completed", 0)])
 def test_exit_without_close_still_finishes_the_folder(tmp_path: Path, mode: str,
-                                                      status: str) -> None:
+                                                      status: str, code: int) -> None:
     proc = run_script(tmp_path, mode)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == (0 if mode == "forgot" else 1), err
+    assert proc.returncode == code, err
     run = read_run(tmp_path / "run")
     assert run.status == status and len(run.records) == 20
+    if mode == "exit2":  # a CI gate on the folder must not pass a job that exited 2
+        assert run.summary["error"].startswith("SystemExit: 2")
     if mode == "raise":
         assert run.summary["error"].startswith("ValueError: the user's code broke (loop.py:")
         assert "ValueError: the user's code broke" in err  # the user's traceback stays

@@ -55,10 +55,12 @@ class _FolderSink:
         # never written.
         self._writing = False
         self._term_pending: tuple[int, FrameType | None] | None = None
+        self.exit_raised: tuple[SystemExit, int] | None = None  # see _ExitSpy
 
     def guard(self, watch: Watch) -> None:
         self.watch = watch
         atexit.register(self._at_exit)
+        _ExitSpy.install(self)
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         old = signal.getsignal(signal.SIGTERM)
@@ -81,6 +83,7 @@ class _FolderSink:
 
     def close(self) -> None:
         atexit.unregister(self._at_exit)
+        _ExitSpy.uninstall(self)
         if self._guarding and signal.getsignal(signal.SIGTERM) == self._on_term:
             signal.signal(signal.SIGTERM, self._old_term)
         self._guarding = False
@@ -109,9 +112,48 @@ class _FolderSink:
 
     def _at_exit(self) -> None:
         # The interpreter is exiting with the watch open: an uncaught exception is
-        # in sys.last_value (set before atexit handlers run).
-        if self.watch is not None:
-            self.watch.close(getattr(sys, "last_value", None))
+        # in sys.last_value (set before atexit handlers run); a SystemExit never is,
+        # so the sys.exit() that raised it said what it was.
+        if self.watch is None:
+            return
+        error = getattr(sys, "last_value", None)
+        if error is None and self.exit_raised is not None:
+            exited, at_step = self.exit_raised
+            error = exited if at_step == self.watch.probe.step else None
+        self.watch.close(error)
+
+
+class _ExitSpy:
+    """`sys.exit`, telling each open watch folder of the SystemExit it raises: a loop
+    ending in `sys.exit(2)` outside a `with` block reaches the atexit handler with
+    nothing to say how it ended, and would read `completed`. A folder takes it only
+    if no step ran after it (a SystemExit caught and trained past ended nothing);
+    `raise SystemExit` itself is not seen."""
+
+    sinks: list[_FolderSink] = []
+    _original: Any = None
+
+    @classmethod
+    def install(cls, sink: _FolderSink) -> None:
+        cls.sinks.append(sink)
+        if len(cls.sinks) == 1 and sys.exit is not cls._exit:
+            cls._original = sys.exit
+            sys.exit = cls._exit  # type: ignore[assignment]
+
+    @classmethod
+    def uninstall(cls, sink: _FolderSink) -> None:
+        if sink in cls.sinks:
+            cls.sinks.remove(sink)
+        if not cls.sinks and sys.exit is cls._exit:  # another's wrapper stays
+            sys.exit = cls._original
+
+    @staticmethod
+    def _exit(status: object = None) -> None:
+        error = SystemExit(status)
+        for sink in list(_ExitSpy.sinks):
+            if sink.watch is not None:
+                sink.exit_raised = (error, sink.watch.probe.step)
+        raise error
 
 
 def watch(
