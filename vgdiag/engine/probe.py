@@ -39,6 +39,7 @@ from vgdiag.engine.history import History
 from vgdiag.engine.probe_activations import SATURATION_EPS  # re-exported
 from vgdiag.engine.probe_amp import calling_scaler, loss_scale
 from vgdiag.engine.probe_closure import ClosureStep
+from vgdiag.engine.probe_compile import EagerWhileSampled, can_run_eager
 from vgdiag.engine.probe_distributed import (
     DISTRIBUTED_MODES,
     is_dtensor,
@@ -55,7 +56,7 @@ from vgdiag.engine.probe_kernels import (  # re-exported
     dense_grad,
 )
 from vgdiag.engine.probe_layers import (
-    compiled,
+    compiled_anywhere,
     compiled_fullgraph,
     find_layers,
     has_lazy_parameters,
@@ -147,9 +148,13 @@ class Probe:
         self._distributed = distributed
         self._snapshot_threshold = snapshot_threshold
         self._root = unwrap(model)
-        # A backward hook inside a graph compiled with fullgraph=True cannot hand a
-        # value back to Python (torch.compile refuses it), so that one statistic goes.
-        self._grad_hooks = not compiled_fullgraph(model)
+        # A compiled model's sampled steps run eager where this PyTorch can say so
+        # (probe_compile); otherwise the hooks run inside the compiled graph, where a
+        # backward hook cannot hand a value back to Python under fullgraph=True
+        # (torch.compile refuses it), so that one statistic goes.
+        self._eager = (EagerWhileSampled() if compiled_anywhere(model) and can_run_eager()
+                       else None)
+        self._grad_hooks = self._eager is not None or not compiled_fullgraph(model)
         if not self._grad_hooks:
             warnings.warn(
                 "vgdiag: the model was compiled with fullgraph=True, where a hook on the "
@@ -197,9 +202,9 @@ class Probe:
         owners, params = find_layers(self._root)
         self._tensors: list[torch.Tensor] = [p for _, _, p in params]
         # Under torch.compile (of the model or of any part of it) a TorchFunctionMode
-        # would change what is traced: there, activations come from modules only.
-        functional = not compiled(self.model) and not any(
-            compiled(m) for m in self._root.modules())
+        # would change what is traced: there, unless sampled steps run eager,
+        # activations come from modules only.
+        functional = self._eager is not None or not compiled_anywhere(self.model)
         self._layout = LayerLayout(self._root, owners, params,
                                    original_shapes(self._root, self._tensors), self._guard,
                                    functional=functional)
@@ -259,12 +264,16 @@ class Probe:
         self._loss, self._losses = None, 0
         self._layout.new_step()
         if not self._fwd_handles:  # still attached from the previous (sampled) step
+            if self._eager is not None:  # before the hooks: see probe_compile
+                self._eager.enter()
             self._fwd_handles = self._layout.attach(self._grad_hooks)
 
     def _disarm(self) -> None:
         for h in self._fwd_handles:
             h.remove()
         self._fwd_handles = []
+        if self._eager is not None:
+            self._eager.leave()
         if self._ready:
             self._layout.unwatch_backward()
 

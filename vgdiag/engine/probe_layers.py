@@ -82,6 +82,11 @@ def compiled(model: nn.Module) -> bool:
                for m in _wrapping(model))
 
 
+def compiled_anywhere(model: nn.Module) -> bool:
+    """True where the model or any module inside it is compiled."""
+    return compiled(model) or any(compiled(m) for m in unwrap(model).modules())
+
+
 def compiled_fullgraph(model: nn.Module) -> bool:
     """True for torch.compile(model, fullgraph=True) (at any depth of wrapping)."""
     return any(getattr(getattr(m, "dynamo_ctx", None), "fullgraph", False)
