@@ -174,6 +174,27 @@ def test_a_weight_shared_inside_the_model_is_not_taken_for_a_tied_head():
     assert {i.name: i.tied for i in w.layers if i.tied} == {"a": ("b",)}
 
 
+def test_a_norm_after_the_last_weight_layer_is_not_the_output_layer():
+    # Logits through a BatchNorm1d: the ratios read against the head's weight matrix,
+    # not against the norm's gain vector (a gradient of another scale).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.BatchNorm1d(4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    w = vgdiag.watch(model, opt, every=1, num_classes=4)
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(16, 8)), torch.randint(0, 4, (16,))
+                                    ).backward()
+        opt.step()
+    w.close()
+    assert names(w)[-1] == "3"
+    assert gradflow.output_layer(w.history[-1], w.layers) == "2"
+    ratios = gradflow.grad_ratios(w.history[-1], w.layers)
+    assert ratios["2"] == 1.0
+    assert ratios["0"] == pytest.approx(w.history[-1].layers["0"].grad_norm
+                                        / w.history[-1].layers["2"].grad_norm)
+
+
 class TiedLM(nn.Module):
     """A head tied to the embedding, its one hidden layer checkpointed (reentrant, as
     Hugging Face's gradient checkpointing is by default) when asked."""

@@ -62,9 +62,12 @@ def output_index(grads: Sequence[float], ok: Sequence[bool],
 
 def can_be_output(info: LayerInfo) -> bool:
     """Whether a layer can be the output layer: it applies a weight matrix (its fan-in
-    is known) or is a norm, embedding or recurrent layer; a module's loose parameters
-    (a learned scale, a temperature, a lone bias) are not."""
-    return info.fan_in > 0 or info.role in ("norm", "embedding", "recurrent")
+    is known) or is an embedding or recurrent layer. A module's loose parameters (a
+    learned scale, a temperature, a lone bias) are not, nor is a norm after the last
+    weight layer (logits through a BatchNorm1d, an encoder's final LayerNorm): its
+    gain vector's gradient is of another scale than a weight matrix's. A model with
+    no such layer reads against its last one (output_index)."""
+    return has_weight(info)
 
 
 def output_units(info: LayerInfo) -> int | None:
