@@ -452,6 +452,27 @@ def test_layers_the_followed_optimizer_does_not_hold_are_named_once() -> None:
             assert all(r.layers["2"].update_ratio == 0 for r in w.history.records())
 
 
+def test_a_diverging_loop_is_told_once_when_a_sampled_step_goes_non_finite() -> None:
+    import warnings as w_
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with w_.catch_warnings(record=True) as seen:
+        w_.simplefilter("always")
+        with vgdiag.watch(model, opt, every=2):
+            for step in range(8):
+                if step == 3:  # an update that blows the weights up
+                    with torch.no_grad():
+                        model[0].weight.fill_(float("inf"))
+                opt.zero_grad()
+                model(torch.randn(4, 8)).pow(2).mean().backward()
+                opt.step()
+    said = [s for s in seen if "is not finite" in str(s.message)]
+    assert len(said) == 1 and said[0].filename == __file__
+    assert str(said[0].message).startswith("vgdiag: step 4 is not finite (gradient of 0")
+
+
 def test_micro_batch_losses_are_averaged_and_the_epoch_weights_by_samples() -> None:
     # Gradient accumulation over two micro-batches of 16 and 8 samples (a short last
     # batch): the step's record holds their mean, the epoch the per-sample mean.

@@ -30,6 +30,7 @@ from torch.optim import Optimizer
 
 from vgdiag.engine import events as ev
 from vgdiag.engine.diagnosis import DEFAULT_THRESHOLDS, LiveDiagnosis, Thresholds, diagnose
+from vgdiag.engine.diagnosis_common import finite_step
 from vgdiag.engine.gradflow import output_layer, output_units
 from vgdiag.engine.history import History
 from vgdiag.engine.probe import Probe
@@ -73,6 +74,8 @@ class Watch:
         self._loss_weight = 0.0  # the samples behind _loss_sum (1 per loss given without)
         self._live = LiveDiagnosis()
         self._classes_checked = num_classes <= 0
+        self._warned_non_finite = False  # said once, when it happens
+        probe.on_record = self._on_record  # events go nowhere until attach() gives a sink
         probe.epoch = 1  # the epoch in progress: one more than observe_epoch() calls
 
     def attach(
@@ -94,7 +97,6 @@ class Watch:
         self._sink = sink
         self.out = out
         self._emit(ev.RunStarted(dict(config or {}), steps_per_epoch, total_epochs))
-        self.probe.on_record = self._on_record
 
     # ----- what was recorded ---------------------------------------------------
     @property
@@ -280,11 +282,29 @@ class Watch:
             f"against ln({self.num_classes}); give num_classes={units} if the model "
             "classifies into that many", stacklevel=user_stacklevel())
 
+    def _check_finite(self, record: StepRecord) -> None:
+        """Warn once, as it happens, where a sampled step's gradients (or loss, or
+        activations) are not finite: a loop may otherwise train on NaN weights for
+        the rest of its run before the diagnosis says so at the end."""
+        if self._warned_non_finite or finite_step(record) or self.rank != 0:
+            return
+        self._warned_non_finite = True
+        bad = [n or "<root>" for n, s in record.layers.items() if s.grad_non_finite]
+        where = f" (gradient of {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})" \
+            if bad else ""
+        warnings.warn(
+            f"vgdiag: step {record.step} is not finite{where}: training diverged, and "
+            "every update from here on spreads NaN or inf through the weights; a lower "
+            "learning rate is often enough (the non_finite finding says more)",
+            stacklevel=user_stacklevel())
+
     def _on_record(self, record: StepRecord) -> None:
         # Called in the optimizer's post-step hook, before the probe counts the step.
         self._check_classes(record)
-        self._emit(ev.StepSampled(record, self.probe.layers, self.probe.step + 1,
-                               time.perf_counter() - self._t0))
+        self._check_finite(record)
+        if self._sink is not None:
+            self._emit(ev.StepSampled(record, self.probe.layers, self.probe.step + 1,
+                                      time.perf_counter() - self._t0))
 
     def _emit(self, event: ev.Event) -> None:
         if self._sink is None:
