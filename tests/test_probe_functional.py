@@ -103,6 +103,20 @@ def test_a_saturated_functional_tanh_net_is_diagnosed_saturated():
     assert "saturated_activations" in ids, ids
 
 
+@pytest.mark.parametrize("functional", [True, False])
+def test_a_finding_says_in_words_to_swap_saturating_function_calls(functional: bool):
+    # No plugin can replace torch.sigmoid called in forward: the advice is said anyway.
+    torch.manual_seed(3)
+    model = Stack(["sigmoid"] * 6, functional=functional, std=0.05)
+    records, layers, _ = train(model, steps=6)
+    vanishing = [f for f in diagnose(records, layers) if f.id == "vanishing_gradient"]
+    assert vanishing, [f.id for f in diagnose(records, layers)]
+    said = "called as functions in forward" in vanishing[0].message
+    assert said == functional
+    if functional:
+        assert "(sigmoid())" in vanishing[0].message and "torch.relu" in vanishing[0].message
+
+
 def test_module_activations_turn_the_mode_off_after_the_trial():
     seen = []
 
@@ -187,7 +201,16 @@ def test_a_forward_that_raises_or_leaves_its_own_mode_keeps_the_stack_right():
             torch._C._pop_torch_function_stack()
 
 
-def test_no_mode_where_part_of_the_model_is_compiled():
+@pytest.mark.parametrize("eager_sampling", [True, False])
+def test_no_mode_where_part_of_the_model_is_compiled_unless_sampled_steps_run_eager(
+        eager_sampling: bool, monkeypatch) -> None:
+    # Sampled steps run eager where PyTorch allows it (probe_compile): the mode then
+    # sees the compiled part's calls as an eager model's; otherwise it stays off.
+    import torch._dynamo as dynamo
+
+    if not eager_sampling:
+        monkeypatch.setattr("vgdiag.engine.probe.can_run_eager", lambda: False)
+    dynamo.reset()
     seen = []
 
     class Partly(nn.Module):
@@ -202,8 +225,12 @@ def test_no_mode_where_part_of_the_model_is_compiled():
             return self.body(F.relu(self.stem(x)))
 
     records = fit(Partly(), 2)
-    assert seen == [0, 0]  # a mode would change what torch.compile traces
-    assert math.isnan(records[-1].layers["stem"].act_mean)
+    if eager_sampling:
+        assert seen == [1, 1]
+        assert math.isfinite(records[-1].layers["stem"].act_mean)
+    else:
+        assert seen == [0, 0]  # a mode would change what torch.compile traces
+        assert math.isnan(records[-1].layers["stem"].act_mean)
 
 
 def test_a_compiled_function_inside_forward_still_trains_and_compiles():

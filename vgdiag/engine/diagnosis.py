@@ -11,6 +11,7 @@ activations, the loss); gradient ratios come from gradflow, limits from threshol
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Collection, Sequence
 
@@ -70,10 +71,33 @@ def diagnose(
     from vgdiag.plugin_api import recommend  # the installed plugins say what they fix
 
     findings = recommend(findings, records=records, layers=layers, exclude=exclude)
+    findings = _activations_by_hand(findings, records, layers)
     # A stall the gradients do not explain is not what the gradient fixes address
     # (updates_tiny, beside it, carries the learning-rate advice).
     return [dataclasses.replace(f, recommend=[]) if f.evidence.get("gradients_flow") else f
             for f in findings]
+
+
+# Findings a non-saturating activation is a fix for.
+_SATURATION_FINDINGS = ("vanishing_gradient", "saturated_activations")
+
+
+def _activations_by_hand(findings: list[Finding], records: Sequence[StepRecord],
+                         layers: Sequence[LayerInfo]) -> list[Finding]:
+    """Where every saturating activation is a function call in forward (`torch.sigmoid`,
+    named `sigmoid()`), no plugin can swap it, so the advice most often needed would go
+    unsaid: the finding says it in words."""
+    recent = records[-5:]
+    saturating = {i.activation for i in layers if any(
+        i.name in r.layers and math.isfinite(r.layers[i.name].act_saturated) for r in recent)}
+    if not saturating or not all(str(a).endswith("()") for a in saturating):
+        return findings
+    named = ", ".join(sorted(str(a) for a in saturating))
+    advice = (f" Its saturating activations ({named}) are called as functions in forward, "
+              "which no plugin can swap: replacing them there by ReLU (torch.relu, with He "
+              "initialisation) is the usual fix.")
+    return [dataclasses.replace(f, message=f.message + advice)
+            if f.id in _SATURATION_FINDINGS else f for f in findings]
 
 
 def _without_repeats(findings: list[Finding]) -> list[Finding]:
