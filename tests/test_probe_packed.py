@@ -200,3 +200,21 @@ def test_deep_packed_rnn_vanishes_through_time():
     wu = train(unpacked, 8, equal=False, packed=False, sgd=0.01, seq_steps=64, shortest=56)
     assert wu is not None
     assert "vanishing_through_time" in {f.id for f in wu.findings()}
+
+
+def test_the_norms_through_time_do_not_underflow_where_the_gradient_is_tiny():
+    # 1e-25 per element squares to below float32's range: summed in float64, the
+    # early steps of a vanished gradient read their value, not exactly 0.
+    from vgdiag.engine.probe_kernels import packed_time_index, packed_time_norms, time_norms
+
+    g = torch.full((4, 6, 8), 1e-25)
+    g[:, -1] = 1.0
+    norms = time_norms(g, time_dim=1)
+    assert norms.dtype == torch.float32
+    assert norms[0].item() == pytest.approx(math.sqrt(32) * 1e-25, rel=1e-5)
+    assert norms[-1].item() == pytest.approx(math.sqrt(32))
+    batch_sizes = torch.tensor([4, 4, 3, 2])
+    data = torch.full((int(batch_sizes.sum()), 8), 1e-25)
+    packed = packed_time_norms(data, packed_time_index(batch_sizes, data.device), 4)
+    assert packed.tolist() == pytest.approx([math.sqrt(n * 8) * 1e-25
+                                             for n in (4, 4, 3, 2)], rel=1e-5)

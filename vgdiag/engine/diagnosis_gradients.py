@@ -201,7 +201,7 @@ def _through_time(records: Sequence[StepRecord], t: Thresholds, when: str
     if vanishing:
         worst = min(vanishing, key=lambda n: vanishing[n])
         ratio = vanishing[worst]
-        share = ("exactly 0 (it underflowed in float32)"
+        share = ("exactly 0 (the backward pass's values underflowed)"
                  if ratio == 0 else common.fmt(ratio))
         found.append(Finding(
             "vanishing_through_time",

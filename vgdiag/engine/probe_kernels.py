@@ -103,12 +103,20 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+# A vanishing gradient through time reaches 1e-25 and less per element at the early
+# steps, whose squares are below float32's range: the norms are summed in float64
+# (then held in the gradient's dtype, which holds the result) so they do not read 0.
+_TIME_SUM = torch.float64
+
+
 def time_norms(grad: torch.Tensor, time_dim: int) -> torch.Tensor:
     """||dLoss/dx_t|| for every time step t of a sequence gradient."""
     g = grad.detach()
-    g = g.float() if g.dtype in LOW_PRECISION else g
     dims = [d for d in range(g.dim()) if d != time_dim]
-    return torch.linalg.vector_norm(g, dim=dims) if dims else g.abs()
+    if not dims:
+        return g.float().abs() if g.dtype in LOW_PRECISION else g.abs()
+    out = torch.linalg.vector_norm(g, dim=dims, dtype=_TIME_SUM)
+    return out.float() if g.dtype != torch.float64 else out
 
 
 def packed_time_index(batch_sizes: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -133,14 +141,14 @@ def packed_time_norms(grad: torch.Tensor, index: torch.Tensor, steps: int) -> to
 
     `index` (packed_time_index) gives each row's time step; the norm of step t is over
     its rows, the sequences still running at t. One segment sum of the rows' squared
-    norms, no loop over time steps; 16-bit gradients are summed in float32.
+    norms, no loop over time steps, in float64 (see _TIME_SUM).
     """
     g = grad.detach()
     g = g.reshape(g.shape[0], -1)
-    dtype = torch.float32 if g.dtype in LOW_PRECISION else None
-    rows = torch.linalg.vector_norm(g, dim=1, dtype=dtype).square()
+    rows = torch.linalg.vector_norm(g, dim=1, dtype=_TIME_SUM).square()
     sums = torch.zeros(steps, dtype=rows.dtype, device=rows.device)
-    return sums.index_add_(0, index, rows).sqrt()
+    out = sums.index_add_(0, index, rows).sqrt()
+    return out.float() if g.dtype != torch.float64 else out
 
 
 def histograms(
