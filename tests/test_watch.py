@@ -473,6 +473,21 @@ def test_a_diverging_loop_is_told_once_when_a_sampled_step_goes_non_finite() -> 
     assert str(said[0].message).startswith("vgdiag: step 4 is not finite (gradient of 0")
 
 
+def test_parameter_groups_learning_rates_are_all_recorded(tmp_path: Path) -> None:
+    from vgdiag.runs.report import render_report
+
+    model = deep_sigmoid()
+    opt = torch.optim.SGD([{"params": model[1].parameters(), "lr": 0.01},
+                           {"params": model[3:].parameters(), "lr": 0.1}], lr=0.5)
+    with vgdiag.watch(model, opt, out=tmp_path / "run", every=5, num_classes=10) as w:
+        train(w, model, opt, epochs=1)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["experiment"]["train"]["lr"] == 0.01
+    assert config["experiment"]["train"]["lr_groups"] == [0.01, 0.1]
+    assert "| learning rate | 0.01, 0.1 (per parameter group) |" in render_report(
+        read_run(tmp_path / "run"), "md")
+
+
 def test_micro_batch_losses_are_averaged_and_the_epoch_weights_by_samples() -> None:
     # Gradient accumulation over two micro-batches of 16 and 8 samples (a short last
     # batch): the step's record holds their mean, the epoch the per-sample mean.

@@ -51,9 +51,12 @@ def run_config(
     inner = unwrap(model)
     train: dict[str, Any] = {"every": every, "hist_every": hist_every}
     if optimizer is not None and optimizer.param_groups:
-        lr = optimizer.param_groups[0].get("lr")
-        if isinstance(lr, int | float):
-            train["lr"] = float(lr)
+        lrs = [g.get("lr") for g in optimizer.param_groups]
+        if isinstance(lrs[0], int | float):
+            train["lr"] = float(lrs[0])
+        if len(set(map(str, lrs))) > 1:  # parameter groups with learning rates of their own
+            train["lr_groups"] = [float(v) if isinstance(v, int | float) else str(v)
+                                  for v in lrs]
     if total_epochs:
         train["epochs"] = total_epochs
     train.update(hparams or {})

@@ -248,7 +248,9 @@ def config_essentials(run: RunData) -> list[tuple[str, str]]:
         ("classes", data.get("num_classes")),
         ("loss", config_value(c, "experiment", "notes", "loss")),
         ("optimizer", config_value(c, "experiment", "optimizer")),
-        ("learning rate", train.get("lr")),
+        ("learning rate", (", ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                                     for v in train["lr_groups"]) + " (per parameter group)"
+                           if train.get("lr_groups") else train.get("lr"))),
         ("batch size", train.get("batch_size")),
         ("epochs", train.get("epochs")),
         ("seed", train.get("seed")),
