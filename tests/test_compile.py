@@ -33,6 +33,17 @@ pytestmark = pytest.mark.skipif(not _compile_supported(),
                                 reason="torch.compile is not supported on this platform")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Dynamo keeps compiled graphs per code object, and every test compiles the same
+    nn.Sequential: a graph one test traced must not serve the next."""
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    yield
+    dynamo.reset()
+
+
 def make_model() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.ReLU(),
@@ -131,6 +142,84 @@ def test_two_watched_compiled_models_share_the_stance_and_put_it_back():
         assert all(r.layers["0"].act_mean == r.layers["0"].act_mean for r in wa.history)
     finally:
         torch.compiler.set_stance("default")
+
+
+def _stance() -> str:
+    import torch._dynamo.eval_frame as eval_frame
+
+    return eval_frame._stance.stance
+
+
+def _steps(model: nn.Module, opt: torch.optim.Optimizer, n: int, seen: list[str]) -> None:
+    for _ in range(n):
+        opt.zero_grad()
+        model(torch.randn(4, 6)).pow(2).mean().backward()
+        opt.step()
+        seen.append(_stance())
+
+
+def test_the_stance_is_put_back_on_every_path_and_a_loops_own_is_kept():
+    import gc
+
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    model = make_model()
+    compiled = torch.compile(model, backend="aot_eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    # A sample dropped in the forward (a hook that fails) keeps no stance past its step.
+    w = vgdiag.watch(compiled, opt, every=3)
+    w.probe._drop_sample(RuntimeError("a hook failed"))
+    seen: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _steps(compiled, opt, 4, seen)
+    assert seen == ["default", "default", "force_eager", "default"]
+    w.close()
+    # A probe dropped without close(), with its model and optimizer (whose hooks hold
+    # it), leaves no stance behind once collected.
+    # (After its first backward: until then the hooks that read the depth order hold
+    # it, as a parameter's post-accumulate-grad hooks are never collected.)
+    other = make_model()
+    other_opt = torch.optim.SGD(other.parameters(), lr=0.1)
+    other_compiled = torch.compile(other, backend="aot_eager")
+    dropped = vgdiag.watch(other_compiled, other_opt, every=1)
+    _steps(other_compiled, other_opt, 1, [])
+    assert _stance() == "force_eager"  # armed for the next step
+    del dropped, other, other_opt, other_compiled
+    gc.collect()
+    assert _stance() == "default"
+    # A stance the loop sets while the probe is armed is the loop's: kept.
+    try:
+        w = vgdiag.watch(compiled, opt, every=3)
+        torch.compiler.set_stance("eager_on_recompile")
+        seen = []
+        _steps(compiled, opt, 2, seen)
+        w.close()
+        assert seen == ["eager_on_recompile", "eager_on_recompile"]
+        assert _stance() == "eager_on_recompile"
+    finally:
+        torch.compiler.set_stance("default")
+
+
+def test_fullgraph_under_a_stance_the_loop_set_itself_still_trains():
+    # The loop overrides the probe's eager stance: the forward is traced with the
+    # probe's hooks in it, and a tensor hook would be an error under fullgraph=True.
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    model = make_model()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    try:
+        w = vgdiag.watch(compiled, opt, every=1)
+        torch.compiler.set_stance("default")  # the loop's choice, after the watch
+        _steps(compiled, opt, 3, [])
+        w.close()
+    finally:
+        torch.compiler.set_stance("default")
+    assert len(w.history) == 3
+    assert all(math.isfinite(s.grad_norm) for r in w.history for s in r.layers.values())
 
 
 def test_fullgraph_compile_records_everything_as_sampled_steps_run_eager(monkeypatch):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -154,7 +155,12 @@ class Probe:
         # (torch.compile refuses it), so that one statistic goes.
         self._eager = (EagerWhileSampled() if compiled_anywhere(model) and can_run_eager()
                        else None)
-        self._grad_hooks = self._eager is not None or not compiled_fullgraph(model)
+        if self._eager is not None:  # a probe dropped unclosed leaves no stance behind
+            weakref.finalize(self, self._eager.leave)
+        # Under fullgraph=True the output-gradient hook steps aside wherever it is
+        # traced after all (a stance the loop set itself): see LayerLayout.
+        self._fullgraph = compiled_fullgraph(model)
+        self._grad_hooks = self._eager is not None or not self._fullgraph
         if not self._grad_hooks:
             warnings.warn(
                 "vgdiag: the model was compiled with fullgraph=True, where a hook on the "
@@ -208,6 +214,7 @@ class Probe:
         self._layout = LayerLayout(self._root, owners, params,
                                    original_shapes(self._root, self._tensors), self._guard,
                                    functional=functional)
+        self._layout.fullgraph = self._fullgraph
         if not functional and not self._layout.has_activation_modules and len(owners) > 1:
             warnings.warn(
                 "vgdiag: the model is compiled and has no activation modules: activations "
@@ -506,6 +513,8 @@ class Probe:
     def _advance(self) -> None:
         self.step += 1
         self._in_flight = False
+        if self._fwd_handles and not self._is_sampled(self.step):
+            self._disarm()  # a sample dropped before its gradients were read kept them on
         if not self._closed and self._ready and self._is_sampled(self.step):
             self._arm()
 

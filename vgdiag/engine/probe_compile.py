@@ -8,9 +8,12 @@ against 1 graph). So while the probe's hooks are attached, Dynamo's stance is
 `force_eager` (`torch.compiler.set_stance`): the hooks see an eager forward and
 backward, exactly, and the compiled graph, traced without hooks, stays whole.
 
-The stance is process-wide: a user's other compiled functions called during a sampled
-step's forward and backward run eager too. Where `set_stance` is missing (PyTorch before
-2.6) or refuses, the hooks run inside the compiled graph as before.
+The stance is process-wide, and on from the end of the step before a sampled one
+(where the hooks go on) to the sampled step's optimizer step: a user's other compiled
+functions called in that window (an evaluation between epochs, say) run eager too, and
+with every step sampled the model never runs compiled. A stance the loop sets itself
+meanwhile is kept. Where `set_stance` is missing (PyTorch before 2.6) or refuses, the
+hooks run inside the compiled graph as before.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class EagerWhileSampled:
 
     Counted across the process: two watched models (a GAN's, or a probe armed while
     another is) share the one stance, so the first to enter saves the stance the loop
-    had and the last to leave puts it back. Entering twice or leaving without
+    had and the last to leave puts it back, if the stance is still `force_eager`: one
+    the loop set in between is its own, and stays. Entering twice or leaving without
     entering does nothing.
     """
 
@@ -77,8 +81,11 @@ class EagerWhileSampled:
                 return
             saved, cls._saved = cls._saved, None
             try:
+                import torch._dynamo.eval_frame as eval_frame
                 import torch.compiler
 
+                if eval_frame._stance.stance != "force_eager":
+                    return  # the loop chose a stance since: not ours to undo
                 torch.compiler.set_stance(saved.stance,
                                           skip_guard_eval_unsafe=saved.skip_guard_eval_unsafe,
                                           force_backend=saved.backend)

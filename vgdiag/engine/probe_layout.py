@@ -53,6 +53,10 @@ class LayerLayout:
     def __init__(self, root: nn.Module, owners: Owners, params: Params,
                  shapes: list[tuple[int, ...]], guard: Guard, functional: bool) -> None:
         self._root = root
+        # torch.compile(fullgraph=True): a tensor hook traced into the graph is an
+        # error, so where the forward is traced after all (the probe's eager stance
+        # overridden by the loop's own) the output-gradient hooks step aside.
+        self.fullgraph = False
         self.owners = owners
         self.params = params
         self.shapes = shapes
@@ -236,7 +240,8 @@ class LayerLayout:
                 x = first_tensor(inputs)
                 if x is not None and x.dim() >= 1:
                     self.in_features[top] = int(x.shape[-1])
-            if out is not None and out.requires_grad and grad_hooks:
+            if (out is not None and out.requires_grad and grad_hooks
+                    and not (self.fullgraph and torch.compiler.is_compiling())):
                 store = self.grad_out.setdefault(top, [])
                 dtype = torch.float32 if out.dtype in LOW_PRECISION else None
 
