@@ -488,6 +488,29 @@ def test_parameter_groups_learning_rates_are_all_recorded(tmp_path: Path) -> Non
         read_run(tmp_path / "run"), "md")
 
 
+def test_warnings_as_errors_never_raise_out_of_the_loop(capsys) -> None:
+    # pytest's filterwarnings = error: what the probe says mid-step goes to stderr,
+    # and the loop (its optimizer.step()) goes on.
+    import warnings as w_
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with w_.catch_warnings():
+        w_.simplefilter("error")
+        with vgdiag.watch(model, opt, every=1, num_classes=10) as w:  # 10 != 3 outputs
+            for step in range(4):
+                if step == 2:
+                    with torch.no_grad():
+                        model[0].weight.fill_(float("inf"))
+                opt.zero_grad()
+                model(torch.randn(4, 8)).pow(2).mean().backward()
+                opt.step()
+    assert w.probe.step == 4 and [r.step for r in w.history] == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    assert "warning: vgdiag: num_classes=10" in err and "is not finite" in err
+
+
 def test_micro_batch_losses_are_averaged_and_the_epoch_weights_by_samples() -> None:
     # Gradient accumulation over two micro-batches of 16 and 8 samples (a short last
     # batch): the step's record holds their mean, the epoch the per-sample mean.

@@ -75,6 +75,7 @@ from vgdiag.engine.probe_pack import (
 from vgdiag.engine.probe_record import assemble
 from vgdiag.engine.records import LayerInfo, StepRecord
 from vgdiag.engine.snapshots import SAMPLE_THRESHOLD, Snapshots
+from vgdiag.engine.warn import tell
 from vgdiag.textfmt import plural
 
 __all__ = ["DISTRIBUTED_MODES", "GRAD_LOG_RANGE", "HIST_BINS", "SATURATION_EPS", "Probe"]
@@ -325,9 +326,9 @@ class Probe:
 
     def _drop_sample(self, exc: BaseException) -> None:
         if not self._failed:
-            warnings.warn(f"vgdiag: the probe could not measure step {self.step} "
-                          f"({type(exc).__name__}: {exc}); training goes on, this step "
-                          "is not recorded", stacklevel=3)
+            tell(f"vgdiag: the probe could not measure step {self.step} "
+                 f"({type(exc).__name__}: {exc}); training goes on, this step is not "
+                 "recorded", stacklevel=3)
         self._failed = True
         self._in_flight = False
         self._grad_pieces = None
@@ -435,7 +436,7 @@ class Probe:
         self._read_grads()
         if not self._warned_closure:
             self._warned_closure = True
-            warnings.warn(
+            tell(
                 f"vgdiag: optimizer.step(closure) did not call the closure at step "
                 f"{self.step}: its gradients are read after the update, which is exact "
                 "only if the optimizer leaves .grad as it was; for exact numbers watch "
@@ -472,7 +473,7 @@ class Probe:
 
         named = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
                                           else "")
-        warnings.warn(
+        tell(
             f"vgdiag: {plural(len(missing), 'layer')} with a gradient ({named}) "
             f"{'is' if len(missing) == 1 else 'are'} not in the optimizer vgdiag follows, "
             "so an update another optimizer makes reads 0 in update_ratio: with several "

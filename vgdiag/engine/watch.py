@@ -18,7 +18,6 @@ import os
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -37,6 +36,7 @@ from vgdiag.engine.probe import Probe
 from vgdiag.engine.records import EpochRecord, Finding, LayerInfo, StepRecord
 from vgdiag.engine.status import RunStatus
 from vgdiag.engine.tracebacks import failure_line
+from vgdiag.engine.warn import tell
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # in typing from Python 3.11
@@ -252,7 +252,7 @@ class Watch:
         try:
             sink.close()
         except Exception as exc:  # the user's training must not fail for our files
-            warnings.warn(f"vgdiag: could not finish the run folder: {exc}", stacklevel=2)
+            tell(f"vgdiag: could not finish the run folder: {exc}", stacklevel=2)
 
     def __enter__(self) -> Watch:
         return self
@@ -276,7 +276,7 @@ class Watch:
         if (units is None or units == self.num_classes or (units == 1 and self.num_classes == 2)
                 or self.rank != 0):
             return
-        warnings.warn(
+        tell(
             f"vgdiag: num_classes={self.num_classes}, but the output layer {name} "
             f"({info.kind if info else '?'}) has {units} outputs: a stalled loss is read "
             f"against ln({self.num_classes}); give num_classes={units} if the model "
@@ -292,7 +292,7 @@ class Watch:
         bad = [n or "<root>" for n, s in record.layers.items() if s.grad_non_finite]
         where = f" (gradient of {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})" \
             if bad else ""
-        warnings.warn(
+        tell(
             f"vgdiag: step {record.step} is not finite{where}: training diverged, and "
             "every update from here on spreads NaN or inf through the weights; a lower "
             "learning rate is often enough (the non_finite finding says more)",
@@ -312,7 +312,7 @@ class Watch:
         try:
             self._sink.handle(event)
         except Exception as exc:  # never break the user's training for our files
-            warnings.warn(f"vgdiag: stopped writing the run folder: {exc}", stacklevel=3)
+            tell(f"vgdiag: stopped writing the run folder: {exc}", stacklevel=3)
             sink, self._sink = self._sink, None
             with contextlib.suppress(Exception):  # reported; the folder reads as cut off
                 sink.close()
