@@ -546,6 +546,18 @@ def test_report_out_writes_through_links_and_into_pipes_never_replacing_them(cap
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert json.loads(got[0])["status"] == "completed"
     assert not list(tmp_path.glob(".*.tmp"))
+    # /dev/stdout redirected to a log (`>> log`) adds to the log, keeping what it held.
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    log.write_text("earlier line\n")
+    with open(log, "a") as out:
+        proc = subprocess.run([sys.executable, "-m", "vgdiag", "report", str(out_dir),
+                               "--out", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().startswith("earlier line\n# vgdiag report")
 
 
 def test_the_dashboards_refuse_to_open_without_a_terminal(tmp_path: Path):

@@ -106,15 +106,17 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
 
     Only a regular file is replaced, keeping its permissions. A symbolic link is kept
     and its target written. A device or a pipe (`--out /dev/null`, `/dev/stdout`, a
-    FIFO) is written into: renamed over, /dev/null would become a file, for every
-    program on the machine when run as root.
+    FIFO), or any path under /dev or /proc, is appended to: renamed over, /dev/null
+    would become a file, for every program on the machine when run as root, and
+    `/dev/stdout` redirected to a log (`>> log`) would lose the log's earlier lines.
     """
     try:
         found = os.stat(path)  # through links, /proc's fd links included
     except FileNotFoundError:
         found = None
-    if found is not None and not stat.S_ISREG(found.st_mode):
-        with open(path, "w", encoding="utf-8") as f:  # a directory raises IsADirectoryError
+    special = Path(os.path.abspath(path)).parts[1:2] in (("dev",), ("proc",))
+    if special or (found is not None and not stat.S_ISREG(found.st_mode)):
+        with open(path, "a", encoding="utf-8") as f:  # a directory raises IsADirectoryError
             f.write(text)
         return
     target = Path(os.path.realpath(path))  # a dangling link: its target is made
