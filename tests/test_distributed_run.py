@@ -248,10 +248,18 @@ def test_a_rank_other_than_0_leaves_bad_input_to_rank_0_to_say(capsys, monkeypat
     for key, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
         monkeypatch.setenv(key, value)
     monkeypatch.setattr("vgdiag.cli.app._RANK_ZERO_GRACE_S", 0.0)
-    for argv in (["compare", "--epochs", "1"], ["run", "--plugin-opt", "relu.init=keep"],
-                 ["run", "--epochs", "x"]):
+    for argv in (["run", "--plugin-opt", "relu.init=keep"], ["run", "--epochs", "x"],
+                 ["run", "--epochs", "0"]):
         assert main(argv) == ExitCode.BAD_INPUT
         assert capsys.readouterr().err == ""
+    # What may differ between machines, and commands that are not `vgdiag run` (a
+    # subprocess of a rank), are said where they are found.
+    for argv, said in ((["compare", "--epochs", "1"], "runs in one process"),
+                       (["view", "--nope"], "--nope"),
+                       (["run", "--plugin-opt", "nope.x=1", "--plugin", "nope"],
+                        "unknown plugin 'nope'")):
+        assert main(argv) == ExitCode.BAD_INPUT
+        assert said in capsys.readouterr().err
     monkeypatch.setenv("RANK", "0")
     assert main(["run", "--plugin-opt", "relu.init=keep"]) == ExitCode.BAD_INPUT
     assert "add --plugin relu" in capsys.readouterr().err

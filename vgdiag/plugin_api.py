@@ -353,6 +353,18 @@ def parse_plugin_opts(items: Iterable[str]) -> dict[str, dict[str, str]]:
     return parsed
 
 
+def check_plugin_opts_used(plugin_opts: dict[str, dict[str, str]], applied: Iterable[str],
+                           how: str) -> None:
+    """UserError for options of a plugin that is not applied: they would do nothing.
+    `how` says how to apply it, with `{name}` for the plugin's name."""
+    used = set(applied)
+    unused = [name for name in plugin_opts if name not in used]
+    if unused:
+        name = unused[0]
+        raise UserError(f"--plugin-opt {name}.* sets options of {name}, which is not "
+                        f"applied: {how.format(name=name)}")
+
+
 def validate_plugin_opts(
     plugin_opts: dict[str, dict[str, str]], plugins: dict[str, Plugin] | None = None
 ) -> None:

@@ -122,8 +122,8 @@ def _main(argv: list[str] | None) -> int:
         # The option parser words a bad choice "Value error, ..."; the help it printed
         # for a bare `vgdiag` comes with an empty message.
         message = one_line(exc.format_message()).replace("Value error, ", "")
-        if not_rank_zero():  # every rank parsed the same command line
-            return _leave_it_to_rank_zero()
+        if not_rank_zero() and ctx is not None and ctx.command.name == "run":
+            return _leave_it_to_rank_zero()  # every rank parsed the same command line
         print(f"vgdiag: error: {message or 'no command given'}{hint}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     except UserError as exc:

@@ -30,7 +30,6 @@ from torch import nn
 from vgdiag.errors import SaidByRankZero, UserError
 from vgdiag.torchrun_env import every_ranks_error, launched_by_torchrun
 
-# torchrun sets these for every worker it starts.
 # A collective that waits longer than this fails instead of hanging: long enough for a
 # slow epoch's evaluation or the first CUDA compilation on one rank, short enough that
 # a lost rank ends the run. VGDIAG_DIST_TIMEOUT_S overrides it.
@@ -45,7 +44,7 @@ _PEER_ERROR_WAIT_S = 2.0
 def refuse_under_torchrun(what: str) -> None:
     """UserError for front ends that are single-process by design."""
     if launched_by_torchrun():
-        raise every_ranks_error(
+        raise UserError(
             f"{what} runs in one process: start it without torchrun "
             "(torchrun is for `vgdiag run`, which then trains data-parallel)"
         )
@@ -60,7 +59,7 @@ def _timeout_s() -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        raise every_ranks_error(f"{TIMEOUT_ENV}={raw!r}: give a positive number of seconds")
+        raise UserError(f"{TIMEOUT_ENV}={raw!r}: give a positive number of seconds")
     return value
 
 
@@ -105,13 +104,13 @@ class DataParallel:
             )
         cuda = spec in ("auto", "cuda") and torch.cuda.is_available()
         if spec == "cuda" and not cuda:
-            raise every_ranks_error("--device cuda was asked for but CUDA is not available "
+            raise UserError("--device cuda was asked for but CUDA is not available "
                                     "here: use --device cpu or --device auto")
         if cuda and local >= torch.cuda.device_count():
             raise UserError(f"local rank {local} has no GPU: this machine has "
                             f"{torch.cuda.device_count()}; start fewer processes per node")
         if not dist.is_available():
-            raise every_ranks_error(
+            raise UserError(
                 "this PyTorch build has no torch.distributed: run without torchrun")
         backend = "nccl" if cuda else "gloo"
         device = f"cuda:{local}" if cuda else "cpu"
@@ -120,7 +119,7 @@ class DataParallel:
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=timedelta(seconds=_timeout_s()))
         if fsdp and not fsdp2_available():
-            raise every_ranks_error(
+            raise UserError(
                 "--fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard), which this PyTorch "
                 "build lacks: drop --fsdp to train with DDP")
         return cls(rank, world, local, device, fsdp)

@@ -116,6 +116,14 @@ class RunOptions:
 
     def validate(self) -> None:
         """UserError for values that make no sense, before anything is loaded."""
+        self.check_values()
+        from vgdiag.inputs.recipe import check_model_and_data  # torch: only when running
+
+        check_model_and_data(self)
+
+    def check_values(self) -> None:
+        """validate()'s checks of the values alone, which every process given the same
+        command line finds alike (torchrun's ranks: vgdiag.torchrun_env)."""
         checks: list[tuple[bool, str]] = [
             (self.depth >= 1, f"--depth must be at least 1, got {self.depth}"),
             (self.width >= 1, f"--width must be at least 1, got {self.width}"),
@@ -139,9 +147,6 @@ class RunOptions:
                 raise UserError(message)
         self._refuse_ignored()
         coerce_choices(self)  # fields may have been assigned after construction
-        from vgdiag.inputs.recipe import check_model_and_data  # torch: only when running
-
-        check_model_and_data(self)
 
     def _refuse_ignored(self) -> None:
         """An option set to something it would silently not do is a mistake to report."""

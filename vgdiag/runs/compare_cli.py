@@ -45,7 +45,7 @@ class CompareRequest:
 def resolve(request: CompareRequest, available: dict[str, Any]
             ) -> tuple[RunOptions, list[VariantSpec], int]:
     """(options, specs, jobs) for a request: the preset's bundle under explicit options."""
-    from vgdiag.plugin_api import resolve_plugin_names
+    from vgdiag.plugin_api import check_plugin_opts_used, resolve_plugin_names
 
     if not 1 <= request.seeds <= MAX_SEEDS:
         raise UserError(f"--seeds must be between 1 and {MAX_SEEDS}, got {request.seeds}")
@@ -65,11 +65,8 @@ def resolve(request: CompareRequest, available: dict[str, Any]
                                      available)
         specs = build_specs(names, request.plugin_opts)
         jobs = 1 if request.jobs is None else request.jobs
-    applied = {s.plugin for s in specs}
-    unused = [name for name in request.plugin_opts if name not in applied]
-    if unused:  # as `vgdiag run` says it: an option for a plugin not run does nothing
-        raise UserError(f"--plugin-opt {unused[0]}.* sets options of {unused[0]}, which this "
-                        f"comparison does not run: add {unused[0]} to --plugins")
+    check_plugin_opts_used(request.plugin_opts, (s.plugin for s in specs if s.plugin),
+                           "add {name} to --plugins")
     if request.seeds > 1:
         seeds = [opts.seed + i for i in range(request.seeds)]
         specs = [dataclasses.replace(s, seed=seed) for s in specs for seed in seeds]

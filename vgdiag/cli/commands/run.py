@@ -10,7 +10,7 @@ from rich.console import Console
 
 from vgdiag.cli.exits import exit_code_for_run
 from vgdiag.cli.options_typer import command
-from vgdiag.cli.prepare import parse_plugin_options, preflight
+from vgdiag.cli.prepare import preflight
 from vgdiag.cli.signals import StopOnSignal
 from vgdiag.engine.status import RunStatus
 from vgdiag.errors import RunFolderError, UserError
@@ -27,19 +27,20 @@ def run(opts: RunOptions, cmd: RunCommandOptions) -> None:
     Under `torchrun --nproc_per_node N -m vgdiag run ...` it trains data-parallel.
     """
     from vgdiag.inputs.recipe import build_experiment, load_data
+    from vgdiag.plugin_api import check_plugin_opts_used, parse_plugin_opts, validate_plugin_opts
     from vgdiag.runs.folder import default_run_dir
     from vgdiag.runs.store import RunStore
     from vgdiag.torchrun_env import every_ranks_error, launched_by_torchrun
 
-    try:
-        opts.validate()
-        plugin_opts = parse_plugin_options(cmd.plugin_opt)
-        unused = [name for name in plugin_opts if name not in (cmd.plugin or [])]
-        if unused:
-            raise UserError(f"--plugin-opt {unused[0]}.* sets options of {unused[0]}, which "
-                            f"this run does not apply: add --plugin {unused[0]}")
-    except UserError as exc:  # the command line's own: the same on every rank
+    try:  # the command line's own values: the same on every rank
+        opts.check_values()
+        plugin_opts = parse_plugin_opts(cmd.plugin_opt or [])
+        check_plugin_opts_used(plugin_opts, cmd.plugin or [], "add --plugin {name}")
+    except UserError as exc:
         raise every_ranks_error(str(exc)) from None
+    # What each machine has (the files, the installed plugins): said by every rank.
+    opts.validate()
+    validate_plugin_opts(plugin_opts)
 
     def prepare() -> tuple[Any, Any]:
         bundle = load_data(opts)
