@@ -17,7 +17,7 @@ import threading
 import torch
 from torch import nn
 
-from vgdiag.engine.probe_kernels import LONG_NORM, LOW_PRECISION, TINY
+from vgdiag.engine.probe_kernels import LONG_NORM, LOW_PRECISION, TINY, wide_dtype
 from vgdiag.engine.probe_layers import DEAD_BELOW_ZERO, SATURATING_01, SATURATING_11
 
 # Outputs within this distance of a bound count as saturated: sigmoid < 0.01 means a
@@ -79,8 +79,8 @@ def _into(buf: torch.Tensor, piece: torch.Tensor, minus: torch.Tensor | float) -
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
-    """float64 for adding up pieces, where the device has it (Apple's MPS has not)."""
-    return t.float() if t.device.type == "mps" else t.double()
+    """The wide dtype for adding up pieces (probe_kernels.wide_dtype)."""
+    return t.to(wide_dtype(t.device))
 
 
 def _total(parts: list[torch.Tensor]) -> torch.Tensor:

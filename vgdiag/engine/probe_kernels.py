@@ -103,19 +103,22 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+def wide_dtype(device: torch.device) -> torch.dtype:
+    """float64 for sums that float32 cannot hold, where the device has it (Apple's MPS
+    has not: float32 there)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 # A vanishing gradient through time reaches 1e-25 and less per element at the early
 # steps, whose squares are below float32's range: the norms are summed in float64
-# (then held in the gradient's dtype, which holds the result) so they do not read 0.
-_TIME_SUM = torch.float64
-
-
+# (wide_dtype), then held in float32, which holds the result, so they do not read 0.
 def time_norms(grad: torch.Tensor, time_dim: int) -> torch.Tensor:
     """||dLoss/dx_t|| for every time step t of a sequence gradient."""
     g = grad.detach()
     dims = [d for d in range(g.dim()) if d != time_dim]
     if not dims:
         return g.float().abs() if g.dtype in LOW_PRECISION else g.abs()
-    out = torch.linalg.vector_norm(g, dim=dims, dtype=_TIME_SUM)
+    out = torch.linalg.vector_norm(g, dim=dims, dtype=wide_dtype(g.device))
     return out.float() if g.dtype != torch.float64 else out
 
 
@@ -141,11 +144,11 @@ def packed_time_norms(grad: torch.Tensor, index: torch.Tensor, steps: int) -> to
 
     `index` (packed_time_index) gives each row's time step; the norm of step t is over
     its rows, the sequences still running at t. One segment sum of the rows' squared
-    norms, no loop over time steps, in float64 (see _TIME_SUM).
+    norms, no loop over time steps, in float64 (see time_norms).
     """
     g = grad.detach()
     g = g.reshape(g.shape[0], -1)
-    rows = torch.linalg.vector_norm(g, dim=1, dtype=_TIME_SUM).square()
+    rows = torch.linalg.vector_norm(g, dim=1, dtype=wide_dtype(g.device)).square()
     sums = torch.zeros(steps, dtype=rows.dtype, device=rows.device)
     out = sums.index_add_(0, index, rows).sqrt()
     return out.float() if g.dtype != torch.float64 else out
