@@ -55,7 +55,7 @@ class _FolderSink:
         # never written.
         self._writing = False
         self._term_pending: tuple[int, FrameType | None] | None = None
-        self.exit_raised: tuple[SystemExit, int] | None = None  # see _ExitSpy
+        self.exit_raised: tuple[object, int] | None = None  # see _ExitSpy
 
     def guard(self, watch: Watch) -> None:
         self.watch = watch
@@ -118,8 +118,8 @@ class _FolderSink:
             return
         error = getattr(sys, "last_value", None)
         if error is None and self.exit_raised is not None:
-            exited, at_step = self.exit_raised
-            error = exited if at_step == self.watch.probe.step else None
+            status, at_step = self.exit_raised
+            error = SystemExit(status) if at_step == self.watch.probe.step else None
         self.watch.close(error)
 
 
@@ -149,11 +149,13 @@ class _ExitSpy:
 
     @staticmethod
     def _exit(status: object = None) -> None:
-        error = SystemExit(status)
-        for sink in list(_ExitSpy.sinks):
-            if sink.watch is not None:
-                sink.exit_raised = (error, sink.watch.probe.step)
-        raise error
+        # The main thread's alone ends the program; the status, not the exception,
+        # is kept (its traceback would hold the frames and their tensors alive).
+        if threading.current_thread() is threading.main_thread():
+            for sink in list(_ExitSpy.sinks):
+                if sink.watch is not None:
+                    sink.exit_raised = (status, sink.watch.probe.step)
+        raise SystemExit(status)
 
 
 def watch(
