@@ -171,8 +171,20 @@ def _debug_traceback() -> None:
 
 def _leave_it_to_rank_zero() -> int:
     """Exit 2 without a word: rank 0 prints the line. torchrun stops every rank once one
-    has exited, so this one waits a moment first, lest rank 0 be stopped mid-sentence."""
-    time.sleep(_RANK_ZERO_GRACE_S)
+    has exited, so this one waits a moment first, lest rank 0 be stopped mid-sentence;
+    the SIGTERM torchrun then sends it once rank 0 has exited ends it as it would have
+    ended (exit 2), not as an interruption."""
+    import signal
+
+    def quietly(signum: int, frame: object) -> None:
+        os._exit(int(ExitCode.BAD_INPUT))
+
+    saved = {sig: signal.signal(sig, quietly) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        time.sleep(_RANK_ZERO_GRACE_S)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
     return int(ExitCode.BAD_INPUT)
 
 
