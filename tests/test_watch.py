@@ -188,6 +188,21 @@ def test_losses_not_given_are_left_out(tmp_path: Path) -> None:
     assert cli("report", str(tmp_path / "run")).returncode == 0
 
 
+def test_epochs_without_a_loss_given_are_not_a_divergence(tmp_path: Path) -> None:
+    # Lightning's manual optimisation returning nothing: epochs end, no loss is given;
+    # their NaN train_loss is "not given", not a non-finite loss that fails a gate.
+    model = deep_sigmoid()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with vgdiag.watch(model, opt, out=tmp_path / "run", every=2, num_classes=10) as w:
+        for _ in range(2):
+            train(w, model, opt, epochs=1, observe=False)
+            w.observe_epoch(val_acc=0.1)
+    run = read_run(tmp_path / "run")
+    assert len(run.epochs) == 2 and all(math.isnan(e.train_loss) for e in run.epochs)
+    assert "non_finite" not in {f.id for f in run.findings}
+    assert "non_finite" not in run.summary["verdict"]
+
+
 def test_an_exception_in_the_loop_marks_the_folder_failed(tmp_path: Path) -> None:
     model = deep_sigmoid()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

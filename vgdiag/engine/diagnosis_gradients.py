@@ -247,7 +247,12 @@ def non_finite(
         if bad or math.isinf(r.loss):
             first_step = r.step if first_step is None else first_step
         bad_layers += [n for n in bad if n not in bad_layers]
-    loss_bad = [e.epoch for e in epochs if not math.isfinite(e.train_loss)]
+    # An epoch's NaN loss is "not given" where no step's loss was (Lightning's manual
+    # optimisation returning nothing): only a loss the run gave can be non-finite.
+    given = any(math.isfinite(r.loss) for r in records) or any(
+        math.isfinite(e.train_loss) for e in epochs)
+    loss_bad = [e.epoch for e in epochs
+                if math.isinf(e.train_loss) or (math.isnan(e.train_loss) and given)]
     if first_step is None and not loss_bad:
         return []
     when = ""
