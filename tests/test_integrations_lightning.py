@@ -204,3 +204,43 @@ def test_sigterm_through_lightnings_own_handler_marks_the_folder_interrupted(
     run = read_run(tmp_path / "lit")
     assert run.status == "interrupted", (proc.returncode, err[-2000:])
     assert len(run.epochs) >= 1 and len(run.records) >= BATCHES
+
+
+class TwoOptimizers(Tiny):
+    """Manual optimisation with two optimizers, a GAN's shape: one per layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        first, second = self.optimizers()
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        first.zero_grad()
+        second.zero_grad()
+        self.manual_backward(loss)
+        first.step()
+        second.step()
+
+    def on_before_optimizer_step(self, optimizer):  # type: ignore[no-untyped-def]
+        pass
+
+    def on_train_batch_end(self, outputs, batch, idx):  # type: ignore[no-untyped-def]
+        pass
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return (torch.optim.SGD(self.net[0].parameters(), lr=0.1),
+                torch.optim.SGD(self.net[2].parameters(), lr=0.1))
+
+
+def test_several_optimizers_are_said_to_be_recorded_as_one_step(tmp_path: Path) -> None:
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[VgdiagCallback(tmp_path / "lit", every=1)])
+    with pytest.warns(UserWarning, match="vgdiag: 2 optimizers: each batch is recorded"):
+        trainer.fit(TwoOptimizers(), loader(1))
+    run = read_run(tmp_path / "lit")
+    assert run.status == "completed" and len(run.records) == BATCHES
+    assert "non_finite" not in {f.id for f in run.findings}  # no loss returned: not given

@@ -17,6 +17,7 @@ from what the module logs (`self.log("val_loss", ...)`, `"val_acc"`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,17 @@ class VgdiagCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        if len(trainer.optimizers) > 1:
+            # One record per batch: the gradients read at the batch's first optimizer
+            # step, the update across all of them (a GAN's discriminator's gradient is
+            # then read before, or after, the generator's backward added to it).
+            warnings.warn(
+                f"vgdiag: {len(trainer.optimizers)} optimizers: each batch is recorded as "
+                "one step, its gradients read at the first optimizer step of the batch "
+                "and its update across them all, so the layers another optimizer steps "
+                "read its gradients as they were then; for one optimizer's steps "
+                "exactly, watch its module with vgdiag.watch in training_step",
+                stacklevel=2)
         batches = trainer.num_training_batches
         steps = (int(batches) // max(trainer.accumulate_grad_batches, 1)
                  if math.isfinite(batches) else 0)
