@@ -149,6 +149,14 @@ def test_a_loss_scaler_is_divided_out_of_what_backward_measured(tmp_path: Path) 
         assert 1e-3 < seen["out"] < 10  # of the loss itself, not 2^16 times it
 
 
+def one_epoch(tmp_path: Path) -> pl.Trainer:
+    """A quiet one-epoch Trainer on the CPU, recording every step to tmp_path/lit."""
+    return pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path,
+                      callbacks=[VgdiagCallback(tmp_path / "lit", every=1)])
+
+
 def test_an_exception_in_training_step_marks_the_folder_failed(tmp_path: Path) -> None:
     class Broken(Tiny):
         def training_step(self, batch, idx):  # type: ignore[no-untyped-def]
@@ -156,10 +164,7 @@ def test_an_exception_in_training_step_marks_the_folder_failed(tmp_path: Path) -
                 raise ValueError("bad batch")
             return super().training_step(batch, idx)
 
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[VgdiagCallback(tmp_path / "lit", every=1)])
+    trainer = one_epoch(tmp_path)
     with pytest.raises(ValueError, match="bad batch"):
         trainer.fit(Broken(), loader(1))
     run = read_run(tmp_path / "lit")
@@ -235,10 +240,7 @@ class TwoOptimizers(Tiny):
 
 
 def test_several_optimizers_are_said_to_be_recorded_as_one_step(tmp_path: Path) -> None:
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[VgdiagCallback(tmp_path / "lit", every=1)])
+    trainer = one_epoch(tmp_path)
     with pytest.warns(UserWarning, match="vgdiag: 2 optimizers: each batch is recorded"):
         trainer.fit(TwoOptimizers(), loader(1))
     run = read_run(tmp_path / "lit")
