@@ -214,8 +214,7 @@ class Probe:
         functional = self._eager is not None or not compiled_anywhere(self.model)
         self._layout = LayerLayout(self._root, owners, params,
                                    original_shapes(self._root, self._tensors), self._guard,
-                                   functional=functional)
-        self._layout.fullgraph = self._fullgraph
+                                   functional=functional, fullgraph=self._fullgraph)
         if not functional and not self._layout.has_activation_modules and len(owners) > 1:
             warnings.warn(
                 "vgdiag: the model is compiled and has no activation modules: activations "
@@ -461,7 +460,7 @@ class Probe:
     def _check_coverage(self, optimizer: Any) -> None:
         """Warn once where layers that got a gradient are not in the hooked optimizer
         (a second optimizer updates them): their update reads 0 at every step."""
-        if not hasattr(self, "_layout"):
+        if not self._ready:
             return
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         missing = list(dict.fromkeys(

@@ -50,12 +50,11 @@ class EagerWhileSampled:
     def __init__(self) -> None:
         self.active = False
 
-    def enter(self) -> bool:
-        """True if compiled code now runs eager."""
+    def enter(self) -> None:
         cls = EagerWhileSampled
         with cls._lock:
             if self.active:
-                return True
+                return
             if cls._entered == 0:
                 try:
                     import torch._dynamo.eval_frame as eval_frame
@@ -64,11 +63,10 @@ class EagerWhileSampled:
                     saved = eval_frame._stance
                     torch.compiler.set_stance("force_eager")
                 except Exception:  # noqa: BLE001  the hooks then run in the graph
-                    return False
+                    return
                 cls._saved = saved
             cls._entered += 1
             self.active = True
-            return True
 
     def leave(self) -> None:
         cls = EagerWhileSampled

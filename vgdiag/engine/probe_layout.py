@@ -51,12 +51,13 @@ class LayerLayout:
     """Layers, their parameters and depth order, and the per-step hook buffers."""
 
     def __init__(self, root: nn.Module, owners: Owners, params: Params,
-                 shapes: list[tuple[int, ...]], guard: Guard, functional: bool) -> None:
+                 shapes: list[tuple[int, ...]], guard: Guard, functional: bool,
+                 fullgraph: bool = False) -> None:
         self._root = root
         # torch.compile(fullgraph=True): a tensor hook traced into the graph is an
         # error, so where the forward is traced after all (the probe's eager stance
         # overridden by the loop's own) the output-gradient hooks step aside.
-        self.fullgraph = False
+        self.fullgraph = fullgraph
         self.owners = owners
         self.params = params
         self.shapes = shapes
